@@ -1,0 +1,108 @@
+"""Fully connected layer: forward, excitation backward, gradient.
+
+Shapes: ``x (N, D)``, ``W (M, D)`` (``(out, in)``, as Caffe and PyTorch),
+``b (M,)``, ``y (N, M)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..backend import get_xp
+from ._eb import check_signal, safe_divide
+
+__all__ = ["LinearCache", "linear_forward", "linear_eb", "linear_grad"]
+
+
+class LinearCache(NamedTuple):
+    """What EB and the gradient of a fully connected layer need."""
+
+    x: object  # (N, D) input activations a_i
+    W: object  # (M, D) weights
+
+
+def _check(x, W, b):
+    if x.ndim != 2:
+        raise ValueError(f"linear: x must be (N, D), got shape {tuple(x.shape)}")
+    if W.ndim != 2 or W.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"linear: W must be (M, D) with D = {x.shape[1]} (input size), got shape {tuple(W.shape)}"
+        )
+    if b is not None and tuple(b.shape) != (W.shape[0],):
+        raise ValueError(f"linear: b must be ({W.shape[0]},), got shape {tuple(b.shape)}")
+    if W.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
+        raise TypeError(f"linear: dtypes differ (x {x.dtype}, W {W.dtype}, b {None if b is None else b.dtype})")
+
+
+def linear_forward(x, W, b=None):
+    """``y = x W^T + b``.
+
+    Parameters
+    ----------
+    x : array of shape (N, D)
+    W : array of shape (M, D)
+    b : array of shape (M,) or None
+
+    Returns
+    -------
+    y : array of shape (N, M)
+    cache : LinearCache
+    """
+    get_xp(x, W, b)  # raises on mixed backends
+    _check(x, W, b)
+    y = x @ W.T  # (N, M)
+    if b is not None:
+        y = y + b
+    return y, LinearCache(x, W)
+
+
+def linear_eb(p_y, cache):
+    """Excitation backward of a fully connected layer.
+
+    ``P(a_i) = a_i * sum_j W+_ji P(a_j) / Z_j`` with ``Z_j = sum_i W+_ji a_i``
+    (paper eq. 3 summed over parents, with the conditional winning probability
+    of eq. 1; Zhang et al. 2016 eq. 4).
+
+    Parameters
+    ----------
+    p_y : array of shape (N, M) or (K, N, M)
+        Marginal winning probabilities of the outputs (K stacked signals allowed).
+    cache : LinearCache
+
+    Returns
+    -------
+    p_x : array of shape (N, D) or (K, N, D)
+
+    Notes
+    -----
+    Conventions: the bias never enters ``Z``; where ``Z_j == 0`` exactly the
+    quotient is 0 (no epsilon) and that signal is lost; inputs are not clamped,
+    so a signed ``x`` gives a signed result. With ``x >= 0`` and every ``Z_j > 0``
+    the rule conserves mass: ``p_x.sum() == p_y.sum()``.
+    """
+    x, W = cache
+    xp = get_xp(p_y, x)
+    check_signal(p_y, (x.shape[0], W.shape[0]), "linear_eb")
+    W_pos = xp.maximum(W, 0)  # (M, D)  excitatory weights only
+    z = x @ W_pos.T  # (N, M)  step 1: forward with W+, no bias
+    s = safe_divide(p_y, z, xp=xp)  # (N, M) or (K, N, M)  step 2: 0 where z == 0
+    c = s @ W_pos  # (N, D) or (K, N, D)  step 3: adjoint of step 1
+    return x * c  # (N, D) or (K, N, D)  step 4: multiply by the input
+
+
+def linear_grad(g_y, cache):
+    """Gradient with respect to the input: ``g_x = g_y W``.
+
+    Parameters
+    ----------
+    g_y : array of shape (N, M) or (K, N, M)
+    cache : LinearCache
+
+    Returns
+    -------
+    g_x : array of shape (N, D) or (K, N, D)
+    """
+    x, W = cache
+    get_xp(g_y, W)
+    check_signal(g_y, (x.shape[0], W.shape[0]), "linear_grad")
+    return g_y @ W  # (N, D)
