@@ -1,0 +1,94 @@
+"""Model builders and the Model container: structure against published figures, errors, conversions."""
+
+import numpy
+import pytest
+
+from ebr_ref.models import Layer, Model, caffenet, infer_shapes, sequential, vgg16, vgg16_lstm
+from ebr_ref.models.zoo import _vgg16_body
+
+
+def _count(params):
+    return sum(int(numpy.prod(v.shape)) for v in params.values())
+
+
+def test_vgg16_structure_matches_the_published_network():
+    layers = _vgg16_body(224) + [Layer("fc8", "fc", {"out_features": 1000})]
+    from ebr_ref.models import param_shapes
+
+    shapes = param_shapes(layers, (3, 224, 224))
+    # VGG16 (configuration D) has 138,357,544 parameters (Simonyan & Zisserman; torchvision's count).
+    assert sum(int(numpy.prod(s)) for s in shapes.values()) == 138_357_544
+    out = dict(zip([la.name for la in layers], infer_shapes(layers, (3, 224, 224))))
+    assert out["conv5_1"] == (512, 14, 14) and out["pool5"] == (512, 7, 7) and out["fc6"] == (4096,)
+    assert shapes["fc6.weight"] == (4096, 25088)
+
+
+def test_caffenet_structure_matches_the_bvlc_reference():
+    model = caffenet(1000, seed=1)
+    # BVLC reference CaffeNet: 60,965,224 parameters; conv1 55x55, pool1 27x27, pool2 13x13, pool5 6x6.
+    assert _count(model.params) == 60_965_224
+    out = dict(zip(model.layer_names, model.shapes))
+    assert out["conv1"] == (96, 55, 55) and out["pool1"] == (96, 27, 27)
+    assert out["pool2"] == (256, 13, 13) and out["pool5"] == (256, 6, 6)
+    assert model.params["conv2.weight"].shape == (256, 48, 5, 5)  # groups = 2
+
+
+def test_vgg16_lstm_names_and_shapes():
+    model = vgg16_lstm(101, hidden=256, input_size=32, seed=3)
+    assert model.is_recurrent and model.layer_names[model.sequence_start] == "lstm1"
+    assert model.params["lstm1.W_x"].shape == (1024, 4096)
+    assert model.params["lstm1.W_h"].shape == (1024, 256)
+    assert model.params["fc8.weight"].shape == (101, 256)
+    assert model.layer_names[-3:] == ("lstm1", "lstm1_drop", "fc8")
+
+
+def test_builders_are_deterministic_and_seeded():
+    a, b, c = (vgg16(5, input_size=32, seed=s) for s in (4, 4, 5))
+    assert all(numpy.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert not numpy.array_equal(a.params["conv1_1.weight"], c.params["conv1_1.weight"])
+
+
+def test_astype_and_to_return_new_models():
+    m = vgg16(3, input_size=32, seed=0)
+    m32 = m.astype(numpy.float32)
+    assert m32 is not m and m32.dtype == numpy.float32 and m.dtype == numpy.float64
+    assert all(v.dtype == numpy.float32 for v in m32.params.values())
+    assert m.to("cpu").device == "cpu"
+    with pytest.raises(TypeError, match="floating"):
+        m.astype(numpy.int32)
+
+
+def _tiny():
+    return [("conv1", "conv", {"out_channels": 2, "kernel": 3}), ("relu1", "relu"), ("flat", "flatten"),
+            ("fc8", "fc", {"out_features": 3})]
+
+
+def test_model_rejects_bad_structures_and_params():
+    with pytest.raises(ValueError, match="unknown layer type 'softmax'"):
+        sequential([("s", "softmax")] + _tiny(), (1, 5, 5))
+    with pytest.raises(ValueError, match="duplicate layer name"):
+        sequential(_tiny() + [("fc8", "fc", {"out_features": 3})], (1, 5, 5))
+    with pytest.raises(ValueError, match="missing setting"):
+        sequential([("c", "conv", {"kernel": 3})], (1, 5, 5))
+    with pytest.raises(ValueError, match="unknown setting"):
+        sequential([("c", "conv", {"kernel": 3, "out_channels": 1, "strides": 2})], (1, 5, 5))
+    with pytest.raises(ValueError, match="last layer must be the classifier"):
+        sequential(_tiny()[:3], (1, 5, 5))
+    with pytest.raises(ValueError, match="add a flatten layer"):
+        sequential([("c", "conv", {"out_channels": 2, "kernel": 3}), ("fc8", "fc", {"out_features": 3})], (1, 5, 5))
+    good = sequential(_tiny(), (1, 5, 5))
+    bad = dict(good.params)
+    bad["conv1.weight"] = numpy.zeros((2, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"conv1.weight has shape \(2, 1, 2, 2\), expected \(2, 1, 3, 3\)"):
+        Model(good.layers, bad, input_shape=(1, 5, 5))
+    del bad["conv1.weight"]
+    with pytest.raises(ValueError, match="missing \\['conv1.weight'\\]"):
+        Model(good.layers, bad, input_shape=(1, 5, 5))
+    with pytest.raises(ValueError, match="unknown layer name 'conv9'"):
+        good.index("conv9")
+
+
+def test_layer_dict_roundtrip():
+    la = Layer("pool1", "maxpool", {"kernel": 3, "stride": 2, "ceil_mode": True})
+    assert Layer.from_dict(la.to_dict()).settings == la.settings
+    assert la["padding"] == 0
