@@ -1,0 +1,229 @@
+"""2-D max pooling: forward, excitation backward (winner-take-all), gradient.
+
+Dimension legend (docs/notation.md): ``N`` batch, ``K`` stacked signals, ``C``
+channels, ``iH, iW`` input size, ``kH, kW`` kernel, ``sH, sW`` stride, ``pH, pW``
+padding, ``oH, oW`` output size, ``kk = kH kW`` cells per window.
+
+Shapes: ``x (N, C, iH, iW)``, ``y (N, C, oH, oW)`` with
+
+    y[n, c, i, j] = max_{u, v} x_pad[n, c, i sH + u, j sW + v]
+
+where padded cells hold ``-inf`` (they never win). Windows are scanned in
+row-major order over ``(u, v)``; the *first* maximum in that order is the winner
+(Caffe's ``pooling_layer.cpp`` keeps a strictly greater value only, and so does
+PyTorch's CPU kernel).
+
+Output size rounding (:func:`ebr_ref.geometry.out_size`): floor (PyTorch's
+default) unless ``ceil_mode=True``, which is Caffe's rule
+``oH = ceil((iH + 2 pH - kH) / sH) + 1``, minus 1 when ``pH > 0`` and the last
+window would start at or after ``iH + pH``. PyTorch's ``ceil_mode`` drops that
+last window even when ``pH == 0``; the two rules differ only when ``sH > kH``
+and there is no padding, and exactly there Caffe's last window lies wholly
+outside the image (Caffe outputs ``-FLT_MAX`` for it). This module refuses such
+a geometry with a ``ValueError`` (see :func:`pool_geometry`), so every accepted
+ceil-mode geometry gives the same output as PyTorch's ``ceil_mode=True``.
+Windows that run past the padded input in ceil mode are filled with ``-inf``
+by :func:`ebr_ref.im2col.im2col`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..backend import get_xp
+from ..geometry import out_size, pair
+from ..im2col import col2im, im2col
+from ._eb import check_signal
+
+__all__ = ["MaxPool2dCache", "pool_geometry", "maxpool2d_forward", "maxpool2d_eb", "maxpool2d_grad"]
+
+_NO_DILATION = (1, 1)
+
+
+class MaxPool2dCache(NamedTuple):
+    """What EB and the gradient of a max pooling need."""
+
+    argmax: object  # (N, C, oH, oW) int: winner's flat index u kW + v in its window (first maximum)
+    in_hw: tuple  # (iH, iW)
+    kernel: tuple  # (kH, kW)
+    stride: tuple  # (sH, sW)
+    padding: tuple  # (pH, pW)
+    ceil_mode: bool
+
+
+def pool_geometry(name, x, kernel, stride, padding, ceil_mode):
+    """Validate a pooling input and its hyper-parameters (shared by max and average pooling).
+
+    Parameters
+    ----------
+    name : str
+        The op, for error messages.
+    x : array of shape (N, C, iH, iW)
+        Floating-point input.
+    kernel : int or pair of int
+        ``(kH, kW)``.
+    stride : int, pair of int or None
+        ``(sH, sW)``; None means ``kernel`` (Caffe and PyTorch default).
+    padding : int or pair of int
+        ``(pH, pW)``.
+    ceil_mode : bool
+        Caffe's ceil rule instead of the floor rule.
+
+    Returns
+    -------
+    kernel, stride, padding, out_hw : pair of int
+        Normalised ``(kH, kW)``, ``(sH, sW)``, ``(pH, pW)`` and ``(oH, oW)``.
+
+    Raises
+    ------
+    ValueError
+        For an input that is not 4-D, a non-positive kernel or stride, a padding
+        that is negative or not smaller than the kernel (Caffe's check; it
+        guarantees that every floor-mode window holds an input cell), an input
+        smaller than the kernel, or a ceil-mode window lying wholly outside the
+        image (Caffe's rule with ``sH > kH`` and ``pH == 0``).
+    TypeError
+        For a non-floating-point input.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"{name}: x must be (N, C, iH, iW), got shape {tuple(x.shape)}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: x must be floating point, got dtype {x.dtype}")
+    kernel = pair(kernel, f"{name}: kernel")
+    stride = kernel if stride is None else pair(stride, f"{name}: stride")
+    padding = pair(padding, f"{name}: padding")
+    if min(kernel) < 1 or min(stride) < 1:
+        raise ValueError(f"{name}: kernel and stride must be >= 1, got kernel={kernel}, stride={stride}")
+    if min(padding) < 0 or padding[0] >= kernel[0] or padding[1] >= kernel[1]:
+        raise ValueError(f"{name}: padding must satisfy 0 <= padding < kernel, got padding={padding}, kernel={kernel}")
+    in_hw = tuple(x.shape[2:])
+    out_hw = []
+    for axis, i, k, s, p in zip("HW", in_hw, kernel, stride, padding):
+        if i + 2 * p < k:
+            raise ValueError(f"{name}: input {axis} = {i} with padding {p} is smaller than the kernel {k}")
+        o = out_size(i, k, s, p, 1, ceil_mode)
+        if (o - 1) * s - p >= i:
+            raise ValueError(
+                f"{name}: with ceil_mode the last window along {axis} starts at {(o - 1) * s - p} >= {axis} = {i} "
+                f"and covers no input (Caffe's ceil rule with stride {s} > kernel {k} and no padding); "
+                "use ceil_mode=False or pad the input"
+            )
+        out_hw.append(o)
+    return kernel, stride, padding, tuple(out_hw)
+
+
+def maxpool2d_forward(x, kernel, *, stride=None, padding=0, ceil_mode=False):
+    """Max pooling over ``kH x kW`` windows.
+
+    Parameters
+    ----------
+    x : array of shape (N, C, iH, iW)
+    kernel : int or pair of int
+        ``(kH, kW)``.
+    stride : int, pair of int or None
+        ``(sH, sW)``; default ``kernel``.
+    padding : int or pair of int
+        ``(pH, pW)``, each smaller than the kernel; padded cells hold ``-inf``.
+    ceil_mode : bool
+        False: floor rule (PyTorch's default). True: Caffe's ceil rule (module
+        docstring).
+
+    Returns
+    -------
+    y : array of shape (N, C, oH, oW)
+    cache : MaxPool2dCache
+        Holds the winner of every window, the first maximum in row-major scan
+        order over ``(u, v)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[[[1., 3., 3.], [0., 2., 1.]]]])
+    >>> y, cache = maxpool2d_forward(x, 2, stride=1)
+    >>> y
+    array([[[[3., 3.]]]])
+    >>> maxpool2d_eb(np.ones_like(y), cache)  # both windows route to their first maximum
+    array([[[[0., 2., 0.],
+             [0., 0., 0.]]]])
+    """
+    xp = get_xp(x)
+    kernel, stride, padding, out_hw = pool_geometry("maxpool2d", x, kernel, stride, padding, ceil_mode)
+    N, C = x.shape[:2]
+    (kH, kW), (oH, oW) = kernel, out_hw
+    col = im2col(x, kernel, stride, padding, _NO_DILATION, out_hw, pad_value=-xp.inf, xp=xp)  # (N, C, kH, kW, oH, oW)
+    col = col.reshape(N, C, kH * kW, oH, oW)  # (N, C, kk, oH, oW)  window cells in row-major scan order
+    argmax = col.argmax(axis=2)  # (N, C, oH, oW)  first maximum on ties
+    y = col.max(axis=2)  # (N, C, oH, oW)
+    return y, MaxPool2dCache(argmax, tuple(x.shape[2:]), kernel, stride, padding, bool(ceil_mode))
+
+
+def _route(p, cache, name):
+    """Send each output's whole signal to its window's winner; sum where windows share it.
+
+    A one-hot multiply in column layout followed by :func:`ebr_ref.im2col.col2im`
+    (no index scatter, so repeated winners accumulate on every backend).
+    """
+    argmax, in_hw, kernel, stride, padding, _ = cache
+    xp = get_xp(p, argmax)
+    N, C, oH, oW = argmax.shape
+    (kH, kW), (iH, iW) = kernel, in_hw
+    stacked = check_signal(p, (N, C, oH, oW), name)
+    p5 = p if stacked else p[None]  # (K, N, C, oH, oW)
+    K = p5.shape[0]
+    cells = xp.arange(kH * kW).reshape(1, 1, kH * kW, 1, 1)  # (1, 1, kk, 1, 1)
+    one_hot = (argmax[:, :, None] == cells).astype(p.dtype)  # (N, C, kk, oH, oW)
+    col = p5[:, :, :, None] * one_hot  # (K, N, C, kk, oH, oW)
+    col = col.reshape(K * N, C, kH, kW, oH, oW)  # (K N, C, kH, kW, oH, oW)
+    p_x = col2im(col, in_hw, stride, padding, _NO_DILATION, xp=xp)  # (K N, C, iH, iW)  padded cells never win
+    p_x = p_x.reshape(K, N, C, iH, iW)
+    return p_x if stacked else p_x[0]
+
+
+def maxpool2d_eb(p_y, cache):
+    """Excitation backward of max pooling: winner takes all.
+
+    ``P(a_i) = sum_{j : i = argmax(j)} P(a_j)``: every output passes its whole
+    signal to the input that won its forward max (Zhang et al. 2016, Sec. 3;
+    the released Caffe code's ``pooling_layer.cpp`` ``Backward_eb_cpu`` MAX
+    branch, which is the gradient's routing).
+
+    Parameters
+    ----------
+    p_y : array of shape (N, C, oH, oW) or (K, N, C, oH, oW)
+        Signals of the outputs (K stacked signals allowed).
+    cache : MaxPool2dCache
+
+    Returns
+    -------
+    p_x : array of shape (N, C, iH, iW) or (K, N, C, iH, iW)
+
+    Notes
+    -----
+    Ties go to the first maximum in the window's row-major scan order (Caffe,
+    PyTorch CPU); an input that wins several overlapping windows receives the
+    sum of their signals. Padded cells never win, so the rule always conserves
+    mass: ``p_x.sum() == p_y.sum()`` (to rounding), whatever the sign of ``x``
+    or of the signal. The rule is linear in the signal and equals
+    :func:`maxpool2d_grad`.
+    """
+    return _route(p_y, cache, "maxpool2d_eb")
+
+
+def maxpool2d_grad(g_y, cache):
+    """Gradient with respect to the input: ``g_x`` routes ``g_y`` to the winners.
+
+    Parameters
+    ----------
+    g_y : array of shape (N, C, oH, oW) or (K, N, C, oH, oW)
+    cache : MaxPool2dCache
+
+    Returns
+    -------
+    g_x : array of shape (N, C, iH, iW) or (K, N, C, iH, iW)
+
+    Notes
+    -----
+    The derivative of the max away from ties; at a tie the first maximum takes
+    the whole gradient (the subgradient Caffe and PyTorch's CPU kernel use).
+    """
+    return _route(g_y, cache, "maxpool2d_grad")
