@@ -20,6 +20,7 @@ GEOMETRIES = [
     ((6, 5), (3, 3), (2, 2), (1, 1), True),  # ceil with padding: last window clipped at iH + pH
     ((5, 8), (2, 3), (1, 2), (1, 0), True),  # rectangular, overlapping
     ((4, 4), (3, 3), (1, 1), (1, 1), False),  # stride 1: inputs win several windows
+    ((5, 5), (3, 1), (2, 3), (1, 0), True),  # W unpadded, stride > kernel: Caffe drops the empty last window
 ]
 
 
@@ -58,6 +59,13 @@ def test_ties_go_to_the_first_maximum_in_scan_order():
     # window (1,0) 5,5 / 2,5 -> (1,0); window (1,1) 5,0 / 5,3 -> (1,1)
     expect = numpy.array([[[[0.0, 11.0, 0.0], [100.0, 1000.0, 0.0], [0.0, 0.0, 0.0]]]])
     assert numpy.array_equal(p_x, expect)
+
+
+def test_ceil_correction_applies_to_both_axes_when_either_is_padded():
+    # Caffe's PoolingLayer::Reshape: oW = ceil((5 - 1) / 3) + 1 = 3, and because pad_h > 0 the W axis is
+    # corrected too ((3 - 1) * 3 >= 5 + 0), giving 2; H: ceil((5 + 2 - 3) / 2) + 1 = 3, no correction
+    y, _ = maxpool2d_forward(numpy.zeros((1, 1, 5, 5)), (3, 1), stride=(2, 3), padding=(1, 0), ceil_mode=True)
+    assert y.shape == (1, 1, 3, 2)
 
 
 def test_padding_never_wins_even_against_negative_inputs():
@@ -128,7 +136,8 @@ def test_grad_matches_finite_differences():
 def test_forward_and_grad_match_torch(ceil_mode, integer_valued):
     torch = pytest.importorskip("torch")
     rng = numpy.random.default_rng(0x3A06)
-    for in_hw, k, s, p in [((7, 7), 3, 2, 1), ((6, 9), (2, 3), (2, 1), (1, 1)), ((8, 8), 2, 2, 0), ((5, 5), 3, 1, 1)]:
+    for in_hw, k, s, p in [((7, 7), 3, 2, 1), ((6, 9), (2, 3), (2, 1), (1, 1)), ((8, 8), 2, 2, 0), ((5, 5), 3, 1, 1),
+                           ((5, 5), (3, 1), (2, 3), (1, 0))]:  # the last: Caffe's both-axes ceil correction
         x = rng.integers(0, 3, (2, 3) + in_hw).astype(float) if integer_valued else rng.normal(size=(2, 3) + in_hw)
         y, cache = maxpool2d_forward(x, k, stride=s, padding=p, ceil_mode=ceil_mode)
         xt = torch.tensor(x, requires_grad=True)
@@ -185,7 +194,7 @@ def test_properties(g, N, C, seed, a, b):
     in_hw, kernel, stride, padding, ceil_mode = g
     rng = numpy.random.default_rng(seed)
     x = rng.integers(-2, 3, (N, C) + in_hw).astype(float)  # small integers: many ties
-    if any(has_empty_window(i, k, s, p, ceil_mode) for i, k, s, p in zip(in_hw, kernel, stride, padding)):
+    if has_empty_window(in_hw, kernel, stride, padding, ceil_mode):
         with pytest.raises(ValueError, match="covers no input"):
             _forward(x, g)
         return

@@ -16,12 +16,15 @@ PyTorch's CPU kernel).
 Output size rounding (:func:`ebr_ref.geometry.out_size`): floor (PyTorch's
 default) unless ``ceil_mode=True``, which is Caffe's rule
 ``oH = ceil((iH + 2 pH - kH) / sH) + 1``, minus 1 when ``pH > 0`` and the last
-window would start at or after ``iH + pH``. PyTorch's ``ceil_mode`` drops that
-last window even when ``pH == 0``; the two rules differ only when ``sH > kH``
-and there is no padding, and exactly there Caffe's last window lies wholly
-outside the image (Caffe outputs ``-FLT_MAX`` for it). This module refuses such
-a geometry with a ``ValueError`` (see :func:`pool_geometry`), so every accepted
-ceil-mode geometry gives the same output as PyTorch's ``ceil_mode=True``.
+window would start at or after ``iH + pH``; Caffe (``PoolingLayer::Reshape``)
+applies that correction to *both* axes as soon as either is padded
+(``if (pad_h_ || pad_w_)``), and so does this module. PyTorch's ``ceil_mode``
+drops such a last window always; the two rules differ only when ``sH > kH`` and
+neither axis is padded, and exactly there Caffe's last window lies wholly
+outside the image (Caffe outputs ``-FLT_MAX`` for it, and 0 in average
+pooling). This module refuses such a geometry with a ``ValueError`` (see
+:func:`pool_geometry`), so every accepted ceil-mode geometry gives the same
+output as PyTorch's ``ceil_mode=True``.
 Windows that run past the padded input in ceil mode are filled with ``-inf``
 by :func:`ebr_ref.im2col.im2col`.
 """
@@ -67,7 +70,8 @@ def pool_geometry(name, x, kernel, stride, padding, ceil_mode):
     padding : int or pair of int
         ``(pH, pW)``.
     ceil_mode : bool
-        Caffe's ceil rule instead of the floor rule.
+        Caffe's ceil rule instead of the floor rule (with Caffe's last-window
+        correction on both axes when either axis is padded).
 
     Returns
     -------
@@ -81,7 +85,7 @@ def pool_geometry(name, x, kernel, stride, padding, ceil_mode):
         that is negative or not smaller than the kernel (Caffe's check; it
         guarantees that every floor-mode window holds an input cell), an input
         smaller than the kernel, or a ceil-mode window lying wholly outside the
-        image (Caffe's rule with ``sH > kH`` and ``pH == 0``).
+        image (Caffe's rule with ``sH > kH`` and no padding on either axis).
     TypeError
         For a non-floating-point input.
     """
@@ -102,6 +106,8 @@ def pool_geometry(name, x, kernel, stride, padding, ceil_mode):
         if i + 2 * p < k:
             raise ValueError(f"{name}: input {axis} = {i} with padding {p} is smaller than the kernel {k}")
         o = out_size(i, k, s, p, 1, ceil_mode)
+        if ceil_mode and any(padding) and (o - 1) * s >= i + p:
+            o -= 1  # Caffe drops such a last window on both axes when either axis is padded
         if (o - 1) * s - p >= i:
             raise ValueError(
                 f"{name}: with ceil_mode the last window along {axis} starts at {(o - 1) * s - p} >= {axis} = {i} "

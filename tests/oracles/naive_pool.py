@@ -10,28 +10,33 @@ import math
 import numpy
 
 
-def pool_out_size(i, k, s, p, ceil_mode):
-    """Floor: ``(i + 2p - k) // s + 1``. Ceil: Caffe's ``ceil((i + 2p - k) / s) + 1``, minus 1
-    when ``p > 0`` and the last window starts at or after ``i + p`` (per axis)."""
+def out_hw(in_hw, kernel, stride, padding, ceil_mode):
+    """Floor: ``(i + 2p - k) // s + 1``. Ceil: Caffe's ``PoolingLayer::Reshape`` literally:
+    ``ceil((i + 2p - k) / s) + 1`` per axis, then, if ``pad_h || pad_w``, minus 1 on each axis
+    whose last window starts at or after ``i + p``."""
+    (iH, iW), (kH, kW), (sH, sW), (pH, pW) = in_hw, kernel, stride, padding
     if not ceil_mode:
-        return (i + 2 * p - k) // s + 1
-    o = int(math.ceil((i + 2 * p - k) / s)) + 1
-    if p > 0 and (o - 1) * s >= i + p:
-        o -= 1
-    return o
+        return (iH + 2 * pH - kH) // sH + 1, (iW + 2 * pW - kW) // sW + 1
+    oH = int(math.ceil((iH + 2 * pH - kH) / sH)) + 1
+    oW = int(math.ceil((iW + 2 * pW - kW) / sW)) + 1
+    if pH or pW:
+        if (oH - 1) * sH >= iH + pH:
+            oH -= 1
+        if (oW - 1) * sW >= iW + pW:
+            oW -= 1
+    return oH, oW
 
 
-def has_empty_window(i, k, s, p, ceil_mode):
-    """True when the last window along this axis holds no input cell."""
-    o = pool_out_size(i, k, s, p, ceil_mode)
-    return (o - 1) * s - p >= i
+def has_empty_window(in_hw, kernel, stride, padding, ceil_mode):
+    """True when the last window along some axis holds no input cell."""
+    o = out_hw(in_hw, kernel, stride, padding, ceil_mode)
+    return any((o[a] - 1) * stride[a] - padding[a] >= in_hw[a] for a in (0, 1))
 
 
 def _windows(in_hw, kernel, stride, padding, ceil_mode):
     """Yield ``(oh, ow, hstart, hend, wstart, wend, pool_size, real_size)`` as Caffe computes them."""
     (iH, iW), (kH, kW), (sH, sW), (pH, pW) = in_hw, kernel, stride, padding
-    oH = pool_out_size(iH, kH, sH, pH, ceil_mode)
-    oW = pool_out_size(iW, kW, sW, pW, ceil_mode)
+    oH, oW = out_hw(in_hw, kernel, stride, padding, ceil_mode)
     for oh in range(oH):
         for ow in range(oW):
             hstart = oh * sH - pH
@@ -43,13 +48,6 @@ def _windows(in_hw, kernel, stride, padding, ceil_mode):
             hend, wend = min(hend, iH), min(wend, iW)
             real_size = (hend - hstart) * (wend - wstart)
             yield oh, ow, hstart, hend, wstart, wend, pool_size, real_size
-
-
-def out_hw(in_hw, kernel, stride, padding, ceil_mode):
-    return (
-        pool_out_size(in_hw[0], kernel[0], stride[0], padding[0], ceil_mode),
-        pool_out_size(in_hw[1], kernel[1], stride[1], padding[1], ceil_mode),
-    )
 
 
 def naive_maxpool(x, kernel, stride, padding, ceil_mode):
