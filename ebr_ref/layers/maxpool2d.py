@@ -24,7 +24,8 @@ neither axis is padded, and exactly there Caffe's last window lies wholly
 outside the image (Caffe outputs ``-FLT_MAX`` for it, and 0 in average
 pooling). This module refuses such a geometry with a ``ValueError`` (see
 :func:`pool_geometry`), so every accepted ceil-mode geometry gives the same
-output as PyTorch's ``ceil_mode=True``.
+output size as PyTorch's ``ceil_mode=True`` (where PyTorch accepts the padding:
+it requires ``pH <= kH / 2``, Caffe and this module ``pH < kH``).
 Windows that run past the padded input in ceil mode are filled with ``-inf``
 by :func:`ebr_ref.im2col.im2col`.
 """
