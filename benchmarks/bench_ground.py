@@ -1,0 +1,86 @@
+"""cEB-R on the released architecture (VGG16 to fc7, ReLU-LSTM(256), fc8): time, multi-target cost, memory.
+
+Run: python benchmarks/bench_ground.py [--frames 16] [--classes 101] [--scaling 16,32,64,128]
+
+Prints, for a float32 224x224 clip of random frames through ``vgg16_lstm`` with
+random weights:
+
+1. the engine's forward pass of the clip, and cEB-R (forward included) to conv5_1,
+   with their ratio (paper §4: "on the order of a single backward pass");
+2. cEB-R for all ``--classes`` targets in one call against the single-target call;
+3. for each T of ``--scaling``, in a fresh process each, the wall time and the peak
+   resident memory (``ru_maxrss``) of one cEB-R call, and the time per frame.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy
+
+from ebr_ref.ground import ground
+from ebr_ref.models import vgg16_lstm
+
+
+def _clip(T, size=224):
+    rng = numpy.random.default_rng(0xC11)
+    return rng.uniform(-1, 1, (T, 3, size, size)).astype(numpy.float32)
+
+
+def _model(classes):
+    return vgg16_lstm(classes, hidden=256, seed=0).astype(numpy.float32)
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def one_run(T, classes, chunk_size):
+    """Run in a child process: one cEB-R call on a T-frame clip; print JSON with time and peak RSS."""
+    model, clip = _model(classes), _clip(T)
+    t, _ = _timed(lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=chunk_size))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"T": T, "seconds": t, "peak_rss_gib": peak_kib / 2**20}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--classes", type=int, default=101)
+    ap.add_argument("--chunk-size", type=int, default=8)
+    ap.add_argument("--scaling", default="16,32,64,128")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child is not None:
+        one_run(args.child, args.classes, args.chunk_size)
+        return
+
+    model, clip = _model(args.classes), _clip(args.frames)
+    model.logits(clip[:1])  # warm-up
+    t_fwd, _ = _timed(lambda: model.logits(clip))
+    t_ceb, _ = _timed(lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size))
+    print(f"T={args.frames}, 224x224, float32, vgg16_lstm({args.classes}), chunk {args.chunk_size}")
+    print(f"forward pass                         : {t_fwd:7.2f} s")
+    print(f"cEB-R to conv5_1 (forward included)  : {t_ceb:7.2f} s   ratio {t_ceb / t_fwd:.2f}x forward (required <= 2.0)")
+    targets = list(range(args.classes))
+    t_multi, g = _timed(lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size))
+    print(f"cEB-R, {args.classes} targets in one call    : {t_multi:7.2f} s   ratio {t_multi / t_ceb:.2f}x single target "
+          f"(required <= 3.0); maps {g.maps.shape}")
+    print("T     seconds   s/frame   peak RSS (GiB)")
+    for T in [int(v) for v in args.scaling.split(",") if v]:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(T), "--classes", str(args.classes),
+             "--chunk-size", str(args.chunk_size)],
+            capture_output=True, text=True, check=True,
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{r['T']:<5d} {r['seconds']:8.2f}  {r['seconds'] / r['T']:8.3f}   {r['peak_rss_gib']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
