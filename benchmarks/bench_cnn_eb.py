@@ -38,6 +38,9 @@ def _torchvision_copy(model):
     import torchvision
 
     net = torchvision.models.vgg16(weights=None, num_classes=model.num_classes).eval()
+    for m in net.modules():  # TorchRay's probe makes conv5_1's output a leaf: no in-place ReLU after it
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
     convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
     names = [n for n in model.layer_names if n.startswith("conv")]
     with torch.no_grad():

@@ -122,10 +122,11 @@ def _prepare(model, clip, dtype):
     return model, clip
 
 
-def _negate_classifier(steps):
+def _negate_classifier(model, steps):
     """Steps with the top (classifier) layer's weights negated: the dual pass of cEB / cEB-R."""
     layer, cache = steps[-1]
-    return list(steps[:-1]) + [(layer, cache._replace(W=-cache.W))]
+    dual = cache._replace(W=-cache.W, W_pos=model.positive_weights(layer.name, negated=True))
+    return list(steps[:-1]) + [(layer, dual)]
 
 
 def _maps(p, stacked):
@@ -298,7 +299,7 @@ def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rul
         p_pos = model.run_eb(seq_steps, seed, mass=diag["mass_lost"]["positive"], **kw)  # (K, T, D)
         p_int = _normalise(p_pos, True, xp, diag["totals"], diag["zero_totals"], "positive")
         if method == "cEB-R":
-            p_neg = model.run_eb(_negate_classifier(seq_steps), seed, mass=diag["mass_lost"]["dual"], **kw)
+            p_neg = model.run_eb(_negate_classifier(model, seq_steps), seed, mass=diag["mass_lost"]["dual"], **kw)
             p_int = p_int - _normalise(p_neg, True, xp, diag["totals_dual"], diag["zero_totals"], "dual")
         if lstm_rule == "eb" and lstm_res:
             diag["lstm"] = [_lstm_accounting(res) for res in lstm_res]
@@ -345,6 +346,6 @@ def _ground_frames(model, clip, targets, method, r, chunks, diag, **_):
         # cEB: contrast at the classifier's input, no normalisation, one pass below.
         top, below = steps[-1:], steps[:-1]
         p_cls = model.run_eb(top, seed, stacked=True, mass=mass["positive"]) - model.run_eb(
-            _negate_classifier(top), seed, stacked=True, mass=mass["dual"])
+            _negate_classifier(model, top), seed, stacked=True, mass=mass["dual"])
         out.append(model.run_eb(below, p_cls, stacked=True, mass=mass["cnn"]))
     return out, xp.concatenate(probs, axis=0)

@@ -19,6 +19,7 @@ class LinearCache(NamedTuple):
 
     x: object  # (N, D) input activations a_i
     W: object  # (M, D) weights
+    W_pos: object = None  # (M, D) max(W, 0) if the caller precomputed it, else None
 
 
 def _check(x, W, b):
@@ -34,7 +35,7 @@ def _check(x, W, b):
         raise TypeError(f"linear: dtypes differ (x {x.dtype}, W {W.dtype}, b {None if b is None else b.dtype})")
 
 
-def linear_forward(x, W, b=None):
+def linear_forward(x, W, b=None, *, W_pos=None):
     """``y = x W^T + b``.
 
     Parameters
@@ -42,6 +43,9 @@ def linear_forward(x, W, b=None):
     x : array of shape (N, D)
     W : array of shape (M, D)
     b : array of shape (M,) or None
+    W_pos : array of shape (M, D), optional
+        ``max(W, 0)``, precomputed by a caller that runs EB many times with the
+        same weights; it is only stored in the cache (EB computes it otherwise).
 
     Returns
     -------
@@ -50,10 +54,12 @@ def linear_forward(x, W, b=None):
     """
     get_xp(x, W, b)  # raises on mixed backends
     _check(x, W, b)
+    if W_pos is not None and W_pos.shape != W.shape:
+        raise ValueError(f"linear: W_pos has shape {tuple(W_pos.shape)}, W has {tuple(W.shape)}")
     y = x @ W.T  # (N, M)
     if b is not None:
         y = y + b
-    return y, LinearCache(x, W)
+    return y, LinearCache(x, W, W_pos)
 
 
 def linear_eb(p_y, cache):
@@ -80,10 +86,11 @@ def linear_eb(p_y, cache):
     so a signed ``x`` gives a signed result. With ``x >= 0`` and every ``Z_j > 0``
     the rule conserves mass: ``p_x.sum() == p_y.sum()``.
     """
-    x, W = cache
+    x, W, W_pos = cache
     xp = get_xp(p_y, x)
     check_signal(p_y, (x.shape[0], W.shape[0]), "linear_eb")
-    W_pos = xp.maximum(W, 0)  # (M, D)  excitatory weights only
+    if W_pos is None:
+        W_pos = xp.maximum(W, 0)  # (M, D)  excitatory weights only
     z = x @ W_pos.T  # (N, M)  step 1: forward with W+, no bias
     s = safe_divide(p_y, z, xp=xp)  # (N, M) or (K, N, M)  step 2: 0 where z == 0
     c = s @ W_pos  # (N, D) or (K, N, D)  step 3: adjoint of step 1
@@ -102,7 +109,7 @@ def linear_grad(g_y, cache):
     -------
     g_x : array of shape (N, D) or (K, N, D)
     """
-    x, W = cache
+    x, W = cache.x, cache.W
     get_xp(g_y, W)
     check_signal(g_y, (x.shape[0], W.shape[0]), "linear_grad")
     return g_y @ W  # (N, D)

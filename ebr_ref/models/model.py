@@ -81,6 +81,7 @@ class Model:
         self.params = params
         self.dtype = next(iter(dtypes))
         self.xp = xp
+        self._positive = {}  # memo of max(±W, 0) for fc layers; parameters never change
 
     # ---- structure -------------------------------------------------------------
     @property
@@ -127,6 +128,14 @@ class Model:
         """A new model with its parameters on ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy)."""
         return self._with_params({k: backend.to_device(v, device) for k, v in self.params.items()})
 
+    def positive_weights(self, name, *, negated=False):
+        """``max(W, 0)`` (or ``max(-W, 0)``) of fc layer ``name``, computed once per model."""
+        key = (name, negated)
+        if key not in self._positive:
+            W = self.params[f"{name}.weight"]
+            self._positive[key] = self.xp.maximum(-W if negated else W, 0)
+        return self._positive[key]
+
     # ---- running -------------------------------------------------------------------
     def check_clip(self, clip):
         """Validate a preprocessed clip ``(T, C, H, W)``; raise a clear error otherwise."""
@@ -153,7 +162,8 @@ class Model:
         """
         steps = []
         for layer in self.layers[start:stop]:
-            x, cache = forward_layer(layer, self.params, x, cont=cont)
+            W_pos = self.positive_weights(layer.name) if keep and layer.type == "fc" else None
+            x, cache = forward_layer(layer, self.params, x, cont=cont, W_pos=W_pos)
             if keep:
                 steps.append((layer, cache))
         return x, steps

@@ -25,12 +25,13 @@ def lstm_params(params, name):
     return LSTMParams(params[f"{name}.W_x"], params[f"{name}.b"], params[f"{name}.W_h"], params.get(f"{name}.W_s"))
 
 
-def forward_layer(layer, params, x, *, cont=None):
+def forward_layer(layer, params, x, *, cont=None, W_pos=None):
     """Run one layer forward; return ``(y, cache)``.
 
     Sequence layers (``lstm``) take ``x`` as ``(T, D)``: the clip's time steps
     in rows (one sequence, ``N = 1``); ``cont`` is the ``(T,)`` clip-marker
-    vector.
+    vector. ``W_pos`` is the layer's precomputed ``max(W, 0)`` (fc layers), kept
+    in the cache for EB.
     """
     s, t, n = layer.settings, layer.type, layer.name
     if t == "conv":
@@ -39,7 +40,7 @@ def forward_layer(layer, params, x, *, cont=None):
             stride=s["stride"], padding=s["padding"], dilation=s["dilation"], groups=s["groups"],
         )
     if t == "fc":
-        return linear_forward(x, params[f"{n}.weight"], params.get(f"{n}.bias"))
+        return linear_forward(x, params[f"{n}.weight"], params.get(f"{n}.bias"), W_pos=W_pos)
     if t == "relu":
         return relu_forward(x)
     if t == "maxpool":
