@@ -241,7 +241,8 @@ def read_frame_boxes(path, *, box_format="xyxy", one_based=False):
             frame = int(fields[0])
             a, b, c, d = (float(v) for v in fields[1:])
         except ValueError:
-            raise ValueError(f"{where}: expected an integer frame and four numbers ('{layout}'), got {text!r}") from None
+            msg = f"{where}: expected an integer frame and four numbers ('{layout}'), got {text!r}"
+            raise ValueError(msg) from None
         frame -= 1 if one_based else 0
         if frame < 0:
             raise ValueError(f"{where}: negative frame index in {text!r} (one_based={one_based})")

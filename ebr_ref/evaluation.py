@@ -418,7 +418,11 @@ def mean_average_precision(
         raise ValueError("mean_average_precision: no ground truth (mAP is undefined)")
     amb = list(ambiguous)
     per_class = {}
-    for c in sorted(gt_by, key=repr):
+    try:
+        classes = sorted(gt_by)
+    except TypeError:  # labels of mixed types
+        classes = sorted(gt_by, key=repr)
+    for c in classes:
         per_class[c] = average_precision(
             det_by.get(c, []),
             gt_by[c],

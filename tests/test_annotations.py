@@ -115,7 +115,8 @@ def test_read_thumos14_dir_and_evaluate(tmp_path):
 
 
 def test_read_frame_boxes(tmp_path):
-    p = _write(tmp_path / "boxes.txt", "# frame x1 y1 x2 y2\n3 10 20 30 40\n0, 1, 2, 3, 4\n3 50 50 60 70\n\n1 0 0 0 0\n")
+    text = "# frame x1 y1 x2 y2\n3 10 20 30 40\n0, 1, 2, 3, 4\n3 50 50 60 70\n\n1 0 0 0 0\n"
+    p = _write(tmp_path / "boxes.txt", text)
     fb = read_frame_boxes(p)
     assert isinstance(fb, FrameBoxes)
     assert fb.frames.tolist() == [0, 1, 3, 3]  # sorted by frame, stable within a frame

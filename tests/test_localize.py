@@ -254,3 +254,13 @@ def test_temporal_pointing_hit():
     assert not temporal_pointing_hit(numpy.array([1.0]), (0, 0))
     with pytest.raises(ValueError, match="end >= start"):
         temporal_pointing_hit(S, (3, 2))
+
+
+def test_accepts_backend_arrays(xp):
+    S = xp.asarray(numpy.array([-1.0, 2.0, 0.0, -1.0]))
+    assert ground_unknown_length(S) == (1, 2)
+    assert ground_known_length(S, 2) == (1, 2)
+    assert temporal_pointing_hit(S, (1, 1))
+    maps = xp.asarray(numpy.eye(3)[None] * numpy.array([1.0, 2.0, 3.0])[None, :, None])  # peak at (2, 2)
+    assert map_peak(maps[0], (3, 3)) == (2.0, 2.0)
+    assert pointing_game(maps, xp.asarray(numpy.array([[2.0, 2.0, 2.0, 2.0]])), (3, 3)).tolist() == [1]
