@@ -327,6 +327,25 @@ def test_eb_rule_accounts_for_zero_denominators():
     numpy.testing.assert_array_equal(sig0.p_x, 0)
 
 
+def test_eb_rule_survives_a_cell_state_decaying_to_denormals():
+    """float32, x = 0 after step 0 and g = 0: c_t = f^t c_0 underflows through the denormals to 0.
+
+    Splitting c_t by fractions (i g / c_t, not P(c_t) / c_t) never overflows; the balance holds.
+    """
+    T = 200
+    x = numpy.zeros((T, 1, 1), numpy.float32)
+    x[0] = 1.0
+    W_x = numpy.array([[0.0], [0.0], [0.0], [1.0]], numpy.float32)  # f = i = o = 1/2, g_t = x_t
+    _, cache = lstm_forward(x, LSTMParams(W_x, numpy.zeros(4, numpy.float32), numpy.zeros((4, 1), numpy.float32)))
+    c = cache.c.ravel()
+    assert numpy.any((c > 0) & (c < numpy.finfo(numpy.float32).tiny)) and c[-1] == 0
+    p_h = numpy.ones((T, 1, 1), numpy.float32)
+    sig = lstm_eb(p_h, cache, rule="eb")  # warnings are errors under pytest
+    assert all(numpy.all(numpy.isfinite(a)) and numpy.all(a >= 0) for a in (sig.p_x, sig.p_c0, sig.lost))
+    assert abs(_balance(sig, p_h).item()) < 1e-4 * T
+    assert sig.lost[-1].item() == 1.0  # c_T == 0: the seed at T dies at h_T -> c_T
+
+
 def test_eb_rule_rejects_tanh_without_override():
     rng = numpy.random.default_rng(0x1A0A)
     x, W_x, b, W_h, _, _ = _case(rng)

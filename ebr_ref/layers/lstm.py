@@ -405,6 +405,8 @@ def _eb_conserving(P, cache, *, xp):
     share_c = cache.cont[..., None] * gates[..., gate_slice("f", H)] * cache.c_prev  # (T, N, H)  cont f c_{t-1}
     share_g = gates[..., gate_slice("i", H)] * gates[..., sg]  # (T, N, H)  i g
     den = share_c + share_g  # (T, N, H)  = c_t
+    frac_c = safe_divide(share_c, den, xp=xp)  # (T, N, H)  in [0, 1]: fractions first, so no overflow
+    frac_g = safe_divide(share_g, den, xp=xp)  # (T, N, H)  (0 where c_t == 0)
     alive = cache.act_c != 0  # (T, N, H)  h_t -> c_t passes
     q = xp.empty((K, T, N, H), dtype=P.dtype)  # P(g_t) / Z_t
     lost = xp.empty((K, T, N), dtype=P.dtype)
@@ -413,9 +415,8 @@ def _eb_conserving(P, cache, *, xp):
     for t in range(T - 1, -1, -1):
         p_ht = P[:, t] + p_hrec  # (K, N, H)
         p_ct = p_c + xp.where(alive[t], p_ht, 0)  # (K, N, H)  h_t -> c_t (gate o is a weight)
-        r = safe_divide(p_ct, den[t], xp=xp)  # (K, N, H)  split of c_t, 0 where c_t == 0
-        p_c = r * share_c[t]  # (K, N, H)  -> c_{t-1}
-        p_g = r * share_g[t]  # (K, N, H)  -> g_t
+        p_c = p_ct * frac_c[t]  # (K, N, H)  -> c_{t-1}
+        p_g = p_ct * frac_g[t]  # (K, N, H)  -> g_t
         q[:, t] = safe_divide(p_g, z[t], xp=xp)  # (K, N, H)  step 2, 0 where Z == 0
         p_hrec = h_in[t] * (q[:, t] @ Wh_pos)  # (K, N, H)  steps 3-4 for h_{t-1}
         dropped = xp.where(alive[t], 0, p_ht) + xp.where(den[t] == 0, p_ct, 0) + xp.where(z[t] == 0, p_g, 0)
