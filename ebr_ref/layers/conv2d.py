@@ -1,0 +1,356 @@
+"""2-D convolution: forward, adjoint (transposed convolution), excitation backward, gradient.
+
+Dimension legend (docs/notation.md): ``N`` batch, ``K`` stacked signals, ``iC, oC``
+input and output channels, ``G`` groups, ``iCg = iC / G`` and ``oCg = oC / G``
+channels per group, ``iH, iW`` input size, ``kH, kW`` kernel size, ``sH, sW``
+stride, ``pH, pW`` zero padding, ``dH, dW`` dilation, ``oH, oW`` output size
+(floor rule, :func:`ebr_ref.geometry.out_size`), ``Hp = iH + 2 pH`` and
+``Wp = iW + 2 pW`` padded size.
+
+Shapes: ``x (N, iC, iH, iW)``, ``W (oC, iCg, kH, kW)`` (Caffe and PyTorch),
+``b (oC,)``, ``y (N, oC, oH, oW)``. The operation is a cross-correlation, as in
+Caffe and PyTorch::
+
+    y[n, o, i, j] = b[o] + sum_{c, u, v} W[o, c, u, v] x_pad[n, g(o) iCg + c, i sH + u dH, j sW + v dW]
+
+where ``g(o) = o // oCg`` is the group of output channel ``o``.
+
+Two evaluation paths compute the same sums; which one runs depends only on the
+geometry (:func:`_use_shifted_views`), never on the values:
+
+* **Shifted views** ("implicit GEMM"; stride 1 with at least
+  ``_MIN_SHIFTED_CHANNELS`` contracted channels per group). The zero-padded batch is
+  laid out once as ``(iC, N * Hp * Wp)``, images end to end. For stride 1 the
+  input cell that kernel offset ``(u, v)`` pairs with output position ``p`` (a flat
+  index into the same layout) is ``p + u dH Wp + v dW``, so every kernel offset is a
+  contiguous shifted 2-D view of that one buffer, and the convolution is
+  ``sum_{u, v} W[:, :, u, v] @ view(u, v)``: ``kH kW`` BLAS GEMMs on views (no
+  copies) accumulated into an ``(oC, N * Hp * Wp)`` buffer, from which the valid
+  outputs are sliced. Flat positions that straddle a row or image edge are computed
+  and discarded (about ``1 - oH oW / (Hp Wp)`` of the work). The adjoint is the same
+  loop with ``W[:, :, u, v]^T`` and the shifts reversed.
+* **im2col + one GEMM** per group (strided convolutions such as CaffeNet's conv1,
+  and layers with few channels such as a first layer on RGB input), using
+  :mod:`ebr_ref.im2col`; the adjoint is one GEMM and ``col2im``.
+
+Groups are a batch axis of a stacked matmul (``(G, oCg, iCg) @ (G, iCg, L)``), not a
+Python loop. The only Python loops are over the ``kH kW`` kernel offsets. Float32
+inputs run float32 BLAS (no upcasting).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..backend import get_xp
+from ..geometry import out_size, pair
+from ..im2col import col2im, im2col
+from ._eb import check_signal, merge_signal, safe_divide, split_signal
+
+__all__ = ["Conv2dCache", "conv2d_forward", "conv2d_adjoint", "conv2d_eb", "conv2d_grad"]
+
+# Path rule (benchmarks/bench_conv.py, VGG16 float32 on 2 cores): im2col + one GEMM is
+# as fast or faster unless its column buffer is large, when writing and re-reading it
+# costs more than the shifted views' extra work (accumulating kH kW partial products,
+# discarded edge positions, a transposed copy of W). Shifted views also need enough
+# channels on both sides for each per-offset GEMM to run near BLAS peak.
+_MIN_SHIFTED_CHANNELS = 16
+_MIN_SHIFTED_COLUMN = 2**23  # elements of one image's im2col buffer, iC kH kW oH oW (32 MiB in float32)
+
+
+class Conv2dCache(NamedTuple):
+    """What EB and the gradient of a convolution need (normalised geometry)."""
+
+    x: object  # (N, iC, iH, iW) input activations a_i
+    W: object  # (oC, iCg, kH, kW) weights
+    stride: tuple  # (sH, sW)
+    padding: tuple  # (pH, pW)
+    dilation: tuple  # (dH, dW)
+    groups: int  # G
+
+
+def _geometry(name, in_shape, W_shape, stride, padding, dilation, groups):
+    """Validate shapes and hyper-parameters; return normalised pairs and ``(oH, oW)``."""
+    if len(in_shape) != 4:
+        raise ValueError(f"{name}: input must be (N, iC, iH, iW), got shape {tuple(in_shape)}")
+    if len(W_shape) != 4:
+        raise ValueError(f"{name}: W must be (oC, iC/groups, kH, kW), got shape {tuple(W_shape)}")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{name}: groups must be a positive int, got {groups!r}")
+    N, iC, iH, iW = in_shape
+    oC, iCg, kH, kW = W_shape
+    if iC % groups:
+        raise ValueError(f"{name}: input channels iC = {iC} are not divisible by groups = {groups}")
+    if oC % groups:
+        raise ValueError(f"{name}: output channels oC = {oC} are not divisible by groups = {groups}")
+    if iCg * groups != iC:
+        raise ValueError(
+            f"{name}: W must be (oC, iC/groups, kH, kW) = (oC, {iC // groups}, kH, kW) for "
+            f"iC = {iC} and groups = {groups}, got shape {tuple(W_shape)}"
+        )
+    if min(N, oC, kH, kW) < 1:
+        raise ValueError(f"{name}: empty input or kernel (input {tuple(in_shape)}, W {tuple(W_shape)})")
+    try:
+        stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
+        out_hw = tuple(
+            out_size(i, k, s, p, d)
+            for i, k, s, p, d in zip((iH, iW), (kH, kW), stride, padding, dilation)
+        )
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+    return stride, padding, dilation, out_hw
+
+
+def _check_dtypes(name, **arrays):
+    dtypes = {k: a.dtype for k, a in arrays.items() if a is not None}
+    first = next(iter(dtypes.values()))
+    if any(d != first for d in dtypes.values()) or first.kind != "f":
+        found = ", ".join(f"{k} {d}" for k, d in dtypes.items())
+        raise TypeError(f"{name}: expected one floating dtype (float32 or float64) for all arrays, got {found}")
+
+
+def _use_shifted_views(W_shape, groups, stride, out_hw):
+    """Geometry rule for the shifted-view path (see ``_MIN_SHIFTED_COLUMN``)."""
+    oC, iCg, kH, kW = W_shape
+    column = groups * iCg * kH * kW * out_hw[0] * out_hw[1]
+    return (
+        stride == (1, 1)
+        and min(iCg, oC // groups) >= _MIN_SHIFTED_CHANNELS
+        and column >= _MIN_SHIFTED_COLUMN
+    )
+
+
+def _shifted_matmul(W_k, src, starts, out, *, xp):
+    """``out = sum_k W_k[k] @ src[:, :, starts[k] : starts[k] + L]`` with ``L = out.shape[-1]``.
+
+    ``W_k (kH kW, G, M, C)`` contiguous, ``src (G, C, S)`` with a contiguous last
+    axis, ``out (G, M, L)`` (may be a view with a contiguous last axis): each term
+    is one batched GEMM over the group axis on a view of ``src``.
+    """
+    L = out.shape[-1]
+    xp.matmul(W_k[0], src[:, :, starts[0] : starts[0] + L], out=out)
+    tmp = xp.empty(out.shape, dtype=out.dtype)
+    for k in range(1, len(starts)):  # loop over kernel offsets only
+        xp.matmul(W_k[k], src[:, :, starts[k] : starts[k] + L], out=tmp)
+        out += tmp
+    return out
+
+
+def _correlate(x, W, b, stride, padding, dilation, groups, out_hw, *, xp):
+    """Forward convolution (geometry already validated): ``(N, oC, oH, oW)``, contiguous."""
+    N, iC, iH, iW = x.shape
+    oC, iCg, kH, kW = W.shape
+    G, oCg = groups, oC // groups
+    (pH, pW), (dH, dW), (oH, oW) = padding, dilation, out_hw
+    if not _use_shifted_views(W.shape, groups, stride, out_hw):
+        col = im2col(x, (kH, kW), stride, padding, dilation, out_hw, pad_value=0, xp=xp)  # (N, iC, kH, kW, oH, oW)
+        y = xp.matmul(W.reshape(G, oCg, iCg * kH * kW), col.reshape(N, G, iCg * kH * kW, oH * oW))  # (N, G, oCg, oH oW)
+        y = y.reshape(N, oC, oH, oW)
+        if b is not None:
+            y += b.reshape(1, oC, 1, 1)
+        return y
+    Hp, Wp = iH + 2 * pH, iW + 2 * pW
+    S = N * Hp * Wp
+    x_pad = xp.zeros((iC, N, Hp, Wp), dtype=x.dtype)  # images end to end, channels first
+    x_pad[:, :, pH : pH + iH, pW : pW + iW] = x.transpose(1, 0, 2, 3)
+    starts = [u * dH * Wp + v * dW for u in range(kH) for v in range(kW)]  # flat shift of offset (u, v)
+    W_k = xp.ascontiguousarray(W.reshape(G, oCg, iCg, kH * kW).transpose(3, 0, 1, 2))  # (kH kW, G, oCg, iCg)
+    acc = xp.empty((oC, N, Hp, Wp), dtype=x.dtype)  # output at flat index p = (n Hp + i) Wp + j
+    L = S - starts[-1]  # every valid output position p < L
+    _shifted_matmul(W_k, x_pad.reshape(G, iCg, S), starts, acc.reshape(G, oCg, S)[:, :, :L], xp=xp)
+    valid = acc[:, :, :oH, :oW].transpose(1, 0, 2, 3)  # (N, oC, oH, oW) view
+    y = xp.empty((N, oC, oH, oW), dtype=x.dtype)
+    if b is None:
+        y[...] = valid
+    else:
+        xp.add(valid, b.reshape(1, oC, 1, 1), out=y)
+    return y
+
+
+def _adjoint(g, W, in_hw, stride, padding, dilation, groups, *, xp):
+    """Adjoint of :func:`_correlate` without bias: ``g (B, oC, oH, oW)`` -> ``(B, iC, iH, iW)``."""
+    B, oC, oH, oW = g.shape
+    _, iCg, kH, kW = W.shape
+    G, oCg = groups, oC // groups
+    iC = iCg * G
+    (iH, iW), (pH, pW), (dH, dW) = in_hw, padding, dilation
+    if not _use_shifted_views(W.shape, groups, stride, (oH, oW)):
+        W_t = W.reshape(G, oCg, iCg * kH * kW).transpose(0, 2, 1)  # (G, iCg kH kW, oCg)
+        col = xp.matmul(W_t, g.reshape(B, G, oCg, oH * oW))  # (B, G, iCg kH kW, oH oW)
+        return col2im(col.reshape(B, iC, kH, kW, oH, oW), in_hw, stride, padding, dilation, xp=xp)
+    Hp, Wp = iH + 2 * pH, iW + 2 * pW
+    S = B * Hp * Wp
+    # g at the output positions of the forward layout, after one leading zero image so
+    # that every backward shift (at most Hp Wp - 1) stays inside the buffer.
+    g_pad = xp.zeros((oC, B + 1, Hp, Wp), dtype=g.dtype)
+    g_pad[:, 1:, :oH, :oW] = g.transpose(1, 0, 2, 3)
+    starts = [Hp * Wp - (u * dH * Wp + v * dW) for u in range(kH) for v in range(kW)]
+    W_k = xp.ascontiguousarray(W.reshape(G, oCg, iCg, kH * kW).transpose(3, 0, 2, 1))  # (kH kW, G, iCg, oCg)
+    acc = xp.empty((iC, B, Hp, Wp), dtype=g.dtype)  # gradient on the padded input
+    _shifted_matmul(W_k, g_pad.reshape(G, oCg, S + Hp * Wp), starts, acc.reshape(G, iCg, S), xp=xp)
+    return xp.ascontiguousarray(acc[:, :, pH : pH + iH, pW : pW + iW].transpose(1, 0, 2, 3))
+
+
+def conv2d_forward(x, W, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation) ``y = W * x + b``.
+
+    Parameters
+    ----------
+    x : array of shape (N, iC, iH, iW)
+    W : array of shape (oC, iC / groups, kH, kW)
+    b : array of shape (oC,) or None
+    stride, padding, dilation : int or pair of int
+        ``(sH, sW)``, ``(pH, pW)`` (zero padding on both sides), ``(dH, dW)``.
+    groups : int
+        ``G``; input channels ``g iCg ... (g + 1) iCg - 1`` feed output channels
+        ``g oCg ... (g + 1) oCg - 1``.
+
+    Returns
+    -------
+    y : array of shape (N, oC, oH, oW)
+        ``oH = floor((iH + 2 pH - dH (kH - 1) - 1) / sH) + 1``, likewise ``oW``.
+    cache : Conv2dCache
+
+    Raises
+    ------
+    ValueError
+        For arrays of the wrong rank or shape, channels not divisible by ``groups``,
+        bad stride/padding/dilation, or an input smaller than the dilated kernel.
+    TypeError
+        When the dtypes differ or are not floating, or backends are mixed.
+    """
+    xp = get_xp(x, W, b)  # raises on mixed backends
+    stride, padding, dilation, out_hw = _geometry("conv2d", x.shape, W.shape, stride, padding, dilation, groups)
+    if b is not None and tuple(b.shape) != (W.shape[0],):
+        raise ValueError(f"conv2d: b must be ({W.shape[0]},), got shape {tuple(b.shape)}")
+    _check_dtypes("conv2d", x=x, W=W, b=b)
+    y = _correlate(x, W, b, stride, padding, dilation, groups, out_hw, xp=xp)  # (N, oC, oH, oW)
+    return y, Conv2dCache(x, W, stride, padding, dilation, groups)
+
+
+def conv2d_adjoint(g_y, W, in_shape, *, stride=1, padding=0, dilation=1, groups=1):
+    """Adjoint (transpose) of the bias-free convolution: ``g_x = W^T g_y``.
+
+    This is the input gradient of :func:`conv2d_forward` (PyTorch's
+    ``conv_transpose2d`` with matching arguments and ``output_padding`` chosen to
+    reproduce ``in_shape``), and step 3 of :func:`conv2d_eb`:
+    ``g_x[n, c, r, t] = sum W[o, c', u, v] g_y[n, o, i, j]`` over all ``(o, u, v, i, j)``
+    with ``r = i sH + u dH - pH``, ``t = j sW + v dW - pW`` and ``o`` in the group of
+    ``c`` (``c' = c mod iCg``). Input cells that no window covers get 0.
+
+    Parameters
+    ----------
+    g_y : array of shape (N, oC, oH, oW) or (K, N, oC, oH, oW)
+    W : array of shape (oC, iC / groups, kH, kW)
+    in_shape : tuple of int
+        ``(N, iC, iH, iW)``, the shape of the forward input.
+    stride, padding, dilation : int or pair of int
+    groups : int
+
+    Returns
+    -------
+    g_x : array of shape (N, iC, iH, iW) or (K, N, iC, iH, iW)
+
+    Raises
+    ------
+    ValueError
+        For inconsistent shapes or hyper-parameters (as :func:`conv2d_forward`), or a
+        ``g_y`` that does not have the output shape.
+    TypeError
+        When the dtypes of ``g_y`` and ``W`` differ or are not floating.
+    """
+    xp = get_xp(g_y, W)
+    in_shape = tuple(int(s) for s in in_shape)
+    stride, padding, dilation, out_hw = _geometry(
+        "conv2d_adjoint", in_shape, W.shape, stride, padding, dilation, groups
+    )
+    _check_dtypes("conv2d_adjoint", g_y=g_y, W=W)
+    g_flat, K = split_signal(g_y, (in_shape[0], W.shape[0]) + out_hw, "conv2d_adjoint")  # (K N, oC, oH, oW)
+    g_x = _adjoint(g_flat, W, in_shape[2:], stride, padding, dilation, groups, xp=xp)  # (K N, iC, iH, iW)
+    return merge_signal(g_x, K)
+
+
+def _eb_or_grad_geometry(p, cache, name):
+    x, W, stride, padding, dilation, groups = cache
+    N, _, iH, iW = x.shape
+    out_hw = tuple(
+        out_size(i, k, s, pd, d) for i, k, s, pd, d in zip((iH, iW), W.shape[2:], stride, padding, dilation)
+    )
+    y_shape = (N, W.shape[0]) + out_hw
+    check_signal(p, y_shape, name)
+    _check_dtypes(name, signal=p, x=x)
+    return y_shape
+
+
+def conv2d_eb(p_y, cache):
+    """Excitation backward of a convolution.
+
+    ``P(a_i) = a_i * sum_j W+_ji P(a_j) / Z_j`` with ``Z_j = sum_i W+_ji a_i``, the
+    sums running over each output's receptive field (paper eq. 3 summed over parents,
+    with the conditional winning probability of eq. 1; Zhang et al. 2016 eq. 4).
+
+    Parameters
+    ----------
+    p_y : array of shape (N, oC, oH, oW) or (K, N, oC, oH, oW)
+        Marginal winning probabilities of the outputs; ``K`` stacked signals share
+        one normaliser computation.
+    cache : Conv2dCache
+
+    Returns
+    -------
+    p_x : array of shape (N, iC, iH, iW) or (K, N, iC, iH, iW)
+
+    Notes
+    -----
+    Computed in four steps, as the released Caffe code does
+    (``conv_layer.cpp:Backward_eb_cpu``): forward with ``W+ = max(W, 0)`` and no
+    bias, safe divide, the adjoint (:func:`conv2d_adjoint`) with ``W+``, multiply
+    by the input. Stride, padding (zero cells contribute nothing to ``Z``),
+    dilation and groups are those of the forward.
+
+    Conventions: the bias never enters ``Z``; where ``Z_j == 0`` exactly the
+    quotient is 0 (no epsilon) and that signal is lost; inputs are not clamped, so
+    a signed input (the first layer on mean-subtracted pixels) gives a signed map
+    and ``Z`` may be negative there. With ``x >= 0`` and every ``Z_j > 0`` the rule
+    conserves mass: ``p_x.sum() == p_y.sum()``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.linspace(0.1, 1.0, 2 * 4 * 4).reshape(1, 2, 4, 4)
+    >>> W = np.linspace(-0.5, 1.0, 3 * 2 * 3 * 3).reshape(3, 2, 3, 3)
+    >>> y, cache = conv2d_forward(x, W, padding=1)
+    >>> p_y = np.full(y.shape, 1 / y.size)
+    >>> p_x = conv2d_eb(p_y, cache)
+    >>> round(float(p_x.sum()), 12), bool((p_x >= 0).all())
+    (1.0, True)
+    """
+    x, W, stride, padding, dilation, groups = cache
+    xp = get_xp(p_y, x)
+    out_hw = _eb_or_grad_geometry(p_y, cache, "conv2d_eb")[2:]
+    W_pos = xp.maximum(W, 0)  # (oC, iCg, kH, kW)  excitatory weights only
+    z = _correlate(x, W_pos, None, stride, padding, dilation, groups, out_hw, xp=xp)  # (N, oC, oH, oW)  step 1
+    s = safe_divide(p_y, z, xp=xp)  # (N, oC, oH, oW) or (K, N, oC, oH, oW)  step 2: 0 where z == 0
+    s_flat, K = split_signal(s, z.shape, "conv2d_eb")  # (K N, oC, oH, oW)
+    c = _adjoint(s_flat, W_pos, x.shape[2:], stride, padding, dilation, groups, xp=xp)  # (K N, iC, iH, iW)  step 3
+    return x * merge_signal(c, K)  # (N, iC, iH, iW) or (K, N, iC, iH, iW)  step 4: multiply by the input
+
+
+def conv2d_grad(g_y, cache):
+    """Gradient with respect to the input: ``g_x = W^T g_y`` (signed weights).
+
+    Parameters
+    ----------
+    g_y : array of shape (N, oC, oH, oW) or (K, N, oC, oH, oW)
+    cache : Conv2dCache
+
+    Returns
+    -------
+    g_x : array of shape (N, iC, iH, iW) or (K, N, iC, iH, iW)
+    """
+    x, W, stride, padding, dilation, groups = cache
+    xp = get_xp(g_y, W)
+    y_shape = _eb_or_grad_geometry(g_y, cache, "conv2d_grad")
+    g_flat, K = split_signal(g_y, y_shape, "conv2d_grad")  # (K N, oC, oH, oW)
+    g_x = _adjoint(g_flat, W, x.shape[2:], stride, padding, dilation, groups, xp=xp)  # (K N, iC, iH, iW)
+    return merge_signal(g_x, K)
