@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["out_size", "pair"]
+__all__ = ["out_size", "pool_out_hw", "pair"]
 
 
 def pair(v, name: str) -> tuple[int, int]:
@@ -79,3 +79,39 @@ def out_size(
     if padding > 0 and (out - 1) * stride >= size + padding:
         out -= 1
     return out
+
+
+def pool_out_hw(in_hw, kernel, stride, padding, ceil_mode, name="pool"):
+    """Output size ``(oH, oW)`` of a 2-D pooling window, Caffe's corrections included.
+
+    Parameters
+    ----------
+    in_hw, kernel, stride, padding : pair of int
+    ceil_mode : bool
+        Caffe's ceil rule (see :func:`out_size`), with Caffe's last-window
+        correction applied on *both* axes as soon as either axis is padded
+        (``PoolingLayer::Reshape`` tests ``pad_h_ || pad_w_``).
+    name : str
+        The op, for error messages.
+
+    Raises
+    ------
+    ValueError
+        For an input smaller than the kernel, or a ceil-mode last window that lies
+        wholly outside the image (Caffe's rule with ``sH > kH`` and no padding).
+    """
+    out_hw = []
+    for axis, i, k, s, p in zip("HW", in_hw, kernel, stride, padding):
+        if i + 2 * p < k:
+            raise ValueError(f"{name}: input {axis} = {i} with padding {p} is smaller than the kernel {k}")
+        o = out_size(i, k, s, p, 1, ceil_mode)
+        if ceil_mode and any(padding) and (o - 1) * s >= i + p:
+            o -= 1  # Caffe drops such a last window on both axes when either axis is padded
+        if (o - 1) * s - p >= i:
+            raise ValueError(
+                f"{name}: with ceil_mode the last window along {axis} starts at {(o - 1) * s - p} >= {axis} = {i} "
+                f"and covers no input (Caffe's ceil rule with stride {s} > kernel {k} and no padding); "
+                "use ceil_mode=False or pad the input"
+            )
+        out_hw.append(o)
+    return tuple(out_hw)

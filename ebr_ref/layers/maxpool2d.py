@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import get_xp
-from ..geometry import out_size, pair
+from ..geometry import pair, pool_out_hw
 from ..im2col import col2im, im2col
 from ._eb import check_signal
 
@@ -101,22 +101,8 @@ def pool_geometry(name, x, kernel, stride, padding, ceil_mode):
         raise ValueError(f"{name}: kernel and stride must be >= 1, got kernel={kernel}, stride={stride}")
     if min(padding) < 0 or padding[0] >= kernel[0] or padding[1] >= kernel[1]:
         raise ValueError(f"{name}: padding must satisfy 0 <= padding < kernel, got padding={padding}, kernel={kernel}")
-    in_hw = tuple(x.shape[2:])
-    out_hw = []
-    for axis, i, k, s, p in zip("HW", in_hw, kernel, stride, padding):
-        if i + 2 * p < k:
-            raise ValueError(f"{name}: input {axis} = {i} with padding {p} is smaller than the kernel {k}")
-        o = out_size(i, k, s, p, 1, ceil_mode)
-        if ceil_mode and any(padding) and (o - 1) * s >= i + p:
-            o -= 1  # Caffe drops such a last window on both axes when either axis is padded
-        if (o - 1) * s - p >= i:
-            raise ValueError(
-                f"{name}: with ceil_mode the last window along {axis} starts at {(o - 1) * s - p} >= {axis} = {i} "
-                f"and covers no input (Caffe's ceil rule with stride {s} > kernel {k} and no padding); "
-                "use ceil_mode=False or pad the input"
-            )
-        out_hw.append(o)
-    return kernel, stride, padding, tuple(out_hw)
+    out_hw = pool_out_hw(tuple(x.shape[2:]), kernel, stride, padding, ceil_mode, name)
+    return kernel, stride, padding, out_hw
 
 
 def maxpool2d_forward(x, kernel, *, stride=None, padding=0, ceil_mode=False):

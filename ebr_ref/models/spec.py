@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..geometry import out_size, pair
+from ..geometry import out_size, pair, pool_out_hw
 
 __all__ = ["Layer", "LAYER_TYPES", "infer_shapes", "param_shapes"]
 
@@ -143,10 +143,8 @@ def infer_shapes(layers, input_shape):
                 )
             shape = (s["out_channels"], out_size(iH, kH, sH, pH, dH), out_size(iW, kW, sW, pW, dW))
         elif t in ("maxpool", "avgpool"):
-            C, iH, iW = shape
-            (kH, kW), (sH, sW), (pH, pW) = (pair(s[k], k) for k in ("kernel", "stride", "padding"))
-            cm = s["ceil_mode"]
-            shape = (C, out_size(iH, kH, sH, pH, 1, cm), out_size(iW, kW, sW, pW, 1, cm))
+            kernel, stride, padding = (pair(s[k], k) for k in ("kernel", "stride", "padding"))
+            shape = (shape[0],) + pool_out_hw(shape[1:], kernel, stride, padding, s["ceil_mode"], layer.name)
         elif t == "flatten":
             n = 1
             for d in shape:
