@@ -77,14 +77,20 @@ class Grounding:
     diagnostics: dict = field(default_factory=dict)
 
 
+def _is_int(v):
+    return isinstance(v, (int, numpy.integer)) and not isinstance(v, (bool, numpy.bool_))
+
+
 def _targets(target, num_classes):
+    if target is None or isinstance(target, (str, bytes)):
+        raise TypeError(f"target must be a class index (int) or a list of them, got {target!r}")
     single = numpy.isscalar(target) or (hasattr(target, "ndim") and target.ndim == 0)
     items = [target] if single else list(target)
     if not items:
         raise ValueError("target: an empty list of classes")
     out = []
     for t in items:
-        if isinstance(t, (bool, numpy.bool_)) or not isinstance(t, (int, numpy.integer)):
+        if not _is_int(t):
             raise TypeError(f"target must be a class index (int) or a list of them, got {t!r}")
         if not 0 <= int(t) < num_classes:
             raise ValueError(f"target {int(t)} is out of range for a model with {num_classes} classes")
@@ -99,7 +105,12 @@ def _seed_steps(seed_steps, T):
         if seed_steps == "all":
             return list(range(T))
         raise ValueError(f"seed_steps must be 'last', 'all' or a list of steps, got {seed_steps!r}")
-    steps = sorted({int(s) for s in seed_steps})
+    if isinstance(seed_steps, (bytes, dict)) or not hasattr(seed_steps, "__iter__"):
+        raise TypeError(f"seed_steps must be 'last', 'all' or a list of int steps, got {seed_steps!r}")
+    items = list(seed_steps)
+    if not all(_is_int(v) for v in items):
+        raise TypeError(f"seed_steps must be 'last', 'all' or a list of int steps, got {seed_steps!r}")
+    steps = sorted({int(v) for v in items})
     if not steps:
         raise ValueError("seed_steps: an empty list of steps")
     bad = [s for s in steps if not 0 <= s < T]
@@ -141,7 +152,7 @@ def _maps(p, stacked):
 
 
 def _chunks(T, chunk_size):
-    if not isinstance(chunk_size, (int, numpy.integer)) or chunk_size < 1:
+    if not _is_int(chunk_size) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     return [(a, min(a + chunk_size, T)) for a in range(0, T, chunk_size)]
 
@@ -228,6 +239,11 @@ def ground(
         raise ValueError(
             f"read-out layer {layer!r} is in the sequence part of the model; choose a layer of the CNN part "
             f"(up to {model.layer_names[model.sequence_start - 1]!r}) or 'input'"
+        )
+    if r >= len(model.layers) - 1:
+        raise ValueError(
+            f"read-out layer {layer!r} is the classifier's output; choose a layer below the classifier "
+            f"{model.layer_names[-1]!r}"
         )
     chunks = _chunks(clip.shape[0], chunk_size)
     diag = {
