@@ -203,7 +203,8 @@ def test_ceb_r_is_the_difference_of_two_normalised_eb_r_passes(cnn_lstm, clip, l
     neg = ground(negated_classifier(cnn_lstm), clip, [0, 3], method="EB-R", **kw)
     scale = numpy.linalg.norm(pos.channel_maps)
     assert numpy.linalg.norm(contrast.channel_maps - (pos.channel_maps - neg.channel_maps)) / scale < 1e-12
-    assert numpy.linalg.norm(contrast.evidence - (pos.evidence - neg.evidence)) / numpy.linalg.norm(pos.evidence) < 1e-12
+    ev_err = numpy.linalg.norm(contrast.evidence - (pos.evidence - neg.evidence))
+    assert ev_err / numpy.linalg.norm(pos.evidence) < 1e-12
     assert contrast.diagnostics["totals"] == pytest.approx(pos.diagnostics["totals"], rel=1e-14)
     assert contrast.diagnostics["totals_dual"] == pytest.approx(neg.diagnostics["totals"], rel=1e-14)
     assert numpy.sum(pos.evidence, axis=1) == pytest.approx([1.0, 1.0], rel=1e-12)  # eq. 5 at the interface...
@@ -304,3 +305,84 @@ def test_default_call_reads_the_demo_layer_and_last_step():
     assert g.diagnostics["method"] == "cEB-R" and g.diagnostics["lstm_rule"] == "caffe"
     assert g.diagnostics["seed_steps"] == [2]
     assert g.channel_maps is None
+
+
+# ---- the oracle's own footing ------------------------------------------------------------------------------
+@pytest.mark.oracle
+def test_oracle_caffe_rule_equals_the_closed_form(oracle):
+    # authors_code_semantics.md §2.12, seed at the last step only: kappa_T = P_h_T o_T 1[c_T > 0],
+    # kappa_t = f_{t+1} kappa_{t+1}; dz^i = kappa g i(1-i), dz^f = cont kappa c_{t-1} f(1-f),
+    # dz^o = P_h relu(c) o(1-o) (step T only), dz^g = kappa i 1[z^g > 0]; P_x = x W_x+^T (dz / W_x+ x).
+    import torch
+
+    from .oracles.torch_ebr import _lstm_eb_caffe
+
+    rng = numpy.random.default_rng(0xC105ED)
+    T, D, H = 5, 4, 3
+    x = rng.uniform(0.0, 1.0, (T, D))
+    W_x, W_h, b = rng.normal(size=(4 * H, D)), rng.normal(size=(4 * H, H)), rng.normal(0.0, 0.1, 4 * H)
+    cont = numpy.array([0.0, 1, 1, 1, 1])
+    sig = lambda v: 1.0 / (1.0 + numpy.exp(-v))  # noqa: E731
+    h, c = numpy.zeros(H), numpy.zeros(H)
+    gates, cs, zg = [], [numpy.zeros(H)], []
+    for t in range(T):
+        z = W_x @ x[t] + b + W_h @ (cont[t] * h)
+        i, f, o, g = sig(z[:H]), sig(z[H:2 * H]), sig(z[2 * H:3 * H]), numpy.maximum(z[3 * H:], 0)
+        c = cont[t] * f * c + i * g
+        h = o * numpy.maximum(c, 0)
+        gates.append((i, f, o, g))
+        cs.append(c)
+        zg.append(z[3 * H:])
+    p_hT = rng.uniform(0.0, 1.0, H)
+    dz = numpy.zeros((T, 4 * H))
+    kappa = p_hT * gates[-1][2] * (cs[-1] > 0)
+    for t in range(T - 1, -1, -1):
+        i, f, o, g = gates[t]
+        if t < T - 1:
+            kappa = gates[t + 1][1] * kappa
+        dz[t, :H] = kappa * g * i * (1 - i)
+        dz[t, H:2 * H] = cont[t] * kappa * cs[t] * f * (1 - f)
+        dz[t, 3 * H:] = kappa * i * (zg[t] > 0)
+    dz[-1, 2 * H:3 * H] = p_hT * numpy.maximum(cs[-1], 0) * gates[-1][2] * (1 - gates[-1][2])
+    W_pos = numpy.maximum(W_x, 0)
+    expect = x * ((dz / (x @ W_pos.T)) @ W_pos)
+    p_h = numpy.zeros((T, H))
+    p_h[-1] = p_hT
+    P = {"l.W_x": torch.tensor(W_x), "l.W_h": torch.tensor(W_h), "l.b": torch.tensor(b)}
+    got = _lstm_eb_caffe(torch.tensor(x), torch.tensor(p_h), P, "l", {"cell_act": "relu"}, torch.tensor(cont))
+    assert numpy.abs(expect).max() > 0
+    assert rel_err(got.numpy(), expect) < 1e-12
+
+
+@pytest.mark.oracle
+def test_oracle_maxpool_routes_ties_to_the_first_maximum(oracle):
+    import torch
+
+    from ebr_ref.models import Layer
+
+    from .oracles.torch_ebr import _eb_layer
+
+    a = torch.tensor([[[[1.0, 2.0, 2.0], [2.0, 0.5, 2.0], [0.0, 0.0, 0.0]]]], dtype=torch.float64)
+    pool = Layer("pool", "maxpool", {"kernel": 2, "stride": 1})
+    p = torch.tensor([[[[1.0, 10.0], [100.0, 1000.0]]]], dtype=torch.float64)
+    got = _eb_layer(pool, {}, a, p, None, lstm_rule="caffe").numpy()[0, 0]
+    # windows (scan order row-major): (0,0) -> a[0,1]; (0,1) -> a[0,1]; (1,0) -> a[1,0]; (1,1) -> a[1,2]
+    expect = numpy.array([[0.0, 11.0, 0.0], [100.0, 0.0, 1000.0], [0.0, 0.0, 0.0]])
+    assert numpy.array_equal(got, expect)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize(
+    # (H, k, s, p, ceil, floor): ceil((H + 2p - k)/s) + 1, minus 1 when p > 0 and (o-1)s >= H + p (SPEC §2)
+    "size, k, s, p, ceil, floor",
+    [(6, 3, 2, 0, 3, 2), (7, 3, 2, 1, 4, 4), (13, 3, 2, 0, 6, 6), (5, 2, 2, 1, 3, 3), (8, 3, 3, 1, 3, 3)],
+)
+def test_oracle_pool_sizes(oracle, size, k, s, p, ceil, floor):
+    import torch
+
+    from .oracles.torch_ebr import pool_out_size
+
+    assert pool_out_size(size, k, s, p, True) == ceil
+    assert pool_out_size(size, k, s, p, False) == floor
+    x = torch.zeros((1, 1, size, size), dtype=torch.float64)
+    assert torch.nn.functional.max_pool2d(x, k, s, p, ceil_mode=True).shape[-1] == ceil  # torch agrees here

@@ -91,8 +91,6 @@ def test_target_must_be_an_int(cnn_lstm, clip, target):
         run(cnn_lstm, clip, target)
 
 
-@pytest.mark.xfail(strict=True, reason="driver bug: _targets calls list(None) (TypeError 'NoneType' object "
-                                       "is not iterable)")
 def test_target_none(cnn_lstm, clip):
     with pytest.raises(TypeError, match="target must be a class index"):
         run(cnn_lstm, clip, None)
@@ -120,11 +118,10 @@ def test_readout_in_the_sequence_part(cnn_lstm, clip, layer):
         run(cnn_lstm, clip, layer=layer)
 
 
-@pytest.mark.xfail(strict=True, reason="driver bug: cEB with the read-out at the classifier's output raises "
-                                       "IndexError in _negate_classifier (empty step list)")
-def test_ceb_readout_above_the_contrast_point(cnn, clip):
-    with pytest.raises(ValueError, match="fc8"):
-        run(cnn, clip, method="cEB", layer="fc8")
+@pytest.mark.parametrize("method", ["EB", "cEB", "BP"])
+def test_readout_at_the_classifier_output(cnn, clip, method):
+    with pytest.raises(ValueError, match="read-out layer 'fc8' is the classifier's output"):
+        run(cnn, clip, method=method, layer="fc8")
 
 
 # ---- method and rule ---------------------------------------------------------------------------------------
@@ -168,8 +165,6 @@ def test_bad_seed_steps(cnn_lstm, clip, seed_steps, match):
         run(cnn_lstm, clip, seed_steps=seed_steps)
 
 
-@pytest.mark.xfail(strict=True, reason="driver bug: _seed_steps iterates a non-string scalar (TypeError "
-                                       "'int' object is not iterable) and truncates non-int steps with int()")
 @pytest.mark.parametrize("seed_steps", [2, None, [0.5], [True], ["1"]], ids=repr)
 def test_seed_steps_must_be_ints(cnn_lstm, clip, seed_steps):
     with pytest.raises((TypeError, ValueError), match="seed_steps"):
@@ -183,7 +178,6 @@ def test_bad_chunk_size(cnn_lstm, cnn, clip, chunk_size):
             run(model, clip, chunk_size=chunk_size)
 
 
-@pytest.mark.xfail(strict=True, reason="driver bug: _chunks accepts a bool (isinstance(True, int))")
 def test_chunk_size_bool(cnn_lstm, clip):
     with pytest.raises(ValueError, match="chunk_size"):
         run(cnn_lstm, clip, chunk_size=True)

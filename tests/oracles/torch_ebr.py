@@ -21,8 +21,10 @@ float64, written from SPEC:
 * gradients (BP, BP-R): torch autograd of the raw target logit(s), read at the
   read-out layer's output (a conv's pre-ReLU output, SPEC §3).
 
-:func:`oracle_ground` handles one target class; results carry a leading axis of
-length 1 only through the caller stacking them.
+:func:`oracle_ground` handles one target class per call. Torch's max-pool
+backward routes a tie to the first maximum in scan order (checked in
+tests/test_ground.py); the tests use random float data, where ties of non-zero
+values do not occur.
 """
 
 from __future__ import annotations
