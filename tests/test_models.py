@@ -92,3 +92,39 @@ def test_layer_dict_roundtrip():
     la = Layer("pool1", "maxpool", {"kernel": 3, "stride": 2, "ceil_mode": True})
     assert Layer.from_dict(la.to_dict()).settings == la.settings
     assert la["padding"] == 0
+
+
+def test_canonical_roundtrip_and_tampering(tmp_path):
+    from ebr_ref.models.io import load_model, save_model, sidecar_path
+
+    model = sequential(_tiny(), (1, 5, 5), seed=9, meta={"name": "tiny", "class_names": ["a", "b", "c"]})
+    path = tmp_path / "tiny.npz"
+    side = save_model(model, path, meta={"accuracy": 0.5})
+    back = load_model(path)
+    assert back.layer_names == model.layer_names and back.meta["accuracy"] == 0.5
+    assert all(numpy.array_equal(back.params[k], model.params[k]) for k in model.params)
+    x = numpy.random.default_rng(1).normal(size=(2, 1, 5, 5))
+    assert numpy.array_equal(back.forward(x), model.forward(x))
+    assert len(side["params_sha256"]) == 64
+    # a changed byte in the parameters is caught by the recorded sha256
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        load_model(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "missing.npz")
+    (tmp_path / "bad.npz").write_bytes(b"x")
+    (tmp_path / "bad.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="not an ebr_ref-canonical sidecar"):
+        load_model(tmp_path / "bad.npz")
+    assert sidecar_path("a/b.npz") == "a/b.json"
+
+
+def test_pool_shape_inference_matches_the_kernel_with_caffe_cross_axis_rule():
+    # ceil mode, padding on one axis only: Caffe's correction applies to both axes
+    layers = [("pool", "maxpool", {"kernel": 2, "stride": 2, "padding": (1, 0), "ceil_mode": True}),
+              ("flat", "flatten"), ("fc8", "fc", {"out_features": 2})]
+    m = sequential(layers, (1, 5, 6), seed=0)
+    y, _ = m.run_forward(numpy.zeros((1, 1, 5, 6)), 0, 1)
+    assert y.shape[1:] == m.shapes[0]
