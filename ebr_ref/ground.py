@@ -175,7 +175,7 @@ def ground(
     target,
     *,
     method="cEB-R",
-    layer="conv5_1",
+    layer=None,
     lstm_rule="caffe",
     seed_steps="last",
     dtype=None,
@@ -198,9 +198,11 @@ def ground(
         Class index, or several (one call shares the forward pass and every
         normaliser ``Z`` among them).
     method : {"cEB-R", "EB-R", "BP-R", "cEB", "EB", "BP"}
-    layer : str
+    layer : str, optional
         Read-out layer: any layer of the CNN part (up to the LSTM's input), or
-        ``"input"``. The map is the signal at that layer's output.
+        ``"input"``. The map is the signal at that layer's output. Default: the
+        model's ``meta["readout"]`` if it names one, else ``"conv5_1"`` (the
+        released demo's read-out for VGG16).
     lstm_rule : {"caffe", "eb"}
         EB rule through the LSTM (SPEC §4).
     seed_steps : "last", "all" or sequence of int
@@ -233,6 +235,8 @@ def ground(
     if not recurrent and model.is_recurrent:
         raise ValueError(f"method {method} is for a per-frame CNN classifier; this model is recurrent (use {method}-R)")
     model, clip = _prepare(model, clip, dtype)
+    if layer is None:
+        layer = model.meta.get("readout", "conv5_1")
     targets, single = _targets(target, model.num_classes)
     r = model.index(layer)
     if r >= model.sequence_start:

@@ -1,0 +1,33 @@
+"""Models shipped inside the package (``ebr_ref/data``), trained on the synthetic action videos.
+
+``benchmarks/train_synthetic.py`` trains them and writes them in the canonical
+format (:mod:`ebr_ref.models.io`); :func:`pretrained` loads one by name with
+ebr_ref alone, checking the sha256 recorded in its sidecar.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .io import load_model
+
+__all__ = ["pretrained", "shipped_names", "data_dir"]
+
+
+def data_dir() -> str:
+    """The folder of the shipped model files."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+
+
+def shipped_names():
+    """Names of the shipped models (``<name>.npz`` with a ``<name>.json`` sidecar)."""
+    d = data_dir()
+    return sorted(f[:-4] for f in os.listdir(d) if f.endswith(".npz") and os.path.exists(os.path.join(d, f[:-4] + ".json")))
+
+
+def pretrained(name: str):
+    """Load the shipped model ``name`` (see :func:`shipped_names`)."""
+    names = shipped_names()
+    if name not in names:
+        raise ValueError(f"no shipped model named {name!r}; available: {', '.join(names) or 'none'}")
+    return load_model(os.path.join(data_dir(), name + ".npz"))
