@@ -133,10 +133,10 @@ def _prepare(model, clip, dtype):
     return model, clip
 
 
-def _negate_classifier(model, steps):
+def _negate_classifier(model, steps, memo):
     """Steps with the top (classifier) layer's weights negated: the dual pass of cEB / cEB-R."""
     layer, cache = steps[-1]
-    dual = cache._replace(W=-cache.W, W_pos=model.positive_weights(layer.name, negated=True))
+    dual = cache._replace(W=-cache.W, W_pos=model.positive_weights(layer.name, negated=True, memo=memo))
     return list(steps[:-1]) + [(layer, dual)]
 
 
@@ -284,6 +284,7 @@ def _one_hot_seed(targets, steps, T, C, *, xp, dtype):
 def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rule, seed_steps, cont,
                       allow_tanh_eb, budget):
     xp, T, s = model.xp, clip.shape[0], model.sequence_start
+    memo = {}  # max(±W, 0) of fc layers, computed once for this call
     steps_seed = _seed_steps(seed_steps, T)
     diag["seed_steps"] = steps_seed
     if cont is None:
@@ -306,7 +307,7 @@ def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rul
     diag["readout_recomputed"] = not keep_readout and r >= 0
 
     # 2. Sequence part forward, keeping caches.
-    logits, seq_steps = model.run_forward(interface, s, len(model.layers), cont=cont, keep=True)
+    logits, seq_steps = model.run_forward(interface, s, len(model.layers), cont=cont, keep=True, memo=memo)
     probs = softmax(logits)
     seed = _one_hot_seed(targets, steps_seed, T, model.num_classes, xp=xp, dtype=model.dtype)  # (K, T, C)
 
@@ -319,7 +320,7 @@ def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rul
         p_pos = model.run_eb(seq_steps, seed, mass=diag["mass_lost"]["positive"], **kw)  # (K, T, D)
         p_int = _normalise(p_pos, True, xp, diag["totals"], diag["zero_totals"], "positive")
         if method == "cEB-R":
-            p_neg = model.run_eb(_negate_classifier(model, seq_steps), seed, mass=diag["mass_lost"]["dual"], **kw)
+            p_neg = model.run_eb(_negate_classifier(model, seq_steps, memo), seed, mass=diag["mass_lost"]["dual"], **kw)
             p_int = p_int - _normalise(p_neg, True, xp, diag["totals_dual"], diag["zero_totals"], "dual")
         if lstm_rule == "eb" and lstm_res:
             diag["lstm"] = [_lstm_accounting(res) for res in lstm_res]
@@ -328,7 +329,7 @@ def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rul
     out = []
     for n, (a, b) in enumerate(chunks):
         x_r = readout[n] if keep_readout else (clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0])
-        _, steps = model.run_forward(x_r, r + 1, s, keep=True)
+        _, steps = model.run_forward(x_r, r + 1, s, keep=True, memo=memo)
         p = p_int[:, a:b]
         if method == "BP-R":
             out.append(model.run_grad(steps, p))
@@ -349,11 +350,12 @@ def _lstm_accounting(res):
 
 def _ground_frames(model, clip, targets, method, r, chunks, diag, **_):
     xp, L = model.xp, len(model.layers)
+    memo = {}  # max(±W, 0) of fc layers, computed once for this call
     diag["seed_steps"] = "every frame"
     out, probs = [], []
     for a, b in chunks:
         x_r = clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0]
-        logits, steps = model.run_forward(x_r, r + 1, L, keep=True)
+        logits, steps = model.run_forward(x_r, r + 1, L, keep=True, memo=memo)
         probs.append(softmax(logits))
         seed = _one_hot_seed(targets, list(range(b - a)), b - a, model.num_classes, xp=xp, dtype=model.dtype)
         if method == "BP":
@@ -366,6 +368,6 @@ def _ground_frames(model, clip, targets, method, r, chunks, diag, **_):
         # cEB: contrast at the classifier's input, no normalisation, one pass below.
         top, below = steps[-1:], steps[:-1]
         p_cls = model.run_eb(top, seed, stacked=True, mass=mass["positive"]) - model.run_eb(
-            _negate_classifier(model, top), seed, stacked=True, mass=mass["dual"])
+            _negate_classifier(model, top, memo), seed, stacked=True, mass=mass["dual"])
         out.append(model.run_eb(below, p_cls, stacked=True, mass=mass["cnn"]))
     return out, xp.concatenate(probs, axis=0)

@@ -128,3 +128,18 @@ def test_pool_shape_inference_matches_the_kernel_with_caffe_cross_axis_rule():
     m = sequential(layers, (1, 5, 6), seed=0)
     y, _ = m.run_forward(numpy.zeros((1, 1, 5, 6)), 0, 1)
     assert y.shape[1:] == m.shapes[0]
+
+
+def test_ground_sees_weights_changed_between_calls():
+    """No state is kept between driver calls: changing a weight in place changes the next result."""
+    from ebr_ref.ground import ground
+
+    layers = _tiny()[:3] + [("fc7", "fc", {"out_features": 4}), ("relu7", "relu"), ("fc8", "fc", {"out_features": 3})]
+    model = sequential(layers, (1, 5, 5), seed=2)
+    x = numpy.random.default_rng(3).uniform(0, 1, (2, 1, 5, 5))
+    first = ground(model, x, 1, method="cEB", layer="input").maps
+    model.params["fc8.weight"] *= -1  # the released notebook's in-place negation
+    fresh = sequential(layers, (1, 5, 5), params=dict(model.params))
+    assert numpy.array_equal(ground(model, x, 1, method="cEB", layer="input").maps,
+                             ground(fresh, x, 1, method="cEB", layer="input").maps)
+    assert not numpy.allclose(ground(model, x, 1, method="cEB", layer="input").maps, first)

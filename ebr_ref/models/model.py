@@ -81,7 +81,6 @@ class Model:
         self.params = params
         self.dtype = next(iter(dtypes))
         self.xp = xp
-        self._positive = {}  # memo of max(±W, 0) for fc layers; parameters never change
 
     # ---- structure -------------------------------------------------------------
     @property
@@ -128,13 +127,22 @@ class Model:
         """A new model with its parameters on ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy)."""
         return self._with_params({k: backend.to_device(v, device) for k, v in self.params.items()})
 
-    def positive_weights(self, name, *, negated=False):
-        """``max(W, 0)`` (or ``max(-W, 0)``) of fc layer ``name``, computed once per model."""
+    def positive_weights(self, name, *, negated=False, memo=None):
+        """``max(W, 0)`` (or ``max(-W, 0)``) of fc layer ``name``.
+
+        ``memo`` is a dict owned by the caller (one driver call): the result is kept
+        there and reused, so that chunked and contrastive passes compute it once.
+        The model itself keeps nothing, so parameters changed between calls are
+        always seen.
+        """
         key = (name, negated)
-        if key not in self._positive:
-            W = self.params[f"{name}.weight"]
-            self._positive[key] = self.xp.maximum(-W if negated else W, 0)
-        return self._positive[key]
+        if memo is not None and key in memo:
+            return memo[key]
+        W = self.params[f"{name}.weight"]
+        W_pos = self.xp.maximum(-W if negated else W, 0)
+        if memo is not None:
+            memo[key] = W_pos
+        return W_pos
 
     # ---- running -------------------------------------------------------------------
     def check_clip(self, clip):
@@ -154,15 +162,17 @@ class Model:
         if not bool(self.xp.isfinite(clip).all()):
             raise ValueError("clip contains NaN or inf values")
 
-    def run_forward(self, x, start, stop, *, cont=None, keep=False):
+    def run_forward(self, x, start, stop, *, cont=None, keep=False, memo=None):
         """Run layers ``start <= k < stop`` forward.
 
         Returns ``(y, steps)`` where ``steps`` lists ``(layer, cache)`` for every layer
         run when ``keep`` is true (empty otherwise, so memory is freed as it goes).
+        With ``keep``, fc caches carry ``max(W, 0)`` for EB, taken from ``memo`` (a
+        per-call dict, see :meth:`positive_weights`) when given.
         """
         steps = []
         for layer in self.layers[start:stop]:
-            W_pos = self.positive_weights(layer.name) if keep and layer.type == "fc" else None
+            W_pos = self.positive_weights(layer.name, memo=memo) if keep and layer.type == "fc" else None
             x, cache = forward_layer(layer, self.params, x, cont=cont, W_pos=W_pos)
             if keep:
                 steps.append((layer, cache))
