@@ -1,0 +1,143 @@
+"""``convert(path, source=...)``: one entry point over the per-source converters, and ``load_model``."""
+
+from __future__ import annotations
+
+import os
+
+from .canonical import load_canonical, sidecar_path
+from .convert_caffe import convert_caffe
+from .convert_keras import convert_keras_lstm, convert_keras_vgg16
+from .convert_onnx import convert_onnx
+from .convert_torch import convert_torch_lstm, convert_torchvision_vgg16
+from .errors import CheckpointError
+from .hdf5 import H5File
+from .readers import _tensors, guarded, open_checked
+
+__all__ = ["SOURCES", "convert", "detect_source", "load_model"]
+
+SOURCES = {
+    "caffe": convert_caffe,
+    "torchvision_vgg16": convert_torchvision_vgg16,
+    "torch_lstm": convert_torch_lstm,
+    "keras_vgg16": convert_keras_vgg16,
+    "keras_lstm": convert_keras_lstm,
+    "onnx": convert_onnx,
+    "canonical": None,
+}
+
+
+def detect_source(path, prototxt=None) -> str:
+    """Guess the converter for a file (see :func:`convert`)."""
+    if prototxt is not None:
+        return "caffe"
+    buf, fmt = open_checked(path)
+    if fmt == "caffe":
+        raise buf.error("a Caffe .caffemodel needs its prototxt: convert(path, prototxt=...)")
+    if fmt == "onnx":
+        return "onnx"
+    if fmt == "npz" and os.path.exists(sidecar_path(path)):
+        return "canonical"
+    if fmt == "hdf5":
+        def probe():
+            root = H5File(buf).root
+            names = set(root.members())
+            if "data" in names and "layer_names" not in root.attrs and "layers" not in names:
+                raise buf.error("a Caffe HDF5 snapshot needs its prototxt: convert(path, prototxt=...)")
+            keys = " ".join(p for p, _ in root.walk())
+            for k in ("model_weights", "layers"):
+                if k in names:
+                    keys += " " + " ".join(root[k].members())
+            keys += " " + " ".join(names)
+            for k, v in root.attrs.items():
+                if k.startswith("layer_names"):
+                    keys += " " + " ".join(v if isinstance(v, list) else [str(v)])
+            return keys
+        keys = guarded(buf, fmt, probe)
+        if "block1_conv1" in keys:
+            return "keras_vgg16"
+        if "lstm" in keys.lower():
+            return "keras_lstm"
+        raise buf.error("cannot tell which Keras model this is; pass source='keras_vgg16' or 'keras_lstm'")
+    tensors = guarded(buf, fmt, _tensors, buf, fmt)
+    if any(k.endswith("features.0.weight") for k in tensors):
+        return "torchvision_vgg16"
+    if any(k.endswith("weight_ih_l0") or k.endswith("weight_ih") for k in tensors):
+        return "torch_lstm"
+    raise buf.error(f"cannot tell which model this {fmt} file holds; pass source= (one of {', '.join(SOURCES)})")
+
+
+def convert(path, *, source=None, prototxt=None, **options):
+    """Read a checkpoint and convert it into ebr_ref's canonical parameters.
+
+    Parameters
+    ----------
+    path : str
+        The weights file.
+    source : str, optional
+        The converter, one of ``SOURCES``:
+
+        * ``"caffe"`` -- ``.caffemodel``/``.caffemodel.h5`` + ``prototxt``
+          (VGG16, the released VGG16_LSTM, CaffeNet/LRCN...);
+          see :func:`weights_io.convert_caffe.convert_caffe`;
+        * ``"torchvision_vgg16"`` -- a torchvision ``vgg16`` state dict;
+        * ``"torch_lstm"`` -- ``nn.LSTM``/``nn.LSTMCell`` weights;
+        * ``"keras_vgg16"`` -- Keras applications VGG16 (legacy, full-model or Keras 3 ``.h5``);
+        * ``"keras_lstm"`` -- one Keras ``LSTM`` layer;
+        * ``"onnx"`` -- an ONNX graph (Conv/Gemm/LSTM chain);
+        * ``"canonical"`` -- this project's ``.npz`` + sidecar.
+
+        Detected from the file when None (and ``"caffe"`` when ``prototxt`` is given).
+    prototxt : str, optional
+        Caffe's deploy prototxt.
+    **options
+        Passed to the converter (``dtype``, ``preprocessing``, ``rename``,
+        ``cell_act``, ``strict``, ``input_size``/``input_shape``...).
+
+    Returns
+    -------
+    params : dict of str to numpy.ndarray
+        Canonical names and layouts (``conv1_1.weight (oC, iC, kH, kW)``,
+        ``fc6.weight (4096, 25088)``, ``lstm1.W_x (4H, D)`` with gate blocks
+        i, f, o, g...), each a fresh C-contiguous array (``canonical``: read-only
+        memory-mapped views).
+    meta : dict
+        ``architecture`` (layer specs, see :mod:`weights_io.spec`),
+        ``input_shape``, ``preprocessing``, ``pool_rounding``, ``gate_order``,
+        ``source_gate_order``, ``cell_act``, ``output``, ``source`` (file,
+        SHA-256, format, converter), ``name_map`` and ``transforms`` (per
+        parameter: the source tensor and every transpose/permutation applied).
+
+    Raises
+    ------
+    CheckpointError
+        For any problem with the files (naming the file, tensor or layer).
+    """
+    if source is None:
+        source = detect_source(path, prototxt)
+    if source not in SOURCES:
+        raise CheckpointError(path, f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    if source == "canonical":
+        return load_canonical(path, **options)
+    if source == "caffe":
+        if prototxt is None:
+            raise CheckpointError(path, "source 'caffe' needs prototxt=")
+        return convert_caffe(path, prototxt=prototxt, **options)
+    if prototxt is not None:
+        raise CheckpointError(path, f"prototxt= is only used with source 'caffe', not {source!r}")
+    return SOURCES[source](path, **options)
+
+
+def load_model(path, *, source=None, prototxt=None, **options):
+    """Convert a checkpoint and build an ``ebr_ref`` model from it.
+
+    A thin wrapper: ``params, meta = convert(...)`` then
+    ``ebr_ref.models.from_spec(meta["architecture"], params, meta)``.
+
+    Returns
+    -------
+    ebr_ref.models.Model
+    """
+    from ebr_ref.models import from_spec
+
+    params, meta = convert(path, source=source, prototxt=prototxt, **options)
+    return from_spec(meta["architecture"], params, meta)

@@ -1,0 +1,270 @@
+"""PyTorch state dicts (torchvision VGG16, ``nn.LSTM``) -> canonical parameters.
+
+Checkpoints are read with :func:`weights_io.read_tensors` (restricted
+unpickler, no torch). A state dict may sit under a wrapper key (``state_dict``,
+``model``) and carry DataParallel's ``module.`` prefix; the converter finds the
+prefix under which the expected keys exist. The file may also be a
+``.safetensors`` or ``.npz`` holding the same keys.
+"""
+
+from __future__ import annotations
+
+from ._common import finish, lstm_params, param, source_info
+from .errors import CheckpointError
+from .presets import preset
+from .readers import guarded, open_checked, _tensors
+from .spec import make_layer, trace
+
+__all__ = ["convert_torchvision_vgg16", "convert_torch_lstm", "vgg16_layers", "TORCHVISION_VGG16_MAP"]
+
+_VGG16_BLOCKS = [(1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3)]
+
+
+def _vgg16_feature_names():
+    names, idx = [], 0
+    for b, _w, n in _VGG16_BLOCKS:
+        for k in range(1, n + 1):
+            names.append((f"conv{b}_{k}", idx))
+            idx += 2  # conv, ReLU
+        idx += 1  # MaxPool
+    return names
+
+
+# canonical layer -> torchvision module index (make_layers(cfg "D") + classifier)
+TORCHVISION_VGG16_MAP = dict(
+    [(c, f"features.{i}") for c, i in _vgg16_feature_names()]
+    + [("fc6", "classifier.0"), ("fc7", "classifier.3"), ("fc8", "classifier.6")]
+)
+
+
+def vgg16_layers(num_classes=1000, *, ceil_mode, dropout=True, include_top=True, widths=None, fc_sizes=None):
+    """The VGG16 (configuration D) layer specs with Caffe's layer names.
+
+    ``widths`` (13 conv output channels, default 64, 64, 128, ..., 512) and
+    ``fc_sizes`` (fc6, fc7 sizes, default 4096, 4096) allow VGG16-shaped
+    models of other widths (used by the tests).
+    """
+    widths = list(widths) if widths is not None else [w for _b, w, n in _VGG16_BLOCKS for _ in range(n)]
+    fc_sizes = list(fc_sizes) if fc_sizes is not None else [4096, 4096]
+    layers, j = [], 0
+    for b, _width, n in _VGG16_BLOCKS:
+        for k in range(1, n + 1):
+            layers.append(make_layer(f"conv{b}_{k}", "conv", out_channels=int(widths[j]), kernel=3, stride=1, padding=1))
+            layers.append(make_layer(f"relu{b}_{k}", "relu"))
+            j += 1
+        layers.append(make_layer(f"pool{b}", "maxpool", kernel=2, stride=2, padding=0, ceil_mode=ceil_mode))
+    if include_top:
+        layers.append(make_layer("flatten", "flatten"))
+        for j, out in ((6, fc_sizes[0]), (7, fc_sizes[1])):
+            layers.append(make_layer(f"fc{j}", "fc", out_features=int(out)))
+            layers.append(make_layer(f"relu{j}", "relu"))
+            if dropout:
+                layers.append(make_layer(f"drop{j}", "dropout", p=0.5))
+        layers.append(make_layer("fc8", "fc", out_features=int(num_classes)))
+    return layers
+
+
+def _out_dim(t, what, path):
+    if t is None:
+        raise CheckpointError(path, f"tensor {what} is missing")
+    if t.ndim < 2:
+        raise CheckpointError(path, f"tensor {what}: expected a weight matrix/kernel, found shape {tuple(t.shape)}")
+    return int(t.shape[0])
+
+
+def find_prefix(tensors: dict, marker: str, path, what: str) -> str:
+    """The key prefix under which ``marker`` exists (``''``, ``'module.'``, ``'state_dict.'``...)."""
+    cands = sorted((k[: -len(marker)] for k in tensors if k.endswith(marker)), key=len)
+    cands = [c for c in cands if c == "" or c.endswith(".")]
+    if not cands:
+        raise CheckpointError(path, f"no {what} found: no key ends with {marker!r} (keys: {list(tensors)[:8]}...)")
+    if len(cands) > 1 and len(cands[0]) == len(cands[1]):
+        raise CheckpointError(path, f"several {what}s found (prefixes {cands}); pass prefix=")
+    return cands[0]
+
+
+def _load(path, what):
+    buf, fmt = open_checked(path)
+    if fmt not in ("torch", "safetensors", "npz"):
+        raise buf.error(f"expected a PyTorch state dict (torch, safetensors or npz file), found a {fmt} file")
+    return buf, fmt, guarded(buf, fmt, _tensors, buf, fmt)
+
+
+def convert_torchvision_vgg16(path, *, prefix=None, preprocessing="torchvision", dtype=None, input_size=224,
+                              strict=True):
+    """Convert a torchvision ``vgg16`` state dict.
+
+    Name map (torchvision ``make_layers`` for cfg "D"): ``features.{0,2}`` ->
+    ``conv1_{1,2}``, ``features.{5,7}`` -> ``conv2_*``, ``features.{10,12,14}``
+    -> ``conv3_*``, ``features.{17,19,21}`` -> ``conv4_*``,
+    ``features.{24,26,28}`` -> ``conv5_*``, ``classifier.{0,3,6}`` ->
+    ``fc6, fc7, fc8``.
+
+    Transforms: **none**. torchvision's conv weights are ``(oC, iC, kH, kW)``
+    and its ``Linear`` weights ``(out, in)``; ``classifier.0`` expects the
+    pool5 map flattened C, H, W, like Caffe's fc6. Pools are floor-mode
+    (``MaxPool2d(2, 2)``). torchvision's ``AdaptiveAvgPool2d((7, 7))`` is the
+    identity for inputs whose pool5 map is 7x7 (224..255 pixels), which is
+    therefore required; it is not a layer of the spec.
+
+    Parameters
+    ----------
+    path : str
+    prefix : str, optional
+        Key prefix of the state dict (found automatically).
+    preprocessing : str or dict
+        ``"torchvision"`` (IMAGENET1K_V1) or ``"torchvision_features"``
+        (the Caffe-style IMAGENET1K_FEATURES port).
+    dtype : numpy dtype, optional
+    input_size : int
+    strict : bool
+        Refuse unexpected keys under the prefix (e.g. BatchNorm of vgg16_bn).
+
+    Returns
+    -------
+    params, meta
+    """
+    buf, fmt, tensors = _load(path, "vgg16")
+    P = buf.path
+    if prefix is None:
+        prefix = find_prefix(tensors, "features.0.weight", P, "VGG16 state dict")
+    sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if "classifier.6.weight" not in sd:
+        raise CheckpointError(P, "tensor classifier.6.weight (fc8) not found; expected a torchvision vgg16 state dict")
+    widths = [_out_dim(sd.get(f"{TORCHVISION_VGG16_MAP[c]}.weight"), prefix + TORCHVISION_VGG16_MAP[c] + ".weight", P)
+              for c in TORCHVISION_VGG16_MAP if c.startswith("conv")]
+    fc_sizes = [_out_dim(sd.get(f"classifier.{i}.weight"), f"{prefix}classifier.{i}.weight", P) for i in (0, 3, 6)]
+    layers = vgg16_layers(fc_sizes[2], ceil_mode=False, widths=widths, fc_sizes=fc_sizes[:2])
+    input_shape = (3, input_size, input_size)
+    shapes, expect = trace(layers, input_shape, P)
+    pool5 = shapes[[L["name"] for L in layers].index("pool5")]
+    if pool5[1:] != (7, 7):
+        raise CheckpointError(P, f"input_size {input_size} gives a {pool5[1]}x{pool5[2]} pool5 map; torchvision's "
+                                 "AdaptiveAvgPool2d((7, 7)) is only the identity for 7x7 (input 224..255)")
+    params, name_map, transforms = {}, {}, {}
+    for canon, tv in TORCHVISION_VGG16_MAP.items():
+        for field in ("weight", "bias"):
+            k, src = f"{canon}.{field}", f"{tv}.{field}"
+            if src not in sd:
+                raise CheckpointError(P, f"tensor {prefix}{src} (for {k}) is missing")
+            if tuple(sd[src].shape) != expect[k]:
+                raise CheckpointError(P, f"tensor {prefix}{src} (for {k}): expected shape {expect[k]}, "
+                                         f"found {tuple(sd[src].shape)}")
+            params[k] = param(sd[src], dtype=dtype)
+            name_map[k], transforms[k] = prefix + src, "none"
+    extra = sorted(set(sd) - {f"{tv}.{f}" for tv in TORCHVISION_VGG16_MAP.values() for f in ("weight", "bias")})
+    if extra and strict:
+        hint = " (BatchNorm keys: vgg16_bn is not supported)" if any("running_mean" in e for e in extra) else ""
+        raise CheckpointError(P, f"unexpected tensors in the state dict: {extra[:10]}{hint}")
+    meta = {
+        "name": "vgg16",
+        "source": source_info(buf, fmt, "torchvision_vgg16"),
+        "preprocessing": preset(preprocessing),
+        "output": None,
+        "name_map": name_map,
+        "transforms": transforms,
+        "ignored_weights": sorted(set(tensors) - set(name_map.values())),
+    }
+    return finish(params, layers, input_shape, meta, P)
+
+
+def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
+    """Convert ``nn.LSTM`` (or ``nn.LSTMCell``) weights.
+
+    For each layer ``k``: ``weight_ih_l{k}`` (4H, D), ``weight_hh_l{k}`` (4H, H),
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H) (``nn.LSTMCell``: ``weight_ih``...).
+
+    Transforms (gate blocks: PyTorch i, f, g, o -> canonical i, f, o, g, i.e.
+    source blocks [0, 1, 3, 2]):
+
+    * ``W_x = weight_ih[blocks]`` (row-block permutation),
+    * ``W_h = weight_hh[blocks]``,
+    * ``b = (bias_ih + bias_hh)[blocks]`` (the two biases summed; zero without bias).
+
+    Bidirectional LSTMs (``_reverse``) and projections (``weight_hr``) are
+    refused. The cell is tanh (``cell_act="tanh"``).
+
+    Parameters
+    ----------
+    path : str
+    prefix : str, optional
+        Key prefix of the LSTM module (``"lstm."``, found automatically).
+    names : list of str, optional
+        Canonical layer names; default ``lstm1``, ``lstm2``...
+    dtype : numpy dtype, optional
+
+    Returns
+    -------
+    params, meta
+        ``meta["architecture"]`` lists the LSTM layers only; ``input_shape`` is ``[D]``.
+    """
+    buf, fmt, tensors = _load(path, "LSTM")
+    P = buf.path
+    cell = False
+    if prefix is None:
+        try:
+            prefix = find_prefix(tensors, "weight_ih_l0", P, "nn.LSTM")
+        except CheckpointError:
+            prefix = find_prefix(tensors, "weight_ih", P, "nn.LSTM or nn.LSTMCell")
+            cell = True
+    else:
+        cell = f"{prefix}weight_ih" in tensors and f"{prefix}weight_ih_l0" not in tensors
+    sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if any(k.endswith("_reverse") for k in sd):
+        raise CheckpointError(P, "bidirectional LSTMs (weight_*_reverse) are not supported")
+    if any(k.startswith("weight_hr") for k in sd):
+        raise CheckpointError(P, "LSTMs with projections (weight_hr_l*, proj_size > 0) are not supported")
+    n_layers = 1 if cell else len([k for k in sd if k.startswith("weight_ih_l")])
+    names = names or [f"lstm{k + 1}" for k in range(n_layers)]
+    if len(names) != n_layers:
+        raise CheckpointError(P, f"{len(names)} names given for {n_layers} LSTM layers")
+    params, name_map, transforms, layers = {}, {}, {}, []
+    input_shape = None
+    for k, name in enumerate(names):
+        sfx = "" if cell else f"_l{k}"
+        keys = {f: f"{f}{sfx}" for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        for f in ("weight_ih", "weight_hh"):
+            if keys[f] not in sd:
+                raise CheckpointError(P, f"tensor {prefix}{keys[f]} is missing")
+        W_ih, W_hh = sd[keys["weight_ih"]], sd[keys["weight_hh"]]
+        if W_hh.ndim != 2 or W_hh.shape[0] != 4 * W_hh.shape[1]:
+            raise CheckpointError(P, f"tensor {prefix}{keys['weight_hh']}: expected shape (4H, H), found {W_hh.shape}")
+        H = int(W_hh.shape[1])
+        has_b = keys["bias_ih"] in sd or keys["bias_hh"] in sd
+        if has_b and not (keys["bias_ih"] in sd and keys["bias_hh"] in sd):
+            raise CheckpointError(P, f"layer {k}: only one of bias_ih/bias_hh is present")
+        if W_ih.ndim != 2:
+            raise CheckpointError(P, f"tensor {prefix}{keys['weight_ih']}: expected (4H, D), found {W_ih.shape}")
+        if input_shape is None:
+            input_shape = (int(W_ih.shape[1]),)
+        layers.append(make_layer(name, "lstm", hidden=H, cell_act="tanh"))
+        _, expect = trace(layers, input_shape, P)
+        for src, key in ((keys["weight_ih"], f"{name}.W_x"), (keys["weight_hh"], f"{name}.W_h")):
+            if tuple(sd[src].shape) != expect[key]:
+                raise CheckpointError(P, f"tensor {prefix}{src} (for {key}): expected shape {expect[key]}, "
+                                         f"found {tuple(sd[src].shape)}")
+        b_parts = []
+        if has_b:
+            for src in (keys["bias_ih"], keys["bias_hh"]):
+                if tuple(sd[src].shape) != (4 * H,):
+                    raise CheckpointError(P, f"tensor {prefix}{src}: expected shape {(4 * H,)}, found {tuple(sd[src].shape)}")
+                b_parts.append(sd[src])
+        lp = lstm_params(H, "ifgo", W_x=W_ih, W_h=W_hh, b_parts=b_parts, dtype=dtype)
+        for field, src, tr in (("W_x", keys["weight_ih"], "gate blocks i,f,g,o -> i,f,o,g (source blocks [0,1,3,2])"),
+                               ("W_h", keys["weight_hh"], "gate blocks i,f,g,o -> i,f,o,g (source blocks [0,1,3,2])"),
+                               ("b", f"{keys['bias_ih']} + {keys['bias_hh']}" if has_b else "(no bias: zeros)",
+                                "bias_ih + bias_hh, gate blocks [0,1,3,2]")):
+            params[f"{name}.{field}"] = lp[field]
+            name_map[f"{name}.{field}"] = (prefix + src) if has_b or field != "b" else src
+            transforms[f"{name}.{field}"] = tr
+    meta = {
+        "name": "lstm",
+        "source": source_info(buf, fmt, "torch_lstm"),
+        "source_gate_order": "ifgo",
+        "cell_act": "tanh",
+        "preprocessing": None,
+        "output": None,
+        "name_map": name_map,
+        "transforms": transforms,
+    }
+    return finish(params, layers, input_shape, meta, P)
