@@ -6,7 +6,7 @@ import os
 
 from .canonical import load_canonical, sidecar_path
 from .convert_caffe import convert_caffe
-from .convert_keras import convert_keras_lstm, convert_keras_vgg16
+from .convert_keras import convert_keras_lstm, convert_keras_vgg16, read_keras
 from .convert_onnx import convert_onnx
 from .convert_torch import convert_torch_lstm, convert_torchvision_vgg16
 from .errors import CheckpointError
@@ -38,24 +38,15 @@ def detect_source(path, prototxt=None) -> str:
     if fmt == "npz" and os.path.exists(sidecar_path(path)):
         return "canonical"
     if fmt == "hdf5":
-        def probe():
-            root = H5File(buf).root
-            names = set(root.members())
-            if "data" in names and "layer_names" not in root.attrs and "layers" not in names:
-                raise buf.error("a Caffe HDF5 snapshot needs its prototxt: convert(path, prototxt=...)")
-            keys = " ".join(p for p, _ in root.walk())
-            for k in ("model_weights", "layers"):
-                if k in names:
-                    keys += " " + " ".join(root[k].members())
-            keys += " " + " ".join(names)
-            for k, v in root.attrs.items():
-                if k.startswith("layer_names"):
-                    keys += " " + " ".join(v if isinstance(v, list) else [str(v)])
-            return keys
-        keys = guarded(buf, fmt, probe)
-        if "block1_conv1" in keys:
+        root = guarded(buf, fmt, lambda: H5File(buf).root)
+        if guarded(buf, fmt, lambda: "data" in root.members() and "layers" not in root.members()
+                   and not any(k.startswith("layer_names") for k in root.attrs)):
+            raise buf.error("a Caffe HDF5 snapshot needs its prototxt: convert(path, prototxt=...)")
+        klayers, config, _ = guarded(buf, fmt, read_keras, buf)
+        if "block1_conv1" in klayers:
             return "keras_vgg16"
-        if "lstm" in keys.lower():
+        if config and any(c.get("class_name") == "LSTM" for c in config.values()) or any(
+                "lstm" in k.lower() for k in klayers):
             return "keras_lstm"
         raise buf.error("cannot tell which Keras model this is; pass source='keras_vgg16' or 'keras_lstm'")
     tensors = guarded(buf, fmt, _tensors, buf, fmt)

@@ -141,6 +141,17 @@ def _v0_to_v2(v0: Message, typ: str) -> Message:
     return m
 
 
+def _bool(v, what, path) -> bool:
+    """A text-format bool (``true``, ``false``, ``True``, ``t``, ``f``, ``1``, ``0``)."""
+    if isinstance(v, bool):
+        return v
+    if v in (0, 1):
+        return bool(v)
+    if v in ("t", "f"):
+        return v == "t"
+    raise CheckpointError(path, f"{what}: expected a bool, found {v!r}")
+
+
 def _sub(layer: _PLayer, key) -> Message:
     v = layer.msg.get1(key)
     return v if isinstance(v, Message) else Message()
@@ -299,10 +310,13 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
     # input blob and shape
     inputs = _net_inputs(net, players, P)
     compute = [L for L in players if L.type not in _DATA_TYPES]
-    first = next((L for L in compute if L.type in ("Convolution", "InnerProduct", "LSTM")), None)
-    if first is None:
+    if not any(L.type in ("Convolution", "InnerProduct", "LSTM") for L in compute):
         raise CheckpointError(P, "the prototxt has no Convolution, InnerProduct or LSTM layer")
-    data_blob = first.bottoms[0] if first.bottoms else None
+    if "data" in inputs:
+        data_blob = "data"
+    else:
+        first = next((L for L in compute if L.type not in _SKIP_TYPES and L.bottoms), None)
+        data_blob = first.bottoms[0] if first is not None else None
     if input_shape is None:
         dims = inputs.get(data_blob)
         if not dims or len(dims) < 2:
@@ -359,7 +373,7 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
             spec = make_layer(name, "conv", out_channels=int(p.get1("num_output", 0)),
                               kernel=_hw(p, "kernel", None, what, P), stride=_hw(p, "stride", 1, what, P),
                               padding=_hw(p, "pad", 0, what, P), dilation=_hw(p, "dilation", 1, what, P),
-                              groups=int(p.get1("group", 1)), bias=bool(p.get1("bias_term", True)))
+                              groups=int(p.get1("group", 1)), bias=_bool(p.get1("bias_term", True), what, P))
             _, expect = add(spec)
             blobs, legacy = weights_of(L)
             nb = 2 if spec["bias"] else 1
@@ -381,14 +395,15 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
             if len(cur_shape) > 1:
                 fl = "flatten" if all(x["name"] != "flatten" for x in layers) else f"{name}_flatten"
                 add(make_layer(fl, "flatten"))
-            spec = make_layer(name, "fc", out_features=int(p.get1("num_output", 0)), bias=bool(p.get1("bias_term", True)))
+            spec = make_layer(name, "fc", out_features=int(p.get1("num_output", 0)),
+                              bias=_bool(p.get1("bias_term", True), what, P))
             _, expect = add(spec)
             blobs, legacy = weights_of(L)
             nb = 2 if spec["bias"] else 1
             if len(blobs) != nb:
                 raise buf.error(f"{what}: expected {nb} blobs, found {len(blobs)}")
             w = f"{name}.weight"
-            if p.get1("transpose", False):
+            if _bool(p.get1("transpose", False), what, P):
                 out_f, in_f = expect[w]
                 params[w] = param(_blob(buf, L.name, blobs, legacy, 0, (in_f, out_f), "weight (transposed)"),
                                   dtype=dt, transpose=(1, 0))
@@ -408,7 +423,7 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
             if kind is None:
                 raise CheckpointError(P, f"{what}: pool method {pool!r} is not supported (MAX, AVE)")
             ceil = p.get1("round_mode", "CEIL") in ("CEIL", 0)
-            if p.get1("global_pooling", False):
+            if _bool(p.get1("global_pooling", False), what, P):
                 k, s, pad = [cur_shape[1], cur_shape[2]], [1, 1], [0, 0]
             else:
                 k, s, pad = _hw(p, "kernel", None, what, P), _hw(p, "stride", 1, what, P), _hw(p, "pad", 0, what, P)
@@ -450,7 +465,7 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
             if n_batch_axes != 2:
                 raise CheckpointError(P, f"{what}: the LSTM input must first be reshaped to (T, N, D)")
             p = _sub(L, "recurrent_param")
-            if p.get1("expose_hidden", False):
+            if _bool(p.get1("expose_hidden", False), what, P):
                 raise CheckpointError(P, f"{what}: expose_hidden is not supported")
             if len(L.bottoms) not in (2, 3):
                 raise CheckpointError(P, f"{what}: expected bottoms (x, cont[, x_static]), found {L.bottoms}")

@@ -305,6 +305,8 @@ class H5File:
             a = (raw.astype(numpy.uint32) << 16).view(numpy.float32)
             a.flags.writeable = False
             return a
+        if count > buf.size:
+            raise self.error(f"{what}: {count} strings cannot fit in a {buf.size}-byte file")
         if t.kind == "str":
             buf.check(raw_pos, count * t.size, what)
             vals = [

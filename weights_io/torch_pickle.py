@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import pickle
+import pickletools
 import zipfile
 
 import numpy
@@ -160,6 +161,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def __init__(self, file, path, storages, storage_source):
         super().__init__(file, encoding="latin1")
+        self._reader = file
         self._path = path
         self._storages = storages
         self._source = storage_source  # "zip" (5-tuples) or "legacy" (6-tuples)
@@ -237,7 +239,34 @@ class _ViewReader:
         return self.read(end + 1 - self.pos)
 
 
+_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _prescan(reader, path, what):
+    """Walk the pickle's opcodes without executing anything, then rewind.
+
+    CPython's unpickler allocates what a counted opcode claims (``BINBYTES8``,
+    ``LONG4``...) before reading it, and grows its memo to the largest ``PUT``
+    index. ``pickletools.genops`` reads each argument from the stream, so a
+    length beyond the data fails here; memo indices are bounded by the number
+    of opcodes (writers number them consecutively).
+    """
+    start = reader.pos
+    n = 0
+    try:
+        for op, arg, _pos in pickletools.genops(reader):
+            n += 1
+            if op.name in _PUT_OPS and (not isinstance(arg, int) or arg > n + 16):
+                raise CheckpointError(path, f"{what}: memo index {arg} is out of range")
+    except CheckpointError:
+        raise
+    except Exception as e:  # ValueError: truncated argument / unknown opcode
+        raise CheckpointError(path, f"{what}: malformed pickle ({type(e).__name__}: {e})") from None
+    reader.pos = start
+
+
 def _unpickle(unpickler, path, what):
+    _prescan(unpickler._reader, path, what)
     try:
         return unpickler.load()
     except CheckpointError as e:
