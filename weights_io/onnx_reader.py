@@ -54,6 +54,11 @@ class OnnxGraph(NamedTuple):
     outputs: list
 
 
+def _f32(v) -> float:
+    """A float32 attribute as the shortest decimal that rounds to it (0.001, not 0.0010000000474974513)."""
+    return float(str(numpy.float32(v)))
+
+
 def looks_like_onnx(buf: Buffer) -> bool:
     try:
         seen = set()
@@ -193,7 +198,7 @@ class _Reader:
         name = as_string(buf, f[1][-1], what) if 1 in f else ""
         what = f"{what} attribute {name!r}"
         if 2 in f:
-            return name, float(repeated_numbers(buf, f[2][-1:], "<f4", what)[0])
+            return name, _f32(repeated_numbers(buf, f[2][-1:], "<f4", what)[0])
         if 3 in f:
             return name, as_int(buf, f[3][-1], what)
         if 4 in f:
@@ -205,7 +210,7 @@ class _Reader:
             g = f[6][-1]
             return name, self.graph(g.value, g.value + g.length, what, depth + 1)
         if 7 in f:
-            return name, [float(v) for v in repeated_numbers(buf, f[7], "<f4", what)]
+            return name, [_f32(v) for v in repeated_numbers(buf, f[7], "<f4", what)]
         if 8 in f:
             return name, packed_varints(buf, f[8], what)
         if 9 in f:
