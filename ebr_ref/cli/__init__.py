@@ -1,0 +1,76 @@
+"""The ``ebr-ref`` command line (also ``python -m ebr_ref``).
+
+Commands (one module each): ``demo``, ``ground``, ``caption``, ``convert``,
+``inspect``, ``compare``; see docs/cli.md. :func:`main` returns the exit
+status: 0 on success, 1 when ``compare`` finds differences beyond its
+tolerance, 2 for a user mistake (a bad path, argument or file: printed as one
+line ``ebr-ref <command>: error: ...`` on stderr, never a traceback), 130 on
+Ctrl-C. An unexpected internal error prints its traceback (it is a bug;
+please report it) and exits with 1.
+
+This package imports neither torch nor CuPy; matplotlib, Pillow, imageio and
+tqdm (the ``cli`` extra) are imported inside the functions that draw, read or
+write files. ``weights_io`` is imported only by ``convert``, ``inspect`` and
+``ground``/``compare``/``caption`` when ``--model`` is a foreign checkpoint
+(not an ebr_ref canonical model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ._common import Console, UserError
+
+__all__ = ["main", "build_parser"]
+
+_COMMANDS = ("demo", "ground", "caption", "convert", "inspect", "compare")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors raised as UserError (one line, exit 2) instead of usage + exit."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see '{self.prog} --help')", prog=self.prog)
+
+
+def build_parser():
+    """The argument parser of every command."""
+    from importlib import import_module
+
+    common = _Parser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
+    common.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    parser = _Parser(prog="ebr-ref", description="Excitation Backprop for RNNs: ground a video model's decision in "
+                                                 "space and time (Bargal et al., CVPR 2018).")
+    parser.add_argument("--version", action="version", version=f"ebr_ref {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _COMMANDS:
+        import_module(f".{name}_cmd" if name == "inspect" else f".{name}", __name__).add_parser(sub, [common])
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; return the exit status (see the module notes)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "ebr-ref"
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        prog = f"ebr-ref {args.command}"
+        return int(args.run(args, Console(args.quiet)) or 0)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"{e.prog or prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # pragma: no cover - e.g. `ebr-ref inspect x | head`
+        return 0

@@ -1,0 +1,154 @@
+"""``ebr-ref caption``: caption a video with a captioning model and ground words of the caption (paper §4.2).
+
+The model is an ebr_ref captioner (:func:`ebr_ref.models.caption.load_captioner`,
+a canonical ``.npz`` whose sidecar says ``"kind": "captioner"``) or a shipped
+captioner's name. The caption is decoded greedily unless ``--caption`` forces
+one; every queried word (default: every distinct word of the caption) is
+grounded with :func:`ebr_ref.ground_caption.ground_caption`, and each word gets
+the same outputs as a class in ``ebr-ref ground``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy
+
+from .. import backend
+from ..video import VideoError, clip_for_model, read_frames
+from ._common import UserError, describe_model, load_any_model, parse_interval, prepare_out_dir, user_errors
+from ._report import analyse, item_json, print_summary, tag_of, write_outputs
+from .ground import add_input_args, add_output_args
+
+__all__ = ["add_parser", "run", "ground_words", "CAPTION_METHODS"]
+
+CAPTION_METHODS = ("cEB-R", "EB-R", "BP-R")
+
+
+def add_parser(sub, parents):
+    p = sub.add_parser(
+        "caption", parents=parents, help="caption a video and ground words of the caption",
+        description="Caption a video (or a frame folder) with a captioning model, ground words of the caption with "
+                    "cEB-R through the two-layer LSTM decoder (paper §4.2), and write, per word, overlays, a contact "
+                    "sheet and the evidence plot, with results.json and results.npz.",
+    )
+    p.add_argument("input", metavar="VIDEO_OR_FRAME_DIR", help="a video file or a folder of images")
+    p.add_argument("--model", required=True, help="a captioner .npz (ebr_ref canonical) or a shipped captioner name")
+    p.add_argument("--words", nargs="+", help="words (or caption positions) to ground; default every distinct word")
+    p.add_argument("--caption", help="ground this caption instead of the decoded one")
+    p.add_argument("--interval", action="append",
+                   help="ground truth START:END of the matching --words item (kept frames, inclusive); repeat")
+    g = p.add_argument_group("method")
+    g.add_argument("--method", choices=CAPTION_METHODS, default="cEB-R", help="cEB-R (default), EB-R or BP-R")
+    g.add_argument("--layer", help="read-out layer (default: the model's meta 'readout')")
+    g.add_argument("--lstm-rule", choices=("caffe", "eb"), default="caffe", help="EB rule through both LSTMs")
+    g.add_argument("--max-len", type=int, default=30, help="longest decoded caption (default 30)")
+    g.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    g.add_argument("--dtype", choices=("float32", "float64"), help="run in this dtype (default: the model's)")
+    g.add_argument("--chunk-size", type=int, default=8, help="frames per CNN chunk (default 8)")
+    add_input_args(p)
+    add_output_args(p)
+    p.set_defaults(run=run)
+    return p
+
+
+def load_captioner_arg(spec, args):
+    model, how = load_any_model(spec)
+    if not hasattr(model, "vocab"):
+        raise UserError(f"{spec}: a classifier, not a captioner; use 'ebr-ref ground'")
+    if args.dtype is not None:
+        model = model.astype(args.dtype)
+    if args.device == "gpu":
+        if not backend.gpu_available():
+            raise UserError("--device gpu: CuPy with a CUDA device is not available (pip install 'ebr_ref[gpu]')")
+        model = model.to("gpu")
+    return model, how
+
+
+def _words_arg(words):
+    if words is None:
+        return None
+    return [int(w) if w.isdigit() else w for w in words]
+
+
+def ground_words(model, clip, words, args, console, *, caption=None, gts=None, input_size):
+    """Decode (or force) a caption and ground words of it; return ``(result, items, seconds)``.
+
+    ``words`` None means every distinct word of the caption, in order.
+    """
+    from ..ground_caption import ground_caption
+
+    if args.chunk_size < 1:
+        raise UserError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
+    if args.max_len < 1:
+        raise UserError(f"--max-len must be positive, got {args.max_len}")
+    t0 = time.perf_counter()
+    decoded = "forced" if caption is not None else "greedy"
+    if words is None:
+        with console.stage("decoding the caption"), user_errors():
+            cap = caption if caption is not None else model.decode(clip.astype(model.dtype), max_len=args.max_len).words
+        if not cap:
+            raise UserError("the model's caption is empty (it emitted <eos> first): nothing to ground; pass --caption")
+        cap_words = model.vocab.split(cap) if isinstance(cap, str) else list(cap)
+        words = list(dict.fromkeys(cap_words))
+        caption = cap_words
+    with console.stage(f"{args.method} for {len(words)} word(s) on {clip.shape[0]} frames"), user_errors():
+        res = ground_caption(model, clip, list(words), caption=caption, method=args.method, layer=args.layer,
+                             lstm_rule=args.lstm_rule, max_len=args.max_len, chunk_size=args.chunk_size)
+    seconds = time.perf_counter() - t0
+    res.diagnostics["decoded"] = decoded
+    items = []
+    for k, w in enumerate(res.targets):
+        steps = res.query_steps[k]
+        name = w if isinstance(w, str) else f"{res.caption[w]}@{w}"
+        items.append(analyse({
+            "tag": tag_of("word", k, name), "name": f"'{name}' (caption steps {steps})", "index": k,
+            "maps": res.maps[k], "evidence": res.evidence[k], "word_step": steps,
+            "gt": gts[k] if gts is not None and k < len(gts) else None,
+        }, input_size))
+    return res, items, seconds
+
+
+def caption_json(res):
+    return {"caption": " ".join(res.caption), "decoded": res.diagnostics.get("decoded"),
+            "word_probs": numpy.asarray(res.word_probs).tolist(), "queries": list(res.targets),
+            "query_steps": res.query_steps}
+
+
+def run(args, console):
+    model, how = load_captioner_arg(args.model, args)
+    intervals = [parse_interval(v) for v in (args.interval or [])]
+    out = prepare_out_dir(args.out)
+    try:
+        frames, info = read_frames(args.input, every=args.every, max_frames=args.max_frames, start=args.start,
+                                   progress=console.progress)
+        pre = None
+        if args.preprocessing is not None:
+            from .ground import _preprocessing_arg
+
+            pre = _preprocessing_arg(args.preprocessing)
+        clip, display = clip_for_model(frames, model, fit=args.fit, preprocessing=pre)
+    except VideoError as e:
+        raise UserError(str(e)) from None
+    res, items, seconds = ground_words(model, clip, _words_arg(args.words), args, console, caption=args.caption,
+                                       gts=intervals, input_size=display.shape[1:3])
+    results = {
+        "command": "caption", "model": {"spec": args.model, "loaded_as": how, "name": model.meta.get("name")},
+        "method": args.method, "layer": res.layer, "lstm_rule": args.lstm_rule, "dtype": str(model.dtype),
+        "device": args.device,
+        "input": {"source": info["source"], "kind": info["kind"], "fps": info["fps"], "frames": len(info["indices"]),
+                  "decoded_indices": info["indices"], "decoded_size": list(info["size"]),
+                  "model_size": list(display.shape[1:3]), "fit": args.fit},
+        **caption_json(res), "targets": [item_json(it) for it in items], "diagnostics": res.diagnostics,
+        "timing_s": {"ground": round(seconds, 3)},
+    }
+    arrays = {"maps": res.maps, "evidence": res.evidence, "word_probs_per_step": res.probs, "clip": clip,
+              "frames": display, "caption": numpy.array(res.caption, dtype=str), "method": numpy.str_(args.method),
+              "layer": numpy.str_(res.layer), "lstm_rule": numpy.str_(args.lstm_rule)}
+    files = write_outputs(out, display, items, console=console, fps=args.fps or 4.0, scale=args.scale,
+                          mp4=not args.no_mp4, results=results, arrays=arrays, title=f"{args.method} at {res.layer}")
+    console.info(f"model {describe_model(model)} [{how}]")
+    console.info(f"caption ({res.diagnostics.get('decoded')}): \"{' '.join(res.caption)}\"; "
+                 f"{args.method} at {res.layer} in {seconds:.2f} s")
+    print_summary(console, items, files, out)
+    return 0

@@ -1,0 +1,375 @@
+"""Video input: decode a video file or a folder of frames, fit the frames to a model, preprocess.
+
+Videos are decoded with imageio's ffmpeg plugin (the ``imageio`` and
+``imageio-ffmpeg`` packages; ``pip install ebr_ref[cli]``), frame folders with
+Pillow. Both are imported inside the functions that need them, never by
+``import ebr_ref``.
+
+Conventions
+-----------
+* Decoded frames are ``uint8`` arrays ``(T, H, W, 3)``, RGB, in decoding order
+  (frame folders: file names in natural order, ``frame2.png`` before
+  ``frame10.png``).
+* :func:`fit_frames` brings frames to a model's input size: ``"crop"`` (the
+  default) scales the frame so that it covers the input size and crops the
+  centre (the released VGG/LRCN pipelines' resize-then-centre-crop);
+  ``"stretch"`` resizes to the input size, changing the aspect ratio. Resizing
+  uses Pillow's bilinear filter.
+* A preprocessing dict (the form ``weights_io`` writes into a model's
+  sidecar) says how an RGB image with values in ``[0, 1]`` becomes the network
+  input::
+
+      x[c] = (image[channel_order[c]] * scale - mean[c]) / std[c]
+
+  ``channel_order`` is ``"RGB"`` or ``"BGR"``; ``mean`` and ``std`` are in the
+  network's channel order. A missing preprocessing entry, or a string that
+  starts with ``"none"`` or ``"identity"`` (the shipped synthetic models),
+  means the identity: RGB in ``[0, 1]``.
+
+Every failure caused by the input (missing path, unreadable or empty file,
+a folder without images, a bad preprocessing entry) raises :class:`VideoError`,
+a ``ValueError`` whose message names the path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy
+
+__all__ = [
+    "VideoError",
+    "IMAGE_EXTENSIONS",
+    "read_frames",
+    "read_video",
+    "read_frame_dir",
+    "fit_frames",
+    "preprocessing_of",
+    "preprocess",
+    "clip_for_model",
+    "fit_boxes",
+    "IDENTITY",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IDENTITY = {"name": "identity", "channel_order": "RGB", "scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+FIT_MODES = ("crop", "stretch")
+
+
+class VideoError(ValueError):
+    """A video, a frame folder or a preprocessing entry could not be used; the message names it."""
+
+
+def _natural_key(name):
+    return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", name)]
+
+
+def _check_sampling(every, max_frames, start):
+    for name, v, lo in (("every", every, 1), ("start", start, 0)):
+        if not isinstance(v, (int, numpy.integer)) or isinstance(v, bool) or v < lo:
+            raise VideoError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if max_frames is not None and (not isinstance(max_frames, (int, numpy.integer)) or max_frames < 1):
+        raise VideoError(f"max_frames must be a positive integer or None, got {max_frames!r}")
+
+
+def _selected(k, every, start):
+    return k >= start and (k - start) % every == 0
+
+
+def read_frames(path, *, every=1, max_frames=None, start=0, progress=None):
+    """Decode a video file or a folder of images.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A video file (anything ffmpeg decodes) or a folder of image files.
+    every : int
+        Keep every ``every``-th frame.
+    max_frames : int, optional
+        Stop after this many kept frames.
+    start : int
+        Index of the first decoded frame to keep.
+    progress : callable, optional
+        ``progress(iterable, total=..., desc=...)`` wrapping the decoding loop
+        (for example ``tqdm.tqdm``).
+
+    Returns
+    -------
+    frames : uint8 ndarray of shape (T, H, W, 3)
+    info : dict
+        ``source``, ``kind`` (``"video"`` or ``"frames"``), ``fps`` (None when
+        unknown), ``indices`` (decoded index of every kept frame), ``size``
+        ``(H, W)`` as decoded.
+
+    Raises
+    ------
+    VideoError
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise VideoError(f"{path}: no such file or folder")
+    if os.path.isdir(path):
+        return read_frame_dir(path, every=every, max_frames=max_frames, start=start, progress=progress)
+    return read_video(path, every=every, max_frames=max_frames, start=start, progress=progress)
+
+
+def _keep_going(kept, max_frames):
+    return max_frames is None or kept < max_frames
+
+
+def read_video(path, *, every=1, max_frames=None, start=0, progress=None):
+    """Decode a video file with imageio's ffmpeg plugin (see :func:`read_frames`)."""
+    path = os.fspath(path)
+    _check_sampling(every, max_frames, start)
+    if not os.path.isfile(path):
+        raise VideoError(f"{path}: not a file")
+    try:
+        import imageio.v3 as iio
+    except ImportError:  # pragma: no cover - the cli extra is installed in every test environment
+        raise VideoError("reading videos needs imageio and imageio-ffmpeg: pip install 'ebr_ref[cli]'") from None
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: the file is empty")
+    fps, total = None, None
+    try:
+        meta = iio.immeta(path, plugin="FFMPEG")
+        fps = float(meta["fps"]) if meta.get("fps") else None
+        duration = meta.get("duration")
+        if fps and duration and numpy.isfinite(duration):
+            total = int(round(fps * float(duration)))
+    except Exception as e:  # imageio raises OSError, RuntimeError, StopIteration... for a bad file
+        raise VideoError(f"{path}: not a readable video ({_reason(e)})") from None
+    frames, indices = [], []
+    try:
+        it = iio.imiter(path, plugin="FFMPEG")
+        if progress is not None:
+            it = progress(it, total=total, desc="decoding video")
+        for k, frame in enumerate(it):
+            if not _keep_going(len(frames), max_frames):
+                break
+            if _selected(k, every, start):
+                frames.append(_rgb(frame, path))
+                indices.append(k)
+    except VideoError:
+        raise
+    except Exception as e:
+        raise VideoError(f"{path}: decoding failed after {len(indices)} frames ({_reason(e)})") from None
+    if not frames:
+        raise VideoError(f"{path}: no frames decoded (start={start}, every={every})")
+    out = _stack(frames, path)
+    return out, {"source": path, "kind": "video", "fps": fps, "indices": indices, "size": out.shape[1:3]}
+
+
+def read_frame_dir(path, *, every=1, max_frames=None, start=0, progress=None):
+    """Read the images of a folder with Pillow, in natural file-name order (see :func:`read_frames`)."""
+    path = os.fspath(path)
+    _check_sampling(every, max_frames, start)
+    if not os.path.isdir(path):
+        raise VideoError(f"{path}: not a folder")
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:  # pragma: no cover
+        raise VideoError("reading frame folders needs Pillow: pip install 'ebr_ref[cli]'") from None
+    names = sorted((n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)), key=_natural_key)
+    if not names:
+        raise VideoError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+    chosen = [(k, n) for k, n in enumerate(names) if _selected(k, every, start)]
+    if max_frames is not None:
+        chosen = chosen[:max_frames]
+    if not chosen:
+        raise VideoError(f"{path}: no frames selected ({len(names)} images, start={start}, every={every})")
+    it = chosen if progress is None else progress(chosen, total=len(chosen), desc="reading frames")
+    frames = []
+    for _, n in it:
+        f = os.path.join(path, n)
+        try:
+            with Image.open(f) as im:
+                frames.append(numpy.asarray(im.convert("RGB")))
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise VideoError(f"{f}: not a readable image ({_reason(e)})") from None
+    sizes = {fr.shape[:2] for fr in frames}
+    if len(sizes) > 1:
+        raise VideoError(f"{path}: the images differ in size ({sorted(sizes)[:3]}...); frames must share one size")
+    out = numpy.stack(frames)
+    return out, {"source": path, "kind": "frames", "fps": None, "indices": [k for k, _ in chosen],
+                 "size": out.shape[1:3], "files": [n for _, n in chosen]}
+
+
+def _reason(e):
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
+
+
+def _rgb(frame, path):
+    frame = numpy.asarray(frame)
+    if frame.ndim == 2:
+        frame = numpy.repeat(frame[:, :, None], 3, axis=2)
+    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        raise VideoError(f"{path}: unexpected frame shape {frame.shape}")
+    if frame.dtype != numpy.uint8:
+        raise VideoError(f"{path}: unexpected frame dtype {frame.dtype} (8-bit RGB expected)")
+    return frame[:, :, :3]
+
+
+def _stack(frames, path):
+    sizes = {f.shape for f in frames}
+    if len(sizes) > 1:
+        raise VideoError(f"{path}: frames of different sizes {sorted(sizes)[:3]}")
+    return numpy.stack(frames)
+
+
+def fit_frames(frames, size, mode="crop"):
+    """Resize (and centre-crop) frames to ``size``.
+
+    Parameters
+    ----------
+    frames : uint8 ndarray of shape (T, H, W, 3)
+    size : (int, int)
+        ``(h, w)``, the model's input size.
+    mode : {"crop", "stretch"}
+        See the module notes.
+
+    Returns
+    -------
+    uint8 ndarray of shape (T, h, w, 3)
+    """
+    if mode not in FIT_MODES:
+        raise VideoError(f"fit mode must be one of {', '.join(FIT_MODES)}, got {mode!r}")
+    frames = numpy.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != numpy.uint8:
+        raise VideoError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    h, w = (int(v) for v in size)
+    T, H, W, _ = frames.shape
+    if (H, W) == (h, w):
+        return frames.copy()
+    from PIL import Image
+
+    sy, sx, top, left = _fit_geometry((H, W), (h, w), mode)
+    rh, rw = int(round(H * sy)), int(round(W * sx))
+    box = None if mode == "stretch" else (left, top, left + w, top + h)
+    out = numpy.empty((T, h, w, 3), dtype=numpy.uint8)
+    for t in range(T):  # one Pillow resize per frame
+        im = Image.fromarray(frames[t]).resize((rw, rh), Image.BILINEAR)
+        out[t] = numpy.asarray(im if box is None else im.crop(box))
+    return out
+
+
+def _fit_geometry(size_in, size_out, mode):
+    """``(sy, sx, top, left)``: a fitted pixel edge ``e' = e * s - offset`` for an input edge ``e``."""
+    H, W = size_in
+    h, w = size_out
+    if mode == "stretch":
+        return h / H, w / W, 0, 0
+    s = max(h / H, w / W)
+    rh, rw = max(h, int(round(H * s))), max(w, int(round(W * s)))
+    return rh / H, rw / W, (rh - h) // 2, (rw - w) // 2
+
+
+def fit_boxes(boxes, size_in, size_out, mode="crop"):
+    """Map inclusive pixel boxes ``(n, 4)`` of the decoded frames onto the fitted frames.
+
+    Pixel ``k`` spans ``[k - 0.5, k + 0.5]``; the box's outer edges are scaled
+    (and shifted by the crop) and the result is the inclusive box of the fitted
+    pixels whose centres lie inside, clipped to the frame. Boxes that fall
+    wholly outside the crop become NaN rows (not annotated).
+    """
+    if mode not in FIT_MODES:
+        raise VideoError(f"fit mode must be one of {', '.join(FIT_MODES)}, got {mode!r}")
+    b = numpy.asarray(boxes, dtype=numpy.float64).reshape(-1, 4)
+    sy, sx, top, left = _fit_geometry(size_in, size_out, mode)
+    h, w = size_out
+    x1 = (b[:, 0] - 0.5) * sx - left + 0.5
+    y1 = (b[:, 1] - 0.5) * sy - top + 0.5
+    x2 = (b[:, 2] + 0.5) * sx - left - 0.5
+    y2 = (b[:, 3] + 0.5) * sy - top - 0.5
+    out = numpy.stack([numpy.clip(x1, 0, w - 1), numpy.clip(y1, 0, h - 1),
+                       numpy.clip(x2, 0, w - 1), numpy.clip(y2, 0, h - 1)], axis=1)
+    outside = (x2 < 0) | (y2 < 0) | (x1 > w - 1) | (y1 > h - 1) | (x2 < x1) | (y2 < y1)
+    out[outside] = numpy.nan
+    return out
+
+
+def preprocessing_of(meta):
+    """The preprocessing dict of a model's ``meta`` (see the module notes).
+
+    Raises
+    ------
+    VideoError
+        For a string that names no known case, or an incomplete dict.
+    """
+    spec = (meta or {}).get("preprocessing")
+    if spec is None:
+        return dict(IDENTITY)
+    if isinstance(spec, str):
+        if spec.lower().startswith(("none", "identity")):
+            return dict(IDENTITY)
+        raise VideoError(
+            f"the model's preprocessing entry {spec!r} is a name; ebr_ref needs the full dict "
+            "(channel_order, scale, mean, std) in the sidecar, or pass --preprocessing"
+        )
+    if not isinstance(spec, dict):
+        raise VideoError(f"the model's preprocessing entry must be a dict, got {type(spec).__name__}")
+    missing = {"channel_order", "scale", "mean", "std"} - set(spec)
+    if missing:
+        raise VideoError(f"the model's preprocessing dict lacks {', '.join(sorted(missing))}")
+    if str(spec["channel_order"]).upper() not in ("RGB", "BGR"):
+        raise VideoError(f"preprocessing channel_order must be RGB or BGR, got {spec['channel_order']!r}")
+    if len(spec["mean"]) != 3 or len(spec["std"]) != 3 or not all(float(s) != 0 for s in spec["std"]):
+        raise VideoError(f"preprocessing mean and std need 3 values each (std non-zero), got {spec['mean']}, {spec['std']}")
+    return dict(spec)
+
+
+def preprocess(frames, preprocessing, dtype=numpy.float64):
+    """Network input ``(T, 3, H, W)`` from RGB frames.
+
+    Parameters
+    ----------
+    frames : ndarray of shape (T, H, W, 3)
+        ``uint8`` (0..255, divided by 255 first) or floating point in ``[0, 1]``.
+    preprocessing : dict
+        As returned by :func:`preprocessing_of`.
+    dtype : dtype
+
+    Returns
+    -------
+    ndarray of shape (T, 3, H, W)
+    """
+    frames = numpy.asarray(frames)
+    dtype = numpy.dtype(dtype)
+    if frames.ndim != 4 or frames.shape[3] != 3:
+        raise VideoError(f"frames must be (T, H, W, 3), got {frames.shape}")
+    img = frames.astype(dtype) / 255 if frames.dtype == numpy.uint8 else frames.astype(dtype)
+    img = img.transpose(0, 3, 1, 2)  # (T, 3, H, W) RGB
+    if str(preprocessing["channel_order"]).upper() == "BGR":
+        img = img[:, ::-1]
+    mean = numpy.asarray(preprocessing["mean"], dtype=dtype)[None, :, None, None]
+    std = numpy.asarray(preprocessing["std"], dtype=dtype)[None, :, None, None]
+    x = (img * dtype.type(preprocessing["scale"]) - mean) / std
+    return numpy.ascontiguousarray(x)
+
+
+def clip_for_model(frames, model, *, fit="crop", preprocessing=None):
+    """Fit decoded frames to a model and preprocess them.
+
+    Parameters
+    ----------
+    frames : uint8 ndarray of shape (T, H, W, 3)
+    model : ebr_ref.models.Model
+        Its ``input_shape`` gives the size; ``meta["preprocessing"]`` the
+        preprocessing unless ``preprocessing`` is given.
+    fit : {"crop", "stretch"}
+    preprocessing : dict, optional
+
+    Returns
+    -------
+    clip : ndarray of shape (T, 3, h, w)
+        In the model's dtype, on the host.
+    display : uint8 ndarray of shape (T, h, w, 3)
+        The fitted frames (what the maps are drawn on).
+    """
+    C, h, w = model.input_shape
+    if C != 3:
+        raise VideoError(f"the model takes {C}-channel frames; video input gives RGB (3 channels)")
+    display = fit_frames(frames, (h, w), fit)
+    pre = preprocessing_of({"preprocessing": preprocessing} if preprocessing is not None else model.meta)
+    return preprocess(display, pre, numpy.dtype(model.dtype)), display
