@@ -1,7 +1,7 @@
 """Video input: decode a video file or a folder of frames, fit the frames to a model, preprocess.
 
-Videos are decoded with imageio's ffmpeg plugin (the ``imageio`` and
-``imageio-ffmpeg`` packages; ``pip install ebr_ref[cli]``), frame folders with
+Videos are decoded with imageio's ffmpeg plugin package ``imageio-ffmpeg``
+(the ffmpeg binary it ships; ``pip install ebr_ref[cli]``), frame folders with
 Pillow. Both are imported inside the functions that need them, never by
 ``import ebr_ref``.
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import numpy
 
@@ -118,45 +119,84 @@ def _keep_going(kept, max_frames):
     return max_frames is None or kept < max_frames
 
 
+def _probe(exe, path):
+    """Ask ffmpeg whether ``path`` holds a video stream; the reason (last ffmpeg message) when not."""
+    import subprocess
+
+    try:
+        r = subprocess.run([exe, "-hide_banner", "-nostdin", "-i", path], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"ffmpeg could not run ({_reason(e)})"
+    err = r.stderr.decode("utf-8", "replace")
+    if "Video:" in err:
+        return None
+    lines = [ln.strip() for ln in err.splitlines() if ln.strip() and "At least one output file" not in ln]
+    return lines[-1] if lines else "no video stream"
+
+
+def _decode(gen, path, every, max_frames, start, progress):
+    frames, indices, fps = [], [], None
+    try:
+        meta = next(gen)
+        W, H = (int(v) for v in meta["size"])
+        fps = float(meta["fps"]) if meta.get("fps") else None
+        duration = meta.get("duration")
+        total = int(round(fps * float(duration))) if fps and duration and numpy.isfinite(duration) else None
+        it = gen if progress is None else progress(gen, total=total, desc="decoding video")
+        try:
+            for k, buf in enumerate(it):
+                if not _keep_going(len(frames), max_frames):
+                    break
+                if _selected(k, every, start):
+                    frames.append(numpy.frombuffer(buf, dtype=numpy.uint8).reshape(H, W, 3).copy())
+                    indices.append(k)
+        finally:
+            if it is not gen and hasattr(it, "close"):
+                it.close()
+    except Exception as e:  # imageio-ffmpeg raises OSError, RuntimeError, ValueError... for a bad stream
+        what = "not a readable video" if not indices else f"decoding failed after {len(indices)} frames"
+        raise VideoError(f"{path}: {what} ({_reason(e)})") from None
+    return frames, indices, fps
+
+
 def read_video(path, *, every=1, max_frames=None, start=0, progress=None):
-    """Decode a video file with imageio's ffmpeg plugin (see :func:`read_frames`)."""
+    """Decode a video file with imageio's ffmpeg plugin, ``imageio-ffmpeg`` (see :func:`read_frames`).
+
+    The file is probed first (``ffmpeg -i``), so that an unreadable file gives a
+    clear error; frames are then streamed as RGB24 by
+    ``imageio_ffmpeg.read_frames``, whose generator is always closed (ffmpeg
+    stopped, pipes closed), also when ``max_frames`` stops early.
+    """
     path = os.fspath(path)
     _check_sampling(every, max_frames, start)
     if not os.path.isfile(path):
         raise VideoError(f"{path}: not a file")
     try:
-        import imageio.v3 as iio
+        import imageio_ffmpeg
     except ImportError:  # pragma: no cover - the cli extra is installed in every test environment
         raise VideoError("reading videos needs imageio and imageio-ffmpeg: pip install 'ebr_ref[cli]'") from None
     if os.path.getsize(path) == 0:
         raise VideoError(f"{path}: the file is empty")
-    fps, total = None, None
     try:
-        meta = iio.immeta(path, plugin="FFMPEG")
-        fps = float(meta["fps"]) if meta.get("fps") else None
-        duration = meta.get("duration")
-        if fps and duration and numpy.isfinite(duration):
-            total = int(round(fps * float(duration)))
-    except Exception as e:  # imageio raises OSError, RuntimeError, StopIteration... for a bad file
-        raise VideoError(f"{path}: not a readable video ({_reason(e)})") from None
-    frames, indices = [], []
-    try:
-        it = iio.imiter(path, plugin="FFMPEG")
-        if progress is not None:
-            it = progress(it, total=total, desc="decoding video")
-        for k, frame in enumerate(it):
-            if not _keep_going(len(frames), max_frames):
-                break
-            if _selected(k, every, start):
-                frames.append(_rgb(frame, path))
-                indices.append(k)
-    except VideoError:
-        raise
-    except Exception as e:
-        raise VideoError(f"{path}: decoding failed after {len(indices)} frames ({_reason(e)})") from None
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as e:  # pragma: no cover
+        raise VideoError(f"no ffmpeg binary ({_reason(e)})") from None
+    why = _probe(exe, path)
+    if why is not None:
+        raise VideoError(f"{path}: not a readable video ({why})")
+    with warnings.catch_warnings():
+        # imageio-ffmpeg (0.4-0.6) leaves ffmpeg's stdin/stdout pipes to the garbage collector when ffmpeg
+        # has already exited at the end of the stream; they are freed when the generator is dropped below.
+        warnings.simplefilter("ignore", ResourceWarning)
+        gen = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
+        try:
+            frames, indices, fps = _decode(gen, path, every, max_frames, start, progress)
+        finally:
+            gen.close()  # stops ffmpeg if it still runs
+            del gen
     if not frames:
         raise VideoError(f"{path}: no frames decoded (start={start}, every={every})")
-    out = _stack(frames, path)
+    out = numpy.stack(frames)
     return out, {"source": path, "kind": "video", "fps": fps, "indices": indices, "size": out.shape[1:3]}
 
 
@@ -198,24 +238,6 @@ def read_frame_dir(path, *, every=1, max_frames=None, start=0, progress=None):
 def _reason(e):
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
-
-
-def _rgb(frame, path):
-    frame = numpy.asarray(frame)
-    if frame.ndim == 2:
-        frame = numpy.repeat(frame[:, :, None], 3, axis=2)
-    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
-        raise VideoError(f"{path}: unexpected frame shape {frame.shape}")
-    if frame.dtype != numpy.uint8:
-        raise VideoError(f"{path}: unexpected frame dtype {frame.dtype} (8-bit RGB expected)")
-    return frame[:, :, :3]
-
-
-def _stack(frames, path):
-    sizes = {f.shape for f in frames}
-    if len(sizes) > 1:
-        raise VideoError(f"{path}: frames of different sizes {sorted(sizes)[:3]}")
-    return numpy.stack(frames)
 
 
 def fit_frames(frames, size, mode="crop"):
@@ -268,9 +290,10 @@ def _fit_geometry(size_in, size_out, mode):
 def fit_boxes(boxes, size_in, size_out, mode="crop"):
     """Map inclusive pixel boxes ``(n, 4)`` of the decoded frames onto the fitted frames.
 
-    Pixel ``k`` spans ``[k - 0.5, k + 0.5]``; the box's outer edges are scaled
-    (and shifted by the crop) and the result is the inclusive box of the fitted
-    pixels whose centres lie inside, clipped to the frame. Boxes that fall
+    Pixel ``k`` spans ``[k - 0.5, k + 0.5]``; an edge at ``e`` in the decoded
+    frame lies at ``(e + 0.5) s - 0.5 - offset`` in the fitted frame (scale
+    ``s``, crop offset). The result is the inclusive box of the fitted pixels
+    whose centres lie inside the mapped box (closed), clipped to the frame. Boxes that fall
     wholly outside the crop become NaN rows (not annotated).
     """
     if mode not in FIT_MODES:
@@ -278,10 +301,11 @@ def fit_boxes(boxes, size_in, size_out, mode="crop"):
     b = numpy.asarray(boxes, dtype=numpy.float64).reshape(-1, 4)
     sy, sx, top, left = _fit_geometry(size_in, size_out, mode)
     h, w = size_out
-    x1 = (b[:, 0] - 0.5) * sx - left + 0.5
-    y1 = (b[:, 1] - 0.5) * sy - top + 0.5
-    x2 = (b[:, 2] + 0.5) * sx - left - 0.5
-    y2 = (b[:, 3] + 0.5) * sy - top - 0.5
+    # an input edge e maps to (e + 0.5) s - 0.5 - offset; keep the fitted pixels whose centres lie inside
+    x1 = numpy.ceil(b[:, 0] * sx - 0.5 - left)
+    y1 = numpy.ceil(b[:, 1] * sy - 0.5 - top)
+    x2 = numpy.floor((b[:, 2] + 1) * sx - 0.5 - left)
+    y2 = numpy.floor((b[:, 3] + 1) * sy - 0.5 - top)
     out = numpy.stack([numpy.clip(x1, 0, w - 1), numpy.clip(y1, 0, h - 1),
                        numpy.clip(x2, 0, w - 1), numpy.clip(y2, 0, h - 1)], axis=1)
     outside = (x2 < 0) | (y2 < 0) | (x1 > w - 1) | (y1 > h - 1) | (x2 < x1) | (y2 < y1)
