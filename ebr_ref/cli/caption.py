@@ -85,11 +85,14 @@ def ground_words(model, clip, words, args, console, *, caption=None, gts=None, i
     t0 = time.perf_counter()
     decoded = "forced" if caption is not None else "greedy"
     if words is None:
-        with console.stage("decoding the caption"), user_errors():
-            cap = caption if caption is not None else model.decode(clip.astype(model.dtype), max_len=args.max_len).words
-        if not cap:
+        with user_errors():
+            if caption is not None:
+                cap_words = model.vocab.split(caption)
+            else:
+                with console.stage("decoding the caption"):
+                    cap_words = model.decode(clip.astype(model.dtype), max_len=args.max_len).words
+        if not cap_words:
             raise UserError("the model's caption is empty (it emitted <eos> first): nothing to ground; pass --caption")
-        cap_words = model.vocab.split(cap) if isinstance(cap, str) else list(cap)
         words = list(dict.fromkeys(cap_words))
         caption = cap_words
     with console.stage(f"{args.method} for {len(words)} word(s) on {clip.shape[0]} frames"), user_errors():
