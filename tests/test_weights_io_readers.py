@@ -254,7 +254,7 @@ def test_onnx_initializers_match_numpy_helper(tmp_path):
 
 
 def test_onnx_external_data_cannot_leave_the_folder(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     t = helper.make_tensor("w", TensorProto.FLOAT, [2], [0.0, 0.0])

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy
-
 from ._buffer import Buffer
 from .protowire import as_int, as_string, fields_by_number, iter_fields, packed_varints, repeated_numbers
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from ._buffer import open_buffer
 from ._common import finish, lstm_params, param, source_info
-from .caffe_binary import V0_TYPES, V1_TYPE_NAMES, read_caffemodel
+from .caffe_binary import V0_TYPES, V1_TYPE_NAMES, V1_TYPES, read_caffemodel
 from .errors import CheckpointError
 from .hdf5 import H5File
 from .presets import preset
@@ -98,8 +98,6 @@ def caffe_layers_from_prototxt(net: Message, path=None):
             continue
         t = msg.get1("type", "")
         if isinstance(t, int):
-            from .caffe_binary import V1_TYPES
-
             t = V1_TYPES.get(t, str(t))
         else:
             t = V1_TYPE_NAMES.get(str(t), str(t))

@@ -209,8 +209,7 @@ class H5File:
         if depth > 8:
             raise self.error(f"{what}: datatype nested too deeply")
         buf = self.buf
-        b0 = buf.uint(pos, 1, what)
-        cls, version = b0 & 0x0F, b0 >> 4
+        cls = buf.uint(pos, 1, what) & 0x0F  # high nibble: the datatype message version
         bits = buf.uint(pos + 1, 3, what)
         size = buf.uint(pos + 4, 4, what)
         props = pos + 8

@@ -21,7 +21,6 @@ from ._buffer import Buffer
 
 __all__ = ["Field", "iter_fields", "read_varint", "fields_by_number", "packed_varints", "repeated_numbers", "as_string", "as_int"]
 
-_MAX_DEPTH = 64
 
 
 class Field(NamedTuple):

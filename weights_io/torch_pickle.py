@@ -189,7 +189,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         n = 5 if self._source == "zip" else 6
         if len(pid) != n:
             raise CheckpointError(self._path, f"storage persistent id has {len(pid)} fields, expected {n}")
-        stype, key, _location, numel = pid[1], pid[2], pid[3], pid[4]
+        stype, key, numel = pid[1], pid[2], pid[4]
         if not isinstance(stype, _StorageType):
             raise CheckpointError(self._path, "storage persistent id does not name a torch storage type")
         if isinstance(key, bytes):

@@ -170,7 +170,6 @@ def vgg16_prototxt(widths, fc_sizes, num_classes, input_size, *, style="v2", lst
     EuclideanLoss); ``style="v1"`` mimics the 2014 model-zoo VGG16 (``input_dim``
     and V1 ``layers`` with enum types).
     """
-    names = [f"conv{b}_{k}" for b, n in VGG16_CONVS for k in range(1, n + 1)]
     out = []
     if style == "v1":
         out.append(f'name: "VGG_ILSVRC_16_layers"\ninput: "data"\ninput_dim: 10\ninput_dim: 3\n'
