@@ -341,3 +341,26 @@ def test_caffe_errors_name_layer_and_shapes(tmp_path, schema):
         convert(m, prototxt=proto)
     with pytest.raises(CheckpointError, match="needs its prototxt"):
         convert(m)
+
+
+def test_v0_prototxt_and_caffemodel(tmp_path, schema):
+    """The oldest layout: V1 ``layers`` wrapping a V0 ``layer`` with flat hyper-parameters and blobs at 50."""
+    rng = numpy.random.default_rng(SEED + 9)
+    cw, cb = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    fw, fb = rng.standard_normal((2, 4 * 3 * 3)), rng.standard_normal(2)
+    (tmp_path / "v0.prototxt").write_text('''name: "v0net"
+input: "data"
+input_dim: 1 input_dim: 3 input_dim: 7 input_dim: 7
+layers { layer { name: "conv1" type: "conv" num_output: 4 kernelsize: 3 pad: 1 biasterm: true }
+         bottom: "data" top: "conv1" }
+layers { layer { name: "relu1" type: "relu" } bottom: "conv1" top: "conv1" }
+layers { layer { name: "pool1" type: "pool" pool: MAX kernelsize: 3 stride: 2 } bottom: "conv1" top: "pool1" }
+layers { layer { name: "fc" type: "innerproduct" num_output: 2 } bottom: "pool1" top: "fc" }
+''')
+    write_caffemodel(tmp_path / "v0.caffemodel", schema, [("conv1", "Convolution", [cw, cb]),
+                                                         ("fc", "InnerProduct", [fw, fb])], version=0, legacy=True)
+    params, meta = convert(tmp_path / "v0.caffemodel", prototxt=tmp_path / "v0.prototxt", dtype="float64")
+    assert [L["type"] for L in meta["architecture"]] == ["conv", "relu", "maxpool", "flatten", "fc"]
+    assert meta["architecture"][2]["ceil_mode"] is True  # 7 -> ceil((7 - 3) / 2) + 1 = 3
+    numpy.testing.assert_array_equal(params["conv1.weight"], cw.astype("f4"))
+    numpy.testing.assert_array_equal(params["fc.weight"], fw.astype("f4"))

@@ -1,7 +1,9 @@
 """Hypothesis fuzzing: mutated and truncated files of every format raise only CheckpointError."""
 
+import atexit
 import io
 import os
+import shutil
 import tempfile
 import zipfile
 
@@ -20,6 +22,7 @@ st_numpy = pytest.importorskip("safetensors.numpy")
 
 SEED = 0xF022
 _TMP = tempfile.mkdtemp(prefix="wio-fuzz-")
+atexit.register(shutil.rmtree, _TMP, True)
 _PROTOTXT = os.path.join(_TMP, "p.prototxt")
 
 
@@ -125,7 +128,7 @@ def _check(data, fn):
 
 
 @pytest.mark.parametrize("fmt", sorted(SAMPLES))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_mutated_files_raise_only_checkpoint_error(fmt, data):
     blob = data.draw(mutated(SAMPLES[fmt]))
