@@ -301,3 +301,38 @@ def test_gate_block_tables():
     assert weights_io.gate_blocks("ifco") == [0, 1, 3, 2]
     assert weights_io.gate_blocks("iofc") == [0, 2, 1, 3]
     assert weights_io.gate_blocks("ifog") == [0, 1, 2, 3]
+
+
+def _rewrite_zip(src, dst, edit):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = edit(info.filename, zin.read(info))
+            if data is not None:
+                zout.writestr(info.filename, data)
+
+
+def test_big_endian_and_old_zip_without_byteorder(tmp_path):
+    sd = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "i": torch.arange(5, dtype=torch.int64)}
+    src = tmp_path / "le.pt"
+    torch.save(sd, src)
+
+    def to_big(name, data):
+        if name.endswith("/byteorder"):
+            return b"big"
+        if "/data/" in name and not name.endswith("serialization_id"):
+            item = 4 if len(data) == 24 else 8  # w: 6 float32 (24 bytes), i: 5 int64 (40 bytes)
+            return numpy.frombuffer(data, f"<u{item}").byteswap().tobytes()
+        return data
+
+    _rewrite_zip(src, tmp_path / "be.pt", to_big)
+    got = read_tensors(tmp_path / "be.pt")
+    numpy.testing.assert_array_equal(got["w"], sd["w"].numpy())
+    numpy.testing.assert_array_equal(got["i"], sd["i"].numpy())
+    assert got["w"].dtype.byteorder == ">"
+    from weights_io._common import param
+
+    native = param(got["w"])  # converters copy into native byte order
+    assert native.dtype == numpy.float32 and native.dtype.isnative
+    numpy.testing.assert_array_equal(native, sd["w"].numpy())
+    _rewrite_zip(src, tmp_path / "old.pt", lambda n, d: None if n.endswith("/byteorder") else d)
+    numpy.testing.assert_array_equal(read_tensors(tmp_path / "old.pt")["w"], sd["w"].numpy())
