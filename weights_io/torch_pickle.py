@@ -232,11 +232,14 @@ class _ViewReader:
         return len(data)
 
     def readline(self):
-        end = self.pos
-        n = len(self.view)
-        while end < n and self.view[end] != 0x0A:
-            end += 1
-        return self.read(end + 1 - self.pos)
+        start = n = self.pos
+        size = len(self.view)
+        while n < size:  # search in C, 64 KiB at a time
+            k = bytes(self.view[n : n + 65536]).find(b"\n")
+            if k >= 0:
+                return self.read(n + k + 1 - start)
+            n += 65536
+        return self.read(size - start)
 
 
 _PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
