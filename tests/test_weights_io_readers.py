@@ -369,6 +369,31 @@ def test_readers_need_no_framework(tmp_path):
     numpy.savez(tmp_path / "c.npz", w=numpy.ones(2))
     _write_h5(tmp_path / "d.h5")
     shutil.copy(os.path.join(os.path.dirname(__file__), "data", "weights_io", "keras3_lstm.weights.h5"), tmp_path / "e.h5")
+    names = ["a.pt", "b.pt", "c.npz", "d.h5", "e.h5"]
+    try:
+        import safetensors.numpy as stn
+
+        stn.save_file({"w": numpy.ones(2, "f4")}, str(tmp_path / "f.safetensors"))
+        names.append("f.safetensors")
+    except ImportError:
+        pass
+    try:
+        from onnx import TensorProto, helper, numpy_helper
+
+        g = helper.make_graph([], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [],
+                              [numpy_helper.from_array(numpy.ones(2, "f4"), "w")])
+        (tmp_path / "g.onnx").write_bytes(helper.make_model(g).SerializeToString())
+        names.append("g.onnx")
+        from tests.oracles.weights_io_caffe_proto import build_schema, write_caffemodel
+
+        write_caffemodel(tmp_path / "h.caffemodel", build_schema(package="noframework"),
+                         [("fc", "InnerProduct", [numpy.ones((2, 3)), numpy.ones(2)])])
+        (tmp_path / "h.prototxt").write_text('input: "data" input_shape { dim: 1 dim: 3 }\n'
+                                             'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+                                             'inner_product_param { num_output: 2 } }\n')
+        names.append("h.caffemodel")
+    except ImportError:
+        pass
     code = (
         "import sys\n"
         "class Block:\n"
@@ -377,9 +402,13 @@ def test_readers_need_no_framework(tmp_path):
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import weights_io\n"
-        f"for n in ('a.pt', 'b.pt', 'c.npz', 'd.h5', 'e.h5'):\n"
+        f"for n in {names!r}:\n"
         f"    t = weights_io.read_tensors({str(tmp_path)!r} + '/' + n)\n"
         "    assert t, n\n"
+        f"if 'h.caffemodel' in {names!r}:\n"
+        f"    p, m = weights_io.convert({str(tmp_path)!r} + '/h.caffemodel', prototxt={str(tmp_path)!r} + '/h.prototxt')\n"
+        "    assert p['fc.weight'].shape == (2, 3)\n"
+        "assert not any(m.split('.')[0] in ('torch', 'onnx', 'google', 'h5py', 'safetensors') for m in sys.modules)\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
