@@ -7,8 +7,9 @@ same quantities with this engine in float64 and reports, per entry, the
 largest absolute difference, the relative errors and where the largest
 difference lies. Forward quantities come first (a wrong forward explains
 every later difference), then the signals from the classifier down to the
-input, in backward order: the first signal that goes wrong points at the
-layer whose rule differs.
+input, in backward order (``maps`` and ``evidence`` right after the signal of
+their layer): the first entry that goes wrong points at the layer whose rule
+differs. See docs/verify-your-implementation.md.
 
 The ``.npz`` layout (every key optional except as noted; strings as NumPy
 string scalars, e.g. ``numpy.str_("cEB-R")``):
@@ -273,15 +274,26 @@ def compare(theirs, model, *, clip=None, target=None, method=None, layer=None, l
     if "probs" in theirs:
         probs = first.probs if first is not None else backend.to_numpy(model.forward(clip, cont=_cont(cont, model)))
         rows.append(compare_arrays("probs", theirs["probs"], probs, rtol=rtol))
-    for key in ("maps", "evidence"):
+    # signals in backward order (classifier side first); maps and evidence right after their layer's signal
+    backward = []
+    for L in signal_layers:
+        backward.append((_depth(model, L), 0, _row(f"signal/{L}", theirs[f"signal/{L}"], results, errors, L, method,
+                                                   positive, rtol, stacked, lambda g: g.channel_maps)))
+    for n, key in enumerate(("maps", "evidence")):
         if key in theirs:
-            rows.append(_row(key, theirs[key], results, errors, layer, method, positive, rtol, stacked,
-                             lambda g, key=key: getattr(g, key)))
-    order = {L: model.index(L) for L in signal_layers if L not in errors}
-    for L in sorted(signal_layers, key=lambda L: -order.get(L, 10**9)):
-        rows.append(_row(f"signal/{L}", theirs[f"signal/{L}"], results, errors, L, method, positive, rtol, stacked,
-                         lambda g: g.channel_maps))
+            backward.append((_depth(model, layer), 1 + n, _row(key, theirs[key], results, errors, layer, method,
+                                                               positive, rtol, stacked,
+                                                               lambda g, key=key: getattr(g, key))))
+    rows += [r for _, _, r in sorted(backward, key=lambda item: (-item[0], item[1]))]
     return Report(rows, settings, float(rtol), ignored)
+
+
+def _depth(model, L):
+    """Position of a layer in the forward order (unknown names first, so that they are reported first)."""
+    try:
+        return model.index(L)
+    except ValueError:
+        return 10**9
 
 
 def _cont(cont, model):
@@ -324,6 +336,6 @@ def format_report(report):
         lines.append(f"ignored entries: {', '.join(report.ignored)}")
     n_bad = sum(not r.ok for r in report.rows)
     lines.append(f"{len(report.rows) - n_bad}/{len(report.rows)} entries within rel <= {report.rtol:g}"
-                 + ("" if n_bad == 0 else f"; first difference in backward order: "
+                 + ("" if n_bad == 0 else f"; first difference (forward entries, then backward order): "
                     f"{next(r.name for r in report.rows if not r.ok)}"))
     return "\n".join(lines)
