@@ -23,8 +23,10 @@ Conventions
 
   ``channel_order`` is ``"RGB"`` or ``"BGR"``; ``mean`` and ``std`` are in the
   network's channel order. A missing preprocessing entry, or a string that
-  starts with ``"none"`` or ``"identity"`` (the shipped synthetic models),
-  means the identity: RGB in ``[0, 1]``.
+  starts with ``"none"`` or ``"identity"`` or says ``"RGB in [0, 1]"`` (the
+  free-text notes of the shipped synthetic models), means the identity: RGB
+  in ``[0, 1]``. Any other string is refused (a preset name such as
+  ``"caffe_vgg16"`` must be written out as the dict).
 
 Every failure caused by the input (missing path, unreadable or empty file,
 a folder without images, a bad preprocessing entry) raises :class:`VideoError`,
@@ -325,7 +327,8 @@ def preprocessing_of(meta):
     if spec is None:
         return dict(IDENTITY)
     if isinstance(spec, str):
-        if spec.lower().startswith(("none", "identity")):
+        low = spec.lower()
+        if low.startswith(("none", "identity")) or ("rgb in [0, 1]" in low and "bgr" not in low):
             return dict(IDENTITY)
         raise VideoError(
             f"the model's preprocessing entry {spec!r} is a name; ebr_ref needs the full dict "

@@ -207,11 +207,20 @@ def test_demo_with_a_given_model(assets):
                        meta={"name": "tiny_demo", "class_names": NAMES, "readout": "conv2", "preprocessing": IDENTITY})
     save_model(model, assets["dir"] / "demo_model.npz")
     out = assets["dir"] / "out_demo"
-    r = run_cli("demo", "--model", assets["dir"] / "demo_model.npz", "--frames", T, "--no-caption", "--out", out)
+    cap = _captioner(assets["dir"] / "demo_cap.npz")
+    r = run_cli("demo", "--model", assets["dir"] / "demo_model.npz", "--caption-model", cap, "--frames", T,
+                "--out", out)
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "results.json").read_text())
-    assert doc["command"] == "demo" and len(doc["targets"]) == 2
-    a, b = doc["targets"]
+    assert doc["command"] == "demo" and len(doc["targets"]) in (2, 3)
+    assert "caption (greedy" in r.stdout or "empty caption" in r.stdout
+    if len(doc["targets"]) == 3:  # the caption word, on its own clip (two objects, word-level ground truth)
+        word = doc["targets"][2]
+        assert word["tag"].startswith("caption-word-") and doc["caption"]["word"] in word["name"]
+        with PIL.open(out / doc["files"][word["tag"]]["gif"]) as im:
+            assert im.n_frames == T
+        assert numpy.load(out / "results.npz")["caption_maps"].shape == (1, T, 8, 8)
+    a, b = doc["targets"][:2]
     assert a["gt"] == [0, T // 2 - 1] and b["gt"] == [T // 2, T - 1]  # GT+rand: the two actions' frames
     assert a["pointing"]["hits"] + a["pointing"]["misses"] == T // 2
     for line in ("predicted:", "detected", "wrote"):

@@ -103,7 +103,8 @@ def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=Tr
         own = {}
         if spatial:
             kw = dict(gt=it.get("gt"), detected=it.get("detected"), scale=scale)
-            anim = viz.annotate_frames(display, it["maps"], it["evidence"], title=it["name"], **kw)
+            frames = it.get("display", display)  # an item may carry its own clip (the demo's caption part)
+            anim = viz.annotate_frames(frames, it["maps"], it["evidence"], title=it["name"], **kw)
             own["gif"] = _write(console, "the GIF", viz.write_gif, os.path.join(out, f"{it['tag']}_overlay.gif"),
                                 anim, fps)
             bar.update(1)
@@ -112,7 +113,7 @@ def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=Tr
                 if p is not None:
                     own["mp4"] = p
                 bar.update(1)
-            sheet = viz.contact_sheet(display, it["maps"], it["evidence"], title=f"{title}  {it['name']}".strip(), **kw)
+            sheet = viz.contact_sheet(frames, it["maps"], it["evidence"], title=f"{title}  {it['name']}".strip(), **kw)
             own["contact_sheet"] = _write(console, "the contact sheet", viz.write_png,
                                           os.path.join(out, f"{it['tag']}_frames.png"), sheet)
             bar.update(1)

@@ -71,10 +71,12 @@ def _words_arg(words):
     return [int(w) if w.isdigit() else w for w in words]
 
 
-def ground_words(model, clip, words, args, console, *, caption=None, gts=None, input_size):
+def ground_words(model, clip, words, args, console, *, caption=None, gts=None, boxes=None, input_size):
     """Decode (or force) a caption and ground words of it; return ``(result, items, seconds)``.
 
-    ``words`` None means every distinct word of the caption, in order.
+    ``words`` None means every distinct word of the caption, in order. ``gts``
+    and ``boxes`` give, per query, an optional ground-truth interval and
+    per-frame boxes.
     """
     from ..ground_caption import ground_caption
 
@@ -103,11 +105,15 @@ def ground_words(model, clip, words, args, console, *, caption=None, gts=None, i
     items = []
     for k, w in enumerate(res.targets):
         steps = res.query_steps[k]
-        name = w if isinstance(w, str) else f"{res.caption[w]}@{w}"
+        if isinstance(w, str):
+            word, name = w, f"'{w}' (caption steps {steps})"
+        else:
+            word, name = res.caption[w], f"'{res.caption[w]}' (caption word {w})"
         items.append(analyse({
-            "tag": tag_of("word", k, name), "name": f"'{name}' (caption steps {steps})", "index": k,
+            "tag": tag_of("word", k, word), "name": name, "index": k,
             "maps": res.maps[k], "evidence": res.evidence[k], "word_step": steps,
             "gt": gts[k] if gts is not None and k < len(gts) else None,
+            "boxes": boxes[k] if boxes is not None and k < len(boxes) else None,
         }, input_size))
     return res, items, seconds
 

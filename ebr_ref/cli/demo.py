@@ -45,6 +45,8 @@ def add_parser(sub, parents):
     p.add_argument("--seed", type=lambda s: int(s, 0), default=DEFAULT_SEED,
                    help=f"seed of the synthetic clip (default {DEFAULT_SEED:#x})")
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"clip length (default {DEFAULT_FRAMES})")
+    p.add_argument("--caption-model", default=CAPTION_MODEL,
+                   help=f"captioner for the caption part (default: the shipped {CAPTION_MODEL})")
     p.add_argument("--no-caption", action="store_true", help="skip the caption part")
     add_engine_args(p)
     add_output_args(p, out_default="ebr_ref_demo")
@@ -99,7 +101,7 @@ def run(args, console):
         }, size))
     caption = None
     if not args.no_caption:
-        caption = _caption_part(clip, display, args, console)
+        caption = _caption_part(args, console, size)
         if caption is not None:
             items.extend(caption["items"])
     pred = predicted(model, g.probs)
@@ -112,12 +114,16 @@ def run(args, console):
                  "frames": int(x.shape[0]), "size": list(size), "actions": [names[c] for c in targets],
                  "intervals": [list(_interval_of_class(clip, c)) for c in targets]},
         "predicted": pred, "targets": [item_json(it) for it in items],
-        "caption": None if caption is None else {k: v for k, v in caption.items() if k != "items"},
+        "caption": None if caption is None else {k: v for k, v in caption.items()
+                                                 if k not in ("items", "maps", "evidence", "clip")},
         "diagnostics": g.diagnostics, "timing_s": {"ground": round(t_ground, 3)},
     }
     arrays = ground_arrays(g, x, display, method, args, targets)
     arrays["frame_labels"] = clip.frame_labels
     arrays["actor_boxes"] = clip.actor_boxes
+    if caption is not None and caption.get("items"):
+        arrays.update({"caption_maps": caption["maps"], "caption_evidence": caption["evidence"],
+                       "caption_clip": caption["clip"], "caption_frames": caption["items"][0]["display"]})
     files = write_outputs(out, display, items, console=console, fps=args.fps or 4.0, scale=args.scale,
                           mp4=not args.no_mp4, results=results, arrays=arrays,
                           title=f"{method} at {g.layer}, synthetic clip {args.seed:#x}")
@@ -142,49 +148,75 @@ def _caption_missing_reason():
     return "ebr_ref.ground_caption is not available"
 
 
-_STOP = {"a", "an", "the", "is", "are", "and", "of", "on", "in", "to", "at", "with", "its", "it"}
+def _choose_word(words, probs, objects, T):
+    """The caption word to ground: a motion word of an object present in part of the clip (temporal
+    grounding has something to find), else any word that names an object, else the most confident word.
 
-
-def _interval_of_word(clip, word):
-    """The frames of the action whose name the word starts with (``slides`` -> ``slide``), else None."""
-    for c in (clip.label, clip.rand_label):
-        if str(word).lower().startswith(synthetic.ACTIONS[c]):
-            return _interval_of_class(clip, c)
-    return None
-
-
-def _caption_part(clip, display, args, console):
-    """Caption the clip with the shipped captioner and ground its most confident content word.
-
-    Returns None when the shipped captioner is not installed.
+    Returns ``(position, object or None)``.
     """
-    if CAPTION_MODEL not in shipped_names():
+    def owner(w):
+        for ob in objects:
+            if w in (ob.verb, ob.colour, ob.shape):
+                return ob
+        return None
+
+    ranked = sorted(range(len(words)), key=lambda k: -probs[k])
+    content = [k for k in ranked if words[k] not in ("a", "an", "and", "the")]
+    ranked = content or ranked
+    for k in ranked:
+        ob = owner(words[k])
+        if ob is not None and words[k] == ob.verb and tuple(ob.interval) != (0, T - 1):
+            return k, ob
+    for k in ranked:
+        if owner(words[k]) is not None:
+            return k, owner(words[k])
+    return ranked[0], None
+
+
+def _caption_part(args, console, size):
+    """Caption a synthetic captioning clip with the shipped captioner and ground one word of the caption.
+
+    The clip (:func:`ebr_ref.synthetic_captions.make_caption_clip`, two objects, each present in part
+    of the clip) has word-level ground truth: the chosen word is scored against its object's frames
+    and boxes. Returns None when the shipped captioner is not installed.
+    """
+    spec = args.caption_model
+    if spec == CAPTION_MODEL and CAPTION_MODEL not in shipped_names():
         return None
     from types import SimpleNamespace
 
+    from ..synthetic_captions import make_caption_clip
     from .caption import caption_json, ground_words
 
-    model, _ = load_any_model(CAPTION_MODEL)
+    model, _ = load_any_model(spec)
     if not hasattr(model, "vocab"):
-        raise UserError(f"the shipped {CAPTION_MODEL} is not a captioner")
+        raise UserError(f"--caption-model {spec}: not a captioner")
+    with console.stage("rendering the captioning clip"), user_errors("captioning clip"):
+        cc = make_caption_clip(args.seed, num_objects=2, num_frames=args.frames, size=tuple(model.input_shape[1:]),
+                               p_full=0.0)
     with user_errors("preprocessing for the captioner"):
-        x = preprocess(clip.frames.transpose(0, 2, 3, 1), preprocessing_of(model.meta), model.dtype)
+        x = preprocess(cc.frames.transpose(0, 2, 3, 1), preprocessing_of(model.meta), model.dtype)
     ns = SimpleNamespace(method="cEB-R", layer=None, lstm_rule=args.lstm_rule, max_len=30, chunk_size=args.chunk_size)
     with console.stage("decoding the caption"), user_errors("captioner"):
         decoded = model.decode(x)
     words = list(decoded.words)
     if not words:
-        return {"items": [], "caption": "", "summary": "caption: the captioner emitted an empty caption"}
+        return {"caption": "", "items": [], "summary": "caption: the captioner emitted an empty caption"}
     probs = numpy.asarray(decoded.probs)[numpy.arange(len(words)), decoded.ids[: len(words)]]
-    content = [k for k, w in enumerate(words) if w.lower() not in _STOP] or list(range(len(words)))
-    pos = max(content, key=lambda k: probs[k])
+    pos, ob = _choose_word(words, probs, cc.objects, x.shape[0])
     res, items, seconds = ground_words(model, x, [pos], ns, console, caption=words,
-                                       gts=[_interval_of_word(clip, words[pos])], input_size=display.shape[1:3])
+                                       gts=[None if ob is None else ob.interval],
+                                       boxes=[None if ob is None else ob.boxes], input_size=tuple(x.shape[2:]))
     res.diagnostics["decoded"] = "greedy"
+    for it in items:
+        it["display"] = _display(cc.frames)
+        it["tag"] = tag_of("caption-word", pos, words[pos])
     it = items[0]
-    det = it.get("detected")
-    summary = (f"caption (greedy, {model.meta.get('name', CAPTION_MODEL)}): \"{' '.join(words)}\"; grounded the word "
-               f"'{words[pos]}' (p={probs[pos]:.2f}) with cEB-R in {seconds:.2f} s: detected "
-               f"{'-' if det is None else list(det)}")
-    return {**caption_json(res), "model": CAPTION_MODEL, "word": words[pos], "position": pos,
-            "items": items, "summary": summary}
+    det, gt = it.get("detected"), it.get("gt")
+    summary = (f"caption (greedy, {model.meta.get('name', spec)}) of a two-object clip: \"{' '.join(words)}\" "
+               f"(ground truth: \"{cc.caption}\"); grounded '{words[pos]}' (p={probs[pos]:.2f}) with cEB-R in "
+               f"{seconds:.2f} s: detected {'-' if det is None else list(det)}"
+               + (f", its object is present in {list(gt)}" if gt is not None else ""))
+    return {**caption_json(res), "model": spec, "word": words[pos], "position": pos,
+            "ground_truth_caption": cc.caption, "seed": args.seed, "frames": int(x.shape[0]),
+            "items": items, "maps": res.maps, "evidence": res.evidence, "clip": x, "summary": summary}
