@@ -18,8 +18,9 @@ where ``g(o) = o // oCg`` is the group of output channel ``o``.
 Two evaluation paths compute the same sums; which one runs depends only on the
 geometry (:func:`_use_shifted_views`), never on the values:
 
-* **Shifted views** ("implicit GEMM"; stride 1 with at least
-  ``_MIN_SHIFTED_CHANNELS`` contracted channels per group). The zero-padded batch is
+* **Shifted views** ("implicit GEMM"; stride 1, at least 16 channels per group on
+  both sides, and an im2col buffer that would hold at least 2**23 elements per
+  image, such as VGG16's conv1_2 and conv2_2 at 224 x 224). The zero-padded batch is
   laid out once as ``(iC, N * Hp * Wp)``, images end to end. For stride 1 the
   input cell that kernel offset ``(u, v)`` pairs with output position ``p`` (a flat
   index into the same layout) is ``p + u dH Wp + v dW``, so every kernel offset is a
@@ -29,8 +30,9 @@ geometry (:func:`_use_shifted_views`), never on the values:
   outputs are sliced. Flat positions that straddle a row or image edge are computed
   and discarded (about ``1 - oH oW / (Hp Wp)`` of the work). The adjoint is the same
   loop with ``W[:, :, u, v]^T`` and the shifts reversed.
-* **im2col + one GEMM** per group (strided convolutions such as CaffeNet's conv1,
-  and layers with few channels such as a first layer on RGB input), using
+* **im2col + one GEMM** per group (all other layers: strided convolutions such as
+  CaffeNet's conv1, few channels such as a first layer on RGB input, and small maps
+  where the column buffer is cheap and the shifted views' discarded edge work is not), using
   :mod:`ebr_ref.im2col`; the adjoint is one GEMM and ``col2im``.
 
 Groups are a batch axis of a stacked matmul (``(G, oCg, iCg) @ (G, iCg, L)``), not a
@@ -104,7 +106,7 @@ def _geometry(name, in_shape, W_shape, stride, padding, dilation, groups):
 def _check_dtypes(name, **arrays):
     dtypes = {k: a.dtype for k, a in arrays.items() if a is not None}
     first = next(iter(dtypes.values()))
-    if any(d != first for d in dtypes.values()) or first.kind != "f":
+    if any(d != first for d in dtypes.values()) or first.name not in ("float32", "float64"):
         found = ", ".join(f"{k} {d}" for k, d in dtypes.items())
         raise TypeError(f"{name}: expected one floating dtype (float32 or float64) for all arrays, got {found}")
 
@@ -144,8 +146,8 @@ def _correlate(x, W, b, stride, padding, dilation, groups, out_hw, *, xp):
     (pH, pW), (dH, dW), (oH, oW) = padding, dilation, out_hw
     if not _use_shifted_views(W.shape, groups, stride, out_hw):
         col = im2col(x, (kH, kW), stride, padding, dilation, out_hw, pad_value=0, xp=xp)  # (N, iC, kH, kW, oH, oW)
-        y = xp.matmul(W.reshape(G, oCg, iCg * kH * kW), col.reshape(N, G, iCg * kH * kW, oH * oW))  # (N, G, oCg, oH oW)
-        y = y.reshape(N, oC, oH, oW)
+        col = col.reshape(N, G, iCg * kH * kW, oH * oW)
+        y = xp.matmul(W.reshape(G, oCg, iCg * kH * kW), col).reshape(N, oC, oH, oW)  # one GEMM per image and group
         if b is not None:
             y += b.reshape(1, oC, 1, 1)
         return y
@@ -270,16 +272,15 @@ def conv2d_adjoint(g_y, W, in_shape, *, stride=1, padding=0, dilation=1, groups=
     return merge_signal(g_x, K)
 
 
-def _eb_or_grad_geometry(p, cache, name):
+def _check_cached_signal(p, cache, name):
+    """Validate an EB or gradient signal against the cached forward; return the geometry keywords."""
     x, W, stride, padding, dilation, groups = cache
-    N, _, iH, iW = x.shape
     out_hw = tuple(
-        out_size(i, k, s, pd, d) for i, k, s, pd, d in zip((iH, iW), W.shape[2:], stride, padding, dilation)
+        out_size(i, k, s, pd, d) for i, k, s, pd, d in zip(x.shape[2:], W.shape[2:], stride, padding, dilation)
     )
-    y_shape = (N, W.shape[0]) + out_hw
-    check_signal(p, y_shape, name)
+    check_signal(p, (x.shape[0], W.shape[0]) + out_hw, name)
     _check_dtypes(name, signal=p, x=x)
-    return y_shape
+    return dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
 def conv2d_eb(p_y, cache):
@@ -318,22 +319,24 @@ def conv2d_eb(p_y, cache):
     --------
     >>> import numpy as np
     >>> x = np.linspace(0.1, 1.0, 2 * 4 * 4).reshape(1, 2, 4, 4)
-    >>> W = np.linspace(-0.5, 1.0, 3 * 2 * 3 * 3).reshape(3, 2, 3, 3)
+    >>> W = np.linspace(-0.5, 1.0, 3 * 2 * 3 * 3).reshape(2, 3, 3, 3).transpose(1, 0, 2, 3)
     >>> y, cache = conv2d_forward(x, W, padding=1)
     >>> p_y = np.full(y.shape, 1 / y.size)
     >>> p_x = conv2d_eb(p_y, cache)
-    >>> round(float(p_x.sum()), 12), bool((p_x >= 0).all())
+    >>> round(float(p_x.sum()), 12), bool((p_x >= 0).all())  # every Z > 0: mass conserved
     (1.0, True)
+    >>> _, cache = conv2d_forward(x, np.concatenate([W[:2], -abs(W[2:])]), padding=1)
+    >>> round(float(conv2d_eb(p_y, cache).sum()), 12)  # channel 2 has no W+ > 0: its third is lost
+    0.666666666667
     """
-    x, W, stride, padding, dilation, groups = cache
+    x, W = cache.x, cache.W
     xp = get_xp(p_y, x)
-    out_hw = _eb_or_grad_geometry(p_y, cache, "conv2d_eb")[2:]
+    geo = _check_cached_signal(p_y, cache, "conv2d_eb")
     W_pos = xp.maximum(W, 0)  # (oC, iCg, kH, kW)  excitatory weights only
-    z = _correlate(x, W_pos, None, stride, padding, dilation, groups, out_hw, xp=xp)  # (N, oC, oH, oW)  step 1
+    z, _ = conv2d_forward(x, W_pos, **geo)  # (N, oC, oH, oW)  step 1: forward with W+, no bias
     s = safe_divide(p_y, z, xp=xp)  # (N, oC, oH, oW) or (K, N, oC, oH, oW)  step 2: 0 where z == 0
-    s_flat, K = split_signal(s, z.shape, "conv2d_eb")  # (K N, oC, oH, oW)
-    c = _adjoint(s_flat, W_pos, x.shape[2:], stride, padding, dilation, groups, xp=xp)  # (K N, iC, iH, iW)  step 3
-    return x * merge_signal(c, K)  # (N, iC, iH, iW) or (K, N, iC, iH, iW)  step 4: multiply by the input
+    c = conv2d_adjoint(s, W_pos, x.shape, **geo)  # (N, iC, iH, iW) or (K, N, ...)  step 3: adjoint of step 1
+    return x * c  # (N, iC, iH, iW) or (K, N, iC, iH, iW)  step 4: multiply by the input
 
 
 def conv2d_grad(g_y, cache):
@@ -348,9 +351,6 @@ def conv2d_grad(g_y, cache):
     -------
     g_x : array of shape (N, iC, iH, iW) or (K, N, iC, iH, iW)
     """
-    x, W, stride, padding, dilation, groups = cache
-    xp = get_xp(g_y, W)
-    y_shape = _eb_or_grad_geometry(g_y, cache, "conv2d_grad")
-    g_flat, K = split_signal(g_y, y_shape, "conv2d_grad")  # (K N, oC, oH, oW)
-    g_x = _adjoint(g_flat, W, x.shape[2:], stride, padding, dilation, groups, xp=xp)  # (K N, iC, iH, iW)
-    return merge_signal(g_x, K)
+    get_xp(g_y, cache.x)
+    geo = _check_cached_signal(g_y, cache, "conv2d_grad")
+    return conv2d_adjoint(g_y, cache.W, cache.x.shape, **geo)  # (N, iC, iH, iW) or (K, N, iC, iH, iW)
