@@ -23,10 +23,10 @@ from .errors import CheckpointError
 from .gates import GATE_ORDER, SOURCE_GATE_ORDERS, gate_blocks
 from .presets import PRESETS
 from .readers import FORMATS, detect_format, read_tensors
-from .spec import LAYER_SETTINGS, make_layer
+from .spec import make_layer
 
 __all__ = [
     "CheckpointError", "read_tensors", "detect_format", "FORMATS", "convert", "detect_source", "SOURCES",
     "load_model", "save_canonical", "load_canonical", "sidecar_path", "GATE_ORDER", "SOURCE_GATE_ORDERS",
-    "gate_blocks", "PRESETS", "LAYER_SETTINGS", "make_layer",
+    "gate_blocks", "PRESETS", "make_layer",
 ]

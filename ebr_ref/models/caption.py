@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from typing import NamedTuple
 
 import numpy
@@ -638,7 +639,7 @@ def load_captioner(path, *, verify=True):
     try:
         with numpy.load(path, allow_pickle=False) as z:
             params = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a readable .npz ({e})") from None
     try:
         dec = side["decoder"]

@@ -63,6 +63,12 @@ class Model:
         lstm_idx = [k for k, layer in enumerate(self.layers) if layer.type == "lstm"]
         if len(lstm_idx) > 1:
             raise ValueError("model: at most one lstm layer in a Model (stacked decoders live in the captioning model)")
+        for k in lstm_idx:
+            if self.layers[k]["static_input"]:
+                raise ValueError(
+                    f"model: lstm layer {self.layers[k].name!r} has a static input; an action Model feeds none "
+                    "(use ebr_ref.models.caption for a decoder with a static video feature)"
+                )
         self.sequence_start = lstm_idx[0] if lstm_idx else len(self.layers)
         self.shapes = infer_shapes(self.layers, self.input_shape)
         expected = param_shapes(self.layers, self.input_shape)
@@ -146,10 +152,10 @@ class Model:
 
     # ---- running -------------------------------------------------------------------
     def check_clip(self, clip):
-        """Validate a preprocessed clip ``(T, C, H, W)``; raise a clear error otherwise."""
+        """Validate a preprocessed clip ``(T,) + input_shape``; raise a clear error otherwise."""
         if not hasattr(clip, "shape") or not hasattr(clip, "dtype"):
             raise TypeError(f"clip must be an array of shape (T, C, H, W), got {type(clip).__name__}")
-        if clip.ndim != 4 or tuple(clip.shape[1:]) != self.input_shape:
+        if clip.ndim != 1 + len(self.input_shape) or tuple(clip.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"clip must have shape (T, {', '.join(map(str, self.input_shape))}), got {tuple(clip.shape)}"
             )

@@ -17,7 +17,9 @@ avgpool    kernel, stride [kernel], padding [0], ceil_mode [False],
 lrn        size [5], alpha [1e-4], beta [0.75], k [1.0] (Caffe ACROSS_CHANNELS)
 dropout    p [0.5] (inference: identity)
 flatten    -- (C, H, W order)
-lstm       hidden, cell_act ["relu"]; consumes the whole clip as a sequence
+lstm       hidden, cell_act ["relu"], static_input [None: none, else D_s,
+           the size of a static input weighted by W_s]; consumes the whole
+           clip as a sequence
 ========== =================================================================
 
 Layers before the first ``lstm`` act on every frame separately (the clip's
@@ -44,7 +46,7 @@ _DEFAULTS = {
     "lrn": {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 1.0},
     "dropout": {"p": 0.5},
     "flatten": {},
-    "lstm": {"cell_act": "relu"},
+    "lstm": {"cell_act": "relu", "static_input": None},
 }
 _REQUIRED = {
     "conv": ("out_channels", "kernel"),
@@ -79,6 +81,8 @@ class Layer:
         merged.update(self.settings)
         if self.type in ("maxpool", "avgpool") and merged["stride"] is None:
             merged["stride"] = merged["kernel"]
+        if self.type == "lstm" and merged["cell_act"] not in ("relu", "tanh"):
+            raise ValueError(f"layer {self.name!r}: cell_act must be 'relu' or 'tanh', got {merged['cell_act']!r}")
         object.__setattr__(self, "settings", merged)
 
     def __getitem__(self, key):
@@ -89,9 +93,9 @@ class Layer:
         return self.type in ("conv", "fc", "lstm")
 
     def to_dict(self) -> dict:
-        """A JSON-friendly form: ``{"name", "type", **settings}``."""
+        """A JSON-friendly form: ``{"name", "type", **settings}`` (unset optional settings left out)."""
         out = {"name": self.name, "type": self.type}
-        out.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in self.settings.items()})
+        out.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in self.settings.items() if v is not None})
         return out
 
     @classmethod
@@ -113,7 +117,8 @@ def infer_shapes(layers, input_shape):
     ----------
     layers : sequence of Layer
     input_shape : tuple
-        ``(C, H, W)`` of one frame.
+        ``(C, H, W)`` of one frame, or ``(D,)`` for a model that starts with a
+        fully connected or recurrent layer.
 
     Returns
     -------
@@ -179,4 +184,6 @@ def param_shapes(layers, input_shape):
             out[f"{layer.name}.W_x"] = (4 * H, D)
             out[f"{layer.name}.b"] = (4 * H,)
             out[f"{layer.name}.W_h"] = (4 * H, H)
+            if s["static_input"]:
+                out[f"{layer.name}.W_s"] = (4 * H, int(s["static_input"]))
     return out
