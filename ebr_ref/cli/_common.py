@@ -123,12 +123,22 @@ def _sidecar(path):
 
 
 def is_canonical_model(path):
-    """True when ``path`` is an ebr_ref canonical model (``x.npz`` with an ``x.json`` sidecar of that format)."""
-    return _sidecar(path) is not None
+    """True when ``path`` is an ebr_ref canonical model or captioner (``x.npz`` with an ``x.json`` sidecar)."""
+    return canonical_kind(path) in ("classifier", "captioner")
+
+
+def canonical_kind(path):
+    """The ``kind`` of an ebr_ref canonical file (``"classifier"`` when the sidecar predates the field), or None."""
+    side = _sidecar(path)
+    return None if side is None else side.get("kind", "classifier")
 
 
 def _load_canonical(path):
-    """A classifier (:func:`ebr_ref.models.load_model`) or a captioner (``kind: captioner``)."""
+    """A classifier (:func:`ebr_ref.models.load_model`) or a captioner (sidecar ``kind: captioner``).
+
+    A canonical file of kind ``weights`` (parameters converted by ``weights_io``)
+    goes through :func:`load_any_model`'s conversion path instead.
+    """
     from ..models import load_model
 
     with user_errors():
@@ -165,7 +175,7 @@ def load_any_model(spec, *, prototxt=None, source=None, options=None):
         raise UserError(f"{spec}: is a folder; --model takes a checkpoint file or a shipped model name")
     if prototxt is not None and not os.path.isfile(prototxt):
         raise UserError(f"{prototxt}: no such prototxt file")
-    if prototxt is None and source is None and is_canonical_model(spec):
+    if prototxt is None and source is None and canonical_kind(spec) in ("classifier", "captioner"):
         return _load_canonical(spec), "canonical"
     try:
         import weights_io
