@@ -27,13 +27,14 @@ def test_round_trip_and_provenance(tmp_path, converted):
     src, (params, meta) = converted
     out = tmp_path / "lstm_canonical.npz"
     save_canonical(out, params, meta)
-    assert os.path.exists(sidecar_path(out)) and sidecar_path(out).endswith("lstm_canonical.npz.json")
+    assert os.path.exists(sidecar_path(out)) and sidecar_path(out).endswith("lstm_canonical.json")
     side = json.loads(pathlib.Path(sidecar_path(out)).read_text())
-    assert side["source"]["file"] == "lstm.pt" and side["source"]["format"] == "torch"
-    assert side["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
-    assert side["gate_order"] == "ifog" and side["source_gate_order"] == "ifgo"
-    assert side["architecture"] == meta["architecture"]
-    assert side["canonical"]["params"]["lstm1.W_x"] == {"shape": [12, 4], "dtype": "<f4"}
+    assert side["format"] == "ebr_ref-canonical" and side["kind"] == "weights" and side["gate_order"] == "i,f,o,g"
+    assert side["meta"]["source"]["file"] == "lstm.pt" and side["meta"]["source"]["format"] == "torch"
+    assert side["meta"]["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert side["meta"]["gate_order"] == "ifog" and side["meta"]["source_gate_order"] == "ifgo"
+    assert side["meta"]["architecture"] == meta["architecture"]
+    assert side["params"]["lstm1.W_x"] == {"shape": [12, 4], "dtype": "<f4"}
     p2, m2 = load_canonical(out)
     assert sorted(p2) == sorted(params)
     for k in params:
@@ -41,7 +42,7 @@ def test_round_trip_and_provenance(tmp_path, converted):
         assert p2[k].dtype == params[k].dtype and not p2[k].flags.writeable
     assert {k: v for k, v in m2.items() if k != "canonical"} == json.loads(json.dumps(meta))
     p3, m3 = convert(out)  # detected as canonical through its sidecar
-    assert m3["canonical"]["npz_sha256"] == side["canonical"]["npz_sha256"]
+    assert m3["canonical"]["params_sha256"] == side["params_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
 def test_tampering_is_detected(tmp_path, converted):
@@ -57,16 +58,16 @@ def test_tampering_is_detected(tmp_path, converted):
         load_canonical(out, verify=False)
     out.write_bytes(good)
     side = json.loads(pathlib.Path(sidecar_path(out)).read_text())
-    side["architecture"][0]["hidden"] = 4
+    side["meta"]["architecture"][0]["hidden"] = 4
     pathlib.Path(sidecar_path(out)).write_text(json.dumps(side))
     with pytest.raises(CheckpointError, match=r"lstm1\.W_x"):
         load_canonical(out)
-    side["canonical"]["format"] = "something else"
+    side["format"] = "something else"
     pathlib.Path(sidecar_path(out)).write_text(json.dumps(side))
-    with pytest.raises(CheckpointError, match="not a canonical-weights sidecar"):
+    with pytest.raises(CheckpointError, match="not an ebr_ref-canonical sidecar"):
         load_canonical(out)
     os.unlink(sidecar_path(out))
-    with pytest.raises(CheckpointError, match="sidecar .* is missing"):
+    with pytest.raises(CheckpointError, match=r"lstm.*\.json does not exist|m\.json does not exist"):
         load_canonical(out)
 
 
