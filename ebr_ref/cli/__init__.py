@@ -10,9 +10,9 @@ please report it) and exits with 1.
 
 This package imports neither torch nor CuPy; matplotlib, Pillow, imageio and
 tqdm (the ``cli`` extra) are imported inside the functions that draw, read or
-write files. ``weights_io`` is imported only by ``convert``, ``inspect`` and
-``ground``/``compare``/``caption`` when ``--model`` is a foreign checkpoint
-(not an ebr_ref canonical model).
+write files. ``weights_io`` is imported only by ``convert``, ``inspect``, and
+by ``ground``/``compare``/``demo`` when ``--model`` is a foreign checkpoint
+(not an ebr_ref canonical model), to convert it on the fly.
 """
 
 from __future__ import annotations

@@ -160,15 +160,26 @@ def describe_prediction(model, pred):
             f"{m['name']} {m['prob']:.2f})")
 
 
+CLIP_NPZ_LIMIT = 256 << 20  # bytes; a longer preprocessed clip is left out of results.npz
+
+
 def ground_arrays(g, clip, display, method, args, targets):
-    """The ``results.npz`` arrays (the layout that ``ebr-ref compare`` reads, see docs/cli.md)."""
-    return {
-        "maps": g.maps, "evidence": g.evidence, "probs": g.probs, "clip": backend.to_numpy(clip),
-        "frames": display, "target": numpy.asarray(targets, dtype=numpy.int64), "method": numpy.str_(method),
+    """The ``results.npz`` arrays (the layout that ``ebr-ref compare`` reads, see docs/cli.md).
+
+    The preprocessed ``clip`` is included when it takes at most 256 MiB (the fitted
+    uint8 ``frames`` always are).
+    """
+    clip = backend.to_numpy(clip)
+    steps = g.diagnostics.get("seed_steps")
+    out = {
+        "maps": g.maps, "evidence": g.evidence, "probs": g.probs, "frames": display,
+        "target": numpy.asarray(targets, dtype=numpy.int64), "method": numpy.str_(method),
         "layer": numpy.str_(g.layer), "lstm_rule": numpy.str_(args.lstm_rule),
-        "seed_steps": numpy.asarray(g.diagnostics.get("seed_steps"), dtype=numpy.int64)
-        if isinstance(g.diagnostics.get("seed_steps"), list) else numpy.str_(g.diagnostics.get("seed_steps")),
+        "seed_steps": numpy.asarray(steps, dtype=numpy.int64) if isinstance(steps, list) else numpy.str_(steps),
     }
+    if clip.nbytes <= CLIP_NPZ_LIMIT:
+        out["clip"] = clip
+    return out
 
 
 def run(args, console):
@@ -213,6 +224,9 @@ def run(args, console):
         "timing_s": {"read": round(t_read, 3), "ground": round(t_ground, 3)},
     }
     arrays = ground_arrays(g, clip, display, method, args, targets)
+    if "clip" not in arrays:
+        results["notes"] = [f"the preprocessed clip ({clip.nbytes / 2**20:.0f} MiB) is not in results.npz; "
+                            "'ebr-ref compare --clip VIDEO' rebuilds it"]
     files = write_outputs(out, display, items, console=console, fps=fps, scale=args.scale, mp4=not args.no_mp4,
                           results=results, arrays=arrays, title=f"{method} at {g.layer}")
     console.info(f"model {describe_model(model)} [{how}]")
