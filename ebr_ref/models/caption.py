@@ -575,9 +575,10 @@ def save_captioner(model, path, *, meta=None):
     """Write a :class:`CaptionModel` as ``path`` (``.npz``) plus its JSON sidecar; return the sidecar dict.
 
     The sidecar is that of :func:`ebr_ref.models.io.save_model` (format, version,
-    gate order, input shape, the frame part's ``architecture``, sha256, meta)
-    plus ``"kind": "captioner"``, ``vocabulary`` (every token, specials first) and
-    ``decoder`` (``embed``, ``hidden``, ``static_layer``, ``pool``, ``cell_act``).
+    gate order, input shape, the frame part's ``architecture``, sha256, the
+    ``params`` listing of every array's shape and dtype, meta) plus ``"kind":
+    "captioner"``, ``vocabulary`` (every token, specials first) and ``decoder``
+    (``embed``, ``hidden``, ``static_layer``, ``pool``, ``cell_act``).
     """
     path = os.fspath(path)
     if not path.endswith(".npz"):
@@ -596,6 +597,7 @@ def save_captioner(model, path, *, meta=None):
                     "pool": model.pool, "cell_act": model.cell_act},
         "vocabulary": list(model.vocab.tokens),
         "params_sha256": _sha256(path),
+        "params": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()},
         "meta": {**model.meta, **(meta or {})},
     }
     with open(sidecar_path(path), "w") as f:
@@ -641,6 +643,11 @@ def load_captioner(path, *, verify=True):
             params = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a readable .npz ({e})") from None
+    listed = side.get("params", {})
+    for k, a in params.items():
+        info = listed.get(k)
+        if info is None or list(a.shape) != list(info.get("shape", [])) or a.dtype.str != info.get("dtype"):
+            raise ValueError(f"{path}: parameter {k}: the sidecar lists {info}, the .npz has {list(a.shape)} {a.dtype.str}")
     try:
         dec = side["decoder"]
         return captioner(side["architecture"], Vocabulary.from_tokens(side["vocabulary"]), tuple(side["input_shape"]),
