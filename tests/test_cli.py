@@ -28,8 +28,10 @@ T = 8
 NAMES = list(synthetic.ACTIONS)
 IDENTITY = {"name": "identity", "channel_order": "RGB", "scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 TINY_LSTM = [
-    ("conv1", "conv", {"out_channels": 6, "kernel": 3, "padding": 1}), ("relu1", "relu"), ("pool1", "maxpool", {"kernel": 2}),
-    ("conv2", "conv", {"out_channels": 8, "kernel": 3, "padding": 1}), ("relu2", "relu"), ("pool2", "maxpool", {"kernel": 2}),
+    ("conv1", "conv", {"out_channels": 6, "kernel": 3, "padding": 1}), ("relu1", "relu"),
+    ("pool1", "maxpool", {"kernel": 2}),
+    ("conv2", "conv", {"out_channels": 8, "kernel": 3, "padding": 1}), ("relu2", "relu"),
+    ("pool2", "maxpool", {"kernel": 2}),
     ("flatten", "flatten"), ("fc7", "fc", {"out_features": 16}), ("relu7", "relu"),
     ("lstm1", "lstm", {"hidden": 12}), ("fc8", "fc", {"out_features": len(NAMES)}),
 ]
@@ -200,6 +202,11 @@ def test_convert_and_inspect(assets, torch_checkpoint):
         assert needle in r.stdout, needle
     r = run_cli("inspect", target, "--quiet")
     assert r.returncode == 0 and "ebr_ref canonical model" in r.stdout and "classes (5): a, b, c, d, e" in r.stdout
+    import weights_io  # weights_io's own canonical files (kind "weights") are read through weights_io
+
+    weights_io.save_canonical(str(assets["dir"] / "w.npz"), *weights_io.convert(str(path)))
+    r = run_cli("inspect", assets["dir"] / "w.npz")
+    assert r.returncode == 0 and "npz checkpoint" in r.stdout and "torchvision_vgg16" in r.stdout
 
 
 def test_demo_with_a_given_model(assets):

@@ -81,7 +81,8 @@ def test_page_example_agrees_to_float64_rounding(ran):
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     printed = _printed_after(text, "<!-- verify-example: commands end -->")
     assert _last_line(cmp.stdout) == _last_line(printed) == "9/9 entries within rel <= 0.0001"
-    names = [line.split()[0] for line in cmp.stdout.splitlines() if line.strip().startswith(("probs", "signal/", "maps", "evidence"))]
+    entries = ("probs", "signal/", "maps", "evidence")
+    names = [line.split()[0] for line in cmp.stdout.splitlines() if line.strip().startswith(entries)]
     assert names == ["probs", "signal/relu7", "signal/pool2", "signal/conv2", "maps", "evidence", "signal/pool1",
                      "signal/conv1", "signal/input"]
     for line in cmp.stdout.splitlines():

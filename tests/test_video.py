@@ -35,7 +35,10 @@ def _write_dir(path, frames, names=None):
 
 def _write_mp4(path, frames, *, lossless=True, fps=8):
     src = _write_dir(str(path) + "_src", frames, [f"{t:03d}.png" for t in range(len(frames))])
-    codec = ["-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24"] if lossless else ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    if lossless:
+        codec = ["-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24"]
+    else:
+        codec = ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-framerate", str(fps),
            "-i", os.path.join(src, "%03d.png"), *codec, str(path)]
     subprocess.run(cmd, check=True, capture_output=True)

@@ -232,7 +232,8 @@ def resolve_targets(specs, model):
             elif item.lstrip("-").isdigit():
                 k = int(item)
                 if not 0 <= k < model.num_classes:
-                    raise UserError(f"--target {k} is out of range: the model has {model.num_classes} classes (0..{model.num_classes - 1})")
+                    n = model.num_classes
+                    raise UserError(f"--target {k} is out of range: the model has {n} classes (0..{n - 1})")
                 out.append(k)
             else:
                 shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
