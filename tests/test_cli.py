@@ -362,3 +362,43 @@ def test_console_script_and_version(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("ebr_ref ")
     r = subprocess.run([script, "ground", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--lstm-rule" in r.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminal test written for Linux")
+def test_progress_bars_on_a_terminal_only(assets):
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    out = assets["dir"] / "out_tty"
+    p = subprocess.Popen([sys.executable, "-m", "ebr_ref", "ground", str(assets["mp4"]), "--model", str(assets["model"]),
+                          "--target", "1", "--no-mp4", "--out", str(out)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO once the child has closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    stdout, _ = p.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(master)
+    tty = b"".join(chunks).decode("utf-8", "replace")
+    assert p.returncode == 0
+    for desc in ("decoding video", "cEB-R on 8 frames", "writing outputs"):
+        assert desc in tty, (desc, tty[-500:])
+    assert "it/s" in tty or "s/it" in tty
+    assert b"%|" not in stdout  # the summary on stdout stays clean
