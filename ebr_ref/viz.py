@@ -37,6 +37,7 @@ __all__ = [
     "write_mp4",
     "write_png",
     "display_scale",
+    "summary_figure",
 ]
 
 SCALES = ("clip", "frame")
@@ -322,6 +323,60 @@ def evidence_plot(path, panels, *, title=""):
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
+
+
+def summary_figure(rows, plot_path=None, *, frames_per_row=8, tile=112, title=""):
+    """One picture of a run (paper Fig. 5 style): per target a row of evenly spaced frames with their
+    heatmaps, then the evidence plot.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``{"name", "frames" (T, H, W, 3) uint8, "maps" (T, h, w), "gt", "detected", "scale"}``.
+    plot_path : str, optional
+        A PNG (:func:`evidence_plot`) appended below the rows.
+    frames_per_row, tile : int
+        Frames shown per target and their height in pixels.
+
+    Returns
+    -------
+    uint8 ndarray of shape (H, W, 3)
+    """
+    from PIL import Image, ImageDraw
+
+    blocks = []
+    font, small = _font(14), _font(11)
+    for row in rows:
+        fr = numpy.asarray(row["frames"])
+        T, H, W, _ = fr.shape
+        idx = numpy.unique(numpy.linspace(0, T - 1, min(frames_per_row, T)).round().astype(int))
+        heat = display_heat(row["maps"], row.get("scale", "clip"))[idx]  # the scale of the whole clip
+        ov = overlay(fr[idx], heat)
+        tw = max(1, round(tile * W / H))
+        strip = Image.new("RGB", (len(idx) * (tw + 4) + 4, tile + 40), (255, 255, 255))
+        draw = ImageDraw.Draw(strip)
+        draw.text((4, 2), row["name"], fill=(0, 0, 0), font=font)
+        for n, t in enumerate(idx):
+            x0 = 4 + n * (tw + 4)
+            if _in(t, row.get("gt")):
+                draw.rectangle([x0 - 2, 18, x0 + tw + 1, 20 + tile + 1], fill=GT_COLOUR)
+            strip.paste(Image.fromarray(ov[n]).resize((tw, tile), Image.BILINEAR), (x0, 20))
+            mark = "  detected" if _in(t, row.get("detected")) else ""
+            draw.text((x0, 22 + tile), f"t={t}{mark}", fill=(0, 0, 0), font=small)
+        blocks.append(strip)
+    if plot_path is not None:
+        with Image.open(plot_path) as im:
+            blocks.append(im.convert("RGB"))
+    width = max(b.width for b in blocks)
+    head = 24 if title else 0
+    out = Image.new("RGB", (width, head + sum(b.height for b in blocks)), (255, 255, 255))
+    if title:
+        ImageDraw.Draw(out).text((4, 4), title, fill=(0, 0, 0), font=font)
+    y = head
+    for b in blocks:
+        out.paste(b, (0, y))
+        y += b.height
+    return numpy.asarray(out)
 
 
 def write_png(path, image):

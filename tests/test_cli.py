@@ -117,6 +117,8 @@ def test_ground_video_writes_decodable_outputs(assets, ground_run):
         assert mp4.shape[0] == T
     with PIL.open(out / "evidence.png") as im:
         assert im.format == "PNG" and im.size[0] == 800
+    with PIL.open(out / doc["files"]["summary"]) as im:
+        assert im.format == "PNG" and im.size[1] > 600  # two rows of frames above the two-panel plot
 
 
 def test_ground_numbers_match_an_in_process_run(assets, ground_run):

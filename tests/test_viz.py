@@ -125,6 +125,22 @@ def test_gif_and_mp4_round_trip(tmp_path):
     assert numpy.abs(back.astype(int) - f).mean() < 10
 
 
+def test_summary_figure_layout(tmp_path):
+    pytest.importorskip("matplotlib")
+    T = 10
+    f = numpy.zeros((T, 16, 32, 3), dtype=numpy.uint8)
+    maps = numpy.ones((T, 4, 8))
+    plot = viz.evidence_plot(str(tmp_path / "e.png"), [{"name": "a", "evidence": numpy.ones(T)}])
+    rows = [{"name": "a", "frames": f, "maps": maps, "gt": (0, 4), "detected": (2, 3)},
+            {"name": "b", "frames": f[:3], "maps": maps[:3]}]
+    img = viz.summary_figure(rows, plot, frames_per_row=5, tile=40)
+    with PIL.open(plot) as im:
+        pw, ph = im.size
+    row_w = [5 * (80 + 4) + 4, 3 * (80 + 4) + 4]  # frames 2:1, 40 px high
+    assert img.shape == (2 * (40 + 40) + ph, max(row_w + [pw]), 3)
+    assert numpy.all(img[18, 2] == viz.GT_COLOUR)  # the first frame of row a is framed in green
+
+
 def test_evidence_plot_png(tmp_path):
     pytest.importorskip("matplotlib")
     S = numpy.sin(numpy.arange(12.0))

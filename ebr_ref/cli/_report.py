@@ -12,8 +12,9 @@ receives
 * ``<tag>_frames.png``: a contact sheet of every frame with its heatmap;
 
 and, for all items together, ``evidence.png`` (per-frame evidence with the
-detected segment against the ground truth), ``results.json`` and
-``results.npz``.
+detected segment against the ground truth), ``summary.png`` (per target a row
+of evenly spaced frames with their heatmaps, above the evidence plot: paper
+Fig. 5 style), ``results.json`` and ``results.npz``.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=Tr
                "gt": it.get("gt"), "prob": it.get("prob")} for it in items]
     files["evidence_plot"] = _write(console, "the evidence plot", viz.evidence_plot,
                                     os.path.join(out, "evidence.png"), panels, title=title)
+    if spatial:
+        rows = [{"name": _panel_title(it), "frames": it.get("display", display), "maps": it["maps"],
+                 "gt": it.get("gt"), "detected": it.get("detected"), "scale": scale} for it in items]
+        files["summary"] = _write(console, "the summary figure", viz.write_png, os.path.join(out, "summary.png"),
+                                  viz.summary_figure(rows, files["evidence_plot"]))
     bar.update(1)
     bar.close()
     if arrays is not None:
