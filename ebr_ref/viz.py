@@ -1,11 +1,13 @@
 """Pictures of a grounding: heatmap overlays, animations, a contact sheet and the evidence plot.
 
 Display steps only (SPEC §5.6): the engine's maps are signed; here they are
-clamped at 0 and scaled to ``[0, 1]``, either by the largest value of the whole
-clip (``scale="clip"``, the default: frames without evidence stay dark, so the
-animation shows *when* as well as *where*) or per frame (``scale="frame"``,
-the per-frame min-max display of the paper's figures, with the minimum taken
-as 0). A map of an ``h x w`` read-out layer is upsampled bilinearly to the
+clamped at 0 and scaled to ``[0, 1]``, either by one value for the whole clip
+(``scale="clip"``, the default: frames without evidence stay dark, so the
+animation shows *when* as well as *where*; the value is the 99th percentile of
+the clip's positive cells, so that a few extreme cells do not make every other
+frame invisible, and larger values saturate at 1) or per frame
+(``scale="frame"``, the per-frame min-max display of the paper's figures, with
+the minimum taken as 0). A map of an ``h x w`` read-out layer is upsampled bilinearly to the
 frame with each cell centred on the block of pixels it stands for (the same
 geometry as :func:`ebr_ref.localize.map_peak`).
 
@@ -49,10 +51,12 @@ CURSOR_COLOUR = (255, 220, 0)
 def display_heat(maps, scale="clip"):
     """Signed maps ``(T, h, w)`` -> display values in ``[0, 1]`` (clamped at 0, then scaled).
 
+    ``scale="clip"`` divides by the 99th percentile of the clip's positive
+    values (linear interpolation, ``numpy.percentile``'s default) and saturates
+    at 1; ``scale="frame"`` divides every frame by its own maximum.
+
     Examples
     --------
-    >>> display_heat(numpy.array([[[-1.0, 2.0]], [[1.0, 0.0]]])).tolist()
-    [[[0.0, 1.0]], [[0.5, 0.0]]]
     >>> display_heat(numpy.array([[[-1.0, 2.0]], [[1.0, 0.0]]]), scale="frame").tolist()
     [[[0.0, 1.0]], [[1.0, 0.0]]]
     """
@@ -64,8 +68,12 @@ def display_heat(maps, scale="clip"):
     if not numpy.all(numpy.isfinite(m)):
         raise ValueError("maps contain NaN or infinite values")
     m = numpy.maximum(m, 0.0)
-    top = m.max(axis=(1, 2), keepdims=True) if scale == "frame" else numpy.full((1, 1, 1), m.max())
-    return numpy.where(top > 0, m / numpy.where(top > 0, top, 1.0), 0.0)
+    if scale == "frame":
+        top = m.max(axis=(1, 2), keepdims=True)
+    else:
+        pos = m[m > 0]
+        top = numpy.full((1, 1, 1), numpy.percentile(pos, 99) if pos.size else 0.0)
+    return numpy.where(top > 0, numpy.minimum(m / numpy.where(top > 0, top, 1.0), 1.0), 0.0)
 
 
 def jet(v):
@@ -316,7 +324,7 @@ def evidence_plot(path, panels, *, title=""):
         ax.tick_params(labelsize=7)
         ax.set_title(p["name"], fontsize=9, loc="left")
         if handles:
-            ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.8)
+            ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.8)
     axes[-1].set_xlabel("frame", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -17,7 +17,13 @@ PIL = pytest.importorskip("PIL.Image")
 
 def test_display_heat_clamps_and_scales():
     m = numpy.array([[[-2.0, 1.0], [0.5, 0.0]], [[4.0, -1.0], [0.0, 2.0]]])
-    numpy.testing.assert_allclose(viz.display_heat(m), numpy.maximum(m, 0) / 4.0)
+    # clip scale: the 99th percentile of the positive values 0.5, 1, 2, 4 (linear between 2 and 4 at
+    # rank 0.99 * 3 = 2.97) = 2 + 0.97 * 2 = 3.94; the 4 saturates at 1
+    numpy.testing.assert_allclose(viz.display_heat(m), numpy.minimum(numpy.maximum(m, 0) / 3.94, 1.0))
+    big = numpy.zeros((10, 10, 10))
+    big[0, 0, 0] = 1000.0  # one extreme cell among 999 ones: the other frames stay visible
+    big[1:] = 1.0
+    assert viz.display_heat(big)[5].min() == 1.0
     per = viz.display_heat(m, scale="frame")
     numpy.testing.assert_allclose(per[0], numpy.maximum(m[0], 0) / 1.0)
     numpy.testing.assert_allclose(per[1], numpy.maximum(m[1], 0) / 4.0)

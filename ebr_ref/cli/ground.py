@@ -43,7 +43,8 @@ def add_output_args(p, *, out_default=None):
     g.add_argument("--out", default=out_default, required=out_default is None, help="output folder (created)")
     g.add_argument("--fps", type=float, default=None, help="frame rate of the animations (default: 4 fps)")
     g.add_argument("--scale", choices=("clip", "frame"), default="clip",
-                   help="heatmap display scale: one maximum for the clip (default) or per frame")
+                   help="heatmap display scale: one for the clip (its positive cells' 99th percentile; default) "
+                        "or each frame's maximum")
     g.add_argument("--no-mp4", action="store_true", help="write the GIF animations only")
 
 
