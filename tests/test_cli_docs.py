@@ -47,9 +47,9 @@ def test_video_block(tmp_path):
 def test_quickstart_block(tmp_path):
     code = _block(_read("api.md"), "quickstart")
     out = _run(code, tmp_path)
-    assert out[0] == "(2, 16, 16, 16) (2, 16) conv3"
+    assert out[0] == "(16, 16, 16) (16,) conv3"
     m = re.fullmatch(r"\((\d+), (\d+)\) \((\d+), (\d+)\) (\d+) hits of (\d+)", out[1])
-    assert m and int(m.group(6)) == 8  # GT+rand, 16 frames: the first action's 8 annotated frames
+    assert m and int(m.group(6)) == 8  # rand+GT, 16 frames: the GT action's 8 annotated frames
 
 
 def test_cli_page_options_exist():
