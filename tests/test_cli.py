@@ -341,8 +341,12 @@ def _bad(assets, tmp):
 
 
 def test_user_mistakes_give_one_line_and_exit_2(assets, tmp_path):
-    for argv, needle in _bad(assets, tmp_path):
-        r = run_cli(*argv)
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = _bad(assets, tmp_path)
+    with ThreadPoolExecutor(4) as pool:  # independent processes; mostly interpreter start-up
+        results = list(pool.map(lambda case: run_cli(*case[0]), cases))
+    for (argv, needle), r in zip(cases, results):
         assert_user_error(r, needle)
 
 
