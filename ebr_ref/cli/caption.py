@@ -127,7 +127,6 @@ def caption_json(res):
 def run(args, console):
     model, how = load_captioner_arg(args.model, args)
     intervals = [parse_interval(v) for v in (args.interval or [])]
-    out = prepare_out_dir(args.out)
     try:
         frames, info = read_frames(args.input, every=args.every, max_frames=args.max_frames, start=args.start,
                                    progress=console.progress)
@@ -139,6 +138,7 @@ def run(args, console):
         clip, display = clip_for_model(frames, model, fit=args.fit, preprocessing=pre)
     except VideoError as e:
         raise UserError(str(e)) from None
+    out = prepare_out_dir(args.out)
     res, items, seconds = ground_words(model, clip, _words_arg(args.words), args, console, caption=args.caption,
                                        gts=intervals, input_size=display.shape[1:3])
     results = {

@@ -191,7 +191,8 @@ def run(args, console):
     if len(intervals) > len(targets) or len(args.boxes or []) > len(targets):
         raise UserError(f"{len(targets)} target(s) but {len(intervals)} --interval and {len(args.boxes or [])} --boxes")
     pre = _preprocessing_arg(args.preprocessing)
-    out = prepare_out_dir(args.out)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out}: exists and is not a folder")
     t0 = time.perf_counter()
     try:
         frames, info = read_frames(args.input, every=args.every, max_frames=args.max_frames, start=args.start,
@@ -201,6 +202,7 @@ def run(args, console):
         raise UserError(str(e)) from None
     t_read = time.perf_counter() - t0
     boxes = [_read_boxes(path, info, frames.shape[1:3], display.shape[1:3], args.fit) for path in (args.boxes or [])]
+    out = prepare_out_dir(args.out)
     g, method, t_ground = run_ground(model, clip, targets, args, console)
     names = class_names(model)
     items = []
