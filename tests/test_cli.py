@@ -350,6 +350,15 @@ def test_user_mistakes_give_one_line_and_exit_2(assets, tmp_path):
         assert_user_error(r, needle)
 
 
+def test_missing_cli_extra_is_a_one_line_error(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None; sys.modules['PIL'] = None\n"
+            "from ebr_ref.cli import main\n"
+            "sys.exit(main(['demo', '--out', 'x']))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert_user_error(r, "pillow, matplotlib", "pip install 'ebr_ref[cli]'")
+    assert not (tmp_path / "x").exists()
+
+
 def test_imports_stay_light():
     code = ("import sys, ebr_ref, ebr_ref.cli, ebr_ref.video, ebr_ref.viz, ebr_ref.compare\n"
             "ebr_ref.cli.build_parser()\n"

@@ -18,6 +18,7 @@ import numpy
 __all__ = [
     "UserError", "Console", "load_any_model", "is_canonical_model", "resolve_targets", "parse_interval",
     "parse_seed_steps", "jsonable", "prepare_out_dir", "describe_model", "user_errors", "require_classifier",
+    "require_cli_extra",
 ]
 
 
@@ -287,6 +288,24 @@ def jsonable(obj):
     if obj is None or isinstance(obj, str):
         return obj
     return str(obj)
+
+
+def require_cli_extra():
+    """A UserError naming the missing packages when the ``cli`` extra is not installed."""
+    from importlib.util import find_spec
+
+    def absent(mod):
+        if mod in sys.modules:
+            return sys.modules[mod] is None  # blocked on purpose
+        try:
+            return find_spec(mod) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [name for mod, name in (("PIL", "pillow"), ("matplotlib", "matplotlib"), ("imageio", "imageio"),
+                                      ("imageio_ffmpeg", "imageio-ffmpeg"), ("tqdm", "tqdm")) if absent(mod)]
+    if missing:
+        raise UserError(f"this command needs {', '.join(missing)}: pip install 'ebr_ref[cli]'")
 
 
 def prepare_out_dir(path):

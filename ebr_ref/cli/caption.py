@@ -16,7 +16,9 @@ import numpy
 
 from .. import backend
 from ..video import VideoError, clip_for_model, read_frames
-from ._common import UserError, describe_model, load_any_model, parse_interval, prepare_out_dir, user_errors
+from ._common import (
+    UserError, describe_model, load_any_model, parse_interval, prepare_out_dir, require_cli_extra, user_errors,
+)
 from ._report import analyse, item_json, print_summary, tag_of, write_outputs
 from .ground import add_input_args, add_output_args
 
@@ -125,6 +127,7 @@ def caption_json(res):
 
 
 def run(args, console):
+    require_cli_extra()
     model, how = load_captioner_arg(args.model, args)
     intervals = [parse_interval(v) for v in (args.interval or [])]
     try:

@@ -20,7 +20,8 @@ from .. import synthetic
 from ..models import shipped_names
 from ..video import preprocess, preprocessing_of
 from ._common import (
-    UserError, class_names, describe_model, load_any_model, prepare_out_dir, require_classifier, user_errors,
+    UserError, class_names, describe_model, load_any_model, prepare_out_dir, require_classifier, require_cli_extra,
+    user_errors,
 )
 from ._report import analyse, item_json, print_summary, tag_of, write_outputs
 from .ground import (
@@ -76,6 +77,7 @@ def _interval_of_class(clip, c):
 
 
 def run(args, console):
+    require_cli_extra()
     t_start = time.perf_counter()
     if args.frames < 4:
         raise UserError(f"--frames must be at least 4, got {args.frames}")

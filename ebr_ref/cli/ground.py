@@ -18,7 +18,7 @@ from ..ground import LSTM_RULES, METHODS, ground
 from ..video import VideoError, clip_for_model, fit_boxes, read_frames
 from ._common import (
     UserError, class_names, describe_model, load_any_model, parse_interval, parse_seed_steps, prepare_out_dir,
-    require_classifier, resolve_targets, user_errors,
+    require_classifier, require_cli_extra, resolve_targets, user_errors,
 )
 from ._report import analyse, item_json, print_summary, tag_of, write_outputs
 
@@ -184,6 +184,7 @@ def ground_arrays(g, clip, display, method, args, targets):
 
 
 def run(args, console):
+    require_cli_extra()
     model, how = load_any_model(args.model, prototxt=args.prototxt, source=args.source, options=model_options(args))
     model = prepare_model(require_classifier(model, "ground"), args)
     targets = resolve_targets(args.target, model)
