@@ -218,16 +218,21 @@ def test_inputs_not_modified_and_dtype_kept(xp, dtype, path):
         assert bool((a == a0).all())
 
 
-def test_eb_example_of_shifted_path_on_a_large_layer():
-    """The default thresholds: a layer big enough for the shifted path agrees with im2col."""
+def test_default_rule_takes_shifted_views_on_large_layers():
+    """With the default thresholds a large stride-1 layer takes the shifted views and agrees with im2col."""
     rng = numpy.random.default_rng(0xCB)
-    x = rng.uniform(0, 1, (1, 16, 64, 64)).astype(numpy.float32)
+    x = rng.uniform(0, 1, (1, 16, 242, 242)).astype(numpy.float32)
     W = rng.normal(size=(16, 16, 3, 3)).astype(numpy.float32)
-    assert conv2d_module._use_shifted_views(W.shape, 1, (1, 1), (64, 64)) is (16 * 9 * 64 * 64 >= 2**23)
+    assert conv2d_module._use_shifted_views(W.shape, 1, (1, 1), (242, 242))
+    assert not conv2d_module._use_shifted_views(W.shape, 1, (1, 1), (64, 64))
+    assert not conv2d_module._use_shifted_views(W.shape, 1, (2, 1), (242, 242))
     y, cache = conv2d_forward(x, W, padding=1)
+    p_y = rng.uniform(0, 1, y.shape).astype(numpy.float32)
+    p_x = conv2d_eb(p_y, cache)
     with forced_path("im2col"):
-        y_ref, _ = conv2d_forward(x, W, padding=1)
-    assert rel_err(y, y_ref) < 1e-6
+        y_ref, cache_ref = conv2d_forward(x, W, padding=1)
+        p_x_ref = conv2d_eb(p_y, cache_ref)
+    assert rel_err(y, y_ref) < 1e-6 and rel_err(p_x, p_x_ref) < 1e-5
 
 
 BAD = [
