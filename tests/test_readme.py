@@ -1,8 +1,7 @@
 """The README's "Try it" commands, run verbatim in a fresh virtual environment (slow).
 
 The block between ``<!-- readme-test: demo begin -->`` and ``<!-- readme-test:
-demo end -->`` of README.md (or, until README.md carries it, of the proposed
-text docs/_readme_proposal.md) is run line by line with bash in a copy of the
+demo end -->`` of README.md is run line by line with bash in a copy of the
 repository (its tracked and untracked, not ignored files), with no virtual
 environment active. pip may use its cache; the block installs the ``cli``
 extra only, so torch must not end up in the new environment. The demo's
@@ -24,7 +23,7 @@ PIL = pytest.importorskip("PIL.Image")
 
 def demo_block():
     """``(commands, source file)`` of the README's demo block."""
-    for name in ("README.md", os.path.join("docs", "_readme_proposal.md")):
+    for name in ("README.md",):
         path = os.path.join(ROOT, name)
         if not os.path.exists(path):
             continue
@@ -33,7 +32,7 @@ def demo_block():
                           f.read(), re.S)
         if m:
             return [line for line in m.group(1).splitlines() if line.strip()], name
-    pytest.fail("neither README.md nor docs/_readme_proposal.md has a '<!-- readme-test: demo -->' block")
+    pytest.fail("README.md has no '<!-- readme-test: demo -->' block")
 
 
 def _copy_repo(dest):
