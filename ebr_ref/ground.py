@@ -184,6 +184,7 @@ def ground(
     channel_maps=False,
     allow_tanh_eb=False,
     checkpoint_budget_bytes=1 << 30,
+    progress=None,
 ):
     """Ground one or several target classes of a model in a clip.
 
@@ -220,6 +221,10 @@ def ground(
     checkpoint_budget_bytes : int
         Keep the read-out layer's activations of all frames between the two CNN
         passes when they take at most this many bytes; otherwise recompute them.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after every chunk of CNN work (a
+        recurrent method passes over the frames twice: ``total = 2 T``; a per-frame
+        method once: ``total = T``).
 
     Returns
     -------
@@ -255,9 +260,10 @@ def ground(
         "chunk_size": int(chunk_size), "mass_lost": {"positive": {}, "dual": {}, "cnn": {}}, "totals": [], "totals_dual": [], "zero_totals": [],
     }
     run = _ground_recurrent if recurrent else _ground_frames
+    tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
     p_read, probs = run(model, clip, targets, method, r, chunks, diag, lstm_rule=lstm_rule,
                         seed_steps=seed_steps, cont=cont, allow_tanh_eb=allow_tanh_eb,
-                        budget=checkpoint_budget_bytes)
+                        budget=checkpoint_budget_bytes, tick=tick)
     xp = model.xp
     p_read = xp.concatenate(p_read, axis=1)  # (K, T, ...)
     if single:
@@ -274,6 +280,18 @@ def ground(
     )
 
 
+def _ticker(progress, total):
+    """``tick(n)``: report ``n`` more frames of work to ``progress(done, total)``, if given."""
+    done = [0]
+
+    def tick(n):
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    return tick
+
+
 def _one_hot_seed(targets, steps, T, C, *, xp, dtype):
     seed = xp.zeros((len(targets), T, C), dtype=dtype)  # (K, T, C)
     for k, c in enumerate(targets):
@@ -282,7 +300,7 @@ def _one_hot_seed(targets, steps, T, C, *, xp, dtype):
 
 
 def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rule, seed_steps, cont,
-                      allow_tanh_eb, budget):
+                      allow_tanh_eb, budget, tick):
     xp, T, s = model.xp, clip.shape[0], model.sequence_start
     memo = {}  # max(±W, 0) of fc layers, computed once for this call
     steps_seed = _seed_steps(seed_steps, T)
@@ -303,6 +321,7 @@ def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rul
             readout.append(x_r)
         x_s, _ = model.run_forward(x_r, r + 1, s)
         interface.append(x_s)
+        tick(b - a)
     interface = xp.concatenate(interface, axis=0)  # (T, D)
     diag["readout_recomputed"] = not keep_readout and r >= 0
 
@@ -335,6 +354,7 @@ def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rul
             out.append(model.run_grad(steps, p))
         else:
             out.append(model.run_eb(steps, p, stacked=True, mass=diag["mass_lost"]["cnn"]))
+        tick(b - a)
     return out, probs
 
 
@@ -348,7 +368,7 @@ def _lstm_accounting(res):
     return out
 
 
-def _ground_frames(model, clip, targets, method, r, chunks, diag, **_):
+def _ground_frames(model, clip, targets, method, r, chunks, diag, *, tick, **_):
     xp, L = model.xp, len(model.layers)
     memo = {}  # max(±W, 0) of fc layers, computed once for this call
     diag["seed_steps"] = "every frame"
@@ -358,6 +378,7 @@ def _ground_frames(model, clip, targets, method, r, chunks, diag, **_):
         logits, steps = model.run_forward(x_r, r + 1, L, keep=True, memo=memo)
         probs.append(softmax(logits))
         seed = _one_hot_seed(targets, list(range(b - a)), b - a, model.num_classes, xp=xp, dtype=model.dtype)
+        tick(b - a)
         if method == "BP":
             out.append(model.run_grad(steps, seed))
             continue

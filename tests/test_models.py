@@ -143,3 +143,15 @@ def test_ground_sees_weights_changed_between_calls():
     assert numpy.array_equal(ground(model, x, 1, method="cEB", layer="input").maps,
                              ground(fresh, x, 1, method="cEB", layer="input").maps)
     assert not numpy.allclose(ground(model, x, 1, method="cEB", layer="input").maps, first)
+
+
+def test_ground_reports_progress_per_chunk():
+    from ebr_ref.ground import ground
+
+    layers = _tiny()[:3] + [("fc7", "fc", {"out_features": 4}), ("relu7", "relu"), ("lstm1", "lstm", {"hidden": 3}),
+                            ("fc8", "fc", {"out_features": 3})]
+    model = sequential(layers, (1, 5, 5), seed=4)
+    x = numpy.random.default_rng(5).uniform(0, 1, (5, 1, 5, 5))
+    seen = []
+    ground(model, x, 0, method="cEB-R", layer="conv1", chunk_size=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(2, 10), (4, 10), (5, 10), (7, 10), (9, 10), (10, 10)]

@@ -136,9 +136,21 @@ def run_ground(model, clip, targets, args, console, *, cont=None):
     if args.chunk_size < 1:
         raise UserError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
     t0 = time.perf_counter()
-    with console.stage(f"{method} on {clip.shape[0]} frames"), user_errors():
-        g = ground(model, clip, targets, method=method, layer=args.layer, lstm_rule=args.lstm_rule,
-                   seed_steps=seed_steps, chunk_size=args.chunk_size, cont=cont)
+    bar = console.progress(total=clip.shape[0] * (2 if method.endswith("-R") else 1),
+                           desc=f"{method} on {clip.shape[0]} frames")
+
+    shown = [0]
+
+    def report(done, total):
+        bar.update(done - shown[0])
+        shown[0] = done
+
+    try:
+        with user_errors():
+            g = ground(model, clip, targets, method=method, layer=args.layer, lstm_rule=args.lstm_rule,
+                       seed_steps=seed_steps, chunk_size=args.chunk_size, cont=cont, progress=report)
+    finally:
+        bar.close()
     return g, method, time.perf_counter() - t0
 
 
