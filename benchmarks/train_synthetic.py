@@ -423,28 +423,33 @@ def main(argv=None):
     log(f"test: cnn per-frame accuracy {cnn_test['accuracy']:.4f} ({cnn_test['correct']}/{cnn_test['frames']}), "
         f"cnn-lstm per-clip accuracy {lstm_test['accuracy']:.4f} ({lstm_test['correct']}/{lstm_test['clips']})")
     log(f"two-action clips: cnn-lstm per-step accuracy {lstm_steps['accuracy']:.4f}")
-    log(f"small split: cnn {cnn_small['accuracy']:.4f}, cnn-lstm {lstm_small['accuracy']:.4f}; evaluation {t_eval:.1f} s")
+    log(f"small split: cnn {cnn_small['accuracy']:.4f}, cnn-lstm {lstm_small['accuracy']:.4f}; "
+        f"evaluation {t_eval:.1f} s")
 
-    test_note = {"kind": "trimmed", "frames_per_clip": CLIP_FRAMES, "generator": "ebr_ref.synthetic.make_batch(clips, 'trimmed', seed=seed, num_frames=16)"}
+    test_note = {"kind": "trimmed", "frames_per_clip": CLIP_FRAMES,
+                 "generator": "ebr_ref.synthetic.make_batch(clips, 'trimmed', seed=seed, num_frames=16)"}
+    frame_metric = "per-frame accuracy (argmax of the frame's probabilities)"
+    clip_metric = "per-clip accuracy: argmax of the probabilities averaged over the 16 steps"
     cnn_meta = {
         "architecture_note": "per-frame classifier; conv 3x3 pad 1, max pool 2x2 (floor)",
         "training": {**cnn_data, "epochs": cfg["cnn_epochs"], "batch": cfg["cnn_batch"], "optimizer": "Adam",
                      "lr": cfg["cnn_lr"], "loss": "cross-entropy per frame", "seconds": round(t_cnn, 1)},
-        "test": {**test_note, **cnn_test, "metric": "per-frame accuracy (argmax of the frame's probabilities)"},
-        "test_small": {**test_note, **cnn_small, "metric": "per-frame accuracy (argmax of the frame's probabilities)"},
+        "test": {**test_note, **cnn_test, "metric": frame_metric},
+        "test_small": {**test_note, **cnn_small, "metric": frame_metric},
         "torch_forward_rel_err": errs["cnn"],
     }
     lstm_meta = {
         "architecture_note": ("synthetic_cnn's layers conv1..drop7 (copied, frozen) -> lstm1 (ReLU cell, "
-                              f"H={HIDDEN}, gates i,f,o,g, cont 0 at the first frame) -> lstm1_drop -> fc8 at every step"),
-        "training": {**lstm_data, "clips_per_kind": cfg["lstm_mix"], "epochs": cfg["lstm_epochs"], "batch": cfg["lstm_batch"], "optimizer": "Adam",
-                     "lr": cfg["lstm_lr"], "grad_clip_norm": 5.0,
+                              f"H={HIDDEN}, gates i,f,o,g, cont 0 at the first frame) -> lstm1_drop -> fc8 "
+                              "at every step"),
+        "training": {**lstm_data, "clips_per_kind": cfg["lstm_mix"], "epochs": cfg["lstm_epochs"],
+                     "batch": cfg["lstm_batch"], "optimizer": "Adam", "lr": cfg["lstm_lr"], "grad_clip_norm": 5.0,
                      "loss": "cross-entropy at every step against the action of that frame (LRCN style)",
                      "note": ("half the clips are two-action clips (GT+rand, rand+GT) with per-frame labels; trained "
                               "on trimmed clips only, the ReLU LSTM latched on the first action of a clip"),
                      "seconds": round(t_lstm, 1)},
-        "test": {**test_note, **lstm_test, "metric": "per-clip accuracy: argmax of the probabilities averaged over the 16 steps"},
-        "test_small": {**test_note, **lstm_small, "metric": "per-clip accuracy: argmax of the probabilities averaged over the 16 steps"},
+        "test": {**test_note, **lstm_test, "metric": clip_metric},
+        "test_small": {**test_note, **lstm_small, "metric": clip_metric},
         "test_two_action": lstm_steps,
         "torch_forward_rel_err": errs["cnn_lstm"],
     }
