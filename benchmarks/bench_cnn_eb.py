@@ -61,7 +61,7 @@ def main():
     ap.add_argument("--classes", type=int, default=1000)
     args = ap.parse_args()
 
-    model = vgg16(args.classes, input_size=args.size, seed=0).astype(numpy.float32)
+    model = vgg16(args.classes, input_size=args.size, seed=0, dtype=numpy.float32)
     rng = numpy.random.default_rng(0xBE)
     clip = rng.uniform(0, 1, (1, 3, args.size, args.size)).astype(numpy.float32)
     target = 7

@@ -31,7 +31,7 @@ def _clip(T, size=224):
 
 
 def _model(classes):
-    return vgg16_lstm(classes, hidden=256, seed=0).astype(numpy.float32)
+    return vgg16_lstm(classes, hidden=256, seed=0, dtype=numpy.float32)
 
 
 def _timed(fn):

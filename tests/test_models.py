@@ -155,3 +155,10 @@ def test_ground_reports_progress_per_chunk():
     seen = []
     ground(model, x, 0, method="cEB-R", layer="conv1", chunk_size=2, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(2, 10), (4, 10), (5, 10), (7, 10), (9, 10), (10, 10)]
+
+
+def test_float32_builder_equals_cast_of_float64():
+    a = vgg16(3, input_size=32, seed=6, dtype=numpy.float32)
+    b = vgg16(3, input_size=32, seed=6).astype(numpy.float32)
+    assert a.dtype == numpy.float32
+    assert all(numpy.array_equal(a.params[k], b.params[k]) for k in a.params)

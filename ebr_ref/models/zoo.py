@@ -3,8 +3,10 @@
 Without weights, parameters are drawn deterministically from a seed (``None``
 means seed 0): conv and fc weights He-normal (``std = sqrt(2 / fan_in)``),
 biases ``N(0, 0.01^2)``, LSTM matrices uniform in ``±1/sqrt(H)`` (PyTorch's
-default), LSTM bias 0. Parameters are float64 NumPy arrays; use
-``Model.astype`` and ``Model.to`` for float32 or the GPU.
+default), LSTM bias 0. Parameters are NumPy arrays of ``dtype`` (float64 by
+default; a float32 model is drawn in float64 and rounded, parameter by
+parameter, so it equals ``Model.astype(float32)`` of the float64 model without
+ever holding both); ``Model.to`` moves a model to the GPU.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from .spec import Layer, param_shapes
 __all__ = ["vgg16", "caffenet", "vgg16_lstm", "sequential", "from_spec", "init_params"]
 
 
-def init_params(layers, input_shape, seed=None):
+def init_params(layers, input_shape, seed=None, dtype=numpy.float64):
     """Deterministic random parameters for a layer list (see the module docstring)."""
     rng = numpy.random.default_rng(0 if seed is None else seed)
+    dtype = numpy.dtype(dtype)
     params = {}
     for name, shape in param_shapes(layers, input_shape).items():
         field = name.rsplit(".", 1)[1]
@@ -37,6 +40,7 @@ def init_params(layers, input_shape, seed=None):
             params[name] = numpy.zeros(shape)
         else:  # pragma: no cover - param_shapes names only the fields above
             raise ValueError(f"no initialiser for parameter {name}")
+        params[name] = params[name].astype(dtype, copy=False)
     return params
 
 
@@ -50,7 +54,7 @@ def _as_layer(item):
     raise ValueError(f"cannot read a layer from {item!r}; use Layer, a dict, or (name, type[, settings])")
 
 
-def sequential(layers, input_shape, *, seed=None, params=None, meta=None):
+def sequential(layers, input_shape, *, seed=None, params=None, meta=None, dtype=numpy.float64):
     """Build a model from a short layer list.
 
     Parameters
@@ -69,6 +73,8 @@ def sequential(layers, input_shape, *, seed=None, params=None, meta=None):
     params : dict, optional
         Parameters under canonical names.
     meta : dict, optional
+    dtype : dtype
+        Of the random initialisation (float64 or float32).
 
     Returns
     -------
@@ -76,7 +82,7 @@ def sequential(layers, input_shape, *, seed=None, params=None, meta=None):
     """
     layers = [_as_layer(item) for item in layers]
     if params is None:
-        params = init_params(layers, input_shape, seed)
+        params = init_params(layers, input_shape, seed, dtype)
     return Model(layers, params, input_shape=input_shape, meta=meta)
 
 
@@ -109,7 +115,7 @@ def _vgg16_body(input_size):
     return layers
 
 
-def vgg16(num_classes, input_size=224, seed=None):
+def vgg16(num_classes, input_size=224, seed=None, dtype=numpy.float64):
     """VGG16 classifier (Simonyan & Zisserman, configuration D) with Caffe layer names.
 
     ``conv1_1 ... conv5_3`` (3x3, padding 1, each followed by ``relu``), ``pool1..5``
@@ -117,10 +123,10 @@ def vgg16(num_classes, input_size=224, seed=None):
     the classifier ``fc8``. Input ``(3, input_size, input_size)``.
     """
     layers = _vgg16_body(input_size) + [Layer("fc8", "fc", {"out_features": num_classes})]
-    return sequential(layers, (3, input_size, input_size), seed=seed, meta={"name": "vgg16"})
+    return sequential(layers, (3, input_size, input_size), seed=seed, meta={"name": "vgg16"}, dtype=dtype)
 
 
-def vgg16_lstm(num_classes, hidden=256, input_size=224, seed=None):
+def vgg16_lstm(num_classes, hidden=256, input_size=224, seed=None, dtype=numpy.float64):
     """The released VGG16_LSTM deploy model: VGG16 to fc7, ReLU-LSTM ``lstm1``, dropout, ``fc8``.
 
     ``fc8`` is applied at every time step (Caffe's ``fc8-final`` with ``axis: 2``).
@@ -130,10 +136,10 @@ def vgg16_lstm(num_classes, hidden=256, input_size=224, seed=None):
         Layer("lstm1_drop", "dropout"),
         Layer("fc8", "fc", {"out_features": num_classes}),
     ]
-    return sequential(layers, (3, input_size, input_size), seed=seed, meta={"name": "vgg16_lstm"})
+    return sequential(layers, (3, input_size, input_size), seed=seed, meta={"name": "vgg16_lstm"}, dtype=dtype)
 
 
-def caffenet(num_classes, input_size=227, seed=None):
+def caffenet(num_classes, input_size=227, seed=None, dtype=numpy.float64):
     """CaffeNet, the LRCN frame CNN (BVLC reference CaffeNet).
 
     conv1 96x11x11/4 → relu → pool 3/2 (ceil) → LRN(5, 1e-4, 0.75) → conv2 256x5x5 pad 2
@@ -157,4 +163,4 @@ def caffenet(num_classes, input_size=227, seed=None):
         Layer("fc7", "fc", {"out_features": 4096}), Layer("relu7", "relu"), Layer("drop7", "dropout"),
         Layer("fc8", "fc", {"out_features": num_classes}),
     ]
-    return sequential(layers, (3, input_size, input_size), seed=seed, meta={"name": "caffenet"})
+    return sequential(layers, (3, input_size, input_size), seed=seed, meta={"name": "caffenet"}, dtype=dtype)
