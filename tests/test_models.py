@@ -162,3 +162,17 @@ def test_float32_builder_equals_cast_of_float64():
     b = vgg16(3, input_size=32, seed=6).astype(numpy.float32)
     assert a.dtype == numpy.float32
     assert all(numpy.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+def test_saved_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    from ebr_ref.models.io import save_model, sidecar_path
+
+    path = tmp_path / "m.npz"
+    save_model(sequential(_tiny(), (1, 5, 5), seed=1), path)
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in (path, sidecar_path(path)):
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o666 & ~mask

@@ -64,6 +64,9 @@ def _atomic_write(path, write):
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
