@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .io import load_model
+from .io import load_model, read_sidecar
 
 __all__ = ["pretrained", "shipped_names", "data_dir"]
 
@@ -26,8 +26,13 @@ def shipped_names():
 
 
 def pretrained(name: str):
-    """Load the shipped model ``name`` (see :func:`shipped_names`)."""
+    """Load the shipped model ``name`` (see :func:`shipped_names`): a classifier or a captioner."""
     names = shipped_names()
     if name not in names:
         raise ValueError(f"no shipped model named {name!r}; available: {', '.join(names) or 'none'}")
-    return load_model(os.path.join(data_dir(), name + ".npz"))
+    path = os.path.join(data_dir(), name + ".npz")
+    if read_sidecar(path).get("kind") == "captioner":
+        from .caption import load_captioner
+
+        return load_captioner(path)
+    return load_model(path)
