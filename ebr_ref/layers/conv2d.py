@@ -15,7 +15,7 @@ Caffe and PyTorch::
 
 where ``g(o) = o // oCg`` is the group of output channel ``o``.
 
-Two evaluation paths compute the same sums; which one runs depends only on the
+Two evaluation paths compute the forward sums; which one runs depends only on the
 geometry (:func:`_use_shifted_views`), never on the values:
 
 * **Shifted views** ("implicit GEMM"; stride 1, at least 16 channels per group on
@@ -28,12 +28,17 @@ geometry (:func:`_use_shifted_views`), never on the values:
   ``sum_{u, v} W[:, :, u, v] @ view(u, v)``: ``kH kW`` BLAS GEMMs on views (no
   copies) accumulated into an ``(oC, N * Hp * Wp)`` buffer, from which the valid
   outputs are sliced. Flat positions that straddle a row or image edge are computed
-  and discarded (about ``1 - oH oW / (Hp Wp)`` of the work). The adjoint is the same
-  loop with ``W[:, :, u, v]^T`` and the shifts reversed.
-* **im2col + one GEMM** per group (all other layers: strided convolutions such as
-  CaffeNet's conv1, few channels such as a first layer on RGB input, and small maps
-  where the column buffer is cheap and the shifted views' discarded edge work is not), using
-  :mod:`ebr_ref.im2col`; the adjoint is one GEMM and ``col2im``.
+  and discarded (about ``1 - oH oW / (Hp Wp)`` of the work).
+* **im2col + one GEMM** per image and group (all other layers: strided convolutions
+  such as CaffeNet's conv1, few channels such as a first layer on RGB input, and
+  small maps, where the column buffer is cheap and the shifted views' discarded edge
+  work is not), using :mod:`ebr_ref.im2col`.
+
+The adjoint of a stride-1 convolution with ``pH <= dH (kH - 1)`` (and the same for
+widths) is itself a stride-1 correlation: of ``g_y`` padded by ``d (k - 1) - p``, with
+the kernel flipped in space and transposed in channels within each group; it runs
+through the forward code and takes the same two paths. Other adjoints (strided,
+or padded beyond the dilated kernel) are one GEMM per image and group and ``col2im``.
 
 Groups are a batch axis of a stacked matmul (``(G, oCg, iCg) @ (G, iCg, L)``), not a
 Python loop. The only Python loops are over the ``kH kW`` kernel offsets. Float32
@@ -175,22 +180,17 @@ def _adjoint(g, W, in_hw, stride, padding, dilation, groups, *, xp):
     _, iCg, kH, kW = W.shape
     G, oCg = groups, oC // groups
     iC = iCg * G
-    (iH, iW), (pH, pW), (dH, dW) = in_hw, padding, dilation
-    if not _use_shifted_views(W.shape, groups, stride, (oH, oW)):
-        W_t = W.reshape(G, oCg, iCg * kH * kW).transpose(0, 2, 1)  # (G, iCg kH kW, oCg)
-        col = xp.matmul(W_t, g.reshape(B, G, oCg, oH * oW))  # (B, G, iCg kH kW, oH oW)
-        return col2im(col.reshape(B, iC, kH, kW, oH, oW), in_hw, stride, padding, dilation, xp=xp)
-    Hp, Wp = iH + 2 * pH, iW + 2 * pW
-    S = B * Hp * Wp
-    # g at the output positions of the forward layout, after one leading zero image so
-    # that every backward shift (at most Hp Wp - 1) stays inside the buffer.
-    g_pad = xp.zeros((oC, B + 1, Hp, Wp), dtype=g.dtype)
-    g_pad[:, 1:, :oH, :oW] = g.transpose(1, 0, 2, 3)
-    starts = [Hp * Wp - (u * dH * Wp + v * dW) for u in range(kH) for v in range(kW)]
-    W_k = xp.ascontiguousarray(W.reshape(G, oCg, iCg, kH * kW).transpose(3, 0, 2, 1))  # (kH kW, G, iCg, oCg)
-    acc = xp.empty((iC, B, Hp, Wp), dtype=g.dtype)  # gradient on the padded input
-    _shifted_matmul(W_k, g_pad.reshape(G, oCg, S + Hp * Wp), starts, acc.reshape(G, iCg, S), xp=xp)
-    return xp.ascontiguousarray(acc[:, :, pH : pH + iH, pW : pW + iW].transpose(1, 0, 2, 3))
+    (pH, pW), (dH, dW) = padding, dilation
+    flip_pad = (dH * (kH - 1) - pH, dW * (kW - 1) - pW)
+    if stride == (1, 1) and min(flip_pad) >= 0:
+        # With stride 1 the adjoint is itself a correlation: of g, padded by d (k - 1) - p,
+        # with the kernel flipped in space and transposed in channels within each group.
+        W_flip = W.reshape(G, oCg, iCg, kH, kW)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+        W_flip = xp.ascontiguousarray(W_flip).reshape(iC, oCg, kH, kW)  # (iC, oCg, kH, kW)
+        return _correlate(g, W_flip, None, (1, 1), flip_pad, dilation, groups, in_hw, xp=xp)
+    W_t = W.reshape(G, oCg, iCg * kH * kW).transpose(0, 2, 1)  # (G, iCg kH kW, oCg)
+    col = xp.matmul(W_t, g.reshape(B, G, oCg, oH * oW))  # (B, G, iCg kH kW, oH oW)
+    return col2im(col.reshape(B, iC, kH, kW, oH, oW), in_hw, stride, padding, dilation, xp=xp)
 
 
 def conv2d_forward(x, W, b=None, *, stride=1, padding=0, dilation=1, groups=1):
