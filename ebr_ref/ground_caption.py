@@ -370,10 +370,10 @@ def ground_caption(
             p_int = p_n if p_int is None else p_int - p_n
 
     # 6. CNN part, chunk by chunk, from the read-out layer's activations to the video-feature layer and back.
-    out = []
+    out, memo = [], {}  # memo: max(W, 0) of fc layers, computed once for this call
     for n, (a, b) in enumerate(chunks):
         x_r = readout[n] if keep_readout else (clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0])
-        _, cnn_steps = model.run_forward(x_r, r + 1, s, keep=True)
+        _, cnn_steps = model.run_forward(x_r, r + 1, s, keep=True, memo=memo)
         p = p_int[:, a:b]
         if method == "BP-R":
             out.append(model.run_grad(cnn_steps, p))

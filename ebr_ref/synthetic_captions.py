@@ -1,27 +1,30 @@
 """Synthetic captioning videos, built on :mod:`ebr_ref.synthetic`, with word-level ground truth.
 
-A clip shows two or three coloured *objects* over the moving textured
-background and grey distractors of :mod:`ebr_ref.synthetic`. Each object is one
-of that module's actors (its shape and its motion: a square that slides, a bar
-that rotates, ...) painted in a colour drawn independently of the shape, so the
-colour word and the shape word of an object both need the pixels. Each object
-lives in its own cell of a 2 x 2 grid (its motion confined to the cell, so
-objects never overlap each other) and is present either for the whole clip or
-for a contiguous part of it.
+A clip shows two or three *objects* over the moving textured background and
+grey distractors of :mod:`ebr_ref.synthetic`. Each object is one of that
+module's actors, with its colour, its shape and its motion (a red square that
+slides, a green bar that rotates, ...), drawn at a smaller scale in its own cell
+of a 2 x 2 grid (its motion confined to the cell, so objects never overlap each
+other) and present either for the whole clip or for a contiguous part of it.
 
 Captions follow one template, objects in a fixed order (the order of
 :data:`ebr_ref.synthetic.ACTIONS`)::
 
-    a red square slides and a blue disk pulses
-    a green square slides and a cyan ring orbits and a yellow diamond flickers
+    a square slides and a disk pulses
+    a square slides and a ring orbits and a diamond flickers
 
-The template says nothing about *when* an object appears: the captioner of
-paper §4.2 pools its frames' features by a mean over time, which is invariant
-to the order of the frames, so "X then Y" could not be decoded from it. The
-ground truth of every object (its words, its inclusive per-frame boxes, NaN
-where absent, and its inclusive frame interval) supports the spatial pointing
-game on the frames where the object is present and temporal pointing for
-objects present in part of the clip.
+The noun is where the decoder decides which object comes next (from the
+pixels); the verb then follows from the noun. Colours are not named: an
+object's colour is the visual cue of its identity (as in :mod:`ebr_ref.synthetic`),
+which a small CNN trained on the CPU in minutes learns; shapes alone, at this
+size among grey distractors of the same shapes, take far longer to learn. The
+template says nothing about *when* an object appears: the captioner of paper
+§4.2 pools its frames' features by a mean over time, which is invariant to the
+order of the frames, so "X then Y" could not be decoded from it. The ground
+truth of every object (its words, its inclusive per-frame boxes, NaN where
+absent, and its inclusive frame interval) supports the spatial pointing game on
+the frames where the object is present and temporal pointing for objects
+present in part of the clip.
 
 Conventions are those of :mod:`ebr_ref.synthetic`: frames ``(T, 3, H, W)``
 float32 in ``[0, 1]``, boxes ``(x1, y1, x2, y2)`` inclusive pixel coordinates,
@@ -39,7 +42,6 @@ from .models.caption import Vocabulary
 from .synthetic import _ACTOR_STYLE, ACTIONS, _actor_track, _boxes_of, _shape_mask, render_action
 
 __all__ = [
-    "COLOURS",
     "SHAPES",
     "VERBS",
     "WORDS",
@@ -51,20 +53,12 @@ __all__ = [
     "make_caption_batch",
 ]
 
-COLOURS = {  # the actor colours of ebr_ref.synthetic
-    "red": (0.95, 0.15, 0.15),
-    "green": (0.15, 0.90, 0.20),
-    "blue": (0.20, 0.35, 1.00),
-    "yellow": (1.00, 0.90, 0.10),
-    "magenta": (0.95, 0.20, 0.95),
-    "cyan": (0.10, 0.95, 0.95),
-}
 SHAPES = {a: _ACTOR_STYLE[a][0] for a in ACTIONS}  # action -> shape word
 VERBS = {
     "slide": "slides", "rotate": "rotates", "pulse": "pulses", "bounce": "bounces", "orbit": "orbits",
     "zigzag": "zigzags", "flicker": "flickers",
 }
-WORDS = ("a", "and") + tuple(COLOURS) + tuple(SHAPES[a] for a in ACTIONS) + tuple(VERBS[a] for a in ACTIONS)
+WORDS = ("a", "and") + tuple(SHAPES[a] for a in ACTIONS) + tuple(VERBS[a] for a in ACTIONS)
 _CELL_SCALE = 1.5  # object size relative to the synthetic actor drawn in a cell-sized frame
 
 
@@ -77,7 +71,6 @@ class ObjectTruth(NamedTuple):
     """One object of a clip."""
 
     action: str  # one of ebr_ref.synthetic.ACTIONS
-    colour: str  # a key of COLOURS
     shape: str  # its shape word
     verb: str  # its motion word
     interval: tuple  # (start, end) inclusive frames where it is present
@@ -92,7 +85,7 @@ class CaptionClip(NamedTuple):
     caption: str
     words: list  # the caption's words
     objects: list  # ObjectTruth, in caption order
-    word_objects: list  # per caption word: the index of the object it describes, -1 for "and"
+    word_objects: list  # per caption word: the index of the object it describes ("a", noun, verb), -1 for "and"
 
 
 def caption_of(objects):
@@ -102,8 +95,8 @@ def caption_of(objects):
         if k:
             words.append("and")
             owner.append(-1)
-        words += ["a", ob.colour, ob.shape, ob.verb]
-        owner += [k] * 4
+        words += ["a", ob.shape, ob.verb]
+        owner += [k] * 3
     return " ".join(words), owner
 
 
@@ -153,27 +146,22 @@ def make_caption_clip(seed, *, num_objects=None, num_frames=8, size=(64, 64), n_
     frames = scene.frames.astype(numpy.float64)
     actions = sorted(int(a) for a in rng.choice(len(ACTIONS), size=n, replace=False))  # caption order
     cells = [(int(c) // 2, int(c) % 2) for c in rng.permutation(4)[:n]]
-    names = list(COLOURS)
     cH, cW = H // 2, W // 2
     X = numpy.arange(W, dtype=numpy.float64)[None, None, :]
     Y = numpy.arange(H, dtype=numpy.float64)[None, :, None]
     objects = []
     for a, (row, col) in zip(actions, cells):
         action = ACTIONS[a]
-        colour = names[int(rng.integers(len(names)))]
-        cx, cy, sz, ang, style = _actor_track(action, T, cH, cW, rng)
+        cx, cy, sz, ang, colour = _actor_track(action, T, cH, cW, rng)  # the actor in a cell-sized frame
         cx, cy, sz = cx + col * cW, cy + row * cH, sz * _CELL_SCALE
-        bright = style.max(axis=1) / style.max()  # (T,)  1, or the flicker's on/off brightness
-        rgb = numpy.clip(numpy.array(COLOURS[colour]) + rng.uniform(-0.06, 0.06, 3), 0, 1)
         start, end = _interval(T, rng, p_full)
-        m = _shape_mask(SHAPES[action], cx[:, None, None], cy[:, None, None],
-                        sz[:, None, None], ang[:, None, None], X, Y)  # (T, H, W)
+        m = _shape_mask(SHAPES[action], cx[:, None, None], cy[:, None, None], sz[:, None, None], ang[:, None, None],
+                        X, Y)  # (T, H, W)
         present = numpy.zeros(T, dtype=bool)
         present[start : end + 1] = True
         m &= present[:, None, None]
-        frames = numpy.where(m[:, None], (bright[:, None] * rgb)[:, :, None, None], frames)
-        objects.append(ObjectTruth(action, colour, SHAPES[action], VERBS[action], (start, end), _boxes_of(m),
-                                   (row, col)))
+        frames = numpy.where(m[:, None], colour[:, :, None, None], frames)
+        objects.append(ObjectTruth(action, SHAPES[action], VERBS[action], (start, end), _boxes_of(m), (row, col)))
     caption, owner = caption_of(objects)
     return CaptionClip(numpy.clip(frames, 0, 1).astype(numpy.float32), caption, caption.split(), objects, owner)
 

@@ -300,14 +300,8 @@ class CaptionModel:
         self.params = params
         self.dtype = next(iter(dtypes))
         self.embed_dim, self.hidden = E, (H1, H2)
-        self._positive = {}
 
     # ---- structure and conversions -----------------------------------------------------------
-    @property
-    def sequence_start(self) -> int:
-        """Index just past the frame part (the video feature is this layer list's output)."""
-        return len(self.layers)
-
     def _with_params(self, params):
         return CaptionModel(self.layers, params, self.vocab, input_shape=self.input_shape,
                             static_layer=self.static_layer, pool=self.pool, cell_act=self.cell_act, meta=self.meta)
@@ -533,21 +527,30 @@ def captioner(frame_layers, vocab, input_shape, *, embed=32, hidden=(64, 64), st
                         cell_act=cell_act, meta=meta)
 
 
-def small_captioner(vocab, *, input_size=64, channels=(16, 32, 32), fc=128, embed=32, hidden=(64, 64),
-                    static_layer="lstm2", pool="mean", cell_act="relu", seed=None, params=None, meta=None):
+def small_captioner(vocab, *, input_size=64, channels=(8, 16, 64), fc=64, global_pool="max", embed=32,
+                    hidden=(64, 64), static_layer="lstm2", pool="mean", cell_act="relu", seed=None, params=None,
+                    meta=None):
     """A small captioner for the synthetic videos (and tests).
 
-    Frame part: ``conv1..conv3`` (3x3, padding 1, ReLU, each followed by a 2x2
-    max pool ``pool1..3``), ``flatten``, ``fc6`` and ``fc7`` (``fc`` units, ReLU
-    ``relu6``/``relu7``); the video feature is relu7's output. Input
-    ``(3, input_size, input_size)``, ``input_size`` a multiple of 8.
+    Frame part: ``conv1..convK`` (3x3, padding 1, ReLU, each followed by a 2x2
+    max pool ``pool1..K``), then with ``global_pool`` ("max" or "avg") a pooling
+    ``gpool`` over the whole remaining map (translation invariance: an object
+    is recognised wherever it is), ``flatten``, ``fc6`` and ``fc7`` (``fc``
+    units, ReLU ``relu6``/``relu7``); the video feature is relu7's output.
+    Input ``(3, input_size, input_size)``, ``input_size`` a multiple of
+    ``2 ** len(channels)``.
     """
-    if input_size % 8:
-        raise ValueError(f"small_captioner: input_size must be a multiple of 8, got {input_size}")
+    side = input_size // 2 ** len(channels)
+    if side * 2 ** len(channels) != input_size or side < 1:
+        raise ValueError(f"small_captioner: input_size must be a multiple of {2 ** len(channels)}, got {input_size}")
+    if global_pool not in ("max", "avg", None):
+        raise ValueError(f"small_captioner: global_pool must be 'max', 'avg' or None, got {global_pool!r}")
     layers = []
     for k, width in enumerate(channels, start=1):
         layers += [(f"conv{k}", "conv", {"out_channels": int(width), "kernel": 3, "padding": 1}), (f"relu{k}", "relu"),
                    (f"pool{k}", "maxpool", {"kernel": 2})]
+    if global_pool is not None:
+        layers.append(("gpool", f"{global_pool}pool", {"kernel": side}))
     layers += [("flatten", "flatten"), ("fc6", "fc", {"out_features": int(fc)}), ("relu6", "relu"),
                ("fc7", "fc", {"out_features": int(fc)}), ("relu7", "relu")]
     meta = {"name": "small_captioner", "readout": f"conv{len(channels)}", **(meta or {})}
