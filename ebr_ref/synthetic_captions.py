@@ -43,6 +43,7 @@ from .synthetic import _ACTOR_STYLE, ACTIONS, _actor_track, _boxes_of, _shape_ma
 
 __all__ = [
     "SHAPES",
+    "COLOURS",
     "VERBS",
     "WORDS",
     "vocabulary",
@@ -54,6 +55,10 @@ __all__ = [
 ]
 
 SHAPES = {a: _ACTOR_STYLE[a][0] for a in ACTIONS}  # action -> shape word
+COLOURS = {  # action -> the name of its actor's colour in ebr_ref.synthetic
+    "slide": "red", "rotate": "green", "pulse": "blue", "bounce": "yellow", "orbit": "magenta", "zigzag": "cyan",
+    "flicker": "orange",
+}
 VERBS = {
     "slide": "slides", "rotate": "rotates", "pulse": "pulses", "bounce": "bounces", "orbit": "orbits",
     "zigzag": "zigzags", "flicker": "flickers",
@@ -71,6 +76,7 @@ class ObjectTruth(NamedTuple):
     """One object of a clip."""
 
     action: str  # one of ebr_ref.synthetic.ACTIONS
+    colour: str  # the actor's colour (a key of COLOURS; not a word of the caption)
     shape: str  # its shape word
     verb: str  # its motion word
     interval: tuple  # (start, end) inclusive frames where it is present
@@ -161,7 +167,8 @@ def make_caption_clip(seed, *, num_objects=None, num_frames=8, size=(64, 64), n_
         present[start : end + 1] = True
         m &= present[:, None, None]
         frames = numpy.where(m[:, None], colour[:, :, None, None], frames)
-        objects.append(ObjectTruth(action, SHAPES[action], VERBS[action], (start, end), _boxes_of(m), (row, col)))
+        objects.append(ObjectTruth(action, COLOURS[action], SHAPES[action], VERBS[action], (start, end), _boxes_of(m),
+                                   (row, col)))
     caption, owner = caption_of(objects)
     return CaptionClip(numpy.clip(frames, 0, 1).astype(numpy.float32), caption, caption.split(), objects, owner)
 

@@ -341,6 +341,11 @@ def test_boxes_hold_exactly_the_pixels_the_objects_changed():
                 # the box is tight: every border row and column holds a changed pixel
                 box = changed[t, y1 : y2 + 1, x1 : x2 + 1]
                 assert box[0].any() and box[-1].any() and box[:, 0].any() and box[:, -1].any()
+                if o.action != "flicker":  # drawn in its actor's colour (flicker dims it on some frames)
+                    pixels = c.frames[t, :, y1 : y2 + 1, x1 : x2 + 1][:, box]  # (3, n)
+                    named = {"red": (0.95, 0.15, 0.15), "green": (0.15, 0.9, 0.2), "blue": (0.2, 0.35, 1.0),
+                             "yellow": (1.0, 0.9, 0.1), "magenta": (0.95, 0.2, 0.95), "cyan": (0.1, 0.95, 0.95)}
+                    assert numpy.abs(numpy.median(pixels, axis=1) - named[o.colour]).max() < 0.1
         assert not numpy.any(changed & ~inside)  # nothing changed outside the objects' boxes
 
 
