@@ -148,25 +148,40 @@ def main():
 
 
 def compare_paths(dtype, repeat, rounds, rng):
-    """Forward and adjoint with the shifted-view path forced, then the im2col path forced."""
-    columns = ("fwd shift", "fwd im2col", "adj shift", "adj im2col")
-    print("\nforced paths (ms):" + "".join(f"{c:>12s}" for c in columns))
-    saved = conv2d_module._MIN_SHIFTED_COLUMN, conv2d_module._MIN_SHIFTED_CHANNELS
+    """Forward and adjoint with each evaluation path forced (see ebr_ref.layers.conv2d)."""
+    settings = {  # constant: (forced on, forced off)
+        "_MIN_SHIFTED_CHANNELS": (1, 2**62),
+        "_MIN_SHIFTED_COLUMN": (0, 2**62),
+        "_MIN_FLIPPED_COLUMN": (0, 2**62),
+        "_MAX_FLIPPED_WIDENING": (2**62, 0),
+    }
+    forced = {  # path: (shifted views on, flipped adjoint on)
+        "shifted": (True, True),
+        "im2col": (False, True),
+        "col2im": (False, False),
+    }
+    columns = ("fwd shifted", "fwd im2col", "adj flip+shift", "adj flip+im2col", "adj col2im")
+    print("\nforced paths (ms):" + "".join(f"{c:>16s}" for c in columns))
+    saved = {name: getattr(conv2d_module, name) for name in settings}
     try:
         for name, iC, oC, size, k, s, p, G in VGG16 + CAFFENET[1:]:
             x = rng.uniform(0, 1, (1, iC, size, size)).astype(dtype)
             W = rng.normal(size=(oC, iC // G, k, k)).astype(dtype)
             y, _ = conv2d_forward(x, W, stride=s, padding=p, groups=G)
-            times = [numpy.inf] * 4
+            best = {}
             for _ in range(rounds):
-                for j, forced in enumerate(((0, 1), (2**62, 2**62))):
-                    conv2d_module._MIN_SHIFTED_COLUMN, conv2d_module._MIN_SHIFTED_CHANNELS = forced
+                for path, (shift, flip) in forced.items():
+                    for const, (on, off) in settings.items():
+                        setattr(conv2d_module, const, on if (shift if "SHIFTED" in const else flip) else off)
                     fwd = best_ms(lambda: conv2d_forward(x, W, stride=s, padding=p, groups=G), repeat)
                     adj = best_ms(lambda: conv2d_adjoint(y, W, x.shape, stride=s, padding=p, groups=G), repeat)
-                    times[2 * j], times[2 * j + 1] = min(times[2 * j], fwd), min(times[2 * j + 1], adj)
-            print(f"{name:18s}" + "".join(f"{t:12.2f}" for t in (times[0], times[2], times[1], times[3])))
+                    best[("fwd", path)] = min(best.get(("fwd", path), numpy.inf), fwd)
+                    best[("adj", path)] = min(best.get(("adj", path), numpy.inf), adj)
+            cells = [best["fwd", "shifted"], best["fwd", "im2col"]] + [best["adj", q] for q in forced]
+            print(f"{name:18s}" + "".join(f"{t:16.2f}" for t in cells))
     finally:
-        conv2d_module._MIN_SHIFTED_COLUMN, conv2d_module._MIN_SHIFTED_CHANNELS = saved
+        for name, value in saved.items():
+            setattr(conv2d_module, name, value)
 
 
 if __name__ == "__main__":

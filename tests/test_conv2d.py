@@ -1,8 +1,11 @@
 """conv2d: forward vs naive loops, adjoint, gradient vs finite differences and torch, EB vs dense matrices.
 
-Both evaluation paths of the kernel (shifted views for stride 1, im2col) are exercised
-by the ``path`` fixture, which moves the kernel's size thresholds so that small test
-shapes take the path under test.
+Every evaluation path of the kernel is exercised by the ``path`` fixture, which moves
+the kernel's size thresholds so that small test shapes take the path under test:
+"shifted" (forward by shifted views; adjoint as a flipped-kernel correlation by shifted
+views), "im2col" (forward by im2col; adjoint as a flipped-kernel correlation by im2col)
+and "col2im" (forward by im2col; adjoint by GEMM and col2im). Strided convolutions and
+padding beyond the dilated kernel take im2col / col2im whatever the setting.
 """
 
 import contextlib
@@ -34,17 +37,22 @@ CASES = {
 }
 
 
+PATHS = ["shifted", "im2col", "col2im"]
+
+
 @contextlib.contextmanager
 def forced_path(path):
-    """Make every eligible convolution (stride 1) take ``path``, or none take it."""
-    shifted = path == "shifted"
+    """Make every eligible convolution take ``path`` (see the module docstring)."""
+    shifted, flipped = path == "shifted", path != "col2im"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(conv2d_module, "_MIN_SHIFTED_CHANNELS", 1 if shifted else 2**62)
         mp.setattr(conv2d_module, "_MIN_SHIFTED_COLUMN", 0 if shifted else 2**62)
+        mp.setattr(conv2d_module, "_MIN_FLIPPED_COLUMN", 0 if flipped else 2**62)
+        mp.setattr(conv2d_module, "_MAX_FLIPPED_WIDENING", 2**62 if flipped else 0)
         yield
 
 
-@pytest.fixture(params=["shifted", "im2col"])
+@pytest.fixture(params=PATHS)
 def path(request):
     with forced_path(request.param):
         yield request.param
@@ -226,10 +234,16 @@ def test_default_rule_takes_shifted_views_on_large_layers():
     assert conv2d_module._use_shifted_views(W.shape, 1, (1, 1), (242, 242))
     assert not conv2d_module._use_shifted_views(W.shape, 1, (1, 1), (64, 64))
     assert not conv2d_module._use_shifted_views(W.shape, 1, (2, 1), (242, 242))
+    flipped = conv2d_module._use_flipped_adjoint
+    assert flipped((64, 64, 3, 3), 1, (1, 1), (1, 1), (224, 224))  # VGG16 conv1_2
+    assert not flipped((64, 3, 3, 3), 1, (1, 1), (1, 1), (224, 224))  # conv1_1: oC = 64 output channels per 3 inputs
+    assert not flipped((512, 512, 3, 3), 1, (1, 1), (1, 1), (14, 14))  # conv5_x: small maps
+    assert not flipped((64, 64, 3, 3), 1, (2, 2), (1, 1), (224, 224))  # strided
+    assert not flipped((64, 64, 3, 3), 1, (1, 1), (-1, 1), (224, 224))  # padding beyond the kernel
     y, cache = conv2d_forward(x, W, padding=1)
     p_y = rng.uniform(0, 1, y.shape).astype(numpy.float32)
     p_x = conv2d_eb(p_y, cache)
-    with forced_path("im2col"):
+    with forced_path("col2im"):
         y_ref, cache_ref = conv2d_forward(x, W, padding=1)
         p_x_ref = conv2d_eb(p_y, cache_ref)
     assert rel_err(y, y_ref) < 1e-6 and rel_err(p_x, p_x_ref) < 1e-5
@@ -300,7 +314,7 @@ def geometries(draw):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    case=geometries(), path_name=st.sampled_from(["shifted", "im2col"]), seed=st.integers(0, 2**32 - 1),
+    case=geometries(), path_name=st.sampled_from(PATHS), seed=st.integers(0, 2**32 - 1),
     a=st.floats(0.1, 10), c=st.floats(0.1, 10),
 )
 def test_eb_properties(case, path_name, seed, a, c):

@@ -34,11 +34,11 @@ geometry (:func:`_use_shifted_views`), never on the values:
   small maps, where the column buffer is cheap and the shifted views' discarded edge
   work is not), using :mod:`ebr_ref.im2col`.
 
-The adjoint of a stride-1 convolution with ``pH <= dH (kH - 1)`` (and the same for
-widths) is itself a stride-1 correlation: of ``g_y`` padded by ``d (k - 1) - p``, with
-the kernel flipped in space and transposed in channels within each group; it runs
-through the forward code and takes the same two paths. Other adjoints (strided,
-or padded beyond the dilated kernel) are one GEMM per image and group and ``col2im``.
+The adjoint is one GEMM per image and group followed by ``col2im``, except on large
+maps (:func:`_use_flipped_adjoint`): there the adjoint of a stride-1 convolution with
+``pH <= dH (kH - 1)`` (and the same for widths) runs as what it is, a stride-1
+correlation of ``g_y`` padded by ``d (k - 1) - p`` with the kernel flipped in space and
+transposed in channels within each group, through the forward code and its two paths.
 
 Groups are a batch axis of a stacked matmul (``(G, oCg, iCg) @ (G, iCg, L)``), not a
 Python loop. The only Python loops are over the ``kH kW`` kernel offsets. Float32
@@ -63,6 +63,12 @@ __all__ = ["Conv2dCache", "conv2d_forward", "conv2d_adjoint", "conv2d_eb", "conv
 # channels on both sides for each per-offset GEMM to run near BLAS peak.
 _MIN_SHIFTED_CHANNELS = 16
 _MIN_SHIFTED_COLUMN = 2**23  # elements of one image's im2col buffer, iC kH kW oH oW (32 MiB in float32)
+# Adjoint rule: the flipped-kernel correlation avoids col2im's many short strided adds
+# but gathers a column buffer over the output channels and copies W; it pays off on
+# large maps when the adjoint does not widen the channels (VGG16 conv1_2 to conv4_3,
+# not conv1_1 with 3 input channels, nor the 14 x 14 conv5 layers).
+_MIN_FLIPPED_COLUMN = 2**21  # elements oC kH kW iH iW per image
+_MAX_FLIPPED_WIDENING = 1  # largest oCg / iCg
 
 
 class Conv2dCache(NamedTuple):
@@ -127,6 +133,17 @@ def _use_shifted_views(W_shape, groups, stride, out_hw):
     )
 
 
+def _use_flipped_adjoint(W_shape, groups, stride, flip_pad, in_hw):
+    """Rule for the adjoint as a flipped-kernel correlation (see ``_MIN_FLIPPED_COLUMN``)."""
+    oC, iCg, kH, kW = W_shape
+    return (
+        stride == (1, 1)
+        and min(flip_pad) >= 0
+        and oC // groups <= _MAX_FLIPPED_WIDENING * iCg
+        and oC * kH * kW * in_hw[0] * in_hw[1] >= _MIN_FLIPPED_COLUMN
+    )
+
+
 def _shifted_matmul(W_k, src, starts, out, *, xp):
     """``out = sum_k W_k[k] @ src[:, :, starts[k] : starts[k] + L]`` with ``L = out.shape[-1]``.
 
@@ -182,7 +199,7 @@ def _adjoint(g, W, in_hw, stride, padding, dilation, groups, *, xp):
     iC = iCg * G
     (pH, pW), (dH, dW) = padding, dilation
     flip_pad = (dH * (kH - 1) - pH, dW * (kW - 1) - pW)
-    if stride == (1, 1) and min(flip_pad) >= 0:
+    if _use_flipped_adjoint(W.shape, groups, stride, flip_pad, in_hw):
         # With stride 1 the adjoint is itself a correlation: of g, padded by d (k - 1) - p,
         # with the kernel flipped in space and transposed in channels within each group.
         W_flip = W.reshape(G, oCg, iCg, kH, kW)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
