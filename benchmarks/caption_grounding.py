@@ -199,7 +199,8 @@ def report(args, model, acc, names, tallies, per_word, words, shares, n_clips):
     for name in names:
         t = f"{1000 * per_word[name]:.1f} ms" if name in per_word else "–"
         lines.append(f"| {name} | {cell(name, ('spatial', 'noun'))} | {cell(name, ('temporal', 'noun'))} | "
-                     f"{cell(name, ('spatial', 'verb'))} | {cell(name, ('temporal', 'verb'))} | {cell(name, ('other', 'noun'))} | {t} |")
+                     f"{cell(name, ('spatial', 'verb'))} | {cell(name, ('temporal', 'verb'))} | "
+                     f"{cell(name, ('other', 'noun'))} | {t} |")
     ns = tallies[names[0]].acc(("spatial", "noun"))[1]
     nt = tallies[names[0]].acc(("temporal", "noun"))[1]
     return lines, ns, nt

@@ -234,7 +234,8 @@ def main():
                  "train_clips": args.train, "val_seed": VAL_SEED, "val_clips": args.val, **CLIPS,
                  "size": list(CLIPS["size"])},
         "training": {"script": "benchmarks/train_captioner.py", "steps": args.steps, "batch": args.batch,
-                     "lr": args.lr, "optimizer": "Adam, one-cycle", "aux_weight": args.aux_weight, "torch": torch.__version__,
+                     "lr": args.lr, "optimizer": "Adam, one-cycle", "aux_weight": args.aux_weight,
+                     "torch": torch.__version__,
                      "seconds": round(train_seconds, 1)},
         "accuracy": {"val_exact_caption": exact, "val_word": word_acc, "decoder": "ebr_ref greedy, max_len 20"},
     }

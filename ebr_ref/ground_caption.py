@@ -148,7 +148,7 @@ def decoder_eb(seed, cache, *, rule, negate=False, allow_tanh=False):
 
 
 def decoder_grad(seed, cache):
-    """Gradient of ``<seed, logits>`` with respect to the video feature, ``(K, N, D)`` (BP-R, recurrent paths included)."""
+    """Gradient of ``<seed, logits>`` with respect to the video feature ``(K, N, D)`` (BP-R; recurrent paths kept)."""
     K, S, N, V = seed.shape
     g_h = linear_grad(seed.reshape(K, S * N, V), cache.predict).reshape(K, S, N, -1)  # (K, S, N, H2)
     gr2 = lstm_grad(g_h, cache.lstm2)

@@ -52,7 +52,9 @@ def temporal_mean_forward(x):
     """
     get_xp(x)
     if x.ndim < 2:
-        raise ValueError(f"temporal_mean: x must be (T, ...) with at least one axis after time, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"temporal_mean: x must be (T, ...) with at least one axis after time, got shape {tuple(x.shape)}"
+        )
     if x.shape[0] == 0:
         raise ValueError("temporal_mean: x has no time steps (T = 0)")
     return x.mean(axis=0), TemporalMeanCache(x)  # (...)

@@ -337,7 +337,7 @@ class CaptionModel:
         return self.xp.concatenate(out, axis=0)
 
     def pool_features(self, feats):
-        """The video feature ``(D,)`` from the frames' features ``(T, D)``, and the pooling cache (None without pooling)."""
+        """The video feature ``(D,)`` of the frames' features ``(T, D)``, and the pooling cache (None if no pooling)."""
         if self.pool is None:
             if feats.shape[0] != 1:
                 raise ValueError(f"an image captioner takes one frame, got {feats.shape[0]}")
@@ -423,7 +423,8 @@ class CaptionModel:
         single = v.ndim == 1
         v = v[None] if single else v
         if v.ndim != 2 or v.shape[1] != self.feature_dim:
-            raise ValueError(f"decode: v must be (N, {self.feature_dim}) or ({self.feature_dim},), got {tuple(v.shape)}")
+            raise ValueError(f"decode: v must be (N, {self.feature_dim}) or ({self.feature_dim},), "
+                             f"got {tuple(v.shape)}")
         ids, logits = self._greedy(v, int(max_len))
         ids, logits = backend.to_numpy(ids), backend.to_numpy(logits)
         out = []
@@ -650,7 +651,8 @@ def load_captioner(path, *, verify=True):
     for k, a in params.items():
         info = listed.get(k)
         if info is None or list(a.shape) != list(info.get("shape", [])) or a.dtype.str != info.get("dtype"):
-            raise ValueError(f"{path}: parameter {k}: the sidecar lists {info}, the .npz has {list(a.shape)} {a.dtype.str}")
+            raise ValueError(f"{path}: parameter {k}: the sidecar lists {info}, "
+                             f"the .npz has {list(a.shape)} {a.dtype.str}")
     try:
         dec = side["decoder"]
         return captioner(side["architecture"], Vocabulary.from_tokens(side["vocabulary"]), tuple(side["input_shape"]),

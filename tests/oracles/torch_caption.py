@@ -24,7 +24,6 @@ two special token indices, and recomputes with torch in float64, written from SP
 
 from __future__ import annotations
 
-import numpy
 import torch
 
 from .torch_ebr import _act, _eb_layer, _forward_layer, _lstm_unroll, _ratio, _tensor
