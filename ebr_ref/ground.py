@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy
 
 from . import backend
+from .fused_readout import fused_maps, plan
 from .models.model import default_cont, softmax
 
 __all__ = ["Grounding", "ground", "METHODS"]
@@ -185,6 +186,7 @@ def ground(
     allow_tanh_eb=False,
     checkpoint_budget_bytes=1 << 30,
     progress=None,
+    fused_readout="auto",
 ):
     """Ground one or several target classes of a model in a clip.
 
@@ -255,29 +257,76 @@ def ground(
             f"{model.layer_names[-1]!r}"
         )
     chunks = _chunks(clip.shape[0], chunk_size)
+    if channel_maps and fused_readout is True:
+        raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
+    mode = "grad" if method in ("BP", "BP-R") else "eb"
+    fold = None if channel_maps else plan(model, r, len(targets), mode, request=fused_readout)
     diag = {
         "method": method, "lstm_rule": lstm_rule if recurrent else None, "targets": targets, "layer": layer,
         "chunk_size": int(chunk_size), "mass_lost": {"positive": {}, "dual": {}, "cnn": {}}, "totals": [], "totals_dual": [], "zero_totals": [],
+        "fused_readout": None if fold is None else [model.layer_names[k] for k in range(r + 1, r + 1 + fold.depth)],
     }
     run = _ground_recurrent if recurrent else _ground_frames
     tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
-    p_read, probs = run(model, clip, targets, method, r, chunks, diag, lstm_rule=lstm_rule,
-                        seed_steps=seed_steps, cont=cont, allow_tanh_eb=allow_tanh_eb,
-                        budget=checkpoint_budget_bytes, tick=tick)
-    xp = model.xp
-    p_read = xp.concatenate(p_read, axis=1)  # (K, T, ...)
+    readout = _Readout(model, fold, mode, channel_maps)
+    probs = run(model, clip, targets, method, r, chunks, diag, readout, lstm_rule=lstm_rule,
+                seed_steps=seed_steps, cont=cont, allow_tanh_eb=allow_tanh_eb,
+                budget=checkpoint_budget_bytes, tick=tick)
+    maps, p_read = readout.result()  # (K, T, h, w) or (K, T, D); (K, T, C, h, w) or None
+    evidence = maps.reshape(maps.shape[:2] + (-1,)).sum(axis=-1)  # (K, T)
     if single:
-        p_read = p_read[0]
-    maps, evidence = _maps(p_read, stacked=not single)
+        maps, evidence, p_read = maps[0], evidence[0], None if p_read is None else p_read[0]
     return Grounding(
         maps=backend.to_numpy(maps),
         evidence=backend.to_numpy(evidence),
         probs=backend.to_numpy(probs),
         targets=targets,
         layer=layer,
-        channel_maps=backend.to_numpy(p_read) if channel_maps else None,
+        channel_maps=None if p_read is None else backend.to_numpy(p_read),
         diagnostics=diag,
     )
+
+
+class _Readout:
+    """The last leg of every chunk: from the signal at the top of the CNN steps down to the read-out layer.
+
+    Keeps, per chunk, the channel-summed maps ``(K, n, h, w)`` (a flat read-out
+    layer: the signal ``(K, n, D)`` itself) and, when asked, the full signal.
+    With a fold plan the layers up to the first max pooling above the read-out
+    layer run fused (:func:`ebr_ref.fused_readout.fused_maps`).
+    """
+
+    def __init__(self, model, fold, mode, keep_channels):
+        self.model, self.fold, self.mode, self.keep = model, fold, mode, keep_channels
+        self.maps, self.channels = [], []
+
+    def __call__(self, steps, p, mass):
+        """Signal ``p (K, n, ...)`` at the top of ``steps`` -> maps at the read-out layer, kept.
+
+        ``mass`` (a dict, EB only) receives the mass lost per layer, as in :meth:`Model.run_eb`.
+        """
+        fold = self.fold
+        below = [] if fold is None else steps[: fold.depth]
+        above = steps[len(below):]
+        if self.mode == "grad":
+            p = self.model.run_grad(above, p)
+        else:
+            p = self.model.run_eb(above, p, stacked=True, mass=mass)
+        if fold is None:
+            self.maps.append(p.sum(axis=2) if p.ndim == 5 else p)  # (K, n, h, w) or (K, n, D)
+            if self.keep:
+                self.channels.append(p)
+            return
+        maps, lost = fused_maps(below, p, fold)  # (K, n, h, w)
+        self.maps.append(maps)
+        if self.mode == "eb":
+            for name in reversed(lost):  # top first, as run_eb records them
+                mass[name] = mass.get(name, 0.0) + lost[name]
+
+    def result(self):
+        xp = self.model.xp
+        maps = xp.concatenate(self.maps, axis=1)
+        return maps, (xp.concatenate(self.channels, axis=1) if self.keep else None)
 
 
 def _ticker(progress, total):
@@ -299,7 +348,7 @@ def _one_hot_seed(targets, steps, T, C, *, xp, dtype):
     return seed
 
 
-def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rule, seed_steps, cont,
+def _ground_recurrent(model, clip, targets, method, r, chunks, diag, readout, *, lstm_rule, seed_steps, cont,
                       allow_tanh_eb, budget, tick):
     xp, T, s = model.xp, clip.shape[0], model.sequence_start
     memo = {}  # max(±W, 0) of fc layers, computed once for this call
@@ -314,11 +363,11 @@ def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rul
 
     # 1. CNN forward in chunks: keep interface activations, and read-out activations if they fit.
     keep_readout = r >= 0 and numpy.prod(model.shapes[r]) * T * model.dtype.itemsize <= budget
-    readout, interface = [], []
+    kept, interface = [], []
     for a, b in chunks:
         x_r, _ = model.run_forward(clip[a:b], 0, r + 1)
         if keep_readout:
-            readout.append(x_r)
+            kept.append(x_r)
         x_s, _ = model.run_forward(x_r, r + 1, s)
         interface.append(x_s)
         tick(b - a)
@@ -345,17 +394,12 @@ def _ground_recurrent(model, clip, targets, method, r, chunks, diag, *, lstm_rul
             diag["lstm"] = [_lstm_accounting(res) for res in lstm_res]
 
     # 5. CNN part, chunk by chunk, from the read-out layer's activations to the interface and back.
-    out = []
     for n, (a, b) in enumerate(chunks):
-        x_r = readout[n] if keep_readout else (clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0])
+        x_r = kept[n] if keep_readout else (clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0])
         _, steps = model.run_forward(x_r, r + 1, s, keep=True, memo=memo)
-        p = p_int[:, a:b]
-        if method == "BP-R":
-            out.append(model.run_grad(steps, p))
-        else:
-            out.append(model.run_eb(steps, p, stacked=True, mass=diag["mass_lost"]["cnn"]))
+        readout(steps, p_int[:, a:b], diag["mass_lost"]["cnn"])
         tick(b - a)
-    return out, probs
+    return probs
 
 
 def _lstm_accounting(res):
@@ -368,27 +412,23 @@ def _lstm_accounting(res):
     return out
 
 
-def _ground_frames(model, clip, targets, method, r, chunks, diag, *, tick, **_):
+def _ground_frames(model, clip, targets, method, r, chunks, diag, readout, *, tick, **_):
     xp, L = model.xp, len(model.layers)
     memo = {}  # max(±W, 0) of fc layers, computed once for this call
     diag["seed_steps"] = "every frame"
-    out, probs = [], []
+    probs = []
     for a, b in chunks:
         x_r = clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0]
         logits, steps = model.run_forward(x_r, r + 1, L, keep=True, memo=memo)
         probs.append(softmax(logits))
         seed = _one_hot_seed(targets, list(range(b - a)), b - a, model.num_classes, xp=xp, dtype=model.dtype)
         tick(b - a)
-        if method == "BP":
-            out.append(model.run_grad(steps, seed))
-            continue
         mass = diag["mass_lost"]
-        if method == "EB":
-            out.append(model.run_eb(steps, seed, stacked=True, mass=mass["positive"]))
-            continue
-        # cEB: contrast at the classifier's input, no normalisation, one pass below.
-        top, below = steps[-1:], steps[:-1]
-        p_cls = model.run_eb(top, seed, stacked=True, mass=mass["positive"]) - model.run_eb(
-            _negate_classifier(model, top, memo), seed, stacked=True, mass=mass["dual"])
-        out.append(model.run_eb(below, p_cls, stacked=True, mass=mass["cnn"]))
-    return out, xp.concatenate(probs, axis=0)
+        if method == "cEB":  # contrast at the classifier's input, no normalisation, one pass below
+            top, below = steps[-1:], steps[:-1]
+            p_cls = model.run_eb(top, seed, stacked=True, mass=mass["positive"]) - model.run_eb(
+                _negate_classifier(model, top, memo), seed, stacked=True, mass=mass["dual"])
+            readout(below, p_cls, mass["cnn"])
+        else:  # EB: the whole way, its mass recorded as "positive"; BP: the gradient
+            readout(steps, seed, mass["positive"])
+    return xp.concatenate(probs, axis=0)

@@ -35,6 +35,14 @@ def _check(x, W, b):
         raise TypeError(f"linear: dtypes differ (x {x.dtype}, W {W.dtype}, b {None if b is None else b.dtype})")
 
 
+def _rows_times(a, W):
+    """``a @ W`` for ``a (N, M)`` or ``(K, N, M)`` as one GEMM over all ``K N`` rows.
+
+    (A stacked ``(K, N, M) @ (M, D)`` would run K small GEMMs, several times slower.)
+    """
+    return (a.reshape(-1, a.shape[-1]) @ W).reshape(a.shape[:-1] + (W.shape[1],))
+
+
 def linear_forward(x, W, b=None, *, W_pos=None):
     """``y = x W^T + b``.
 
@@ -93,7 +101,7 @@ def linear_eb(p_y, cache):
         W_pos = xp.maximum(W, 0)  # (M, D)  excitatory weights only
     z = x @ W_pos.T  # (N, M)  step 1: forward with W+, no bias
     s = safe_divide(p_y, z, xp=xp)  # (N, M) or (K, N, M)  step 2: 0 where z == 0
-    c = s @ W_pos  # (N, D) or (K, N, D)  step 3: adjoint of step 1
+    c = _rows_times(s, W_pos)  # (N, D) or (K, N, D)  step 3: adjoint of step 1
     return x * c  # (N, D) or (K, N, D)  step 4: multiply by the input
 
 
@@ -112,4 +120,4 @@ def linear_grad(g_y, cache):
     x, W = cache.x, cache.W
     get_xp(g_y, W)
     check_signal(g_y, (x.shape[0], W.shape[0]), "linear_grad")
-    return g_y @ W  # (N, D)
+    return _rows_times(g_y, W)  # (N, D) or (K, N, D)

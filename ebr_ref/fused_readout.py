@@ -1,0 +1,386 @@
+"""Fused channel-sum read-out: many target classes through the top conv block at the cost of a few.
+
+For a fixed frame, excitation backward (and the gradient) is linear in the signal.
+When :func:`ebr_ref.ground` is asked for K targets and only the channel-summed
+maps at the read-out layer, the steps between the read-out layer and the first
+max pooling above it (VGG16 with read-out ``conv5_1``: relu5_1, conv5_2, relu5_2,
+conv5_3, relu5_3, pool5) are folded into one matrix per frame::
+
+    M[k, n, i, j] = sum_{c, cell} G[n, (i, j), (c, cell)] p_top[k, n, c, cell]      (1)
+
+where ``p_top`` is the signal at the pooling's output (after the unfused EB of
+every layer above it) and ``M`` the channel sum of the signal at the read-out
+layer's output. ``G`` costs a few conv adjoints per frame, once; each target
+then costs one row of a GEMM instead of one conv adjoint per folded conv.
+The maps equal those of the unfused computation up to rounding (the same sums
+taken in another order, ``p / Z`` taken as ``p * (1 / Z)``).
+
+Construction (docs/conventions.md, "Fused read-out"). A linear functional of the
+signal ``p`` at a level of the block is kept as ``F[a, b, c, n, i, j]``::
+
+    M[n, i, j] = sum_{a, b, c} F[a, b, c, n, i, j] p[c, n, i - lo_h - a, j - lo_w - b]
+
+(cells outside the level's grid contribute 0), i.e. one weight per channel and
+per offset ``(lo_h + a, lo_w + b)`` between the read-out position and the cell.
+At the read-out layer ``F = 1`` with one offset, 0. Going one layer up:
+
+* ReLU (EB and gradient pass ``m * p`` with ``m = 1[y > 0]``): ``F *= m``, shifted.
+* Convolution, EB (SPEC §2, paper eq. 3): ``p_x = x * W+^T (p_y / Z)``. With
+  stride 1, kernel offset ``u``, dilation ``d`` and padding ``pd`` the input cell
+  ``pos - Δ`` meets output cell ``pos - Δ'`` with ``Δ' = Δ + d u - pd``, so
+  ``F'[Δ'] = (1 / Z)[pos - Δ'] sum_{Δ + d u - pd = Δ'} W+[:, :, u]^T (F[Δ] x[pos - Δ])``
+  (one GEMM ``(kH kW oC, iC) @ (iC, n h w)`` per offset of ``F``), where ``1 / Z``
+  is 0 where ``Z == 0`` exactly (the safe divide of every EB kernel). The number
+  of offsets grows from ``(nh, nw)`` to ``(nh + d (kH - 1), nw + d (kW - 1))``.
+  Gradient: ``W`` instead of ``W+``, no ``x`` and no ``1 / Z``.
+* Max pooling (the top; winner takes all, first maximum on ties): the cell
+  routed to by window ``(c, cell)`` is its argmax ``w``, so
+  ``G[n, pos, c, cell] = F[pos - w, c, n, pos]`` (a scatter, one per offset).
+
+Mass accounting (EB): a folded layer loses ``sum_{l = 1} p_out`` for an indicator
+``l`` on its output: ``Z == 0`` for a convolution (the safe divide drops that
+signal), ``y <= 0`` for a ReLU (its mask), nothing for pooling and dropout. Each
+such total is a linear functional of ``p_top``, obtained by carrying ``l`` up
+the block with the adjoints of the layers above it (ReLU: ``* m``; convolution:
+``conv(x * l, W+) / Z``; pooling: gather at the winners); it becomes one more row
+of ``G``, so ``diagnostics["mass_lost"]`` keeps one entry per layer. Functionals
+that vanish identically (a ReLU's zeros meet the next convolution's input ``x``,
+which is 0 there) are skipped.
+
+What can be folded (:func:`plan`): a 4-D read-out layer followed by ReLU,
+dropout and convolutions with stride 1 and one group, up to and including a max
+pooling, with at least one convolution on the way. Folding is chosen only when
+it needs fewer multiply-adds than the unfused passes for K targets and its
+arrays for one frame fit :data:`FOLD_BUDGET_BYTES`; frames are folded in groups
+that fit the budget. The choice depends on shapes and K only, never on values.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy
+
+from .backend import get_xp, to_numpy
+from .geometry import pair
+from .layers._eb import safe_divide
+from .layers.conv2d import conv2d_forward
+
+__all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "plan", "fused_maps"]
+
+FOLD_BUDGET_BYTES = 1 << 29  # arrays of one group of folded frames (F, G and the pushed functionals)
+_MODES = ("eb", "grad")
+
+
+class FoldPlan(NamedTuple):
+    """Which layers above the read-out layer are folded, and how."""
+
+    depth: int  # layers r+1 .. r+depth are folded (the last one is the max pooling)
+    mode: str  # "eb" or "grad"
+    frames_per_group: int  # frames folded at once (memory budget)
+
+
+def _kernel_geometry(layer):
+    s = layer.settings
+    k, st, pd, dl = pair(s["kernel"], "kernel"), pair(s["stride"], "stride"), pair(s["padding"], "padding"), pair(
+        s["dilation"], "dilation")
+    return k, st, pd, dl
+
+
+def plan(model, r, K, mode, *, request="auto"):
+    """Decide whether the read-out above layer ``r`` is fused for ``K`` targets.
+
+    Parameters
+    ----------
+    model : ebr_ref.models.Model
+    r : int
+        Index of the read-out layer (``-1`` for the input).
+    K : int
+        Number of stacked target signals.
+    mode : {"eb", "grad"}
+    request : {"auto", True, False}
+        ``"auto"``: fuse when it is applicable and cheaper; True: fuse whenever
+        applicable, else raise ValueError saying why; False: never.
+
+    Returns
+    -------
+    FoldPlan or None
+    """
+    if mode not in _MODES:
+        raise ValueError(f"fused read-out: unknown mode {mode!r}")
+    if request is False:
+        return None
+    if request not in ("auto", True):
+        raise ValueError(f"fused_readout must be 'auto', True or False, got {request!r}")
+    in_shape = model.input_shape if r < 0 else model.shapes[r]
+    why, depth, fold_cost, plain_cost, frame_bytes = _survey(model, r, in_shape)
+    if why is None and request == "auto" and fold_cost + K * _gemm_cost(model, r, depth) >= K * plain_cost:
+        why = f"not cheaper for {K} target(s)"
+    if why is None and frame_bytes * model.dtype.itemsize > FOLD_BUDGET_BYTES:
+        why = f"one frame's fold needs {frame_bytes * model.dtype.itemsize} bytes > {FOLD_BUDGET_BYTES}"
+    if why is not None:
+        if request is True:
+            raise ValueError(f"fused_readout=True: cannot fuse the read-out above {_name(model, r)!r}: {why}")
+        return None
+    groups = max(1, FOLD_BUDGET_BYTES // (frame_bytes * model.dtype.itemsize))
+    return FoldPlan(depth, mode, int(groups))
+
+
+def _name(model, r):
+    return "input" if r < 0 else model.layer_names[r]
+
+
+def _survey(model, r, in_shape):
+    """Walk up from layer ``r``: (reason it cannot fold or None, depth, fold MACs, unfused MACs per target, floats)."""
+    if len(in_shape) != 3:
+        return "the read-out layer is not a (C, h, w) map", 0, 0, 0, 0
+    C, h, w = in_shape
+    P = h * w
+    nh = nw = 1
+    fold_cost = plain_cost = 0
+    peak = P * C  # floats of F for one frame
+    convs = 0
+    for k in range(r + 1, model.sequence_start):
+        layer = model.layers[k]
+        out_shape = model.shapes[k]
+        if layer.type in ("relu", "dropout"):
+            continue
+        if layer.type == "conv":
+            (kH, kW), stride, _, (dH, dW) = _kernel_geometry(layer)
+            if stride != (1, 1) or layer.settings["groups"] != 1:
+                return f"layer {layer.name!r} has stride {stride} / groups {layer.settings['groups']}", 0, 0, 0, 0
+            iC, (oC, oH, oW) = C, out_shape
+            fold_cost += nh * nw * iC * oC * kH * kW * P
+            plain_cost += iC * oC * kH * kW * oH * oW
+            nh, nw = nh + dH * (kH - 1), nw + dW * (kW - 1)
+            C = oC
+            peak = max(peak, nh * nw * C * P)
+            convs += 1
+            continue
+        if layer.type == "maxpool":
+            if not convs:
+                return "no convolution between the read-out layer and the pooling", 0, 0, 0, 0
+            oC, oh, ow = out_shape
+            rows = P + (k - r)  # map positions + one mass functional per folded layer
+            return None, k - r, fold_cost, plain_cost, 2 * peak + rows * oC * oh * ow
+        return f"layer {layer.name!r} ({layer.type}) comes before any max pooling", 0, 0, 0, 0
+    return "no max pooling above the read-out layer in the CNN part", 0, 0, 0, 0
+
+
+def _gemm_cost(model, r, depth):
+    """Multiply-adds per target and frame of the final product (1)."""
+    C, h, w = model.input_shape if r < 0 else model.shapes[r]
+    return h * w * int(numpy.prod(model.shapes[r + depth]))
+
+
+def fused_maps(fold_steps, p_top, plan_):
+    """Channel-summed maps at the read-out layer from the signal at the fold's top.
+
+    Parameters
+    ----------
+    fold_steps : list of (Layer, cache)
+        The forward steps of the folded layers (from :meth:`Model.run_forward`
+        with ``keep=True``), bottom first; the last is the max pooling.
+    p_top : array of shape (K, N, C, oh, ow)
+        The signal at the pooling's output.
+    plan_ : FoldPlan
+
+    Returns
+    -------
+    maps : array of shape (K, N, h, w)
+        Channel sums of the signal at the read-out layer.
+    lost : dict of str to array of shape (K,)
+        Mass lost in each folded layer (``mode == "eb"``), as :meth:`Model.run_eb`
+        records it; empty for the gradient.
+    """
+    xp = get_xp(p_top)
+    K, N = p_top.shape[:2]
+    g = plan_.frames_per_group
+    maps = []
+    lost = {layer.name: numpy.zeros(K, dtype=p_top.dtype) for layer, _ in fold_steps} if plan_.mode == "eb" else {}
+    for a in range(0, N, g):  # groups of frames, for memory only
+        b = min(a + g, N)
+        part = [(layer, _frames(cache, a, b)) for layer, cache in fold_steps]
+        G, rows, hw = _fold_matrix(part, plan_.mode, xp=xp)  # (n, P + L, C oh ow)
+        top = p_top[:, a:b].reshape(K, b - a, -1).transpose(1, 2, 0)  # (n, C oh ow, K)
+        out = xp.matmul(G, top)  # (n, P + L, K)
+        P = hw[0] * hw[1]
+        maps.append(out[:, :P].transpose(2, 0, 1).reshape(K, b - a, *hw))  # (K, n, h, w)
+        for m, name in enumerate(rows):
+            lost[name] = lost[name] + to_numpy(out[:, P + m].sum(axis=0))  # (K,)
+    return xp.concatenate(maps, axis=1), lost
+
+
+def _frames(cache, a, b):
+    """The cache of frames ``a:b`` (batch axis 0 of every per-frame array)."""
+    fields = {name: v[a:b] for name, v in cache._asdict().items() if name in ("x", "y", "argmax")}
+    return cache._replace(**fields)
+
+
+def _windows(A, lo, n_off, out_hw, *, xp):
+    """``win(a, b)[c, n, i, j] = A[n, c, i - lo_h - a, j - lo_w - b]``, 0 outside ``A``'s grid.
+
+    ``A (n, C, Hl, Wl)``; returns the function ``win`` giving ``(C, n, h, w)`` views.
+    """
+    n, C, Hl, Wl = A.shape
+    (lo_h, lo_w), (nh, nw), (h, w) = lo, n_off, out_hw
+    top, left = max(0, lo_h + nh - 1), max(0, lo_w + nw - 1)
+    bottom, right = max(0, h - lo_h - Hl), max(0, w - lo_w - Wl)
+    Ap = xp.zeros((C, n, top + Hl + bottom, left + Wl + right), dtype=A.dtype)
+    Ap[:, :, top : top + Hl, left : left + Wl] = A.transpose(1, 0, 2, 3)
+
+    def win(a, b):
+        i0, j0 = top - lo_h - a, left - lo_w - b
+        return Ap[:, :, i0 : i0 + h, j0 : j0 + w]
+
+    return win
+
+
+def _fold_matrix(steps, mode, *, xp):
+    """``G (n, h w + L, C oh ow)`` of eq. (1) plus one row per folded layer's mass functional."""
+    first = steps[0][1]
+    n = _batch(first)
+    h, w = _in_hw(first)
+    P = h * w
+    dtype = _dtype(first)
+    F = None  # (nh, nw, C, n, h, w); None means 1 with one offset
+    lo, n_off = (0, 0), (1, 1)
+    z_inv, z_zero = {}, {}  # layer index -> 1 / Z (0 where Z == 0) and the mask Z == 0
+    for k, (layer, cache) in enumerate(steps[:-1]):
+        if layer.type == "dropout":
+            continue
+        if layer.type == "relu":
+            mask = (cache.y > 0).astype(dtype)  # (n, C, Hl, Wl)
+            F = _scale(F, mask, lo, n_off, (h, w), xp=xp)
+            continue
+        # convolution, stride 1, one group (checked by plan)
+        x, W = cache.x, cache.W
+        (dH, dW), (pH, pW) = cache.dilation, cache.padding
+        kH, kW = W.shape[2:]
+        geo = dict(stride=cache.stride, padding=cache.padding, dilation=cache.dilation, groups=cache.groups)
+        if mode == "eb":
+            W_use = xp.maximum(W, 0)  # (oC, iC, kH, kW)
+            z, _ = conv2d_forward(x, W_use, **geo)  # (n, oC, oH, oW)  step 1 of EB
+            z_inv[k] = safe_divide(xp.ones_like(z), z, xp=xp)  # (n, oC, oH, oW)  0 where Z == 0
+            z_zero[k] = z == 0  # (n, oC, oH, oW)  where the safe divide drops the signal
+            F = _scale(F, x, lo, n_off, (h, w), xp=xp)  # times the input x
+        else:
+            W_use = W
+        F = _through_conv(F, W_use, n_off, (dH, dW), (n, h, w), xp=xp)
+        lo, n_off = (lo[0] - pH, lo[1] - pW), (n_off[0] + dH * (kH - 1), n_off[1] + dW * (kW - 1))
+        if mode == "eb":
+            F = _scale(F, z_inv[k], lo, n_off, (h, w), xp=xp)  # times 1 / Z
+    pool = steps[-1][1]
+    G = _scatter_pool(F, pool, lo, n_off, (h, w), xp=xp)  # (n, P, C, cells)
+    rows, names = [], []
+    if mode == "eb":
+        for k, (layer, cache) in enumerate(steps):
+            row = _mass_functional(steps, k, z_inv, z_zero, xp=xp)
+            if row is not None:
+                rows.append(row.reshape(n, 1, -1))
+                names.append(layer.name)
+    G = G.reshape(n, P, -1)
+    if rows:
+        G = xp.concatenate([G] + rows, axis=1)
+    return G, names, (h, w)
+
+
+def _batch(cache):
+    return (cache.x if hasattr(cache, "x") else cache.y).shape[0]
+
+
+def _in_hw(cache):
+    return tuple((cache.x if hasattr(cache, "x") else cache.y).shape[2:])
+
+
+def _dtype(cache):
+    return (cache.x if hasattr(cache, "x") else cache.y).dtype
+
+
+def _scale(F, A, lo, n_off, out_hw, *, xp):
+    """``F[a, b] *= A`` at the cells ``pos - offset(a, b)``; ``F = None`` stands for all ones."""
+    win = _windows(A, lo, n_off, out_hw, xp=xp)
+    if F is None:
+        return xp.ascontiguousarray(win(0, 0))[None, None]  # (1, 1, C, n, h, w)
+    for a in range(n_off[0]):  # loops over offsets only
+        for b in range(n_off[1]):
+            F[a, b] *= win(a, b)
+    return F
+
+
+def _through_conv(F, W, n_off, dil, nhw, *, xp):
+    """``F'[a + d u, b + d v] += W[:, :, u, v] @ F[a, b]`` over channels: offsets of the conv's output signal."""
+    n, h, w = nhw
+    oC, iC, kH, kW = W.shape
+    if F is None:  # the channel sum itself: 1 for every input channel
+        F = xp.ones((1, 1, iC, n, h, w), dtype=W.dtype)
+    nh, nw = n_off
+    (dH, dW) = dil
+    Wk = xp.ascontiguousarray(W.transpose(2, 3, 0, 1)).reshape(kH * kW * oC, iC)  # (kH kW oC, iC)
+    out = xp.zeros((nh + dH * (kH - 1), nw + dW * (kW - 1), oC, n, h, w), dtype=W.dtype)
+    for a in range(nh):  # loops over offsets only
+        for b in range(nw):
+            R = (Wk @ F[a, b].reshape(iC, n * h * w)).reshape(kH, kW, oC, n, h, w)  # one GEMM
+            for u in range(kH):
+                for v in range(kW):
+                    out[a + dH * u, b + dW * v] += R[u, v]
+    return out
+
+
+def _winner_cells(pool, *, xp):
+    """Row and column of every window's winner in the pooling's input grid: two ``(n, C, oh, ow)`` arrays."""
+    (kH, kW), (sH, sW), (pH, pW) = pool.kernel, pool.stride, pool.padding
+    n, C, oh, ow = pool.argmax.shape
+    ii = xp.arange(oh).reshape(1, 1, oh, 1) * sH - pH + pool.argmax // kW
+    jj = xp.arange(ow).reshape(1, 1, 1, ow) * sW - pW + pool.argmax % kW
+    return ii, jj
+
+
+def _scatter_pool(F, pool, lo, n_off, hw, *, xp):
+    """``G[n, pos, c, cell] = F[pos - winner(c, cell), c, n, pos]``: ``(n, h w, C, oh ow)``."""
+    h, w = hw
+    n, C, oh, ow = pool.argmax.shape
+    ii, jj = _winner_cells(pool, xp=xp)  # (n, C, oh, ow)
+    G = xp.zeros((n, h * w, C, oh * ow), dtype=F.dtype)
+    nn = xp.arange(n).reshape(n, 1, 1, 1)
+    cc = xp.arange(C).reshape(1, C, 1, 1)
+    cell = xp.arange(oh * ow).reshape(1, 1, oh, ow)
+    for a in range(n_off[0]):  # loops over offsets only
+        for b in range(n_off[1]):
+            pi, pj = ii + lo[0] + a, jj + lo[1] + b  # read-out position that sees the winner at this offset
+            ok = (pi >= 0) & (pi < h) & (pj >= 0) & (pj < w)
+            pos = pi * w + pj
+            vals = F[a, b][cc, nn, xp.where(ok, pi, 0), xp.where(ok, pj, 0)]  # (n, C, oh, ow)
+            flat = ((nn * (h * w) + pos) * C + cc) * (oh * ow) + cell
+            G.reshape(-1)[flat[ok]] = vals[ok]
+    return G
+
+
+def _mass_functional(steps, k, z_inv, z_zero, *, xp):
+    """The row of ``G`` giving the mass lost in folded layer ``k``, or None when it is identically 0."""
+    layer, cache = steps[k]
+    if layer.type == "conv":
+        u = z_zero[k].astype(z_inv[k].dtype)  # (n, oC, oH, oW)  signal dropped by the safe divide
+    elif layer.type == "relu":
+        u = (cache.y <= 0).astype(cache.y.dtype)  # masked cells
+    else:
+        return None
+    for j in range(k + 1, len(steps)):  # carry the functional up with the adjoint of each EB step
+        if not bool(u.any()):
+            return None
+        above, c = steps[j]
+        if above.type == "relu":
+            u = u * (c.y > 0)
+        elif above.type == "conv":
+            v = c.x * u
+            if not bool(v.any()):
+                return None
+            geo = dict(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups)
+            u = conv2d_forward(v, xp.maximum(c.W, 0), **geo)[0] * z_inv[j]
+        elif above.type == "maxpool":
+            ii, jj = _winner_cells(c, xp=xp)
+            n, C = u.shape[:2]
+            u = u[xp.arange(n).reshape(n, 1, 1, 1), xp.arange(C).reshape(1, C, 1, 1), ii, jj]
+    if not bool(u.any()):
+        return None
+    return u
