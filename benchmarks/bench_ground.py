@@ -7,7 +7,8 @@ random weights:
 
 1. the engine's forward pass of the clip, and cEB-R (forward included) to conv5_1,
    with their ratio (paper §4: "on the order of a single backward pass");
-2. cEB-R for all ``--classes`` targets in one call against the single-target call;
+2. cEB-R for all ``--classes`` targets in one call against the single-target call
+   (with ``--unfused`` also with ``fused_readout=False``, every layer's own EB);
 3. for each T of ``--scaling``, in a fresh process each, the wall time and the peak
    resident memory (``ru_maxrss``) of one cEB-R call, and the time per frame.
 """
@@ -54,6 +55,7 @@ def main():
     ap.add_argument("--classes", type=int, default=101)
     ap.add_argument("--chunk-size", type=int, default=8)
     ap.add_argument("--scaling", default="16,32,64,128")
+    ap.add_argument("--unfused", action="store_true", help="also time the multi-target call without the fused read-out")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
@@ -70,7 +72,13 @@ def main():
     targets = list(range(args.classes))
     t_multi, g = _timed(lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size))
     print(f"cEB-R, {args.classes} targets in one call    : {t_multi:7.2f} s   ratio {t_multi / t_ceb:.2f}x single target "
-          f"(required <= 3.0); maps {g.maps.shape}")
+          f"(required <= 3.0); maps {g.maps.shape}; fused: {', '.join(g.diagnostics['fused_readout'] or ['none'])}")
+    if args.unfused:
+        t_plain, g0 = _timed(lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1",
+                                            chunk_size=args.chunk_size, fused_readout=False))
+        err = numpy.abs(g.maps - g0.maps).max() / numpy.abs(g0.maps).max()
+        print(f"cEB-R, {args.classes} targets, unfused      : {t_plain:7.2f} s   ratio {t_plain / t_ceb:.2f}x single target; "
+              f"fused vs unfused max |diff| / max |map| = {err:.1e}")
     print("T     seconds   s/frame   peak RSS (GiB)")
     for T in [int(v) for v in args.scaling.split(",") if v]:
         out = subprocess.run(

@@ -163,7 +163,7 @@ def _survey(model, r, in_shape):
             oC, oh, ow = out_shape
             rows = P + (k - r)  # map positions + one mass functional per folded layer
             return None, k - r, fold_cost, plain_cost, 2 * peak + rows * oC * oh * ow
-        return f"layer {layer.name!r} ({layer.type}) comes before any max pooling", 0, 0, 0, 0
+        return f"layer {layer.name!r} ({layer.type}) cannot be folded and comes before any max pooling", 0, 0, 0, 0
     return "no max pooling above the read-out layer in the CNN part", 0, 0, 0, 0
 
 
