@@ -329,8 +329,8 @@ def _through_conv(F, W, n_off, dil, nhw, *, xp):
 
 def _winner_cells(pool, *, xp):
     """Row and column of every window's winner in the pooling's input grid: two ``(n, C, oh, ow)`` arrays."""
-    (kH, kW), (sH, sW), (pH, pW) = pool.kernel, pool.stride, pool.padding
-    n, C, oh, ow = pool.argmax.shape
+    kW, (sH, sW), (pH, pW) = pool.kernel[1], pool.stride, pool.padding
+    oh, ow = pool.argmax.shape[2:]
     ii = xp.arange(oh).reshape(1, 1, oh, 1) * sH - pH + pool.argmax // kW
     jj = xp.arange(ow).reshape(1, 1, 1, ow) * sW - pW + pool.argmax % kW
     return ii, jj
