@@ -78,13 +78,17 @@ class FoldPlan(NamedTuple):
     depth: int  # layers r+1 .. r+depth are folded (the last one is the max pooling)
     mode: str  # "eb" or "grad"
     frames_per_group: int  # frames folded at once (memory budget)
+    readout_hw: tuple  # (h, w) of the read-out layer's output
 
 
-def _kernel_geometry(layer):
-    s = layer.settings
-    k, st, pd, dl = pair(s["kernel"], "kernel"), pair(s["stride"], "stride"), pair(s["padding"], "padding"), pair(
-        s["dilation"], "dilation")
-    return k, st, pd, dl
+class _Survey(NamedTuple):
+    """What folding the layers above the read-out layer would take, per frame."""
+
+    depth: int  # layers folded, up to and including the max pooling
+    fold_macs: int  # multiply-adds to build G, once
+    target_macs: int  # multiply-adds per target with the fold: one GEMM row block, eq. (1)
+    plain_macs: int  # multiply-adds per target without it: the conv adjoints
+    floats: int  # size of the largest arrays of the fold (F twice, G)
 
 
 def plan(model, r, K, mode, *, request="auto"):
@@ -113,64 +117,55 @@ def plan(model, r, K, mode, *, request="auto"):
     if request not in ("auto", True):
         raise ValueError(f"fused_readout must be 'auto', True or False, got {request!r}")
     in_shape = model.input_shape if r < 0 else model.shapes[r]
-    why, depth, fold_cost, plain_cost, frame_bytes = _survey(model, r, in_shape)
-    if why is None and request == "auto" and fold_cost + K * _gemm_cost(model, r, depth) >= K * plain_cost:
-        why = f"not cheaper for {K} target(s)"
-    if why is None and frame_bytes * model.dtype.itemsize > FOLD_BUDGET_BYTES:
-        why = f"one frame's fold needs {frame_bytes * model.dtype.itemsize} bytes > {FOLD_BUDGET_BYTES}"
+    survey = _survey(model, r, in_shape)
+    why = survey if isinstance(survey, str) else None
+    if why is None:
+        frame_bytes = survey.floats * model.dtype.itemsize
+        if request == "auto" and survey.fold_macs + K * survey.target_macs >= K * survey.plain_macs:
+            why = f"not cheaper for {K} target(s)"
+        elif frame_bytes > FOLD_BUDGET_BYTES:
+            why = f"one frame's fold needs {frame_bytes} bytes > FOLD_BUDGET_BYTES = {FOLD_BUDGET_BYTES}"
     if why is not None:
         if request is True:
-            raise ValueError(f"fused_readout=True: cannot fuse the read-out above {_name(model, r)!r}: {why}")
+            name = "input" if r < 0 else model.layer_names[r]
+            raise ValueError(f"fused_readout=True: cannot fuse the read-out above {name!r}: {why}")
         return None
-    groups = max(1, FOLD_BUDGET_BYTES // (frame_bytes * model.dtype.itemsize))
-    return FoldPlan(depth, mode, int(groups))
-
-
-def _name(model, r):
-    return "input" if r < 0 else model.layer_names[r]
+    return FoldPlan(survey.depth, mode, int(max(1, FOLD_BUDGET_BYTES // frame_bytes)), tuple(in_shape[1:]))
 
 
 def _survey(model, r, in_shape):
-    """Walk up from layer ``r``: (reason it cannot fold or None, depth, fold MACs, unfused MACs per target, floats)."""
+    """Walk up from layer ``r``: a :class:`_Survey`, or the reason (str) the fold does not apply."""
     if len(in_shape) != 3:
-        return "the read-out layer is not a (C, h, w) map", 0, 0, 0, 0
+        return "the read-out layer is not a (C, h, w) map"
     C, h, w = in_shape
     P = h * w
-    nh = nw = 1
-    fold_cost = plain_cost = 0
+    nh = nw = 1  # offsets of the functional F
+    fold = plain = 0
     peak = P * C  # floats of F for one frame
-    convs = 0
     for k in range(r + 1, model.sequence_start):
-        layer = model.layers[k]
-        out_shape = model.shapes[k]
+        layer, out_shape = model.layers[k], model.shapes[k]
         if layer.type in ("relu", "dropout"):
             continue
         if layer.type == "conv":
-            (kH, kW), stride, _, (dH, dW) = _kernel_geometry(layer)
-            if stride != (1, 1) or layer.settings["groups"] != 1:
-                return f"layer {layer.name!r} has stride {stride} / groups {layer.settings['groups']}", 0, 0, 0, 0
-            iC, (oC, oH, oW) = C, out_shape
-            fold_cost += nh * nw * iC * oC * kH * kW * P
-            plain_cost += iC * oC * kH * kW * oH * oW
-            nh, nw = nh + dH * (kH - 1), nw + dW * (kW - 1)
-            C = oC
+            s = layer.settings
+            (kH, kW), stride, (dH, dW) = pair(s["kernel"], "kernel"), pair(s["stride"], "stride"), pair(
+                s["dilation"], "dilation")
+            if stride != (1, 1) or s["groups"] != 1:
+                return f"layer {layer.name!r} has stride {stride} and groups {s['groups']} (stride 1, one group needed)"
+            oC, oH, oW = out_shape
+            fold += nh * nw * C * oC * kH * kW * P
+            plain += C * oC * kH * kW * oH * oW
+            nh, nw, C = nh + dH * (kH - 1), nw + dW * (kW - 1), oC
             peak = max(peak, nh * nw * C * P)
-            convs += 1
             continue
         if layer.type == "maxpool":
-            if not convs:
-                return "no convolution between the read-out layer and the pooling", 0, 0, 0, 0
-            oC, oh, ow = out_shape
+            if not plain:
+                return "no convolution between the read-out layer and the pooling"
+            top = int(numpy.prod(out_shape))
             rows = P + (k - r)  # map positions + one mass functional per folded layer
-            return None, k - r, fold_cost, plain_cost, 2 * peak + rows * oC * oh * ow
-        return f"layer {layer.name!r} ({layer.type}) cannot be folded and comes before any max pooling", 0, 0, 0, 0
-    return "no max pooling above the read-out layer in the CNN part", 0, 0, 0, 0
-
-
-def _gemm_cost(model, r, depth):
-    """Multiply-adds per target and frame of the final product (1)."""
-    C, h, w = model.input_shape if r < 0 else model.shapes[r]
-    return h * w * int(numpy.prod(model.shapes[r + depth]))
+            return _Survey(k - r, fold, P * top, plain, 2 * peak + rows * top)
+        return f"layer {layer.name!r} ({layer.type}) cannot be folded and comes before any max pooling"
+    return "no max pooling above the read-out layer in the CNN part"
 
 
 def fused_maps(fold_steps, p_top, plan_):
@@ -195,16 +190,16 @@ def fused_maps(fold_steps, p_top, plan_):
     """
     xp = get_xp(p_top)
     K, N = p_top.shape[:2]
-    g = plan_.frames_per_group
+    g, hw = plan_.frames_per_group, plan_.readout_hw
+    P = hw[0] * hw[1]
     maps = []
     lost = {layer.name: numpy.zeros(K, dtype=p_top.dtype) for layer, _ in fold_steps} if plan_.mode == "eb" else {}
     for a in range(0, N, g):  # groups of frames, for memory only
         b = min(a + g, N)
         part = [(layer, _frames(cache, a, b)) for layer, cache in fold_steps]
-        G, rows, hw = _fold_matrix(part, plan_.mode, xp=xp)  # (n, P + L, C oh ow)
+        G, rows = _fold_matrix(part, plan_.mode, (b - a,) + hw, p_top.dtype, xp=xp)  # (n, P + L, C oh ow)
         top = p_top[:, a:b].reshape(K, b - a, -1).transpose(1, 2, 0)  # (n, C oh ow, K)
         out = xp.matmul(G, top)  # (n, P + L, K)
-        P = hw[0] * hw[1]
         maps.append(out[:, :P].transpose(2, 0, 1).reshape(K, b - a, *hw))  # (K, n, h, w)
         for m, name in enumerate(rows):
             lost[name] = lost[name] + to_numpy(out[:, P + m].sum(axis=0))  # (K,)
@@ -236,13 +231,13 @@ def _windows(A, lo, n_off, out_hw, *, xp):
     return win
 
 
-def _fold_matrix(steps, mode, *, xp):
-    """``G (n, h w + L, C oh ow)`` of eq. (1) plus one row per folded layer's mass functional."""
-    first = steps[0][1]
-    n = _batch(first)
-    h, w = _in_hw(first)
+def _fold_matrix(steps, mode, nhw, dtype, *, xp):
+    """``G (n, h w + L, C oh ow)`` of eq. (1), one row per map position and per folded layer's mass functional.
+
+    ``nhw = (n, h, w)``: frames and the read-out layer's grid. Returns ``(G, names of the mass rows)``.
+    """
+    n, h, w = nhw
     P = h * w
-    dtype = _dtype(first)
     F = None  # (nh, nw, C, n, h, w); None means 1 with one offset
     lo, n_off = (0, 0), (1, 1)
     z_inv, z_zero = {}, {}  # layer index -> 1 / Z (0 where Z == 0) and the mask Z == 0
@@ -282,19 +277,7 @@ def _fold_matrix(steps, mode, *, xp):
     G = G.reshape(n, P, -1)
     if rows:
         G = xp.concatenate([G] + rows, axis=1)
-    return G, names, (h, w)
-
-
-def _batch(cache):
-    return (cache.x if hasattr(cache, "x") else cache.y).shape[0]
-
-
-def _in_hw(cache):
-    return tuple((cache.x if hasattr(cache, "x") else cache.y).shape[2:])
-
-
-def _dtype(cache):
-    return (cache.x if hasattr(cache, "x") else cache.y).dtype
+    return G, names
 
 
 def _scale(F, A, lo, n_off, out_hw, *, xp):

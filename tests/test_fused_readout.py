@@ -113,7 +113,7 @@ def test_fused_frame_maps_match_the_torch_oracle(cnn_model, clip, method):
 
 # ---- (b) fused against the layer-by-layer passes -----------------------------------------------------
 @pytest.mark.parametrize("method", ["EB-R", "cEB-R", "BP-R"])
-@pytest.mark.parametrize("layer", ["input", "conv1", "relu1", "conv2", "drop2"])
+@pytest.mark.parametrize("layer", ["input", "conv1", "relu1", "conv2", "relu2", "drop2"])
 def test_fused_equals_unfused_recurrent(lstm_model, clip, method, layer):
     fused, plain = _both(lstm_model, clip, method, layer, seed_steps="all", chunk_size=2)
     assert fused.diagnostics["fused_readout"] is not None and plain.diagnostics["fused_readout"] is None
