@@ -65,6 +65,7 @@ from .backend import get_xp, to_numpy
 from .geometry import pair
 from .layers._eb import safe_divide
 from .layers.conv2d import conv2d_forward
+from .layers.maxpool2d import maxpool2d_winners
 
 __all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "plan", "fused_maps"]
 
@@ -313,16 +314,17 @@ def _through_conv(F, W, n_off, dil, nhw, *, xp):
 def _winner_cells(pool, *, xp):
     """Row and column of every window's winner in the pooling's input grid: two ``(n, C, oh, ow)`` arrays."""
     kW, (sH, sW), (pH, pW) = pool.kernel[1], pool.stride, pool.padding
-    oh, ow = pool.argmax.shape[2:]
-    ii = xp.arange(oh).reshape(1, 1, oh, 1) * sH - pH + pool.argmax // kW
-    jj = xp.arange(ow).reshape(1, 1, 1, ow) * sW - pW + pool.argmax % kW
+    argmax = maxpool2d_winners(pool)  # (n, C, oh, ow)
+    oh, ow = argmax.shape[2:]
+    ii = xp.arange(oh).reshape(1, 1, oh, 1) * sH - pH + argmax // kW
+    jj = xp.arange(ow).reshape(1, 1, 1, ow) * sW - pW + argmax % kW
     return ii, jj
 
 
 def _scatter_pool(F, pool, lo, n_off, hw, *, xp):
     """``G[n, pos, c, cell] = F[pos - winner(c, cell), c, n, pos]``: ``(n, h w, C, oh ow)``."""
     h, w = hw
-    n, C, oh, ow = pool.argmax.shape
+    n, C, oh, ow = pool.y.shape
     ii, jj = _winner_cells(pool, xp=xp)  # (n, C, oh, ow)
     G = xp.zeros((n, h * w, C, oh * ow), dtype=F.dtype)
     nn = xp.arange(n).reshape(n, 1, 1, 1)

@@ -341,6 +341,17 @@ def _ticker(progress, total):
     return tick
 
 
+def _weights_memo(chunks, K):
+    """A per-call dict keeping ``max(±W, 0)`` of fc layers when they are reused, else None.
+
+    W+ is worth holding whole when several chunks (or many stacked signal rows) pass
+    through the same layer; for one pass :func:`ebr_ref.layers.linear.linear_eb` forms
+    it block by block, which is cheaper (no 400 MB write for VGG16's fc6).
+    """
+    rows = K * max(b - a for a, b in chunks)
+    return {} if len(chunks) > 1 or rows > 32 else None
+
+
 def _one_hot_seed(targets, steps, T, C, *, xp, dtype):
     seed = xp.zeros((len(targets), T, C), dtype=dtype)  # (K, T, C)
     for k, c in enumerate(targets):
@@ -351,7 +362,7 @@ def _one_hot_seed(targets, steps, T, C, *, xp, dtype):
 def _ground_recurrent(model, clip, targets, method, r, chunks, diag, readout, *, lstm_rule, seed_steps, cont,
                       allow_tanh_eb, budget, tick):
     xp, T, s = model.xp, clip.shape[0], model.sequence_start
-    memo = {}  # max(±W, 0) of fc layers, computed once for this call
+    memo = _weights_memo(chunks, len(targets))
     steps_seed = _seed_steps(seed_steps, T)
     diag["seed_steps"] = steps_seed
     if cont is None:
@@ -414,7 +425,7 @@ def _lstm_accounting(res):
 
 def _ground_frames(model, clip, targets, method, r, chunks, diag, readout, *, tick, **_):
     xp, L = model.xp, len(model.layers)
-    memo = {}  # max(±W, 0) of fc layers, computed once for this call
+    memo = _weights_memo(chunks, len(targets))
     diag["seed_steps"] = "every frame"
     probs = []
     for a, b in chunks:

@@ -9,7 +9,7 @@ batch: no fancy indexing, so no duplicate-index scatter (undefined on CuPy).
 
 from __future__ import annotations
 
-__all__ = ["im2col", "col2im", "padded_extent"]
+__all__ = ["im2col", "col2im", "padded_extent", "window_views"]
 
 
 def padded_extent(i, k, s, p, d, o):
@@ -43,19 +43,33 @@ def im2col(x, kernel, stride, padding, dilation, out_hw, *, pad_value=0.0, xp):
     array of shape (N, C, kH, kW, oH, oW)
         ``col[n, c, u, v, y, x] = x_pad[n, c, y sH + u dH, x sW + v dW]``.
     """
+    N, C = x.shape[:2]
+    (kH, kW), (oH, oW) = kernel, out_hw
+    col = xp.empty((N, C, kH, kW, oH, oW), dtype=x.dtype)
+    for (u, v), view in window_views(x, kernel, stride, padding, dilation, out_hw, pad_value=pad_value, xp=xp):
+        col[:, :, u, v] = view
+    return col
+
+
+def window_views(x, kernel, stride, padding, dilation, out_hw, *, pad_value=0.0, xp):
+    """The ``kH kW`` strided views of :func:`im2col`, without gathering them.
+
+    Yields ``((u, v), view)`` in row-major order of the kernel offsets, where
+    ``view (N, C, oH, oW)`` is ``x_pad[:, :, u dH :: sH, v dW :: sW]`` cut to the
+    output size: a view of ``x``, or of one padded copy of it when padding or a
+    ceil-mode overhang needs ``pad_value`` cells.
+    """
     N, C, iH, iW = x.shape
     (kH, kW), (sH, sW), (pH, pW), (dH, dW), (oH, oW) = kernel, stride, padding, dilation, out_hw
     top, bottom = padded_extent(iH, kH, sH, pH, dH, oH)
     left, right = padded_extent(iW, kW, sW, pW, dW, oW)
     if top or bottom or left or right:
         x = xp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value)
-    col = xp.empty((N, C, kH, kW, oH, oW), dtype=x.dtype)
     for u in range(kH):  # loop over kernel offsets only
         y0 = u * dH
         for v in range(kW):
             x0 = v * dW
-            col[:, :, u, v] = x[:, :, y0 : y0 + sH * (oH - 1) + 1 : sH, x0 : x0 + sW * (oW - 1) + 1 : sW]
-    return col
+            yield (u, v), x[:, :, y0 : y0 + sH * (oH - 1) + 1 : sH, x0 : x0 + sW * (oW - 1) + 1 : sW]
 
 
 def col2im(col, in_hw, stride, padding, dilation, *, xp):

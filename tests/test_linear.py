@@ -128,3 +128,26 @@ def test_eb_properties(N, D, M, seed, a, b):
     # conservation with the mass lost at zero denominators accounted for
     _, lost = naive_linear_eb(x, W, p1)
     assert p1.sum() - e1.sum() == pytest.approx(lost, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_blocked_eb_equals_naive_loops_and_the_precomputed_w_pos(xp, monkeypatch, stacked):
+    """Without W_pos, EB runs over blocks of output units; force many blocks (one partial) and a zero Z."""
+    from ebr_ref.layers import linear as linear_module
+
+    monkeypatch.setattr(linear_module, "_BLOCK_ELEMENTS", 1)  # blocks of 2 K N rows
+    rng = numpy.random.default_rng(0x1B)
+    x, W, b, _ = _case(rng, N=2, D=6, M=23)
+    W[5] = -numpy.abs(W[5])  # unit 5: Z == 0, its signal is lost
+    K = 3 if stacked else 1
+    p_y = rng.uniform(0, 1, (K, 2, 23))
+    _, cache = linear_forward(xp.asarray(x), xp.asarray(W), xp.asarray(b))
+    _, cache_pos = linear_forward(xp.asarray(x), xp.asarray(W), xp.asarray(b), W_pos=xp.maximum(xp.asarray(W), 0))
+    signal = xp.asarray(p_y if stacked else p_y[0])
+    blocked, whole = linear_eb(signal, cache), linear_eb(signal, cache_pos)
+    for k in range(K):
+        expect, lost = naive_linear_eb(x, W, p_y[k])
+        assert lost == pytest.approx(p_y[k, :, 5].sum())
+        got = to_numpy(blocked[k] if stacked else blocked)
+        assert rel_err(got, expect) < 1e-13
+    assert rel_err(blocked, whole) < 1e-14

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebr_ref.backend import to_numpy
-from ebr_ref.layers.maxpool2d import maxpool2d_eb, maxpool2d_forward, maxpool2d_grad
+from ebr_ref.layers.maxpool2d import maxpool2d_eb, maxpool2d_forward, maxpool2d_grad, maxpool2d_winners
 
 from .conftest import RTOL, rel_err
 from .oracles.finite_diff import numerical_vjp
@@ -96,8 +96,8 @@ def test_routing_is_the_adjoint_of_gathering_the_winners():
     q = rng.normal(size=x.shape)
     p = rng.normal(size=y.shape)
     # gather q at every window's stored winner (index arithmetic in the padded frame)
-    (kH, kW), (sH, sW), (pH, pW) = g[1], g[2], g[3]
-    u, v = numpy.divmod(cache.argmax, kW)
+    (_, kW), (sH, sW), (pH, pW) = g[1], g[2], g[3]
+    u, v = numpy.divmod(maxpool2d_winners(cache), kW)
     oh, ow = numpy.meshgrid(numpy.arange(y.shape[2]), numpy.arange(y.shape[3]), indexing="ij")
     h, w = oh * sH - pH + u, ow * sW - pW + v
     n, c = numpy.meshgrid(numpy.arange(2), numpy.arange(3), indexing="ij")

@@ -27,7 +27,8 @@ pooling). This module refuses such a geometry with a ``ValueError`` (see
 output size as PyTorch's ``ceil_mode=True`` (where PyTorch accepts the padding:
 it requires ``pH <= kH / 2``, Caffe and this module ``pH < kH``).
 Windows that run past the padded input in ceil mode are filled with ``-inf``
-by :func:`ebr_ref.im2col.im2col`.
+by :func:`ebr_ref.im2col.window_views`; the forward keeps a running maximum over
+the kH kW strided views of the input (no column buffer).
 """
 
 from __future__ import annotations
@@ -36,19 +37,21 @@ from typing import NamedTuple
 
 from ..backend import get_xp
 from ..geometry import pair, pool_out_hw
-from ..im2col import col2im, im2col
+from ..im2col import col2im, window_views
 from ._eb import check_signal
 
-__all__ = ["MaxPool2dCache", "pool_geometry", "maxpool2d_forward", "maxpool2d_eb", "maxpool2d_grad"]
+__all__ = [
+    "MaxPool2dCache", "pool_geometry", "maxpool2d_forward", "maxpool2d_winners", "maxpool2d_eb", "maxpool2d_grad",
+]
 
 _NO_DILATION = (1, 1)
 
 
 class MaxPool2dCache(NamedTuple):
-    """What EB and the gradient of a max pooling need."""
+    """What EB and the gradient of a max pooling need (the winners follow from x and y)."""
 
-    argmax: object  # (N, C, oH, oW) int: winner's flat index u kW + v in its window (first maximum)
-    in_hw: tuple  # (iH, iW)
+    x: object  # (N, C, iH, iW) input
+    y: object  # (N, C, oH, oW) output, the window maxima
     kernel: tuple  # (kH, kW)
     stride: tuple  # (sH, sW)
     padding: tuple  # (pH, pW)
@@ -125,8 +128,8 @@ def maxpool2d_forward(x, kernel, *, stride=None, padding=0, ceil_mode=False):
     -------
     y : array of shape (N, C, oH, oW)
     cache : MaxPool2dCache
-        Holds the winner of every window, the first maximum in row-major scan
-        order over ``(u, v)``.
+        Holds ``x`` and ``y``; :func:`maxpool2d_winners` finds the winner of every
+        window from them, the first maximum in row-major scan order over ``(u, v)``.
 
     Examples
     --------
@@ -141,13 +144,41 @@ def maxpool2d_forward(x, kernel, *, stride=None, padding=0, ceil_mode=False):
     """
     xp = get_xp(x)
     kernel, stride, padding, out_hw = pool_geometry("maxpool2d", x, kernel, stride, padding, ceil_mode)
-    N, C = x.shape[:2]
-    (kH, kW), (oH, oW) = kernel, out_hw
-    col = im2col(x, kernel, stride, padding, _NO_DILATION, out_hw, pad_value=-xp.inf, xp=xp)  # (N, C, kH, kW, oH, oW)
-    col = col.reshape(N, C, kH * kW, oH, oW)  # (N, C, kk, oH, oW)  window cells in row-major scan order
-    argmax = col.argmax(axis=2)  # (N, C, oH, oW)  first maximum on ties
-    y = col.max(axis=2)  # (N, C, oH, oW)
-    return y, MaxPool2dCache(argmax, tuple(x.shape[2:]), kernel, stride, padding, bool(ceil_mode))
+    views = window_views(x, kernel, stride, padding, _NO_DILATION, out_hw, pad_value=-xp.inf, xp=xp)
+    _, first = next(views)  # (N, C, oH, oW)  cell (0, 0) of every window
+    y = first.copy()  # (N, C, oH, oW)
+    for _, cell in views:  # the other cells of every window, one strided view each
+        xp.maximum(y, cell, out=y)
+    return y, MaxPool2dCache(x, y, kernel, stride, padding, bool(ceil_mode))
+
+
+def maxpool2d_winners(cache):
+    """The winner of every window: the cell ``u kW + v`` of its first maximum in row-major order.
+
+    Parameters
+    ----------
+    cache : MaxPool2dCache
+
+    Returns
+    -------
+    argmax : int64 array of shape (N, C, oH, oW)
+
+    Notes
+    -----
+    Found from the cached input and output (the forward keeps no indices, so a
+    forward pass that is not followed by EB or a gradient pays nothing for
+    them): scanning the cells last to first, each cell equal to its window's
+    maximum overwrites the index, so the first maximum is written last.
+    Padded cells hold ``-inf`` and never win.
+    """
+    x, y, kernel, stride, padding, _ = cache
+    xp = get_xp(x, y)
+    kW = kernel[1]
+    views = list(window_views(x, kernel, stride, padding, _NO_DILATION, y.shape[2:], pad_value=-xp.inf, xp=xp))
+    argmax = xp.zeros(y.shape, dtype=xp.int64)  # (N, C, oH, oW)
+    for (u, v), cell in reversed(views):
+        argmax = xp.where(cell == y, u * kW + v, argmax)
+    return argmax
 
 
 def _route(p, cache, name):
@@ -156,10 +187,11 @@ def _route(p, cache, name):
     A one-hot multiply in column layout followed by :func:`ebr_ref.im2col.col2im`
     (no index scatter, so repeated winners accumulate on every backend).
     """
-    argmax, in_hw, kernel, stride, padding, _ = cache
-    xp = get_xp(p, argmax)
-    N, C, oH, oW = argmax.shape
-    (kH, kW), (iH, iW) = kernel, in_hw
+    x, y, kernel, stride, padding, _ = cache
+    xp = get_xp(p, y)
+    N, C, oH, oW = y.shape
+    (kH, kW), (iH, iW) = kernel, x.shape[2:]
+    argmax = maxpool2d_winners(cache)  # (N, C, oH, oW)
     stacked = check_signal(p, (N, C, oH, oW), name)
     p5 = p if stacked else p[None]  # (K, N, C, oH, oW)
     K = p5.shape[0]
@@ -167,7 +199,7 @@ def _route(p, cache, name):
     one_hot = (argmax[:, :, None] == cells).astype(p.dtype)  # (N, C, kk, oH, oW)
     col = p5[:, :, :, None] * one_hot  # (K, N, C, kk, oH, oW)
     col = col.reshape(K * N, C, kH, kW, oH, oW)  # (K N, C, kH, kW, oH, oW)
-    p_x = col2im(col, in_hw, stride, padding, _NO_DILATION, xp=xp)  # (K N, C, iH, iW)  padded cells never win
+    p_x = col2im(col, (iH, iW), stride, padding, _NO_DILATION, xp=xp)  # (K N, C, iH, iW)  padded cells never win
     p_x = p_x.reshape(K, N, C, iH, iW)
     return p_x if stacked else p_x[0]
 

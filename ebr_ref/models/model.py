@@ -173,12 +173,14 @@ class Model:
 
         Returns ``(y, steps)`` where ``steps`` lists ``(layer, cache)`` for every layer
         run when ``keep`` is true (empty otherwise, so memory is freed as it goes).
-        With ``keep``, fc caches carry ``max(W, 0)`` for EB, taken from ``memo`` (a
-        per-call dict, see :meth:`positive_weights`) when given.
+        With ``keep`` and a ``memo`` (a per-call dict, see :meth:`positive_weights`),
+        fc caches carry ``max(W, 0)`` for EB, computed once per call; without one,
+        EB forms it block by block (cheaper when each layer is passed once).
         """
         steps = []
         for layer in self.layers[start:stop]:
-            W_pos = self.positive_weights(layer.name, memo=memo) if keep and layer.type == "fc" else None
+            fc_memo = keep and memo is not None and layer.type == "fc"
+            W_pos = self.positive_weights(layer.name, memo=memo) if fc_memo else None
             x, cache = forward_layer(layer, self.params, x, cont=cont, W_pos=W_pos)
             if keep:
                 steps.append((layer, cache))
