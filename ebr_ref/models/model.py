@@ -6,7 +6,7 @@ import numpy
 
 from .. import backend
 from .ops import eb_layer, forward_layer, grad_layer
-from .spec import Layer, infer_shapes, param_shapes
+from .spec import infer_shapes, param_shapes
 
 __all__ = ["Model", "softmax", "default_cont"]
 
@@ -26,7 +26,7 @@ def default_cont(T, *, xp, dtype):
 
 
 class Model:
-    """A CNN classifier or a CNN-LSTM, as a list of :class:`Layer` and a parameter dict.
+    """A CNN classifier or a CNN-LSTM, as a list of :class:`ebr_ref.models.spec.Layer` and a parameter dict.
 
     Parameters
     ----------
