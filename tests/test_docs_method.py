@@ -19,7 +19,6 @@ import os
 import re
 
 import numpy
-import pytest
 
 from ebr_ref.ground import ground
 from ebr_ref.localize import ground_unknown_length
