@@ -10,7 +10,7 @@ random weights:
 2. cEB-R for all ``--classes`` targets in one call against the single-target call
    (with ``--unfused`` also with ``fused_readout=False``, every layer's own EB);
 3. for each T of ``--scaling``, in a fresh process each, the wall time and the peak
-   resident memory (``ru_maxrss``) of one cEB-R call, and the time per frame.
+   resident memory (``VmHWM``, else ``ru_maxrss``) of one cEB-R call, and the time per frame.
 """
 
 import argparse
@@ -45,8 +45,23 @@ def one_run(T, classes, chunk_size):
     """Run in a child process: one cEB-R call on a T-frame clip; print JSON with time and peak RSS."""
     model, clip = _model(classes), _clip(T)
     t, _ = _timed(lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=chunk_size))
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"T": T, "seconds": t, "peak_rss_gib": peak_kib / 2**20}))
+    print(json.dumps({"T": T, "seconds": t, "peak_rss_gib": _peak_rss_kib() / 2**20}))
+
+
+def _peak_rss_kib():
+    """This process's peak resident memory in KiB.
+
+    Linux's ``VmHWM`` belongs to the process's own address space; ``ru_maxrss``
+    would also count the parent's resident memory at the time of the fork.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main():

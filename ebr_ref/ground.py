@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy
 
 from . import backend
+from .drivers import frame_chunks, is_int, normalise_total, prepare
 from .fused_readout import fused_maps, plan
 from .models.model import default_cont, softmax
 
@@ -78,9 +79,6 @@ class Grounding:
     diagnostics: dict = field(default_factory=dict)
 
 
-def _is_int(v):
-    return isinstance(v, (int, numpy.integer)) and not isinstance(v, (bool, numpy.bool_))
-
 
 def _targets(target, num_classes):
     if target is None or isinstance(target, (str, bytes)):
@@ -91,7 +89,7 @@ def _targets(target, num_classes):
         raise ValueError("target: an empty list of classes")
     out = []
     for t in items:
-        if not _is_int(t):
+        if not is_int(t):
             raise TypeError(f"target must be a class index (int) or a list of them, got {t!r}")
         if not 0 <= int(t) < num_classes:
             raise ValueError(f"target {int(t)} is out of range for a model with {num_classes} classes")
@@ -109,7 +107,7 @@ def _seed_steps(seed_steps, T):
     if isinstance(seed_steps, (bytes, dict)) or not hasattr(seed_steps, "__iter__"):
         raise TypeError(f"seed_steps must be 'last', 'all' or a list of int steps, got {seed_steps!r}")
     items = list(seed_steps)
-    if not all(_is_int(v) for v in items):
+    if not all(is_int(v) for v in items):
         raise TypeError(f"seed_steps must be 'last', 'all' or a list of int steps, got {seed_steps!r}")
     steps = sorted({int(v) for v in items})
     if not steps:
@@ -120,19 +118,6 @@ def _seed_steps(seed_steps, T):
     return steps
 
 
-def _prepare(model, clip, dtype):
-    if dtype is not None:
-        model = model.astype(dtype)
-    if not hasattr(clip, "dtype") or numpy.dtype(clip.dtype).kind != "f":
-        raise TypeError(
-            f"clip must be a floating-point array (T, C, H, W), preprocessed; got "
-            f"{getattr(clip, 'dtype', type(clip).__name__)}"
-        )
-    clip = backend.to_device(clip, model.device)
-    clip = clip.astype(model.dtype, copy=False)
-    model.check_clip(clip)
-    return model, clip
-
 
 def _negate_classifier(model, steps, memo):
     """Steps with the top (classifier) layer's weights negated: the dual pass of cEB / cEB-R."""
@@ -141,33 +126,7 @@ def _negate_classifier(model, steps, memo):
     return list(steps[:-1]) + [(layer, dual)]
 
 
-def _maps(p, stacked):
-    """Channel sums of a signal at the read-out layer, and per-frame evidence."""
-    frame_axis = 1 if stacked else 0
-    if p.ndim - frame_axis == 4:  # (.., T, C, h, w)
-        m = p.sum(axis=frame_axis + 1)
-    else:  # flat layer: (.., T, D)
-        m = p
-    ev = m.reshape(m.shape[: frame_axis + 1] + (-1,)).sum(axis=-1)
-    return m, ev
 
-
-def _chunks(T, chunk_size):
-    if not _is_int(chunk_size) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    return [(a, min(a + chunk_size, T)) for a in range(0, T, chunk_size)]
-
-
-def _normalise(p, stacked, xp, diag_totals, diag_zero, label):
-    """Eq. 5: divide by the grand total over frames and units; a zero total gives zero."""
-    axes = tuple(range(1 if stacked else 0, p.ndim))
-    tot = p.sum(axis=axes, keepdims=True)  # (K, 1, 1) or (1, 1)
-    tot_np = backend.to_numpy(tot).reshape(-1)
-    diag_totals.extend(float(v) for v in tot_np)
-    for k, v in enumerate(tot_np):
-        if v == 0:
-            diag_zero.append({"pass": label, "target_index": k})
-    return xp.where(tot != 0, p / xp.where(tot != 0, tot, 1), 0)
 
 
 def ground(
@@ -241,7 +200,7 @@ def ground(
         raise ValueError(f"method {method} needs a CNN-LSTM model; this model has no lstm layer (use {method[:-2]})")
     if not recurrent and model.is_recurrent:
         raise ValueError(f"method {method} is for a per-frame CNN classifier; this model is recurrent (use {method}-R)")
-    model, clip = _prepare(model, clip, dtype)
+    model, clip = prepare(model, clip, dtype)
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
     targets, single = _targets(target, model.num_classes)
@@ -256,7 +215,7 @@ def ground(
             f"read-out layer {layer!r} is the classifier's output; choose a layer below the classifier "
             f"{model.layer_names[-1]!r}"
         )
-    chunks = _chunks(clip.shape[0], chunk_size)
+    chunks = frame_chunks(clip.shape[0], chunk_size)
     if channel_maps and fused_readout is True:
         raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
     mode = "grad" if method in ("BP", "BP-R") else "eb"
@@ -397,10 +356,10 @@ def _ground_recurrent(model, clip, targets, method, r, chunks, diag, readout, *,
         lstm_res = []
         kw = dict(lstm_rule=lstm_rule, allow_tanh_eb=allow_tanh_eb, stacked=True, lstm_results=lstm_res)
         p_pos = model.run_eb(seq_steps, seed, mass=diag["mass_lost"]["positive"], **kw)  # (K, T, D)
-        p_int = _normalise(p_pos, True, xp, diag["totals"], diag["zero_totals"], "positive")
+        p_int = normalise_total(p_pos, True, xp, diag["totals"], diag["zero_totals"], "positive")
         if method == "cEB-R":
             p_neg = model.run_eb(_negate_classifier(model, seq_steps, memo), seed, mass=diag["mass_lost"]["dual"], **kw)
-            p_int = p_int - _normalise(p_neg, True, xp, diag["totals_dual"], diag["zero_totals"], "dual")
+            p_int = p_int - normalise_total(p_neg, True, xp, diag["totals_dual"], diag["zero_totals"], "dual")
         if lstm_rule == "eb" and lstm_res:
             diag["lstm"] = [_lstm_accounting(res) for res in lstm_res]
 

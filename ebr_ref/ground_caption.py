@@ -34,7 +34,8 @@ from typing import NamedTuple
 import numpy
 
 from . import backend
-from .ground import Grounding, _chunks, _is_int, _maps, _normalise, _prepare
+from .drivers import channel_sums, frame_chunks, is_int, normalise_total, prepare
+from .ground import Grounding
 from .layers.embedding import embedding_eb
 from .layers.linear import linear_eb, linear_grad
 from .layers.lstm import lstm_eb, lstm_grad
@@ -160,14 +161,14 @@ def _queries(words, caption, vocab):
     """``(items, steps per item, single)``: each query's seeded caption steps."""
     if words is None or isinstance(words, (bytes, dict)):
         raise TypeError(f"words must be a word, a phrase, a caption position or a list of them, got {words!r}")
-    single = isinstance(words, str) or _is_int(words)
+    single = isinstance(words, str) or is_int(words)
     items = [words] if single else list(words)
     if not items:
         raise ValueError("words: an empty list of queries")
     text = " ".join(caption)
     steps = []
     for item in items:
-        if _is_int(item):
+        if is_int(item):
             pos = int(item)
             if not 0 <= pos < len(caption):
                 raise ValueError(f"caption position {pos} is out of range for the {len(caption)}-word caption {text!r}")
@@ -303,13 +304,13 @@ def ground_caption(
     if not isinstance(model, CaptionModel):
         raise TypeError(f"ground_caption needs a CaptionModel (ebr_ref.models.caption), got {type(model).__name__}; "
                         "use ebr_ref.ground.ground for classifiers")
-    model, clip = _prepare(model, clip, dtype)
+    model, clip = prepare(model, clip, dtype)
     model._check_frames(clip)
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
     r = model.index(layer)
     xp, T, s = model.xp, clip.shape[0], len(model.layers)
-    chunks = _chunks(T, chunk_size)
+    chunks = frame_chunks(T, chunk_size)
 
     # 1. CNN forward in chunks: the video-feature layer's output of every frame, read-out kept if it fits.
     keep_readout = r >= 0 and numpy.prod(model.shapes[r]) * T * model.dtype.itemsize <= checkpoint_budget_bytes
@@ -366,7 +367,7 @@ def ground_caption(
             diag["decoder" if not negate else "decoder_dual"] = _account(sig, seed, p_frames)
             diag["mass_lost"][label] = _layer_mass(sig, seed, p_frames, model.static_layer)
             totals = diag["totals" if not negate else "totals_dual"]
-            p_n = _normalise(p_frames, True, xp, totals, diag["zero_totals"], label)
+            p_n = normalise_total(p_frames, True, xp, totals, diag["zero_totals"], label)
             p_int = p_n if p_int is None else p_int - p_n
 
     # 6. CNN part, chunk by chunk, from the read-out layer's activations to the video-feature layer and back.
@@ -383,7 +384,7 @@ def ground_caption(
     p_read = xp.concatenate(out, axis=1)  # (K, T, ...)
     if single:
         p_read = p_read[0]
-    maps, evidence = _maps(p_read, stacked=not single)
+    maps, evidence = channel_sums(p_read, stacked=not single)
     return CaptionGrounding(
         maps=backend.to_numpy(maps),
         evidence=backend.to_numpy(evidence),
