@@ -209,7 +209,7 @@ def fused_maps(fold_steps, p_top, plan_):
 
 def _frames(cache, a, b):
     """The cache of frames ``a:b`` (batch axis 0 of every per-frame array)."""
-    fields = {name: v[a:b] for name, v in cache._asdict().items() if name in ("x", "y", "argmax")}
+    fields = {name: v[a:b] for name, v in cache._asdict().items() if name in ("x", "y")}
     return cache._replace(**fields)
 
 
