@@ -35,10 +35,8 @@ settings in the sidecar; numpy and the standard library only.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import zipfile
 from typing import NamedTuple
 
 import numpy
@@ -48,7 +46,7 @@ from ..layers.embedding import embedding_forward
 from ..layers.linear import linear_forward
 from ..layers.lstm import CELL_ACTS, LSTMParams, lstm_forward
 from ..layers.temporal_mean import temporal_mean_forward
-from .io import FORMAT, GATE_ORDER, _sha256, sidecar_path
+from .io import read_canonical, read_sidecar, sidecar_path, write_canonical
 from .model import Model, softmax
 from .spec import infer_shapes, param_shapes
 from .zoo import _as_layer, _vgg16_body, init_params
@@ -578,36 +576,21 @@ def vgg16_captioner(vocab, *, hidden=(1000, 1000), embed=1000, input_size=224, s
 def save_captioner(model, path, *, meta=None):
     """Write a :class:`CaptionModel` as ``path`` (``.npz``) plus its JSON sidecar; return the sidecar dict.
 
-    The sidecar is that of :func:`ebr_ref.models.io.save_model` (format, version,
-    gate order, input shape, the frame part's ``architecture``, sha256, the
-    ``params`` listing of every array's shape and dtype, meta) plus ``"kind":
-    "captioner"``, ``vocabulary`` (every token, specials first) and ``decoder``
-    (``embed``, ``hidden``, ``static_layer``, ``pool``, ``cell_act``).
+    Written by :func:`ebr_ref.models.io.write_canonical` (format, version, gate
+    order, sha256, the ``params`` listing of every array's shape and dtype), with
+    ``"kind": "captioner"``, the input shape, the frame part's ``architecture``,
+    ``vocabulary`` (every token, specials first), ``decoder`` (``embed``,
+    ``hidden``, ``static_layer``, ``pool``, ``cell_act``) and meta.
     """
-    path = os.fspath(path)
-    if not path.endswith(".npz"):
-        raise ValueError(f"canonical model files end in .npz, got {path!r}")
-    arrays = {k: backend.to_numpy(v) for k, v in model.params.items()}
-    with open(path, "wb") as f:
-        numpy.savez(f, **arrays)
-    side = {
-        "format": FORMAT,
-        "version": 1,
+    return write_canonical(path, model.params, {
         "kind": KIND,
-        "gate_order": GATE_ORDER,
         "input_shape": list(model.input_shape),
         "architecture": [layer.to_dict() for layer in model.layers],
         "decoder": {"embed": model.embed_dim, "hidden": list(model.hidden), "static_layer": model.static_layer,
                     "pool": model.pool, "cell_act": model.cell_act},
         "vocabulary": list(model.vocab.tokens),
-        "params_sha256": _sha256(path),
-        "params": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()},
         "meta": {**model.meta, **(meta or {})},
-    }
-    with open(sidecar_path(path), "w") as f:
-        json.dump(side, f, indent=1, sort_keys=True)
-        f.write("\n")
-    return side
+    })
 
 
 def load_captioner(path, *, verify=True):
@@ -621,44 +604,17 @@ def load_captioner(path, *, verify=True):
         When the sidecar is not a canonical captioner sidecar, the sha256 differs
         or the parameters do not fit (naming the file and what differs).
     """
-    path = os.fspath(path)
-    side_path = sidecar_path(path)
-    for p in (path, side_path):
-        if not os.path.exists(p):
-            raise FileNotFoundError(f"captioner: {p} does not exist")
-    try:
-        with open(side_path) as f:
-            side = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{side_path}: not a JSON sidecar ({e})") from None
-    if not isinstance(side, dict) or side.get("format") != FORMAT:
-        raise ValueError(f"{side_path}: not an {FORMAT} sidecar")
+    side = read_sidecar(path)
     if side.get("kind") != KIND:
-        raise ValueError(f"{side_path}: kind {side.get('kind')!r}, expected {KIND!r} (use ebr_ref.models.load_model "
-                         "for classifiers)")
-    if side.get("gate_order") != GATE_ORDER:
-        raise ValueError(f"{side_path}: gate order {side.get('gate_order')!r}, expected {GATE_ORDER!r}")
-    if verify:
-        found = _sha256(path)
-        if found != side.get("params_sha256"):
-            raise ValueError(f"{path}: sha256 {found} differs from the sidecar's {side.get('params_sha256')}")
-    try:
-        with numpy.load(path, allow_pickle=False) as z:
-            params = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable .npz ({e})") from None
-    listed = side.get("params", {})
-    for k, a in params.items():
-        info = listed.get(k)
-        if info is None or list(a.shape) != list(info.get("shape", [])) or a.dtype.str != info.get("dtype"):
-            raise ValueError(f"{path}: parameter {k}: the sidecar lists {info}, "
-                             f"the .npz has {list(a.shape)} {a.dtype.str}")
+        raise ValueError(f"{sidecar_path(path)}: kind {side.get('kind')!r}, expected {KIND!r} "
+                         "(use ebr_ref.models.load_model for classifiers)")
+    params, side = read_canonical(path, kind=KIND, verify=verify)
     try:
         dec = side["decoder"]
         return captioner(side["architecture"], Vocabulary.from_tokens(side["vocabulary"]), tuple(side["input_shape"]),
                          static_layer=dec["static_layer"], pool=dec["pool"], cell_act=dec["cell_act"], params=params,
                          meta=side.get("meta", {}))
     except KeyError as e:
-        raise ValueError(f"{side_path}: missing field {e.args[0]!r}") from None
+        raise ValueError(f"{sidecar_path(path)}: missing field {e.args[0]!r}") from None
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise ValueError(f"{os.fspath(path)}: {e}") from None
