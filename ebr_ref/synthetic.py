@@ -74,6 +74,10 @@ __all__ = [
     "render_action",
     "make_clip",
     "make_batch",
+    "ACTOR_STYLE",
+    "actor_track",
+    "shape_mask",
+    "boxes_of",
 ]
 
 ACTIONS = ("slide", "rotate", "pulse", "bounce", "orbit", "zigzag", "flicker")
@@ -81,7 +85,7 @@ NUM_CLASSES = len(ACTIONS)
 KINDS = ("trimmed", "GT+rand", "rand+GT", "rand+GT+rand")
 
 _SHAPES = ("square", "bar", "disk", "triangle", "ring", "plus", "diamond")
-_ACTOR_STYLE = {  # action -> (shape, RGB colour)
+ACTOR_STYLE = {  # action -> (shape, RGB colour)
     "slide": ("square", (0.95, 0.15, 0.15)),
     "rotate": ("bar", (0.15, 0.90, 0.20)),
     "pulse": ("disk", (0.20, 0.35, 1.00)),
@@ -116,7 +120,7 @@ class SyntheticClip(NamedTuple):
 # ----------------------------------------------------------------------------- geometry
 
 
-def _shape_mask(shape, cx, cy, size, angle, X, Y):
+def shape_mask(shape, cx, cy, size, angle, X, Y):
     """Pixels (centres) inside a shape; parameters (T, 1, 1), X (1, 1, W), Y (1, H, 1) -> (T, H, W) bool.
 
     ``size`` is the shape's nominal extent (side of the square, diameter of the
@@ -150,7 +154,7 @@ def _shape_mask(shape, cx, cy, size, angle, X, Y):
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _boxes_of(mask):
+def boxes_of(mask):
     """Inclusive bounding boxes of (T, H, W) masks -> (T, 4) float64, NaN for empty masks."""
     T, H, W = mask.shape
     rows = mask.any(axis=2)  # (T, H)
@@ -180,12 +184,12 @@ def _triangle_wave(u):
 # ----------------------------------------------------------------------------- scene parts
 
 
-def _actor_track(action, T, H, W, rng):
+def actor_track(action, T, H, W, rng):
     """Per-frame parameters of the actor: cx, cy, size, angle (T,), colour (T, 3)."""
     S = min(H, W)
     t = numpy.arange(T, dtype=numpy.float64)
     s0 = rng.uniform(0.14, 0.2) * S
-    color = numpy.clip(numpy.array(_ACTOR_STYLE[action][1]) + rng.uniform(-0.06, 0.06, 3), 0, 1)
+    color = numpy.clip(numpy.array(ACTOR_STYLE[action][1]) + rng.uniform(-0.06, 0.06, 3), 0, 1)
     color = numpy.broadcast_to(color, (T, 3))
     cx0, cy0 = rng.uniform(0.35, 0.65) * W, rng.uniform(0.35, 0.65) * H
     phase = rng.uniform(0, 2 * numpy.pi)
@@ -344,15 +348,15 @@ def render_action(label, num_frames, *, rng, size=(64, 64), n_distractors=3, dra
     Y = numpy.arange(H, dtype=numpy.float64)[None, :, None]  # (1, H, 1)
     frames = _background(T, H, W, rng)  # (T, 3, H, W)
     for shape, cx, cy, sz, ang, color in _distractor_tracks(int(n_distractors), T, H, W, rng):
-        m = _shape_mask(shape, cx[:, None, None], cy[:, None, None], sz[:, None, None], ang[:, None, None], X, Y)
+        m = shape_mask(shape, cx[:, None, None], cy[:, None, None], sz[:, None, None], ang[:, None, None], X, Y)
         frames = numpy.where(m[:, None], color[None, :, None, None], frames)
-    cx, cy, sz, ang, color = _actor_track(ACTIONS[k], T, H, W, rng)
-    m = _shape_mask(_ACTOR_STYLE[ACTIONS[k]][0], cx[:, None, None], cy[:, None, None], sz[:, None, None],
+    cx, cy, sz, ang, color = actor_track(ACTIONS[k], T, H, W, rng)
+    m = shape_mask(ACTOR_STYLE[ACTIONS[k]][0], cx[:, None, None], cy[:, None, None], sz[:, None, None],
                     ang[:, None, None], X, Y)  # (T, H, W)
     if draw_actor:
         frames = numpy.where(m[:, None], color[:, :, None, None], frames)
     frames = numpy.clip(frames, 0.0, 1.0).astype(numpy.float32)
-    return Rendered(frames, _boxes_of(m))
+    return Rendered(frames, boxes_of(m))
 
 
 def make_clip(

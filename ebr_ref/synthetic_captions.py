@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy
 
 from .models.caption import Vocabulary
-from .synthetic import _ACTOR_STYLE, ACTIONS, _actor_track, _boxes_of, _shape_mask, render_action
+from .synthetic import ACTOR_STYLE, ACTIONS, actor_track, boxes_of, shape_mask, render_action
 
 __all__ = [
     "SHAPES",
@@ -54,7 +54,7 @@ __all__ = [
     "make_caption_batch",
 ]
 
-SHAPES = {a: _ACTOR_STYLE[a][0] for a in ACTIONS}  # action -> shape word
+SHAPES = {a: ACTOR_STYLE[a][0] for a in ACTIONS}  # action -> shape word
 COLOURS = {  # action -> the name of its actor's colour in ebr_ref.synthetic
     "slide": "red", "rotate": "green", "pulse": "blue", "bounce": "yellow", "orbit": "magenta", "zigzag": "cyan",
     "flicker": "orange",
@@ -158,16 +158,16 @@ def make_caption_clip(seed, *, num_objects=None, num_frames=8, size=(64, 64), n_
     objects = []
     for a, (row, col) in zip(actions, cells):
         action = ACTIONS[a]
-        cx, cy, sz, ang, colour = _actor_track(action, T, cH, cW, rng)  # the actor in a cell-sized frame
+        cx, cy, sz, ang, colour = actor_track(action, T, cH, cW, rng)  # the actor in a cell-sized frame
         cx, cy, sz = cx + col * cW, cy + row * cH, sz * _CELL_SCALE
         start, end = _interval(T, rng, p_full)
-        m = _shape_mask(SHAPES[action], cx[:, None, None], cy[:, None, None], sz[:, None, None], ang[:, None, None],
+        m = shape_mask(SHAPES[action], cx[:, None, None], cy[:, None, None], sz[:, None, None], ang[:, None, None],
                         X, Y)  # (T, H, W)
         present = numpy.zeros(T, dtype=bool)
         present[start : end + 1] = True
         m &= present[:, None, None]
         frames = numpy.where(m[:, None], colour[:, :, None, None], frames)
-        objects.append(ObjectTruth(action, COLOURS[action], SHAPES[action], VERBS[action], (start, end), _boxes_of(m),
+        objects.append(ObjectTruth(action, COLOURS[action], SHAPES[action], VERBS[action], (start, end), boxes_of(m),
                                    (row, col)))
     caption, owner = caption_of(objects)
     return CaptionClip(numpy.clip(frames, 0, 1).astype(numpy.float32), caption, caption.split(), objects, owner)

@@ -4,7 +4,7 @@ import numpy
 import pytest
 
 from ebr_ref.models import Layer, Model, caffenet, infer_shapes, sequential, vgg16, vgg16_lstm
-from ebr_ref.models.zoo import _vgg16_body
+from ebr_ref.models.zoo import vgg16_body
 
 
 def _count(params):
@@ -12,7 +12,7 @@ def _count(params):
 
 
 def test_vgg16_structure_matches_the_published_network():
-    layers = _vgg16_body(224) + [Layer("fc8", "fc", {"out_features": 1000})]
+    layers = vgg16_body(224) + [Layer("fc8", "fc", {"out_features": 1000})]
     from ebr_ref.models import param_shapes
 
     shapes = param_shapes(layers, (3, 224, 224))

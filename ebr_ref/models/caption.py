@@ -49,7 +49,7 @@ from ..layers.temporal_mean import temporal_mean_forward
 from .io import read_canonical, read_sidecar, sidecar_path, write_canonical
 from .model import Model, softmax
 from .spec import infer_shapes, param_shapes
-from .zoo import _as_layer, _vgg16_body, init_params
+from .zoo import as_layer, vgg16_body, init_params
 
 __all__ = [
     "SPECIALS",
@@ -511,7 +511,7 @@ def captioner(frame_layers, vocab, input_shape, *, embed=32, hidden=(64, 64), st
     -------
     CaptionModel
     """
-    layers = [_as_layer(item) for item in frame_layers]
+    layers = [as_layer(item) for item in frame_layers]
     vocab = _as_vocab(vocab)
     if params is None:
         H1, H2 = (int(h) for h in hidden)
@@ -567,7 +567,7 @@ def vgg16_captioner(vocab, *, hidden=(1000, 1000), embed=1000, input_size=224, s
     average pooling). Hidden and embedding sizes are parameters (the paper's
     model: 1000 and 1000).
     """
-    return captioner(_vgg16_body(input_size), vocab, (3, input_size, input_size), embed=embed, hidden=hidden,
+    return captioner(vgg16_body(input_size), vocab, (3, input_size, input_size), embed=embed, hidden=hidden,
                      static_layer=static_layer, pool=pool, cell_act=cell_act, seed=seed, params=params,
                      meta={"name": "vgg16_captioner", "readout": "conv5_1"})
 

@@ -18,7 +18,7 @@ import numpy
 from .model import Model
 from .spec import Layer, param_shapes
 
-__all__ = ["vgg16", "caffenet", "vgg16_lstm", "sequential", "from_spec", "init_params"]
+__all__ = ["vgg16", "caffenet", "vgg16_lstm", "vgg16_body", "sequential", "from_spec", "as_layer", "init_params"]
 
 
 def init_params(layers, input_shape, seed=None, dtype=numpy.float64):
@@ -44,7 +44,8 @@ def init_params(layers, input_shape, seed=None, dtype=numpy.float64):
     return params
 
 
-def _as_layer(item):
+def as_layer(item):
+    """A :class:`Layer` from a Layer, its dict form, or ``(name, type[, settings])``."""
     if isinstance(item, Layer):
         return item
     if isinstance(item, dict):
@@ -80,7 +81,7 @@ def sequential(layers, input_shape, *, seed=None, params=None, meta=None, dtype=
     -------
     Model
     """
-    layers = [_as_layer(item) for item in layers]
+    layers = [as_layer(item) for item in layers]
     if params is None:
         params = init_params(layers, input_shape, seed, dtype)
     return Model(layers, params, input_shape=input_shape, meta=meta)
@@ -96,7 +97,7 @@ def from_spec(layers, params, meta):
     return sequential(layers, tuple(meta["input_shape"]), params=params, meta=meta)
 
 
-def _vgg16_body(input_size):
+def vgg16_body(input_size):
     """VGG16 (configuration D) up to drop7, with Caffe's layer names."""
     layers = []
     blocks = [(1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3)]
@@ -122,7 +123,7 @@ def vgg16(num_classes, input_size=224, seed=None, dtype=numpy.float64):
     (2x2 max, stride 2, floor rounding), ``fc6``/``fc7`` (4096, ReLU, dropout) and
     the classifier ``fc8``. Input ``(3, input_size, input_size)``.
     """
-    layers = _vgg16_body(input_size) + [Layer("fc8", "fc", {"out_features": num_classes})]
+    layers = vgg16_body(input_size) + [Layer("fc8", "fc", {"out_features": num_classes})]
     return sequential(layers, (3, input_size, input_size), seed=seed, meta={"name": "vgg16"}, dtype=dtype)
 
 
@@ -131,7 +132,7 @@ def vgg16_lstm(num_classes, hidden=256, input_size=224, seed=None, dtype=numpy.f
 
     ``fc8`` is applied at every time step (Caffe's ``fc8-final`` with ``axis: 2``).
     """
-    layers = _vgg16_body(input_size) + [
+    layers = vgg16_body(input_size) + [
         Layer("lstm1", "lstm", {"hidden": hidden, "cell_act": "relu"}),
         Layer("lstm1_drop", "dropout"),
         Layer("fc8", "fc", {"out_features": num_classes}),
