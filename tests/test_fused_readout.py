@@ -246,3 +246,13 @@ def test_fused_readout_argument_errors(lstm_model, clip):
         ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout="yes")
     g = ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", channel_maps=True)
     assert g.diagnostics["fused_readout"] is None and g.channel_maps is not None
+
+
+@pytest.mark.parametrize("method", ["EB", "cEB"])
+def test_signed_input_pixels(cnn_model, method):
+    """Mean-subtracted pixels: x and the first layer's Z take both signs; the fold follows the same algebra."""
+    clip = numpy.random.default_rng(0x5E).uniform(-1.0, 1.0, (3,) + SHAPE)
+    fused, plain = _both(cnn_model, clip, method, "input")
+    assert (plain.maps < 0).any() and (plain.maps > 0).any()
+    assert rel_err(fused.maps, plain.maps) < 1e-12
+    _assert_same_mass(fused, plain)
