@@ -1,7 +1,8 @@
 """Pieces shared by the grounding drivers (:mod:`ebr_ref.ground`, :mod:`ebr_ref.ground_caption`).
 
-Input checks, frame chunks, the eq.-5 normalisation and channel sums: the steps
-of paper Algorithm 1 that the action and the caption drivers take alike.
+Input checks, frame chunks, the eq.-5 normalisation and the last
+leg down to the read-out layer (fused for many targets): the steps of paper
+Algorithm 1 that the action and the caption drivers take alike.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import numpy
 
 from . import backend
+from .fused_readout import fused_maps
 
-__all__ = ["is_int", "prepare", "frame_chunks", "normalise_total", "channel_sums"]
+__all__ = ["is_int", "prepare", "frame_chunks", "normalise_total", "weights_memo", "Readout"]
 
 
 def is_int(v):
@@ -61,16 +63,59 @@ def normalise_total(p, stacked, xp, diag_totals, diag_zero, label):
     return xp.where(tot != 0, p / xp.where(tot != 0, tot, 1), 0)
 
 
-def channel_sums(p, stacked):
-    """Channel sums of a signal at the read-out layer, and the per-frame evidence.
+def weights_memo(chunks, K):
+    """A per-call dict keeping ``max(±W, 0)`` of fc layers when they are reused, else None.
 
-    ``p`` is ``([K,] T, C, h, w)`` (a flat layer: ``([K,] T, D)``, returned as is);
-    returns ``(maps ([K,] T, h, w), evidence ([K,] T))``.
+    W+ is worth holding whole when several chunks (or many stacked signal rows) pass
+    through the same layer; for one pass :func:`ebr_ref.layers.linear.linear_eb` forms
+    it block by block, which is cheaper (no 400 MB write for VGG16's fc6).
     """
-    frame_axis = 1 if stacked else 0
-    if p.ndim - frame_axis == 4:  # (.., T, C, h, w)
-        m = p.sum(axis=frame_axis + 1)
-    else:  # flat layer: (.., T, D)
-        m = p
-    ev = m.reshape(m.shape[: frame_axis + 1] + (-1,)).sum(axis=-1)
-    return m, ev
+    rows = K * max(b - a for a, b in chunks)
+    return {} if len(chunks) > 1 or rows > 32 else None
+
+
+class Readout:
+    """The last leg of every chunk: from the signal at the top of the CNN steps down to the read-out layer.
+
+    ``Readout(model, fold, mode, keep_channels)``: ``fold`` a
+    :class:`ebr_ref.fused_readout.FoldPlan` or None, ``mode`` ``"eb"`` or ``"grad"``.
+
+    Keeps, per chunk, the channel-summed maps ``(K, n, h, w)`` (a flat read-out
+    layer: the signal ``(K, n, D)`` itself) and, when asked, the full signal.
+    With a fold plan the layers up to the first max pooling above the read-out
+    layer run fused (:func:`ebr_ref.fused_readout.fused_maps`).
+    """
+
+    def __init__(self, model, fold, mode, keep_channels):
+        self.model, self.fold, self.mode, self.keep = model, fold, mode, keep_channels
+        self.maps, self.channels = [], []
+
+    def __call__(self, steps, p, mass):
+        """Signal ``p (K, n, ...)`` at the top of ``steps`` -> maps at the read-out layer, kept.
+
+        ``mass`` (a dict, EB only) receives the mass lost per layer, as in :meth:`Model.run_eb`.
+        """
+        fold = self.fold
+        below = [] if fold is None else steps[: fold.depth]
+        above = steps[len(below):]
+        if self.mode == "grad":
+            p = self.model.run_grad(above, p)
+        else:
+            p = self.model.run_eb(above, p, stacked=True, mass=mass)
+        if fold is None:
+            self.maps.append(p.sum(axis=2) if p.ndim == 5 else p)  # (K, n, h, w) or (K, n, D)
+            if self.keep:
+                self.channels.append(p)
+            return
+        maps, lost = fused_maps(below, p, fold)  # (K, n, h, w)
+        self.maps.append(maps)
+        if self.mode == "eb":
+            for name in reversed(lost):  # top first, as run_eb records them
+                mass[name] = mass.get(name, 0.0) + lost[name]
+
+    def result(self):
+        """``(maps (K, T, h, w) or (K, T, D), evidence (K, T), full signal (K, T, ...) or None)``."""
+        xp = self.model.xp
+        maps = xp.concatenate(self.maps, axis=1)  # (K, T, h, w) or (K, T, D)
+        evidence = maps.reshape(maps.shape[:2] + (-1,)).sum(axis=-1)  # (K, T)  per-frame sums S
+        return maps, evidence, (xp.concatenate(self.channels, axis=1) if self.keep else None)

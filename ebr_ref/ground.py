@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy
 
 from . import backend
-from .drivers import frame_chunks, is_int, normalise_total, prepare
-from .fused_readout import fused_maps, plan
+from .drivers import Readout, frame_chunks, is_int, normalise_total, prepare, weights_memo
+from .fused_readout import plan
 from .models.model import default_cont, softmax
 
 __all__ = ["Grounding", "ground", "METHODS"]
@@ -227,12 +227,11 @@ def ground(
     }
     run = _ground_recurrent if recurrent else _ground_frames
     tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
-    readout = _Readout(model, fold, mode, channel_maps)
+    readout = Readout(model, fold, mode, channel_maps)
     probs = run(model, clip, targets, method, r, chunks, diag, readout, lstm_rule=lstm_rule,
                 seed_steps=seed_steps, cont=cont, allow_tanh_eb=allow_tanh_eb,
                 budget=checkpoint_budget_bytes, tick=tick)
-    maps, p_read = readout.result()  # (K, T, h, w) or (K, T, D); (K, T, C, h, w) or None
-    evidence = maps.reshape(maps.shape[:2] + (-1,)).sum(axis=-1)  # (K, T)
+    maps, evidence, p_read = readout.result()  # (K, T, h, w) or (K, T, D); (K, T); (K, T, C, h, w) or None
     if single:
         maps, evidence, p_read = maps[0], evidence[0], None if p_read is None else p_read[0]
     return Grounding(
@@ -244,48 +243,6 @@ def ground(
         channel_maps=None if p_read is None else backend.to_numpy(p_read),
         diagnostics=diag,
     )
-
-
-class _Readout:
-    """The last leg of every chunk: from the signal at the top of the CNN steps down to the read-out layer.
-
-    Keeps, per chunk, the channel-summed maps ``(K, n, h, w)`` (a flat read-out
-    layer: the signal ``(K, n, D)`` itself) and, when asked, the full signal.
-    With a fold plan the layers up to the first max pooling above the read-out
-    layer run fused (:func:`ebr_ref.fused_readout.fused_maps`).
-    """
-
-    def __init__(self, model, fold, mode, keep_channels):
-        self.model, self.fold, self.mode, self.keep = model, fold, mode, keep_channels
-        self.maps, self.channels = [], []
-
-    def __call__(self, steps, p, mass):
-        """Signal ``p (K, n, ...)`` at the top of ``steps`` -> maps at the read-out layer, kept.
-
-        ``mass`` (a dict, EB only) receives the mass lost per layer, as in :meth:`Model.run_eb`.
-        """
-        fold = self.fold
-        below = [] if fold is None else steps[: fold.depth]
-        above = steps[len(below):]
-        if self.mode == "grad":
-            p = self.model.run_grad(above, p)
-        else:
-            p = self.model.run_eb(above, p, stacked=True, mass=mass)
-        if fold is None:
-            self.maps.append(p.sum(axis=2) if p.ndim == 5 else p)  # (K, n, h, w) or (K, n, D)
-            if self.keep:
-                self.channels.append(p)
-            return
-        maps, lost = fused_maps(below, p, fold)  # (K, n, h, w)
-        self.maps.append(maps)
-        if self.mode == "eb":
-            for name in reversed(lost):  # top first, as run_eb records them
-                mass[name] = mass.get(name, 0.0) + lost[name]
-
-    def result(self):
-        xp = self.model.xp
-        maps = xp.concatenate(self.maps, axis=1)
-        return maps, (xp.concatenate(self.channels, axis=1) if self.keep else None)
 
 
 def _ticker(progress, total):
@@ -300,17 +257,6 @@ def _ticker(progress, total):
     return tick
 
 
-def _weights_memo(chunks, K):
-    """A per-call dict keeping ``max(±W, 0)`` of fc layers when they are reused, else None.
-
-    W+ is worth holding whole when several chunks (or many stacked signal rows) pass
-    through the same layer; for one pass :func:`ebr_ref.layers.linear.linear_eb` forms
-    it block by block, which is cheaper (no 400 MB write for VGG16's fc6).
-    """
-    rows = K * max(b - a for a, b in chunks)
-    return {} if len(chunks) > 1 or rows > 32 else None
-
-
 def _one_hot_seed(targets, steps, T, C, *, xp, dtype):
     seed = xp.zeros((len(targets), T, C), dtype=dtype)  # (K, T, C)
     for k, c in enumerate(targets):
@@ -321,7 +267,7 @@ def _one_hot_seed(targets, steps, T, C, *, xp, dtype):
 def _ground_recurrent(model, clip, targets, method, r, chunks, diag, readout, *, lstm_rule, seed_steps, cont,
                       allow_tanh_eb, budget, tick):
     xp, T, s = model.xp, clip.shape[0], model.sequence_start
-    memo = _weights_memo(chunks, len(targets))
+    memo = weights_memo(chunks, len(targets))
     steps_seed = _seed_steps(seed_steps, T)
     diag["seed_steps"] = steps_seed
     if cont is None:
@@ -384,7 +330,7 @@ def _lstm_accounting(res):
 
 def _ground_frames(model, clip, targets, method, r, chunks, diag, readout, *, tick, **_):
     xp, L = model.xp, len(model.layers)
-    memo = _weights_memo(chunks, len(targets))
+    memo = weights_memo(chunks, len(targets))
     diag["seed_steps"] = "every frame"
     probs = []
     for a, b in chunks:

@@ -34,7 +34,8 @@ from typing import NamedTuple
 import numpy
 
 from . import backend
-from .drivers import channel_sums, frame_chunks, is_int, normalise_total, prepare
+from .drivers import Readout, frame_chunks, is_int, normalise_total, prepare, weights_memo
+from .fused_readout import plan
 from .ground import Grounding
 from .layers.embedding import embedding_eb
 from .layers.linear import linear_eb, linear_grad
@@ -248,6 +249,7 @@ def ground_caption(
     channel_maps=False,
     allow_tanh_eb=False,
     checkpoint_budget_bytes=1 << 30,
+    fused_readout="auto",
 ):
     """Ground one or several words of a caption in a clip (paper §4.2, Fig. 3).
 
@@ -283,6 +285,10 @@ def ground_caption(
     checkpoint_budget_bytes : int
         Keep the read-out layer's activations between the two CNN passes when
         they take at most this many bytes; otherwise recompute them.
+    fused_readout : {"auto", True, False}
+        As in :func:`ebr_ref.ground.ground`: fold the layers from the read-out
+        layer up to the next max pooling into one matrix per frame when many
+        queries make it cheaper.
 
     Returns
     -------
@@ -343,11 +349,17 @@ def ground_caption(
         seed_np[k, st, 0, ids[st]] = 1.0
     seed = backend.to_device(seed_np, model.device)  # (K, S, 1, V)
 
+    if channel_maps and fused_readout is True:
+        raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
+    mode = "grad" if method == "BP-R" else "eb"
+    fold = None if channel_maps else plan(model, r, K, mode, request=fused_readout)
+    leg = Readout(model, fold, mode, channel_maps)
     diag = {
         "method": method, "lstm_rule": lstm_rule if method != "BP-R" else None, "caption": " ".join(cap),
         "decoded": "forced" if caption is not None else "greedy", "targets": items, "layer": layer,
         "seed_steps": steps, "chunk_size": int(chunk_size),
         "mass_lost": {"positive": {}, "dual": {}, "cnn": {}}, "totals": [], "totals_dual": [], "zero_totals": [],
+        "fused_readout": None if fold is None else [model.layer_names[k] for k in range(r + 1, r + 1 + fold.depth)],
     }
 
     def to_frames(p_video):  # (K, 1, D) -> (K, T, D)
@@ -371,27 +383,22 @@ def ground_caption(
             p_int = p_n if p_int is None else p_int - p_n
 
     # 6. CNN part, chunk by chunk, from the read-out layer's activations to the video-feature layer and back.
-    out, memo = [], {}  # memo: max(W, 0) of fc layers, computed once for this call
+    memo = weights_memo(chunks, K)
     for n, (a, b) in enumerate(chunks):
         x_r = readout[n] if keep_readout else (clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0])
         _, cnn_steps = model.run_forward(x_r, r + 1, s, keep=True, memo=memo)
-        p = p_int[:, a:b]
-        if method == "BP-R":
-            out.append(model.run_grad(cnn_steps, p))
-        else:
-            out.append(model.run_eb(cnn_steps, p, stacked=True, mass=diag["mass_lost"]["cnn"]))
+        leg(cnn_steps, p_int[:, a:b], diag["mass_lost"]["cnn"])
     diag["readout_recomputed"] = not keep_readout and r >= 0
-    p_read = xp.concatenate(out, axis=1)  # (K, T, ...)
+    maps, evidence, p_read = leg.result()  # (K, T, ...), (K, T), (K, T, C, h, w) or None
     if single:
-        p_read = p_read[0]
-    maps, evidence = channel_sums(p_read, stacked=not single)
+        maps, evidence, p_read = maps[0], evidence[0], None if p_read is None else p_read[0]
     return CaptionGrounding(
         maps=backend.to_numpy(maps),
         evidence=backend.to_numpy(evidence),
         probs=probs,
         targets=items,
         layer=layer,
-        channel_maps=backend.to_numpy(p_read) if channel_maps else None,
+        channel_maps=None if p_read is None else backend.to_numpy(p_read),
         diagnostics=diag,
         caption=list(cap),
         word_probs=probs[numpy.arange(S), ids],

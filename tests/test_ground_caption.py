@@ -331,3 +331,35 @@ def test_argument_errors(clip):
         ground_caption(model, clip, "red", caption=CAPTION, chunk_size=0)
     with pytest.raises(ValueError, match="rule 'eb' needs cell_act='relu'"):
         ground_caption(make(cell_act="tanh"), clip, "red", caption=CAPTION, lstm_rule="eb")
+
+
+# A frame part whose read-out conv1 sits below a block the fused read-out folds (relu1, conv2, relu2, pool2).
+FOLD_FRAMES = [
+    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu1", "relu"),
+    ("conv2", "conv", {"out_channels": 5, "kernel": 3, "padding": 1}), ("relu2", "relu"),
+    ("pool2", "maxpool", {"kernel": 2}),
+    ("flat", "flatten"), ("fc7", "fc", {"out_features": 12}), ("relu7", "relu"),
+]
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("method", ["EB-R", "cEB-R", "BP-R"])
+def test_fused_readout_matches_oracle_and_the_unfused_pass(oracle, clip, method):
+    model = make("lstm2", frames=FOLD_FRAMES, seed=0x5D)
+    queries = ["square", "red square", 5, "disk"]
+    kw = dict(caption=CAPTION, method=method, layer="conv1", lstm_rule="eb", chunk_size=3)
+    fused = ground_caption(model, clip, queries, fused_readout=True, **kw)
+    plain = ground_caption(model, clip, queries, fused_readout=False, **kw)
+    assert fused.diagnostics["fused_readout"] == ["relu1", "conv2", "relu2", "pool2"]
+    assert plain.diagnostics["fused_readout"] is None
+    assert rel_err(fused.maps, plain.maps) < 1e-12
+    assert rel_err(fused.evidence, plain.evidence) < 1e-12
+    lost, lost_f = plain.diagnostics["mass_lost"]["cnn"], fused.diagnostics["mass_lost"]["cnn"]
+    assert list(lost) == list(lost_f)
+    assert all(numpy.allclose(lost_f[k], lost[k], rtol=0, atol=1e-12) for k in lost)
+    ids = model.vocab.encode(CAPTION)
+    for k, q in enumerate(queries):
+        ref = oracle(model, clip, ids, _steps(model, q), method=method, layer="conv1", lstm_rule="eb")
+        assert oracle_err(fused.maps[k], ref) < TOL, q
+    with pytest.raises(ValueError, match="channel_maps"):
+        ground_caption(model, clip, queries, fused_readout=True, channel_maps=True, **kw)

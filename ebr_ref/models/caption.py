@@ -252,6 +252,11 @@ class CaptionModel:
     run_eb = staticmethod(Model.run_eb)
     run_grad = staticmethod(Model.run_grad)
 
+    @property
+    def sequence_start(self) -> int:
+        """Every layer of the frame part runs per frame (as the CNN part of a :class:`Model`)."""
+        return len(self.layers)
+
     def __init__(self, frame_layers, params, vocab, *, input_shape, static_layer="lstm2", pool="mean",
                  cell_act="relu", meta=None):
         self.layers = tuple(frame_layers)
