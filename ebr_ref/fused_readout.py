@@ -67,7 +67,7 @@ from .layers._eb import safe_divide
 from .layers.conv2d import conv2d_forward
 from .layers.maxpool2d import maxpool2d_winners
 
-__all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "plan", "fused_maps"]
+__all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "check_request", "plan", "fused_maps"]
 
 FOLD_BUDGET_BYTES = 1 << 29  # arrays of one group of folded frames (F, G and the pushed functionals)
 _MODES = ("eb", "grad")
@@ -92,6 +92,21 @@ class _Survey(NamedTuple):
     floats: int  # size of the largest arrays of the fold (F twice, G)
 
 
+def check_request(request):
+    """The ``fused_readout`` argument, validated: ``"auto"``, True or False (NumPy bools accepted).
+
+    Raises
+    ------
+    ValueError
+        For anything else (integers included).
+    """
+    if isinstance(request, (bool, numpy.bool_)):
+        return bool(request)
+    if isinstance(request, str) and request == "auto":
+        return request
+    raise ValueError(f"fused_readout must be 'auto', True or False, got {request!r}")
+
+
 def plan(model, r, K, mode, *, request="auto"):
     """Decide whether the read-out above layer ``r`` is fused for ``K`` targets.
 
@@ -113,10 +128,9 @@ def plan(model, r, K, mode, *, request="auto"):
     """
     if mode not in _MODES:
         raise ValueError(f"fused read-out: unknown mode {mode!r}")
+    request = check_request(request)
     if request is False:
         return None
-    if request not in ("auto", True):
-        raise ValueError(f"fused_readout must be 'auto', True or False, got {request!r}")
     in_shape = model.input_shape if r < 0 else model.shapes[r]
     survey = _survey(model, r, in_shape)
     why = survey if isinstance(survey, str) else None
@@ -262,23 +276,26 @@ def _fold_matrix(steps, mode, nhw, dtype, *, xp):
             F = _scale(F, x, lo, n_off, (h, w), xp=xp)  # times the input x
         else:
             W_use = W
+            if F is not None:  # no x to multiply by: zero F outside the conv's input grid (its padding)
+                F = _scale(F, xp.ones((n, 1) + tuple(x.shape[2:]), dtype=dtype), lo, n_off, (h, w), xp=xp)
         F = _through_conv(F, W_use, n_off, (dH, dW), (n, h, w), xp=xp)
         lo, n_off = (lo[0] - pH, lo[1] - pW), (n_off[0] + dH * (kH - 1), n_off[1] + dW * (kW - 1))
         if mode == "eb":
             F = _scale(F, z_inv[k], lo, n_off, (h, w), xp=xp)  # times 1 / Z
-    pool = steps[-1][1]
-    G = _scatter_pool(F, pool, lo, n_off, (h, w), xp=xp)  # (n, P, C, cells)
     rows, names = [], []
     if mode == "eb":
         for k, (layer, cache) in enumerate(steps):
-            row = _mass_functional(steps, k, z_inv, z_zero, xp=xp)
+            row = _mass_functional(steps, k, z_inv, z_zero, xp=xp)  # (n, C, oh, ow) or None
             if row is not None:
-                rows.append(row.reshape(n, 1, -1))
+                rows.append(row)
                 names.append(layer.name)
-    G = G.reshape(n, P, -1)
-    if rows:
-        G = xp.concatenate([G] + rows, axis=1)
-    return G, names
+    pool = steps[-1][1]
+    C, oh, ow = pool.y.shape[1:]
+    G = xp.zeros((n, P + len(rows), C, oh * ow), dtype=F.dtype)  # map rows, then mass rows
+    _scatter_pool(F, pool, lo, n_off, (h, w), G, xp=xp)  # G[:, :P]
+    for m, row in enumerate(rows):
+        G[:, P + m] = row.reshape(n, C, oh * ow)
+    return G.reshape(n, P + len(rows), C * oh * ow), names
 
 
 def _scale(F, A, lo, n_off, out_hw, *, xp):
@@ -321,24 +338,24 @@ def _winner_cells(pool, *, xp):
     return ii, jj
 
 
-def _scatter_pool(F, pool, lo, n_off, hw, *, xp):
-    """``G[n, pos, c, cell] = F[pos - winner(c, cell), c, n, pos]``: ``(n, h w, C, oh ow)``."""
+def _scatter_pool(F, pool, lo, n_off, hw, G, *, xp):
+    """``G[n, pos, c, cell] = F[pos - winner(c, cell), c, n, pos]`` for the map rows ``pos < h w`` of ``G (n, R, C, oh ow)``."""
     h, w = hw
-    n, C, oh, ow = pool.y.shape
+    n, R, C, cells = G.shape
     ii, jj = _winner_cells(pool, xp=xp)  # (n, C, oh, ow)
-    G = xp.zeros((n, h * w, C, oh * ow), dtype=F.dtype)
+    oh, ow = ii.shape[2:]
     nn = xp.arange(n).reshape(n, 1, 1, 1)
     cc = xp.arange(C).reshape(1, C, 1, 1)
-    cell = xp.arange(oh * ow).reshape(1, 1, oh, ow)
+    cell = xp.arange(cells).reshape(1, 1, oh, ow)
+    flat_G = G.reshape(-1)  # G is contiguous: a view
     for a in range(n_off[0]):  # loops over offsets only
         for b in range(n_off[1]):
             pi, pj = ii + lo[0] + a, jj + lo[1] + b  # read-out position that sees the winner at this offset
             ok = (pi >= 0) & (pi < h) & (pj >= 0) & (pj < w)
             pos = pi * w + pj
             vals = F[a, b][cc, nn, xp.where(ok, pi, 0), xp.where(ok, pj, 0)]  # (n, C, oh, ow)
-            flat = ((nn * (h * w) + pos) * C + cc) * (oh * ow) + cell
-            G.reshape(-1)[flat[ok]] = vals[ok]
-    return G
+            flat = ((nn * R + pos) * C + cc) * cells + cell
+            flat_G[flat[ok]] = vals[ok]
 
 
 def _mass_functional(steps, k, z_inv, z_zero, *, xp):

@@ -30,7 +30,7 @@ import numpy
 
 from . import backend
 from .drivers import Readout, frame_chunks, is_int, normalise_total, prepare, weights_memo
-from .fused_readout import plan
+from .fused_readout import check_request, plan
 from .models.model import default_cont, softmax
 
 __all__ = ["Grounding", "ground", "METHODS"]
@@ -216,6 +216,7 @@ def ground(
             f"{model.layer_names[-1]!r}"
         )
     chunks = frame_chunks(clip.shape[0], chunk_size)
+    fused_readout = check_request(fused_readout)
     if channel_maps and fused_readout is True:
         raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
     mode = "grad" if method in ("BP", "BP-R") else "eb"

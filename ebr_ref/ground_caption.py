@@ -35,7 +35,7 @@ import numpy
 
 from . import backend
 from .drivers import Readout, frame_chunks, is_int, normalise_total, prepare, weights_memo
-from .fused_readout import plan
+from .fused_readout import check_request, plan
 from .ground import Grounding
 from .layers.embedding import embedding_eb
 from .layers.linear import linear_eb, linear_grad
@@ -349,6 +349,7 @@ def ground_caption(
         seed_np[k, st, 0, ids[st]] = 1.0
     seed = backend.to_device(seed_np, model.device)  # (K, S, 1, V)
 
+    fused_readout = check_request(fused_readout)
     if channel_maps and fused_readout is True:
         raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
     mode = "grad" if method == "BP-R" else "eb"

@@ -174,17 +174,21 @@ def test_backends_agree(xp, lstm_model, clip):
     assert rel_err(g.maps, ref.maps) < 1e-12
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     k1=st.integers(1, 3), k2=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     pad=st.tuples(st.integers(0, 2), st.integers(0, 2)), dil=st.tuples(st.integers(1, 2), st.integers(1, 2)),
     pool=st.tuples(st.integers(2, 3), st.integers(1, 3), st.booleans()),
     K=st.integers(1, 4), method=st.sampled_from(["EB", "cEB", "BP"]), seed=st.integers(0, 2**16),
+    between=st.sampled_from(["relu", "dropout", "none"]),
 )
-def test_fused_equals_unfused_over_geometries(k1, k2, pad, dil, pool, K, method, seed):
+def test_fused_equals_unfused_over_geometries(k1, k2, pad, dil, pool, K, method, seed, between):
+    """Random geometries; between the two convs a ReLU, a dropout or nothing (then, for BP, nothing else
+    zeroes the functional on the second conv's padding)."""
     kp, sp, ceil = pool
+    mid = {"relu": [("relu1", "relu")], "dropout": [("drop1", "dropout")], "none": []}[between]
     layers = [
-        ("conv1", "conv", {"out_channels": 3, "kernel": k1, "padding": k1 // 2}), ("relu1", "relu"),
+        ("conv1", "conv", {"out_channels": 3, "kernel": k1, "padding": k1 // 2}), *mid,
         ("conv2", "conv", {"out_channels": 4, "kernel": k2, "padding": (min(pad[0], k2[0] - 1), pad[1]),
                            "dilation": dil}),
         ("relu2", "relu"),
@@ -242,8 +246,13 @@ def test_strided_or_grouped_convolutions_are_not_folded(clip):
 def test_fused_readout_argument_errors(lstm_model, clip):
     with pytest.raises(ValueError, match="channel_maps"):
         ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout=True, channel_maps=True)
-    with pytest.raises(ValueError, match="fused_readout must be"):
-        ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout="yes")
+    for bad in ("yes", 1, 0, None):
+        with pytest.raises(ValueError, match="fused_readout must be"):
+            ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout=bad)
+        with pytest.raises(ValueError, match="fused_readout must be"):  # checked even when it would not be used
+            ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout=bad, channel_maps=True)
+    g = ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout=numpy.True_)
+    assert g.diagnostics["fused_readout"] is not None
     g = ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", channel_maps=True)
     assert g.diagnostics["fused_readout"] is None and g.channel_maps is not None
 
@@ -256,3 +265,27 @@ def test_signed_input_pixels(cnn_model, method):
     assert (plain.maps < 0).any() and (plain.maps > 0).any()
     assert rel_err(fused.maps, plain.maps) < 1e-12
     _assert_same_mass(fused, plain)
+
+
+@pytest.mark.parametrize("method", ["BP", "EB"])
+def test_conv_conv_without_relu_between_matches_torch_autograd(method):
+    """Two padded convs back to back (no ReLU or only dropout between): the fold must zero its functional on
+    the inner padding. BP against torch autograd (shares no code), EB against the unfused pass."""
+    layers = [("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}), ("drop1", "dropout"),
+              ("conv2", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu2", "relu"),
+              ("pool", "maxpool", {"kernel": 2}), ("flat", "flatten"), ("fc", "fc", {"out_features": 40})]
+    model = sequential(layers, (2, 8, 8), seed=0)
+    clip = numpy.random.default_rng(0).uniform(0, 1, (2, 2, 8, 8))
+    fused = ground(model, clip, list(range(40)), method=method, layer="input", fused_readout=True)
+    plain = ground(model, clip, list(range(40)), method=method, layer="input", fused_readout=False)
+    assert fused.diagnostics["fused_readout"] == ["conv1", "drop1", "conv2", "relu2", "pool"]
+    assert rel_err(fused.maps, plain.maps) < 1e-12
+    if method == "BP":
+        torch = pytest.importorskip("torch")
+        P = {k: torch.tensor(numpy.asarray(v)) for k, v in model.params.items()}
+        x = torch.tensor(clip, requires_grad=True)
+        h = torch.nn.functional.conv2d(x, P["conv1.weight"], P["conv1.bias"], padding=1)
+        h = torch.relu(torch.nn.functional.conv2d(h, P["conv2.weight"], P["conv2.bias"], padding=1))
+        logits = torch.nn.functional.max_pool2d(h, 2).flatten(1) @ P["fc.weight"].T + P["fc.bias"]
+        logits[:, 7].sum().backward()
+        assert rel_err(fused.maps[7], x.grad.sum(1).numpy()) < 1e-12

@@ -50,7 +50,7 @@ _NO_DILATION = (1, 1)
 class MaxPool2dCache(NamedTuple):
     """What EB and the gradient of a max pooling need (the winners follow from x and y)."""
 
-    x: object  # (N, C, iH, iW) input
+    x: object  # (N, C, iH, iW) input, held by reference: EB reads it, so it must not change in between
     y: object  # (N, C, oH, oW) output, the window maxima
     kernel: tuple  # (kH, kW)
     stride: tuple  # (sH, sW)
@@ -169,7 +169,9 @@ def maxpool2d_winners(cache):
     forward pass that is not followed by EB or a gradient pays nothing for
     them): scanning the cells last to first, each cell equal to its window's
     maximum overwrites the index, so the first maximum is written last.
-    Padded cells hold ``-inf`` and never win.
+    Padded cells hold ``-inf`` and never win. A window holding NaN has no cell
+    equal to its (NaN) maximum and gets cell 0; inputs are expected finite
+    (the drivers check clips for NaN and inf).
     """
     x, y, kernel, stride, padding, _ = cache
     xp = get_xp(x, y)
