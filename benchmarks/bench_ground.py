@@ -1,6 +1,6 @@
 """cEB-R on the released architecture (VGG16 to fc7, ReLU-LSTM(256), fc8): time, multi-target cost, memory.
 
-Run: python benchmarks/bench_ground.py [--frames 16] [--classes 101] [--scaling 16,32,64,128]
+Run: python benchmarks/bench_ground.py [--frames 16] [--classes 101] [--scaling 16,32,64,128] [--device gpu]
 
 Prints, for a float32 224x224 clip of random frames through ``vgg16_lstm`` with
 random weights:
@@ -22,17 +22,18 @@ import time
 
 import numpy
 
+from ebr_ref import backend
 from ebr_ref.ground import ground
 from ebr_ref.models import vgg16_lstm
 
 
-def _clip(T, size=224):
+def _clip(T, size=224, device="cpu"):
     rng = numpy.random.default_rng(0xC11)
-    return rng.uniform(-1, 1, (T, 3, size, size)).astype(numpy.float32)
+    return backend.to_device(rng.uniform(-1, 1, (T, 3, size, size)).astype(numpy.float32), device)
 
 
-def _model(classes):
-    return vgg16_lstm(classes, hidden=256, seed=0, dtype=numpy.float32)
+def _model(classes, device="cpu"):
+    return vgg16_lstm(classes, hidden=256, seed=0, dtype=numpy.float32).to(device)
 
 
 def _timed(fn):
@@ -41,9 +42,9 @@ def _timed(fn):
     return time.perf_counter() - t0, out
 
 
-def one_run(T, classes, chunk_size):
+def one_run(T, classes, chunk_size, device):
     """Run in a child process: one cEB-R call on a T-frame clip; print JSON with time and peak RSS."""
-    model, clip = _model(classes), _clip(T)
+    model, clip = _model(classes, device), _clip(T, device=device)
     t, _ = _timed(lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=chunk_size))
     print(json.dumps({"T": T, "seconds": t, "peak_rss_gib": _peak_rss_kib() / 2**20}))
 
@@ -71,17 +72,20 @@ def main():
     ap.add_argument("--chunk-size", type=int, default=8)
     ap.add_argument("--scaling", default="16,32,64,128")
     ap.add_argument("--unfused", action="store_true", help="also time the multi-target call without the fused read-out")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                    help="gpu: CuPy (results come back to the host, so every timing includes the synchronisation)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        one_run(args.child, args.classes, args.chunk_size)
+        one_run(args.child, args.classes, args.chunk_size, args.device)
         return
 
-    model, clip = _model(args.classes), _clip(args.frames)
-    model.logits(clip[:1])  # warm-up
-    t_fwd, _ = _timed(lambda: model.logits(clip))
+    model, clip = _model(args.classes, args.device), _clip(args.frames, device=args.device)
+    backend.to_numpy(model.logits(clip[:1]))  # warm-up
+    ground(model, clip[:1], 3, method="cEB-R", layer="conv5_1")  # warm-up (CuPy compiles its kernels once)
+    t_fwd, _ = _timed(lambda: backend.to_numpy(model.logits(clip)))
     t_ceb, _ = _timed(lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size))
-    print(f"T={args.frames}, 224x224, float32, vgg16_lstm({args.classes}), chunk {args.chunk_size}")
+    print(f"T={args.frames}, 224x224, float32, vgg16_lstm({args.classes}), chunk {args.chunk_size}, {args.device}")
     print(f"forward pass                         : {t_fwd:7.2f} s")
     print(f"cEB-R to conv5_1 (forward included)  : {t_ceb:7.2f} s   ratio {t_ceb / t_fwd:.2f}x forward (required <= 2.0)")
     targets = list(range(args.classes))
@@ -94,11 +98,11 @@ def main():
         err = numpy.abs(g.maps - g0.maps).max() / numpy.abs(g0.maps).max()
         print(f"cEB-R, {args.classes} targets, unfused      : {t_plain:7.2f} s   ratio {t_plain / t_ceb:.2f}x single target; "
               f"fused vs unfused max |diff| / max |map| = {err:.1e}")
-    print("T     seconds   s/frame   peak RSS (GiB)")
+    print("T     seconds   s/frame   peak host RSS (GiB)")
     for T in [int(v) for v in args.scaling.split(",") if v]:
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(T), "--classes", str(args.classes),
-             "--chunk-size", str(args.chunk_size)],
+             "--chunk-size", str(args.chunk_size), "--device", args.device],
             capture_output=True, text=True, check=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
