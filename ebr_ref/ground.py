@@ -174,7 +174,8 @@ def ground(
     cont : array of shape (T,), optional
         Clip markers (default 0 at the first frame, 1 after).
     chunk_size : int
-        Frames per CNN chunk; peak memory grows with it, not with T.
+        Frames per CNN chunk; peak memory grows with it, not with T. On a GPU
+        larger chunks are faster (fewer kernel launches; docs/performance.md).
     channel_maps : bool
         Also return the full per-channel signal at the read-out layer.
     allow_tanh_eb : bool
