@@ -255,7 +255,7 @@ def _fold_matrix(steps, mode, nhw, dtype, *, xp):
     P = h * w
     F = None  # (nh, nw, C, n, h, w); None means 1 with one offset
     lo, n_off = (0, 0), (1, 1)
-    z_inv, z_zero = {}, {}  # layer index -> 1 / Z (0 where Z == 0) and the mask Z == 0
+    z_inv, z_zero, w_pos = {}, {}, {}  # layer index -> 1 / Z (0 where Z == 0), the mask Z == 0, W+
     for k, (layer, cache) in enumerate(steps[:-1]):
         if layer.type == "dropout":
             continue
@@ -269,7 +269,7 @@ def _fold_matrix(steps, mode, nhw, dtype, *, xp):
         kH, kW = W.shape[2:]
         geo = dict(stride=cache.stride, padding=cache.padding, dilation=cache.dilation, groups=cache.groups)
         if mode == "eb":
-            W_use = xp.maximum(W, 0)  # (oC, iC, kH, kW)
+            W_use = w_pos[k] = xp.maximum(W, 0)  # (oC, iC, kH, kW)
             z, _ = conv2d_forward(x, W_use, **geo)  # (n, oC, oH, oW)  step 1 of EB
             z_inv[k] = safe_divide(xp.ones_like(z), z, xp=xp)  # (n, oC, oH, oW)  0 where Z == 0
             z_zero[k] = z == 0  # (n, oC, oH, oW)  where the safe divide drops the signal
@@ -282,17 +282,18 @@ def _fold_matrix(steps, mode, nhw, dtype, *, xp):
         lo, n_off = (lo[0] - pH, lo[1] - pW), (n_off[0] + dH * (kH - 1), n_off[1] + dW * (kW - 1))
         if mode == "eb":
             F = _scale(F, z_inv[k], lo, n_off, (h, w), xp=xp)  # times 1 / Z
+    pool = steps[-1][1]
+    winners = _winner_cells(pool, xp=xp)  # two (n, C, oh, ow): row and column of every window's winner
     rows, names = [], []
     if mode == "eb":
         for k, (layer, cache) in enumerate(steps):
-            row = _mass_functional(steps, k, z_inv, z_zero, xp=xp)  # (n, C, oh, ow) or None
+            row = _mass_functional(steps, k, z_inv, z_zero, w_pos, winners, xp=xp)  # (n, C, oh, ow) or None
             if row is not None:
                 rows.append(row)
                 names.append(layer.name)
-    pool = steps[-1][1]
     C, oh, ow = pool.y.shape[1:]
     G = xp.zeros((n, P + len(rows), C, oh * ow), dtype=F.dtype)  # map rows, then mass rows
-    _scatter_pool(F, pool, lo, n_off, (h, w), G, xp=xp)  # G[:, :P]
+    _scatter_pool(F, winners, lo, n_off, (h, w), G, xp=xp)  # G[:, :P]
     for m, row in enumerate(rows):
         G[:, P + m] = row.reshape(n, C, oh * ow)
     return G.reshape(n, P + len(rows), C * oh * ow), names
@@ -338,11 +339,11 @@ def _winner_cells(pool, *, xp):
     return ii, jj
 
 
-def _scatter_pool(F, pool, lo, n_off, hw, G, *, xp):
+def _scatter_pool(F, winners, lo, n_off, hw, G, *, xp):
     """``G[n, pos, c, cell] = F[pos - winner(c, cell), c, n, pos]`` for the map rows ``pos < h w`` of ``G (n, R, C, oh ow)``."""
     h, w = hw
     n, R, C, cells = G.shape
-    ii, jj = _winner_cells(pool, xp=xp)  # (n, C, oh, ow)
+    ii, jj = winners  # (n, C, oh, ow)
     oh, ow = ii.shape[2:]
     nn = xp.arange(n).reshape(n, 1, 1, 1)
     cc = xp.arange(C).reshape(1, C, 1, 1)
@@ -358,7 +359,7 @@ def _scatter_pool(F, pool, lo, n_off, hw, G, *, xp):
             flat_G[flat[ok]] = vals[ok]
 
 
-def _mass_functional(steps, k, z_inv, z_zero, *, xp):
+def _mass_functional(steps, k, z_inv, z_zero, w_pos, winners, *, xp):
     """The row of ``G`` giving the mass lost in folded layer ``k``, or None when it is identically 0."""
     layer, cache = steps[k]
     if layer.type == "conv":
@@ -378,9 +379,9 @@ def _mass_functional(steps, k, z_inv, z_zero, *, xp):
             if not bool(v.any()):
                 return None
             geo = dict(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups)
-            u = conv2d_forward(v, xp.maximum(c.W, 0), **geo)[0] * z_inv[j]
+            u = conv2d_forward(v, w_pos[j], **geo)[0] * z_inv[j]
         elif above.type == "maxpool":
-            ii, jj = _winner_cells(c, xp=xp)
+            ii, jj = winners  # the pooling is the top of the block
             n, C = u.shape[:2]
             u = u[xp.arange(n).reshape(n, 1, 1, 1), xp.arange(C).reshape(1, C, 1, 1), ii, jj]
     if not bool(u.any()):
