@@ -67,7 +67,7 @@ from .layers._eb import safe_divide
 from .layers.conv2d import conv2d_forward
 from .layers.maxpool2d import maxpool2d_winners
 
-__all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "check_request", "plan", "fused_maps"]
+__all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "check_request", "plan", "folded_layers", "fused_maps"]
 
 FOLD_BUDGET_BYTES = 1 << 29  # arrays of one group of folded frames (F, G and the pushed functionals)
 _MODES = ("eb", "grad")
@@ -80,6 +80,11 @@ class FoldPlan(NamedTuple):
     mode: str  # "eb" or "grad"
     frames_per_group: int  # frames folded at once (memory budget)
     readout_hw: tuple  # (h, w) of the read-out layer's output
+
+
+def folded_layers(model, r, fold):
+    """Names of the layers a plan folds above read-out layer ``r`` (None without a plan)."""
+    return None if fold is None else [model.layer_names[k] for k in range(r + 1, r + 1 + fold.depth)]
 
 
 class _Survey(NamedTuple):

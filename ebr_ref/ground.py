@@ -30,7 +30,7 @@ import numpy
 
 from . import backend
 from .drivers import Readout, frame_chunks, is_int, normalise_total, prepare, weights_memo
-from .fused_readout import check_request, plan
+from .fused_readout import check_request, folded_layers, plan
 from .models.model import default_cont, softmax
 
 __all__ = ["Grounding", "ground", "METHODS"]
@@ -79,7 +79,6 @@ class Grounding:
     diagnostics: dict = field(default_factory=dict)
 
 
-
 def _targets(target, num_classes):
     if target is None or isinstance(target, (str, bytes)):
         raise TypeError(f"target must be a class index (int) or a list of them, got {target!r}")
@@ -118,15 +117,11 @@ def _seed_steps(seed_steps, T):
     return steps
 
 
-
 def _negate_classifier(model, steps, memo):
     """Steps with the top (classifier) layer's weights negated: the dual pass of cEB / cEB-R."""
     layer, cache = steps[-1]
     dual = cache._replace(W=-cache.W, W_pos=model.positive_weights(layer.name, negated=True, memo=memo))
     return list(steps[:-1]) + [(layer, dual)]
-
-
-
 
 
 def ground(
@@ -225,7 +220,7 @@ def ground(
     diag = {
         "method": method, "lstm_rule": lstm_rule if recurrent else None, "targets": targets, "layer": layer,
         "chunk_size": int(chunk_size), "mass_lost": {"positive": {}, "dual": {}, "cnn": {}}, "totals": [], "totals_dual": [], "zero_totals": [],
-        "fused_readout": None if fold is None else [model.layer_names[k] for k in range(r + 1, r + 1 + fold.depth)],
+        "fused_readout": folded_layers(model, r, fold),
     }
     run = _ground_recurrent if recurrent else _ground_frames
     tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))

@@ -35,7 +35,7 @@ import numpy
 
 from . import backend
 from .drivers import Readout, frame_chunks, is_int, normalise_total, prepare, weights_memo
-from .fused_readout import check_request, plan
+from .fused_readout import check_request, folded_layers, plan
 from .ground import Grounding
 from .layers.embedding import embedding_eb
 from .layers.linear import linear_eb, linear_grad
@@ -360,7 +360,7 @@ def ground_caption(
         "decoded": "forced" if caption is not None else "greedy", "targets": items, "layer": layer,
         "seed_steps": steps, "chunk_size": int(chunk_size),
         "mass_lost": {"positive": {}, "dual": {}, "cnn": {}}, "totals": [], "totals_dual": [], "zero_totals": [],
-        "fused_readout": None if fold is None else [model.layer_names[k] for k in range(r + 1, r + 1 + fold.depth)],
+        "fused_readout": folded_layers(model, r, fold),
     }
 
     def to_frames(p_video):  # (K, 1, D) -> (K, T, D)
