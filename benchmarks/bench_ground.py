@@ -10,7 +10,8 @@ random weights:
 2. cEB-R for all ``--classes`` targets in one call against the single-target call
    (with ``--unfused`` also with ``fused_readout=False``, every layer's own EB);
 3. for each T of ``--scaling``, in a fresh process each, the wall time and the peak
-   resident memory (``VmHWM``, else ``ru_maxrss``) of one cEB-R call, and the time per frame.
+   resident memory (``VmHWM``, else ``ru_maxrss``) of one cEB-R call (``--scaling-targets``
+   targets, default 1), and the time per frame.
 """
 
 import argparse
@@ -42,11 +43,12 @@ def _timed(fn):
     return time.perf_counter() - t0, out
 
 
-def one_run(T, classes, chunk_size, device):
+def one_run(T, classes, chunk_size, device, n_targets):
     """Run in a child process: one cEB-R call on a T-frame clip; print JSON with time and peak RSS."""
     model, clip = _model(classes, device), _clip(T, device=device)
-    ground(model, clip[:1], 3, method="cEB-R", layer="conv5_1")  # warm-up (CuPy compiles its kernels once)
-    t, _ = _timed(lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=chunk_size))
+    targets = 3 if n_targets == 1 else list(range(n_targets))
+    ground(model, clip[:1], targets, method="cEB-R", layer="conv5_1")  # warm-up (CuPy compiles its kernels once)
+    t, _ = _timed(lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1", chunk_size=chunk_size))
     print(json.dumps({"T": T, "seconds": t, "peak_rss_gib": _peak_rss_kib() / 2**20}))
 
 
@@ -72,19 +74,21 @@ def main():
     ap.add_argument("--classes", type=int, default=101)
     ap.add_argument("--chunk-size", type=int, default=8)
     ap.add_argument("--scaling", default="16,32,64,128")
+    ap.add_argument("--scaling-targets", type=int, default=1, help="targets of each scaling run (default 1)")
     ap.add_argument("--unfused", action="store_true", help="also time the multi-target call without the fused read-out")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                     help="gpu: CuPy (results come back to the host, so every timing includes the synchronisation)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        one_run(args.child, args.classes, args.chunk_size, args.device)
+        one_run(args.child, args.classes, args.chunk_size, args.device, args.scaling_targets)
         return
 
     model, clip = _model(args.classes, args.device), _clip(args.frames, device=args.device)
     backend.to_numpy(model.logits(clip[:1]))  # warm-up
     targets = list(range(args.classes))
-    for fused in ("auto", False) if args.unfused else ("auto",):  # warm-up: CuPy compiles its kernels once
+    ground(model, clip[:2], 3, method="cEB-R", layer="conv5_1")  # warm-up: CuPy compiles its kernels once
+    for fused in ("auto", False) if args.unfused else ("auto",):
         ground(model, clip[:2], targets, method="cEB-R", layer="conv5_1", fused_readout=fused)
     t_fwd, _ = _timed(lambda: backend.to_numpy(model.logits(clip)))
     t_ceb, _ = _timed(lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size))
@@ -100,11 +104,12 @@ def main():
         err = numpy.abs(g.maps - g0.maps).max() / numpy.abs(g0.maps).max()
         print(f"cEB-R, {args.classes} targets, unfused      : {t_plain:7.2f} s   ratio {t_plain / t_ceb:.2f}x single target; "
               f"fused vs unfused max |diff| / max |map| = {err:.1e}")
-    print("T     seconds   s/frame   peak host RSS (GiB)")
+    print(f"T     seconds   s/frame   peak host RSS (GiB)   ({args.scaling_targets} target(s) per call)")
     for T in [int(v) for v in args.scaling.split(",") if v]:
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(T), "--classes", str(args.classes),
-             "--chunk-size", str(args.chunk_size), "--device", args.device],
+             "--chunk-size", str(args.chunk_size), "--device", args.device,
+             "--scaling-targets", str(args.scaling_targets)],
             capture_output=True, text=True, check=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])

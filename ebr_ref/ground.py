@@ -67,7 +67,8 @@ class Grounding:
         ``zero_totals`` (passes whose total was 0 and were set to zero), ``mass_lost``
         (``{"positive", "dual", "cnn"}``, each ``{layer: signal entering minus signal
         leaving}`` summed over chunks; a ``(K,)`` vector per layer), ``lstm`` (for ``lstm_rule="eb"``: signal that reached the initial
-        state and signal lost at zero denominators), ``chunk_size``.
+        state and signal lost at zero denominators), ``chunk_size``, ``fused_readout``
+        (the names of the fused layers, or None).
     """
 
     maps: numpy.ndarray
@@ -182,6 +183,14 @@ def ground(
         Called as ``progress(done, total)`` after every chunk of CNN work (a
         recurrent method passes over the frames twice: ``total = 2 T``; a per-frame
         method once: ``total = T``).
+    fused_readout : {"auto", True, False}
+        Fold the layers from the read-out layer up to the next max pooling into
+        one matrix per frame (:mod:`ebr_ref.fused_readout`), so that each extra
+        target costs a GEMM row block instead of conv adjoints. ``"auto"`` fuses
+        when that is applicable and needs fewer multiply-adds (several targets,
+        no ``channel_maps``); True insists (ValueError saying why it cannot);
+        False runs every layer's own EB. Maps agree with the unfused passes to
+        rounding (docs/conventions.md, "Fused read-out").
 
     Returns
     -------

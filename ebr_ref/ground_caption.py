@@ -286,7 +286,7 @@ def ground_caption(
         Keep the read-out layer's activations between the two CNN passes when
         they take at most this many bytes; otherwise recompute them.
     fused_readout : {"auto", True, False}
-        As in :func:`ebr_ref.ground.ground`: fold the layers from the read-out
+        As in :func:`ebr_ref.ground.ground` (its parameter of that name): fold the layers from the read-out
         layer up to the next max pooling into one matrix per frame when many
         queries make it cheaper.
 
@@ -310,6 +310,9 @@ def ground_caption(
     if not isinstance(model, CaptionModel):
         raise TypeError(f"ground_caption needs a CaptionModel (ebr_ref.models.caption), got {type(model).__name__}; "
                         "use ebr_ref.ground.ground for classifiers")
+    fused_readout = check_request(fused_readout)
+    if channel_maps and fused_readout is True:
+        raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
     model, clip = prepare(model, clip, dtype)
     model._check_frames(clip)
     if layer is None:
@@ -349,9 +352,6 @@ def ground_caption(
         seed_np[k, st, 0, ids[st]] = 1.0
     seed = backend.to_device(seed_np, model.device)  # (K, S, 1, V)
 
-    fused_readout = check_request(fused_readout)
-    if channel_maps and fused_readout is True:
-        raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
     mode = "grad" if method == "BP-R" else "eb"
     fold = None if channel_maps else plan(model, r, K, mode, request=fused_readout)
     leg = Readout(model, fold, mode, channel_maps)
