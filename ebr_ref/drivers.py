@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy
 
 from . import backend
-from .fused_readout import fused_maps
+from .fused_readout import check_request, folded_layers, fused_maps, plan
 
-__all__ = ["is_int", "prepare", "frame_chunks", "normalise_total", "weights_memo", "Readout"]
+__all__ = ["is_int", "prepare", "frame_chunks", "normalise_total", "weights_memo", "check_fused_request", "Readout"]
 
 
 def is_int(v):
@@ -74,6 +74,14 @@ def weights_memo(chunks, K):
     return {} if len(chunks) > 1 or rows > 32 else None
 
 
+def check_fused_request(request, channel_maps):
+    """The validated ``fused_readout`` argument; a ValueError also when True meets ``channel_maps``."""
+    request = check_request(request)
+    if channel_maps and request is True:
+        raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
+    return request
+
+
 class Readout:
     """The last leg of every chunk: from the signal at the top of the CNN steps down to the read-out layer.
 
@@ -89,6 +97,16 @@ class Readout:
     def __init__(self, model, fold, mode, keep_channels):
         self.model, self.fold, self.mode, self.keep = model, fold, mode, keep_channels
         self.maps, self.channels = [], []
+
+    @classmethod
+    def planned(cls, model, r, K, mode, *, request, keep_channels):
+        """The leg for read-out layer ``r`` and ``K`` signals, fused as :func:`~ebr_ref.fused_readout.plan`
+        decides (never with ``keep_channels``); ``.fused_layers`` names what it folds (or None)."""
+        request = check_fused_request(request, keep_channels)
+        fold = None if keep_channels else plan(model, r, K, mode, request=request)
+        leg = cls(model, fold, mode, keep_channels)
+        leg.fused_layers = folded_layers(model, r, fold)
+        return leg
 
     def __call__(self, steps, p, mass):
         """Signal ``p (K, n, ...)`` at the top of ``steps`` -> maps at the read-out layer, kept.

@@ -30,7 +30,6 @@ import numpy
 
 from . import backend
 from .drivers import Readout, frame_chunks, is_int, normalise_total, prepare, weights_memo
-from .fused_readout import check_request, folded_layers, plan
 from .models.model import default_cont, softmax
 
 __all__ = ["Grounding", "ground", "METHODS"]
@@ -221,19 +220,15 @@ def ground(
             f"{model.layer_names[-1]!r}"
         )
     chunks = frame_chunks(clip.shape[0], chunk_size)
-    fused_readout = check_request(fused_readout)
-    if channel_maps and fused_readout is True:
-        raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
     mode = "grad" if method in ("BP", "BP-R") else "eb"
-    fold = None if channel_maps else plan(model, r, len(targets), mode, request=fused_readout)
+    readout = Readout.planned(model, r, len(targets), mode, request=fused_readout, keep_channels=channel_maps)
     diag = {
         "method": method, "lstm_rule": lstm_rule if recurrent else None, "targets": targets, "layer": layer,
         "chunk_size": int(chunk_size), "mass_lost": {"positive": {}, "dual": {}, "cnn": {}}, "totals": [], "totals_dual": [], "zero_totals": [],
-        "fused_readout": folded_layers(model, r, fold),
+        "fused_readout": readout.fused_layers,
     }
     run = _ground_recurrent if recurrent else _ground_frames
     tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
-    readout = Readout(model, fold, mode, channel_maps)
     probs = run(model, clip, targets, method, r, chunks, diag, readout, lstm_rule=lstm_rule,
                 seed_steps=seed_steps, cont=cont, allow_tanh_eb=allow_tanh_eb,
                 budget=checkpoint_budget_bytes, tick=tick)

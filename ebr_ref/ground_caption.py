@@ -34,8 +34,7 @@ from typing import NamedTuple
 import numpy
 
 from . import backend
-from .drivers import Readout, frame_chunks, is_int, normalise_total, prepare, weights_memo
-from .fused_readout import check_request, folded_layers, plan
+from .drivers import Readout, check_fused_request, frame_chunks, is_int, normalise_total, prepare, weights_memo
 from .ground import Grounding
 from .layers.embedding import embedding_eb
 from .layers.linear import linear_eb, linear_grad
@@ -310,9 +309,7 @@ def ground_caption(
     if not isinstance(model, CaptionModel):
         raise TypeError(f"ground_caption needs a CaptionModel (ebr_ref.models.caption), got {type(model).__name__}; "
                         "use ebr_ref.ground.ground for classifiers")
-    fused_readout = check_request(fused_readout)
-    if channel_maps and fused_readout is True:
-        raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
+    fused_readout = check_fused_request(fused_readout, channel_maps)  # before any work
     model, clip = prepare(model, clip, dtype)
     model._check_frames(clip)
     if layer is None:
@@ -353,14 +350,13 @@ def ground_caption(
     seed = backend.to_device(seed_np, model.device)  # (K, S, 1, V)
 
     mode = "grad" if method == "BP-R" else "eb"
-    fold = None if channel_maps else plan(model, r, K, mode, request=fused_readout)
-    leg = Readout(model, fold, mode, channel_maps)
+    leg = Readout.planned(model, r, K, mode, request=fused_readout, keep_channels=channel_maps)
     diag = {
         "method": method, "lstm_rule": lstm_rule if method != "BP-R" else None, "caption": " ".join(cap),
         "decoded": "forced" if caption is not None else "greedy", "targets": items, "layer": layer,
         "seed_steps": steps, "chunk_size": int(chunk_size),
         "mass_lost": {"positive": {}, "dual": {}, "cnn": {}}, "totals": [], "totals_dual": [], "zero_totals": [],
-        "fused_readout": folded_layers(model, r, fold),
+        "fused_readout": leg.fused_layers,
     }
 
     def to_frames(p_video):  # (K, 1, D) -> (K, T, D)
