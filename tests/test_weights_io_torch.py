@@ -293,6 +293,13 @@ def test_torch_lstm_refusals(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, p)
     with pytest.raises(CheckpointError, match="cannot tell"):
         convert(p)
+    # a prefix with no input weights under it (found by the fuzz test: was a TypeError deep inside)
+    from weights_io.convert_torch import convert_torch_lstm
+
+    torch.save({"fc.weight": torch.zeros(2, 2), "lstm.weight_hh_l0": torch.zeros(8, 2)}, p)
+    for prefix in ("fc.", "lstm."):
+        with pytest.raises(CheckpointError, match="no LSTM weights"):
+            convert_torch_lstm(p, prefix=prefix)
 
 
 def test_gate_block_tables():

@@ -215,6 +215,8 @@ def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
     if any(k.startswith("weight_hr") for k in sd):
         raise CheckpointError(P, "LSTMs with projections (weight_hr_l*, proj_size > 0) are not supported")
     n_layers = 1 if cell else len([k for k in sd if k.startswith("weight_ih_l")])
+    if n_layers == 0:
+        raise CheckpointError(P, f"no LSTM weights (weight_ih_l0, weight_ih) under the prefix {prefix!r}")
     names = names or [f"lstm{k + 1}" for k in range(n_layers)]
     if len(names) != n_layers:
         raise CheckpointError(P, f"{len(names)} names given for {n_layers} LSTM layers")
