@@ -18,7 +18,7 @@ import time
 
 import numpy
 
-from ebr_ref.ground import ground
+from ebr_ref.grounding.ground import ground
 from ebr_ref.models import vgg16
 
 

@@ -24,7 +24,7 @@ import time
 import numpy
 
 from ebr_ref import backend
-from ebr_ref.ground import ground
+from ebr_ref.grounding.ground import ground
 from ebr_ref.models import vgg16_lstm
 
 

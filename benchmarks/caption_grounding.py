@@ -3,7 +3,7 @@
 Run: python benchmarks/caption_grounding.py [--clips 100] [--layer conv3] [--out docs/results_captioning.md]
 
 For the shipped captioner (``ebr_ref/data/synthetic_captioner``) and ``--clips``
-test clips of :mod:`ebr_ref.synthetic_captions` (a seed never used in training
+test clips of :mod:`ebr_ref.synthetic.captions` (a seed never used in training
 or validation), following paper §6's protocol (the ground-truth caption is
 forced through the decoder, Ramanishka et al.'s setup):
 
@@ -34,12 +34,12 @@ import time
 
 import numpy
 
-from ebr_ref.ground_caption import ground_caption
-from ebr_ref.localize import map_peak, pointing_game, pointing_hit, temporal_pointing_hit
+from ebr_ref.grounding.ground_caption import ground_caption
+from ebr_ref.evaluation.localize import map_peak, pointing_game, pointing_hit, temporal_pointing_hit
 from ebr_ref.models.caption import load_captioner
 from ebr_ref.models.model import softmax
 from ebr_ref.models.shipped import data_dir
-from ebr_ref.synthetic_captions import make_caption_batch
+from ebr_ref.synthetic.captions import make_caption_batch
 
 TEST_SEED = 0x7E57
 METHODS = [("cEB-R", "caffe"), ("cEB-R", "eb"), ("EB-R", "caffe"), ("EB-R", "eb"), ("BP-R", None)]
@@ -246,7 +246,7 @@ def write_markdown(args, model, exact, word_acc, lines, ns, nt, words, share, ta
     text = f"""# Caption grounding on synthetic videos (paper §4.2, §6)
 
 Regenerate: `{cmd}` (after `python benchmarks/train_captioner.py`, which writes the shipped model).
-API: `ebr_ref.ground_caption.ground_caption(model, clip, words, caption=None, method="cEB-R", ...)`; model:
+API: `ebr_ref.grounding.ground_caption.ground_caption(model, clip, words, caption=None, method="cEB-R", ...)`; model:
 `ebr_ref.models.caption` (`load_captioner`, `small_captioner`, `vgg16_captioner`).
 
 ## Setup
@@ -259,7 +259,7 @@ API: `ebr_ref.ground_caption.ground_caption(model, clip, words, caption=None, me
   {m['data']['train_clips']} training clips, {m['training']['seconds']:.0f} s). Validation accuracy recorded in its
   sidecar (ebr_ref's greedy decoding, {m['data']['val_clips']} clips): exact caption
   {m['accuracy']['val_exact_caption']:.3f}, words {m['accuracy']['val_word']:.3f}.
-- **Data**: {args.clips} test clips of `ebr_ref.synthetic_captions` (seed `{TEST_SEED:#x}`, never used in
+- **Data**: {args.clips} test clips of `ebr_ref.synthetic.captions` (seed `{TEST_SEED:#x}`, never used in
   training): 8 frames of 64 x 64; two or three objects (actors of `ebr_ref.synthetic`: a red square that
   slides, a green bar that rotates, ...), each in its own cell of a 2 x 2 grid, present in all frames or in a
   contiguous part; grey distractors of the same shapes over a moving textured background. Captions like

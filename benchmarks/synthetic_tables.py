@@ -32,7 +32,7 @@ Table 2 — temporal detection mAP at IoU 0.5
     anchor-and-grow rule of §4.1. One detection per clip (the GT class), scored
     by the mean of ``S`` over the window (the mean GT probability for the
     probability baseline); mAP over the 7 classes with
-    :func:`ebr_ref.evaluation.mean_average_precision` (score-order matching,
+    :func:`ebr_ref.evaluation.metrics.mean_average_precision` (score-order matching,
     IoU >= 0.5, non-interpolated AP).
 Table 3 — temporal pointing game
     The same clips (all lengths pooled). Random: one uniformly drawn frame per
@@ -70,9 +70,9 @@ import time  # noqa: E402
 import numpy  # noqa: E402
 
 from ebr_ref import synthetic  # noqa: E402
-from ebr_ref.evaluation import Detection, Segment, mean_average_precision  # noqa: E402
-from ebr_ref.ground import ground  # noqa: E402
-from ebr_ref.localize import (  # noqa: E402
+from ebr_ref.evaluation.metrics import Detection, Segment, mean_average_precision  # noqa: E402
+from ebr_ref.grounding.ground import ground  # noqa: E402
+from ebr_ref.evaluation.localize import (  # noqa: E402
     ground_known_length, ground_unknown_length, pointing_game, temporal_pointing_hit,
 )
 from ebr_ref.models.io import load_model  # noqa: E402

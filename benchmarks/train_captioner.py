@@ -3,7 +3,7 @@
 Run: python benchmarks/train_captioner.py [--out ebr_ref/data/synthetic_captioner.npz] [--steps 4000]
 
 The model is :func:`ebr_ref.models.caption.small_captioner` on the synthetic
-captioning videos of :mod:`ebr_ref.synthetic_captions` (8 frames of 64 x 64,
+captioning videos of :mod:`ebr_ref.synthetic.captions` (8 frames of 64 x 64,
 two or three objects): conv 8-16-64 with 2x2 max pools and a global max pool,
 fc6/fc7 of 64 units, the mean of the frames' fc7 features entering lstm2 as its
 static input, a 32-d word embedding and two ReLU-cell LSTMs of 64 units (the
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from ebr_ref.models.caption import save_captioner, small_captioner
-from ebr_ref.synthetic import ACTIONS
-from ebr_ref.synthetic_captions import make_caption_batch, vocabulary
+from ebr_ref.synthetic.actions import ACTIONS
+from ebr_ref.synthetic.captions import make_caption_batch, vocabulary
 
 TRAIN_SEED, VAL_SEED, TORCH_SEED = 0xCA97, 0x7A1, 0x5EED
 CONFIG = dict(channels=(8, 16, 64), fc=64, global_pool="max", embed=32, hidden=(64, 64), static_layer="lstm2",
@@ -229,8 +229,8 @@ def main():
     meta = {
         "name": "synthetic_captioner",
         "readout": "conv3",
-        "preprocessing": "frames of ebr_ref.synthetic_captions as rendered: RGB in [0, 1], no mean, no scaling",
-        "data": {"generator": "ebr_ref.synthetic_captions.make_caption_batch", "train_seed": TRAIN_SEED,
+        "preprocessing": "frames of ebr_ref.synthetic.captions as rendered: RGB in [0, 1], no mean, no scaling",
+        "data": {"generator": "ebr_ref.synthetic.captions.make_caption_batch", "train_seed": TRAIN_SEED,
                  "train_clips": args.train, "val_seed": VAL_SEED, "val_clips": args.val, **CLIPS,
                  "size": list(CLIPS["size"])},
         "training": {"script": "benchmarks/train_captioner.py", "steps": args.steps, "batch": args.batch,

@@ -27,7 +27,7 @@ the script checks that ebr_ref's forward equals torch's forward on test clips
 accuracy with ebr_ref alone on a test split regenerated from a recorded seed
 (per-frame accuracy for the CNN; per-clip accuracy for the CNN-LSTM, the argmax
 of the class probabilities averaged over the 16 steps, as LRCN's clip
-accuracy), also on a small split that ``tests/test_shipped_models.py``
+accuracy), also on a small split that ``tests/models/test_shipped_models.py``
 recomputes, and writes ``<name>.npz`` + ``<name>.json`` with
 :func:`ebr_ref.models.io.save_model`. Every figure goes into the sidecar's
 ``meta``.

@@ -7,12 +7,33 @@ The public entry points::
     result = ebr_ref.ground(model, clip, target=3)    # cEB-R to conv5_1 by default
     result.maps, result.evidence, result.diagnostics
 
+The package is layered; each subpackage imports only from those above it in this list:
+
+- :mod:`ebr_ref.backend`: the NumPy/CuPy array backend (the only module that names CuPy);
+- :mod:`ebr_ref.layers`: the kernels (forward, excitation backward, gradient per op);
+- :mod:`ebr_ref.models`: models as explicit layer lists, the canonical file format, shipped models;
+- :mod:`ebr_ref.grounding`: the drivers (paper Algorithm 1 for classifiers and captioners);
+- :mod:`ebr_ref.evaluation` and :mod:`ebr_ref.synthetic`: localisation, metrics, annotation
+  readers; the synthetic benchmarks;
+- :mod:`ebr_ref.tools`: video input, pictures, comparison with another implementation;
+- :mod:`ebr_ref.cli`: the ``ebr-ref`` command line.
+
 Importing this package never imports CuPy (see :mod:`ebr_ref.backend`).
 """
 
 __version__ = "0.1.0"
 
-from . import backend, models  # noqa: E402
-from .ground import METHODS, Grounding, ground  # noqa: E402
+from . import backend, layers, models  # noqa: E402
+from .grounding import (  # noqa: E402
+    LSTM_RULES,
+    METHODS,
+    CaptionGrounding,
+    Grounding,
+    ground,
+    ground_caption,
+)
 
-__all__ = ["__version__", "backend", "models", "ground", "Grounding", "METHODS"]
+__all__ = [
+    "__version__", "backend", "layers", "models",
+    "ground", "Grounding", "METHODS", "LSTM_RULES", "ground_caption", "CaptionGrounding",
+]

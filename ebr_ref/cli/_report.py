@@ -26,8 +26,8 @@ import re
 import numpy
 
 from .. import __version__
-from ..evaluation import temporal_iou
-from ..localize import ground_known_length, ground_unknown_length, pointing_game, temporal_pointing_hit
+from ..evaluation.metrics import temporal_iou
+from ..evaluation.localize import ground_known_length, ground_unknown_length, pointing_game, temporal_pointing_hit
 from ._common import UserError, jsonable
 
 __all__ = ["analyse", "write_outputs", "print_summary", "tag_of"]
@@ -95,7 +95,7 @@ def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=Tr
     arrays : dict of str to ndarray
         Written to ``results.npz`` (see docs/cli.md for the keys).
     """
-    from .. import viz
+    from ..tools import viz
 
     files = {}
     spatial = all(numpy.asarray(it["maps"]).ndim == 3 for it in items)

@@ -4,7 +4,7 @@ The model is an ebr_ref captioner (:func:`ebr_ref.models.caption.load_captioner`
 a canonical ``.npz`` whose sidecar says ``"kind": "captioner"``) or a shipped
 captioner's name. The caption is decoded greedily unless ``--caption`` forces
 one; every queried word (default: every distinct word of the caption) is
-grounded with :func:`ebr_ref.ground_caption.ground_caption`, and each word gets
+grounded with :func:`ebr_ref.grounding.ground_caption.ground_caption`, and each word gets
 the same outputs as a class in ``ebr-ref ground``.
 """
 
@@ -15,7 +15,7 @@ import time
 import numpy
 
 from .. import backend
-from ..video import VideoError, clip_for_model, read_frames
+from ..tools.video import VideoError, clip_for_model, read_frames
 from ._common import (
     UserError, describe_model, load_any_model, parse_interval, prepare_out_dir, require_cli_extra, user_errors,
 )
@@ -80,7 +80,7 @@ def ground_words(model, clip, words, args, console, *, caption=None, gts=None, b
     and ``boxes`` give, per query, an optional ground-truth interval and
     per-frame boxes.
     """
-    from ..ground_caption import ground_caption
+    from ..grounding.ground_caption import ground_caption
 
     if args.chunk_size < 1:
         raise UserError(f"--chunk-size must be a positive integer, got {args.chunk_size}")

@@ -1,6 +1,6 @@
 """``ebr-ref compare``: check another implementation's maps and per-layer signals against this engine.
 
-See :mod:`ebr_ref.compare` for the ``.npz`` layout and the error measures.
+See :mod:`ebr_ref.tools.compare` for the ``.npz`` layout and the error measures.
 Exit status 0 when every entry is within ``--rtol``, 1 otherwise, 2 for a user
 mistake.
 """
@@ -11,8 +11,8 @@ import os
 
 import numpy
 
-from ..compare import compare, format_report, read_theirs
-from ..video import VideoError, clip_for_model, read_frames
+from ..tools.compare import compare, format_report, read_theirs
+from ..tools.video import VideoError, clip_for_model, read_frames
 from ._common import (
     UserError, describe_model, load_any_model, parse_seed_steps, require_classifier, resolve_targets, user_errors,
 )

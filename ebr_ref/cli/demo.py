@@ -1,6 +1,6 @@
 """``ebr-ref demo``: ground two actions of a synthetic clip with the shipped models, no network, no arguments.
 
-The clip (:mod:`ebr_ref.synthetic`, composition ``"GT+rand"``) shows one action
+The clip (:mod:`ebr_ref.synthetic.actions`, composition ``"GT+rand"``) shows one action
 in its first half and a different action in its second half, each with exact
 actor boxes. The shipped CNN-LSTM (``synthetic_cnn_lstm``) grounds both
 classes in one cEB-R call (paper Fig. 5 style), each class seeded at every
@@ -18,7 +18,7 @@ import numpy
 
 from .. import synthetic
 from ..models import shipped_names
-from ..video import preprocess, preprocessing_of
+from ..tools.video import preprocess, preprocessing_of
 from ._common import (
     UserError, class_names, describe_model, load_any_model, prepare_out_dir, require_classifier, require_cli_extra,
     user_errors,
@@ -151,7 +151,7 @@ def run(args, console):
 def _caption_missing_reason():
     if CAPTION_MODEL not in shipped_names():
         return f"the shipped captioner {CAPTION_MODEL} is not installed"
-    return "ebr_ref.ground_caption is not available"
+    return "ebr_ref.grounding.ground_caption is not available"
 
 
 def _choose_word(words, probs, objects, T):
@@ -182,7 +182,7 @@ def _choose_word(words, probs, objects, T):
 def _caption_part(args, console, size):
     """Caption a synthetic captioning clip with the shipped captioner and ground one word of the caption.
 
-    The clip (:func:`ebr_ref.synthetic_captions.make_caption_clip`, two objects, each present in part
+    The clip (:func:`ebr_ref.synthetic.captions.make_caption_clip`, two objects, each present in part
     of the clip) has word-level ground truth: the chosen word is scored against its object's frames
     and boxes. Returns None when the shipped captioner is not installed.
     """
@@ -191,7 +191,7 @@ def _caption_part(args, console, size):
         return None
     from types import SimpleNamespace
 
-    from ..synthetic_captions import make_caption_clip
+    from ..synthetic.captions import make_caption_clip
     from .caption import caption_json, ground_words
 
     model, _ = load_any_model(spec)

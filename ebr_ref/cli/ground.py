@@ -14,8 +14,8 @@ import time
 import numpy
 
 from .. import backend
-from ..ground import LSTM_RULES, METHODS, ground
-from ..video import VideoError, clip_for_model, fit_boxes, read_frames
+from ..grounding.ground import LSTM_RULES, METHODS, ground
+from ..tools.video import VideoError, clip_for_model, fit_boxes, read_frames
 from ._common import (
     UserError, class_names, describe_model, load_any_model, parse_interval, parse_seed_steps, prepare_out_dir,
     require_classifier, require_cli_extra, resolve_targets, user_errors,
@@ -130,7 +130,7 @@ def default_method(model, method):
 
 
 def run_ground(model, clip, targets, args, console, *, cont=None):
-    """Call :func:`ebr_ref.ground.ground` with the command-line settings; user mistakes become UserError."""
+    """Call :func:`ebr_ref.grounding.ground.ground` with the command-line settings; user mistakes become UserError."""
     method = default_method(model, args.method)
     seed_steps = parse_seed_steps(args.seed_steps)
     if args.chunk_size < 1:
@@ -255,7 +255,7 @@ def run(args, console):
 
 def _read_boxes(path, info, size_in, size_out, fit):
     """Per kept frame, the boxes of a boxes file mapped onto the fitted frames."""
-    from ..annotations import read_frame_boxes
+    from ..evaluation.annotations import read_frame_boxes
 
     if not os.path.isfile(path):
         raise UserError(f"--boxes {path}: no such file")

@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import get_xp
-from ..im2col import col2im, im2col
+from .im2col import col2im, im2col
 from ._eb import check_signal
 from .maxpool2d import pool_geometry
 

@@ -4,7 +4,7 @@ Dimension legend (docs/notation.md): ``N`` batch, ``K`` stacked signals, ``iC, o
 input and output channels, ``G`` groups, ``iCg = iC / G`` and ``oCg = oC / G``
 channels per group, ``iH, iW`` input size, ``kH, kW`` kernel size, ``sH, sW``
 stride, ``pH, pW`` zero padding, ``dH, dW`` dilation, ``oH, oW`` output size
-(floor rule, :func:`ebr_ref.geometry.out_size`), ``Hp = iH + 2 pH`` and
+(floor rule, :func:`ebr_ref.layers.geometry.out_size`), ``Hp = iH + 2 pH`` and
 ``Wp = iW + 2 pW`` padded size.
 
 Shapes: ``x (N, iC, iH, iW)``, ``W (oC, iCg, kH, kW)`` (Caffe and PyTorch),
@@ -32,7 +32,7 @@ geometry (:func:`_use_shifted_views`), never on the values:
 * **im2col + one GEMM** per image and group (all other layers: strided convolutions
   such as CaffeNet's conv1, few channels such as a first layer on RGB input, and
   small maps, where the column buffer is cheap and the shifted views' discarded edge
-  work is not), using :mod:`ebr_ref.im2col`.
+  work is not), using :mod:`ebr_ref.layers.im2col`.
 
 The adjoint is one GEMM per image and group followed by ``col2im``, except on large
 maps (:func:`_use_flipped_adjoint`): there the adjoint of a stride-1 convolution with
@@ -50,8 +50,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import get_xp
-from ..geometry import out_size, pair
-from ..im2col import col2im, im2col
+from .geometry import out_size, pair
+from .im2col import col2im, im2col
 from ._eb import check_signal, merge_signal, safe_divide, split_signal
 
 __all__ = ["Conv2dCache", "conv2d_forward", "conv2d_adjoint", "conv2d_eb", "conv2d_grad"]

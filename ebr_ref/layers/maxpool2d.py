@@ -13,7 +13,7 @@ row-major order over ``(u, v)``; the *first* maximum in that order is the winner
 (Caffe's ``pooling_layer.cpp`` keeps a strictly greater value only, and so does
 PyTorch's CPU kernel).
 
-Output size rounding (:func:`ebr_ref.geometry.out_size`): floor (PyTorch's
+Output size rounding (:func:`ebr_ref.layers.geometry.out_size`): floor (PyTorch's
 default) unless ``ceil_mode=True``, which is Caffe's rule
 ``oH = ceil((iH + 2 pH - kH) / sH) + 1``, minus 1 when ``pH > 0`` and the last
 window would start at or after ``iH + pH``; Caffe (``PoolingLayer::Reshape``)
@@ -27,7 +27,7 @@ pooling). This module refuses such a geometry with a ``ValueError`` (see
 output size as PyTorch's ``ceil_mode=True`` (where PyTorch accepts the padding:
 it requires ``pH <= kH / 2``, Caffe and this module ``pH < kH``).
 Windows that run past the padded input in ceil mode are filled with ``-inf``
-by :func:`ebr_ref.im2col.window_views`; the forward keeps a running maximum over
+by :func:`ebr_ref.layers.im2col.window_views`; the forward keeps a running maximum over
 the kH kW strided views of the input (no column buffer).
 """
 
@@ -36,8 +36,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import get_xp
-from ..geometry import pair, pool_out_hw
-from ..im2col import col2im, window_views
+from .geometry import pair, pool_out_hw
+from .im2col import col2im, window_views
 from ._eb import check_signal
 
 __all__ = [
@@ -186,7 +186,7 @@ def maxpool2d_winners(cache):
 def _route(p, cache, name):
     """Send each output's whole signal to its window's winner; sum where windows share it.
 
-    A one-hot multiply in column layout followed by :func:`ebr_ref.im2col.col2im`
+    A one-hot multiply in column layout followed by :func:`ebr_ref.layers.im2col.col2im`
     (no index scatter, so repeated winners accumulate on every backend).
     """
     x, y, kernel, stride, padding, _ = cache

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..geometry import out_size, pair, pool_out_hw
+from ..layers.geometry import out_size, pair, pool_out_hw
 
 __all__ = ["Layer", "LAYER_TYPES", "infer_shapes", "param_shapes"]
 

@@ -23,7 +23,7 @@ float64, written from SPEC:
 
 :func:`oracle_ground` handles one target class per call. Torch's max-pool
 backward routes a tie to the first maximum in scan order (checked in
-tests/test_ground.py); the tests use random float data, where ties of non-zero
+tests/grounding/test_ground.py); the tests use random float data, where ties of non-zero
 values do not occur.
 """
 

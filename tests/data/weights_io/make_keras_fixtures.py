@@ -1,4 +1,4 @@
-"""Regenerate the Keras fixtures of tests/test_weights_io_keras.py (not run by the tests).
+"""Regenerate the Keras fixtures of tests/weights_io/test_weights_io_keras.py (not run by the tests).
 
 Writes small Keras-written HDF5 files and Keras' own outputs on fixed inputs
 (the oracle), with keras 3.15.1 on the torch backend:

@@ -1,0 +1,394 @@
+"""Fused channel-sum read-out: many target classes through the top conv block at the cost of a few.
+
+For a fixed frame, excitation backward (and the gradient) is linear in the signal.
+When :func:`ebr_ref.ground` is asked for K targets and only the channel-summed
+maps at the read-out layer, the steps between the read-out layer and the first
+max pooling above it (VGG16 with read-out ``conv5_1``: relu5_1, conv5_2, relu5_2,
+conv5_3, relu5_3, pool5) are folded into one matrix per frame::
+
+    M[k, n, i, j] = sum_{c, cell} G[n, (i, j), (c, cell)] p_top[k, n, c, cell]      (1)
+
+where ``p_top`` is the signal at the pooling's output (after the unfused EB of
+every layer above it) and ``M`` the channel sum of the signal at the read-out
+layer's output. ``G`` costs a few conv adjoints per frame, once; each target
+then costs one row of a GEMM instead of one conv adjoint per folded conv.
+The maps equal those of the unfused computation up to rounding (the same sums
+taken in another order, ``p / Z`` taken as ``p * (1 / Z)``).
+
+Construction (docs/conventions.md, "Fused read-out"). A linear functional of the
+signal ``p`` at a level of the block is kept as ``F[a, b, c, n, i, j]``::
+
+    M[n, i, j] = sum_{a, b, c} F[a, b, c, n, i, j] p[c, n, i - lo_h - a, j - lo_w - b]
+
+(cells outside the level's grid contribute 0), i.e. one weight per channel and
+per offset ``(lo_h + a, lo_w + b)`` between the read-out position and the cell.
+At the read-out layer ``F = 1`` with one offset, 0. Going one layer up:
+
+* ReLU (EB and gradient pass ``m * p`` with ``m = 1[y > 0]``): ``F *= m``, shifted.
+* Convolution, EB (SPEC §2, paper eq. 3): ``p_x = x * W+^T (p_y / Z)``. With
+  stride 1, kernel offset ``u``, dilation ``d`` and padding ``pd`` the input cell
+  ``pos - Δ`` meets output cell ``pos - Δ'`` with ``Δ' = Δ + d u - pd``, so
+  ``F'[Δ'] = (1 / Z)[pos - Δ'] sum_{Δ + d u - pd = Δ'} W+[:, :, u]^T (F[Δ] x[pos - Δ])``
+  (one GEMM ``(kH kW oC, iC) @ (iC, n h w)`` per offset of ``F``), where ``1 / Z``
+  is 0 where ``Z == 0`` exactly (the safe divide of every EB kernel). The number
+  of offsets grows from ``(nh, nw)`` to ``(nh + d (kH - 1), nw + d (kW - 1))``.
+  Gradient: ``W`` instead of ``W+``, no ``x`` and no ``1 / Z``.
+* Max pooling (the top; winner takes all, first maximum on ties): the cell
+  routed to by window ``(c, cell)`` is its argmax ``w``, so
+  ``G[n, pos, c, cell] = F[pos - w, c, n, pos]`` (a scatter, one per offset).
+
+Mass accounting (EB): a folded layer loses ``sum_{l = 1} p_out`` for an indicator
+``l`` on its output: ``Z == 0`` for a convolution (the safe divide drops that
+signal), ``y <= 0`` for a ReLU (its mask), nothing for pooling and dropout. Each
+such total is a linear functional of ``p_top``, obtained by carrying ``l`` up
+the block with the adjoints of the layers above it (ReLU: ``* m``; convolution:
+``conv(x * l, W+) / Z``; pooling: gather at the winners); it becomes one more row
+of ``G``, so ``diagnostics["mass_lost"]`` keeps one entry per layer. Functionals
+that vanish identically (a ReLU's zeros meet the next convolution's input ``x``,
+which is 0 there) are skipped.
+
+What can be folded (:func:`plan`): a 4-D read-out layer followed by ReLU,
+dropout and convolutions with stride 1 and one group, up to and including a max
+pooling, with at least one convolution on the way. Folding is chosen only when
+it needs fewer multiply-adds than the unfused passes for K targets and its
+arrays for one frame fit :data:`FOLD_BUDGET_BYTES`; frames are folded in groups
+that fit the budget. The choice depends on shapes and K only, never on values.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy
+
+from ..backend import get_xp, to_numpy
+from ..layers.geometry import pair
+from ..layers._eb import safe_divide
+from ..layers.conv2d import conv2d_forward
+from ..layers.maxpool2d import maxpool2d_winners
+
+__all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "check_request", "plan", "folded_layers", "fused_maps"]
+
+FOLD_BUDGET_BYTES = 1 << 29  # arrays of one group of folded frames (F, G and the pushed functionals)
+_MODES = ("eb", "grad")
+
+
+class FoldPlan(NamedTuple):
+    """Which layers above the read-out layer are folded, and how."""
+
+    depth: int  # layers r+1 .. r+depth are folded (the last one is the max pooling)
+    mode: str  # "eb" or "grad"
+    frames_per_group: int  # frames folded at once (memory budget)
+    readout_hw: tuple  # (h, w) of the read-out layer's output
+
+
+def folded_layers(model, r, fold):
+    """Names of the layers a plan folds above read-out layer ``r`` (None without a plan)."""
+    return None if fold is None else [model.layer_names[k] for k in range(r + 1, r + 1 + fold.depth)]
+
+
+class _Survey(NamedTuple):
+    """What folding the layers above the read-out layer would take, per frame."""
+
+    depth: int  # layers folded, up to and including the max pooling
+    fold_macs: int  # multiply-adds to build G, once
+    target_macs: int  # multiply-adds per target with the fold: one GEMM row block, eq. (1)
+    plain_macs: int  # multiply-adds per target without it: the conv adjoints
+    floats: int  # size of the largest arrays of the fold (F twice, G)
+
+
+def check_request(request):
+    """The ``fused_readout`` argument, validated: ``"auto"``, True or False (NumPy bools accepted).
+
+    Raises
+    ------
+    ValueError
+        For anything else (integers included).
+    """
+    if isinstance(request, (bool, numpy.bool_)):
+        return bool(request)
+    if isinstance(request, str) and request == "auto":
+        return request
+    raise ValueError(f"fused_readout must be 'auto', True or False, got {request!r}")
+
+
+def plan(model, r, K, mode, *, request="auto"):
+    """Decide whether the read-out above layer ``r`` is fused for ``K`` targets.
+
+    Parameters
+    ----------
+    model : ebr_ref.models.Model
+    r : int
+        Index of the read-out layer (``-1`` for the input).
+    K : int
+        Number of stacked target signals.
+    mode : {"eb", "grad"}
+    request : {"auto", True, False}
+        ``"auto"``: fuse when it is applicable and cheaper; True: fuse whenever
+        applicable, else raise ValueError saying why; False: never.
+
+    Returns
+    -------
+    FoldPlan or None
+    """
+    if mode not in _MODES:
+        raise ValueError(f"fused read-out: unknown mode {mode!r}")
+    request = check_request(request)
+    if request is False:
+        return None
+    in_shape = model.input_shape if r < 0 else model.shapes[r]
+    survey = _survey(model, r, in_shape)
+    why = survey if isinstance(survey, str) else None
+    if why is None:
+        frame_bytes = survey.floats * model.dtype.itemsize
+        if request == "auto" and survey.fold_macs + K * survey.target_macs >= K * survey.plain_macs:
+            why = f"not cheaper for {K} target(s)"
+        elif frame_bytes > FOLD_BUDGET_BYTES:
+            why = f"one frame's fold needs {frame_bytes} bytes > FOLD_BUDGET_BYTES = {FOLD_BUDGET_BYTES}"
+    if why is not None:
+        if request is True:
+            name = "input" if r < 0 else model.layer_names[r]
+            raise ValueError(f"fused_readout=True: cannot fuse the read-out above {name!r}: {why}")
+        return None
+    return FoldPlan(survey.depth, mode, int(max(1, FOLD_BUDGET_BYTES // frame_bytes)), tuple(in_shape[1:]))
+
+
+def _survey(model, r, in_shape):
+    """Walk up from layer ``r``: a :class:`_Survey`, or the reason (str) the fold does not apply."""
+    if len(in_shape) != 3:
+        return "the read-out layer is not a (C, h, w) map"
+    C, h, w = in_shape
+    P = h * w
+    nh = nw = 1  # offsets of the functional F
+    fold = plain = 0
+    peak = P * C  # floats of F for one frame
+    for k in range(r + 1, model.sequence_start):
+        layer, out_shape = model.layers[k], model.shapes[k]
+        if layer.type in ("relu", "dropout"):
+            continue
+        if layer.type == "conv":
+            s = layer.settings
+            (kH, kW), stride, (dH, dW) = pair(s["kernel"], "kernel"), pair(s["stride"], "stride"), pair(
+                s["dilation"], "dilation")
+            if stride != (1, 1) or s["groups"] != 1:
+                return f"layer {layer.name!r} has stride {stride} and groups {s['groups']} (stride 1, one group needed)"
+            oC, oH, oW = out_shape
+            fold += nh * nw * C * oC * kH * kW * P
+            plain += C * oC * kH * kW * oH * oW
+            nh, nw, C = nh + dH * (kH - 1), nw + dW * (kW - 1), oC
+            peak = max(peak, nh * nw * C * P)
+            continue
+        if layer.type == "maxpool":
+            if not plain:
+                return "no convolution between the read-out layer and the pooling"
+            top = int(numpy.prod(out_shape))
+            rows = P + (k - r)  # map positions + one mass functional per folded layer
+            return _Survey(k - r, fold, P * top, plain, 2 * peak + rows * top)
+        return f"layer {layer.name!r} ({layer.type}) cannot be folded and comes before any max pooling"
+    return "no max pooling above the read-out layer in the CNN part"
+
+
+def fused_maps(fold_steps, p_top, plan_):
+    """Channel-summed maps at the read-out layer from the signal at the fold's top.
+
+    Parameters
+    ----------
+    fold_steps : list of (Layer, cache)
+        The forward steps of the folded layers (from :meth:`Model.run_forward`
+        with ``keep=True``), bottom first; the last is the max pooling.
+    p_top : array of shape (K, N, C, oh, ow)
+        The signal at the pooling's output.
+    plan_ : FoldPlan
+
+    Returns
+    -------
+    maps : array of shape (K, N, h, w)
+        Channel sums of the signal at the read-out layer.
+    lost : dict of str to array of shape (K,)
+        Mass lost in each folded layer (``mode == "eb"``), as :meth:`Model.run_eb`
+        records it; empty for the gradient.
+    """
+    xp = get_xp(p_top)
+    K, N = p_top.shape[:2]
+    g, hw = plan_.frames_per_group, plan_.readout_hw
+    P = hw[0] * hw[1]
+    maps = []
+    lost = {layer.name: numpy.zeros(K, dtype=p_top.dtype) for layer, _ in fold_steps} if plan_.mode == "eb" else {}
+    for a in range(0, N, g):  # groups of frames, for memory only
+        b = min(a + g, N)
+        part = [(layer, _frames(cache, a, b)) for layer, cache in fold_steps]
+        G, rows = _fold_matrix(part, plan_.mode, (b - a,) + hw, p_top.dtype, xp=xp)  # (n, P + L, C oh ow)
+        top = p_top[:, a:b].reshape(K, b - a, -1).transpose(1, 2, 0)  # (n, C oh ow, K)
+        out = xp.matmul(G, top)  # (n, P + L, K)
+        maps.append(out[:, :P].transpose(2, 0, 1).reshape(K, b - a, *hw))  # (K, n, h, w)
+        for m, name in enumerate(rows):
+            lost[name] = lost[name] + to_numpy(out[:, P + m].sum(axis=0))  # (K,)
+    return xp.concatenate(maps, axis=1), lost
+
+
+def _frames(cache, a, b):
+    """The cache of frames ``a:b`` (batch axis 0 of every per-frame array)."""
+    fields = {name: v[a:b] for name, v in cache._asdict().items() if name in ("x", "y")}
+    return cache._replace(**fields)
+
+
+def _windows(A, lo, n_off, out_hw, *, xp):
+    """``win(a, b)[c, n, i, j] = A[n, c, i - lo_h - a, j - lo_w - b]``, 0 outside ``A``'s grid.
+
+    ``A (n, C, Hl, Wl)``; returns the function ``win`` giving ``(C, n, h, w)`` views.
+    """
+    n, C, Hl, Wl = A.shape
+    (lo_h, lo_w), (nh, nw), (h, w) = lo, n_off, out_hw
+    top, left = max(0, lo_h + nh - 1), max(0, lo_w + nw - 1)
+    bottom, right = max(0, h - lo_h - Hl), max(0, w - lo_w - Wl)
+    Ap = xp.zeros((C, n, top + Hl + bottom, left + Wl + right), dtype=A.dtype)
+    Ap[:, :, top : top + Hl, left : left + Wl] = A.transpose(1, 0, 2, 3)
+
+    def win(a, b):
+        i0, j0 = top - lo_h - a, left - lo_w - b
+        return Ap[:, :, i0 : i0 + h, j0 : j0 + w]
+
+    return win
+
+
+def _fold_matrix(steps, mode, nhw, dtype, *, xp):
+    """``G (n, h w + L, C oh ow)`` of eq. (1), one row per map position and per folded layer's mass functional.
+
+    ``nhw = (n, h, w)``: frames and the read-out layer's grid. Returns ``(G, names of the mass rows)``.
+    """
+    n, h, w = nhw
+    P = h * w
+    F = None  # (nh, nw, C, n, h, w); None means 1 with one offset
+    lo, n_off = (0, 0), (1, 1)
+    z_inv, z_zero, w_pos = {}, {}, {}  # layer index -> 1 / Z (0 where Z == 0), the mask Z == 0, W+
+    for k, (layer, cache) in enumerate(steps[:-1]):
+        if layer.type == "dropout":
+            continue
+        if layer.type == "relu":
+            mask = (cache.y > 0).astype(dtype)  # (n, C, Hl, Wl)
+            F = _scale(F, mask, lo, n_off, (h, w), xp=xp)
+            continue
+        # convolution, stride 1, one group (checked by plan)
+        x, W = cache.x, cache.W
+        (dH, dW), (pH, pW) = cache.dilation, cache.padding
+        kH, kW = W.shape[2:]
+        geo = dict(stride=cache.stride, padding=cache.padding, dilation=cache.dilation, groups=cache.groups)
+        if mode == "eb":
+            W_use = w_pos[k] = xp.maximum(W, 0)  # (oC, iC, kH, kW)
+            z, _ = conv2d_forward(x, W_use, **geo)  # (n, oC, oH, oW)  step 1 of EB
+            z_inv[k] = safe_divide(xp.ones_like(z), z, xp=xp)  # (n, oC, oH, oW)  0 where Z == 0
+            z_zero[k] = z == 0  # (n, oC, oH, oW)  where the safe divide drops the signal
+            F = _scale(F, x, lo, n_off, (h, w), xp=xp)  # times the input x
+        else:
+            W_use = W
+            if F is not None:  # no x to multiply by: zero F outside the conv's input grid (its padding)
+                F = _scale(F, xp.ones((n, 1) + tuple(x.shape[2:]), dtype=dtype), lo, n_off, (h, w), xp=xp)
+        F = _through_conv(F, W_use, n_off, (dH, dW), (n, h, w), xp=xp)
+        lo, n_off = (lo[0] - pH, lo[1] - pW), (n_off[0] + dH * (kH - 1), n_off[1] + dW * (kW - 1))
+        if mode == "eb":
+            F = _scale(F, z_inv[k], lo, n_off, (h, w), xp=xp)  # times 1 / Z
+    pool = steps[-1][1]
+    winners = _winner_cells(pool, xp=xp)  # two (n, C, oh, ow): row and column of every window's winner
+    rows, names = [], []
+    if mode == "eb":
+        for k, (layer, cache) in enumerate(steps):
+            row = _mass_functional(steps, k, z_inv, z_zero, w_pos, winners, xp=xp)  # (n, C, oh, ow) or None
+            if row is not None:
+                rows.append(row)
+                names.append(layer.name)
+    C, oh, ow = pool.y.shape[1:]
+    G = xp.zeros((n, P + len(rows), C, oh * ow), dtype=F.dtype)  # map rows, then mass rows
+    _scatter_pool(F, winners, lo, n_off, (h, w), G, xp=xp)  # G[:, :P]
+    for m, row in enumerate(rows):
+        G[:, P + m] = row.reshape(n, C, oh * ow)
+    return G.reshape(n, P + len(rows), C * oh * ow), names
+
+
+def _scale(F, A, lo, n_off, out_hw, *, xp):
+    """``F[a, b] *= A`` at the cells ``pos - offset(a, b)``; ``F = None`` stands for all ones."""
+    win = _windows(A, lo, n_off, out_hw, xp=xp)
+    if F is None:
+        return xp.ascontiguousarray(win(0, 0))[None, None]  # (1, 1, C, n, h, w)
+    for a in range(n_off[0]):  # loops over offsets only
+        for b in range(n_off[1]):
+            F[a, b] *= win(a, b)
+    return F
+
+
+def _through_conv(F, W, n_off, dil, nhw, *, xp):
+    """``F'[a + d u, b + d v] += W[:, :, u, v] @ F[a, b]`` over channels: offsets of the conv's output signal."""
+    n, h, w = nhw
+    oC, iC, kH, kW = W.shape
+    if F is None:  # the channel sum itself: 1 for every input channel
+        F = xp.ones((1, 1, iC, n, h, w), dtype=W.dtype)
+    nh, nw = n_off
+    (dH, dW) = dil
+    Wk = xp.ascontiguousarray(W.transpose(2, 3, 0, 1)).reshape(kH * kW * oC, iC)  # (kH kW oC, iC)
+    out = xp.zeros((nh + dH * (kH - 1), nw + dW * (kW - 1), oC, n, h, w), dtype=W.dtype)
+    for a in range(nh):  # loops over offsets only
+        for b in range(nw):
+            R = (Wk @ F[a, b].reshape(iC, n * h * w)).reshape(kH, kW, oC, n, h, w)  # one GEMM
+            for u in range(kH):
+                for v in range(kW):
+                    out[a + dH * u, b + dW * v] += R[u, v]
+    return out
+
+
+def _winner_cells(pool, *, xp):
+    """Row and column of every window's winner in the pooling's input grid: two ``(n, C, oh, ow)`` arrays."""
+    kW, (sH, sW), (pH, pW) = pool.kernel[1], pool.stride, pool.padding
+    argmax = maxpool2d_winners(pool)  # (n, C, oh, ow)
+    oh, ow = argmax.shape[2:]
+    ii = xp.arange(oh).reshape(1, 1, oh, 1) * sH - pH + argmax // kW
+    jj = xp.arange(ow).reshape(1, 1, 1, ow) * sW - pW + argmax % kW
+    return ii, jj
+
+
+def _scatter_pool(F, winners, lo, n_off, hw, G, *, xp):
+    """``G[n, pos, c, cell] = F[pos - winner(c, cell), c, n, pos]`` for the map rows ``pos < h w`` of ``G (n, R, C, oh ow)``."""
+    h, w = hw
+    n, R, C, cells = G.shape
+    ii, jj = winners  # (n, C, oh, ow)
+    oh, ow = ii.shape[2:]
+    nn = xp.arange(n).reshape(n, 1, 1, 1)
+    cc = xp.arange(C).reshape(1, C, 1, 1)
+    cell = xp.arange(cells).reshape(1, 1, oh, ow)
+    flat_G = G.reshape(-1)  # G is contiguous: a view
+    for a in range(n_off[0]):  # loops over offsets only
+        for b in range(n_off[1]):
+            pi, pj = ii + lo[0] + a, jj + lo[1] + b  # read-out position that sees the winner at this offset
+            ok = (pi >= 0) & (pi < h) & (pj >= 0) & (pj < w)
+            pos = pi * w + pj
+            vals = F[a, b][cc, nn, xp.where(ok, pi, 0), xp.where(ok, pj, 0)]  # (n, C, oh, ow)
+            flat = ((nn * R + pos) * C + cc) * cells + cell
+            flat_G[flat[ok]] = vals[ok]
+
+
+def _mass_functional(steps, k, z_inv, z_zero, w_pos, winners, *, xp):
+    """The row of ``G`` giving the mass lost in folded layer ``k``, or None when it is identically 0."""
+    layer, cache = steps[k]
+    if layer.type == "conv":
+        u = z_zero[k].astype(z_inv[k].dtype)  # (n, oC, oH, oW)  signal dropped by the safe divide
+    elif layer.type == "relu":
+        u = (cache.y <= 0).astype(cache.y.dtype)  # masked cells
+    else:
+        return None
+    for j in range(k + 1, len(steps)):  # carry the functional up with the adjoint of each EB step
+        if not bool(u.any()):
+            return None
+        above, c = steps[j]
+        if above.type == "relu":
+            u = u * (c.y > 0)
+        elif above.type == "conv":
+            v = c.x * u
+            if not bool(v.any()):
+                return None
+            geo = dict(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups)
+            u = conv2d_forward(v, w_pos[j], **geo)[0] * z_inv[j]
+        elif above.type == "maxpool":
+            ii, jj = winners  # the pooling is the top of the block
+            n, C = u.shape[:2]
+            u = u[xp.arange(n).reshape(n, 1, 1, 1), xp.arange(C).reshape(1, C, 1, 1), ii, jj]
+    if not bool(u.any()):
+        return None
+    return u

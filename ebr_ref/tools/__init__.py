@@ -1,0 +1,2 @@
+"""Around the engine: video input and preprocessing (:mod:`.video`), pictures (:mod:`.viz`) and the
+layer-by-layer comparison with another implementation (:mod:`.compare`)."""

@@ -1,0 +1,1 @@
+"""Tests that the documentation runs and agrees with the code."""

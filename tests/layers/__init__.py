@@ -1,0 +1,1 @@
+"""Tests of ebr_ref.layers."""

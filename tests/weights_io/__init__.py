@@ -1,0 +1,1 @@
+"""Tests of the weights_io package (checkpoint readers and converters)."""
