@@ -1,7 +1,7 @@
 """The ``ebr-ref`` command line (also ``python -m ebr_ref``).
 
 Commands (one module each): ``demo``, ``ground``, ``caption``, ``convert``,
-``inspect``, ``compare``; see docs/cli.md. :func:`main` returns the exit
+``inspect``, ``compare``, ``make-dataset``, ``evaluate``; see docs/cli.md. :func:`main` returns the exit
 status: 0 on success, 1 when ``compare`` finds differences beyond its
 tolerance, 2 for a user mistake (a bad path, argument or file: printed as one
 line ``ebr-ref <command>: error: ...`` on stderr, never a traceback), 130 on
@@ -25,7 +25,7 @@ from ._common import Console, UserError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("demo", "ground", "caption", "convert", "inspect", "compare")
+_COMMANDS = ("demo", "ground", "caption", "convert", "inspect", "compare", "make-dataset", "evaluate")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +47,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"ebr_ref {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMANDS:
-        import_module(f".{name}_cmd" if name == "inspect" else f".{name}", __name__).add_parser(sub, [common])
+        import_module(f".{name}_cmd" if name == "inspect" else "." + name.replace("-", "_"), __name__).add_parser(sub, [common])
     return parser
 
 
