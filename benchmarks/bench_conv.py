@@ -15,23 +15,32 @@ spoils one sweep rather than the table):
   ``conv_transpose2d``, multiply; what TorchRay's EB does per conv layer, without
   its autograd overhead).
 
+ebr_ref runs with its defaults (``fast=True``: the paths of
+:mod:`ebr_ref.layers.conv2d_fast` where their rules admit the layer); ``--reference``
+times the reference path (``fast=False``: im2col + GEMM, GEMM + col2im) instead.
+``--compare-paths`` adds a table of forward and adjoint with each evaluation path
+forced on every layer: the reference, and each fast path forced by moving
+conv2d_fast's thresholds (how those thresholds were chosen).
+
 torch runs with as many threads as NumPy's BLAS uses (read from OpenBLAS when it
 can be, else ``os.cpu_count()``; ``--threads`` overrides both). Run::
 
-    .venv/bin/python benchmarks/bench_conv.py [--dtype float32] [--repeat 5]
+    .venv/bin/python benchmarks/bench_conv.py [--dtype float32] [--repeat 5] [--compare-paths]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import functools
 import os
 import time
 
 import numpy
 import torch
 
-from ebr_ref.layers import conv2d as conv2d_module
+from ebr_ref.layers import conv2d_fast
 from ebr_ref.layers.conv2d import conv2d_adjoint, conv2d_eb, conv2d_forward
 
 # (name, iC, oC, size, kernel, stride, padding, groups)
@@ -80,7 +89,7 @@ def best_ms(f, repeat):
     return 1e3 * min(times)
 
 
-def bench_layer(spec, dtype, repeat, rng):
+def bench_layer(spec, dtype, repeat, rng, fast=True):
     _, iC, oC, size, k, s, p, G = spec
     x = rng.uniform(0, 1, (1, iC, size, size)).astype(dtype)
     W = (rng.normal(size=(oC, iC // G, k, k)) * (2.0 / (iC * k * k)) ** 0.5).astype(dtype)
@@ -100,9 +109,9 @@ def bench_layer(spec, dtype, repeat, rng):
 
     with torch.no_grad():
         ours = (
-            best_ms(lambda: conv2d_forward(x, W, b, **geo), repeat),
-            best_ms(lambda: conv2d_adjoint(g, W, x.shape, **geo), repeat),
-            best_ms(lambda: conv2d_eb(g, cache), repeat),
+            best_ms(lambda: conv2d_forward(x, W, b, **geo, fast=fast), repeat),
+            best_ms(lambda: conv2d_adjoint(g, W, x.shape, **geo, fast=fast), repeat),
+            best_ms(lambda: conv2d_eb(g, cache, fast=fast), repeat),
         )
         theirs = (
             best_ms(lambda: F.conv2d(tx, tW, tb, **geo), repeat),
@@ -118,6 +127,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--reference", action="store_true",
+                        help="time ebr_ref's reference path (fast=False) instead of its default")
     parser.add_argument("--compare-paths", action="store_true",
                         help="also time forward and adjoint with each evaluation path forced")
     args = parser.parse_args()
@@ -126,14 +137,15 @@ def main():
     rng = numpy.random.default_rng(0xC0B)
     print(f"numpy {numpy.__version__} (BLAS threads {blas_threads()}), torch {torch.__version__} "
           f"(threads {torch.get_num_threads()}), dtype {args.dtype}, N = 1, "
-          f"best of {args.repeat} runs x {args.rounds} rounds")
+          f"best of {args.repeat} runs x {args.rounds} rounds, ebr_ref fast={not args.reference}")
     columns = ("fwd ours/torch ms", "adj ours/torch ms", "eb ours/torch ms")
     print(f"{'layer':16s}" + "".join(f"{c:>22s}" for c in columns))
     specs = VGG16 + CAFFENET
     best = numpy.full((len(specs), 2, 3), numpy.inf)
     for _ in range(args.rounds):
         for i, spec in enumerate(specs):
-            best[i] = numpy.minimum(best[i], bench_layer(spec, numpy.dtype(args.dtype), args.repeat, rng))
+            timed = bench_layer(spec, numpy.dtype(args.dtype), args.repeat, rng, fast=not args.reference)
+            best[i] = numpy.minimum(best[i], timed)
     totals = best[: len(VGG16)].sum(axis=0)
     for spec, (ours, theirs) in zip(specs, best):
         if spec is CAFFENET[0]:
@@ -147,41 +159,48 @@ def main():
         compare_paths(numpy.dtype(args.dtype), args.repeat, args.rounds, rng)
 
 
-def compare_paths(dtype, repeat, rounds, rng):
-    """Forward and adjoint with each evaluation path forced (see ebr_ref.layers.conv2d)."""
-    settings = {  # constant: (forced on, forced off)
-        "_MIN_SHIFTED_CHANNELS": (1, 2**62),
-        "_MIN_SHIFTED_COLUMN": (0, 2**62),
-        "_MIN_FLIPPED_COLUMN": (0, 2**62),
-        "_MAX_FLIPPED_WIDENING": (2**62, 0),
-    }
-    forced = {  # path: (shifted views on, flipped adjoint on)
-        "shifted": (True, True),
-        "im2col": (False, True),
-        "col2im": (False, False),
-    }
-    columns = ("fwd shifted", "fwd im2col", "adj flip+shift", "adj flip+im2col", "adj col2im")
-    print("\nforced paths (ms):" + "".join(f"{c:>16s}" for c in columns))
-    saved = {name: getattr(conv2d_module, name) for name in settings}
+@contextlib.contextmanager
+def thresholds(shifted, flipped):
+    """Force conv2d_fast's shifted views and flipped adjoint on or off for every eligible layer."""
+    names = ("_MIN_SHIFTED_CHANNELS", "_MIN_SHIFTED_COLUMN", "_MIN_FLIPPED_COLUMN", "_MAX_FLIPPED_WIDENING")
+    saved = {name: getattr(conv2d_fast, name) for name in names}
+    conv2d_fast._MIN_SHIFTED_CHANNELS = 1 if shifted else 2**62
+    conv2d_fast._MIN_SHIFTED_COLUMN = 0 if shifted else 2**62
+    conv2d_fast._MIN_FLIPPED_COLUMN = 0 if flipped else 2**62
+    conv2d_fast._MAX_FLIPPED_WIDENING = 2**62 if flipped else 0
     try:
-        for name, iC, oC, size, k, s, p, G in VGG16 + CAFFENET[1:]:
-            x = rng.uniform(0, 1, (1, iC, size, size)).astype(dtype)
-            W = rng.normal(size=(oC, iC // G, k, k)).astype(dtype)
-            y, _ = conv2d_forward(x, W, stride=s, padding=p, groups=G)
-            best = {}
-            for _ in range(rounds):
-                for path, (shift, flip) in forced.items():
-                    for const, (on, off) in settings.items():
-                        setattr(conv2d_module, const, on if (shift if "SHIFTED" in const else flip) else off)
-                    fwd = best_ms(lambda: conv2d_forward(x, W, stride=s, padding=p, groups=G), repeat)
-                    adj = best_ms(lambda: conv2d_adjoint(y, W, x.shape, stride=s, padding=p, groups=G), repeat)
-                    best[("fwd", path)] = min(best.get(("fwd", path), numpy.inf), fwd)
-                    best[("adj", path)] = min(best.get(("adj", path), numpy.inf), adj)
-            cells = [best["fwd", "shifted"], best["fwd", "im2col"]] + [best["adj", q] for q in forced]
-            print(f"{name:18s}" + "".join(f"{t:16.2f}" for t in cells))
+        yield
     finally:
         for name, value in saved.items():
-            setattr(conv2d_module, name, value)
+            setattr(conv2d_fast, name, value)
+
+
+def compare_paths(dtype, repeat, rounds, rng):
+    """Forward and adjoint with each evaluation path forced (see ebr_ref.layers.conv2d_fast)."""
+    paths = {  # column: (op, fast, shifted views forced on, flipped adjoint forced on)
+        "fwd shifted": ("fwd", True, True, False),
+        "fwd im2col": ("fwd", False, False, False),  # the reference
+        "adj flip+shift": ("adj", True, True, True),
+        "adj flip+im2col": ("adj", True, False, True),
+        "adj col2im": ("adj", False, False, False),  # the reference
+    }
+    print("\nforced paths (ms):" + "".join(f"{c:>16s}" for c in paths))
+    for name, iC, oC, size, k, s, p, G in VGG16 + CAFFENET[1:]:
+        x = rng.uniform(0, 1, (1, iC, size, size)).astype(dtype)
+        W = rng.normal(size=(oC, iC // G, k, k)).astype(dtype)
+        geo = dict(stride=s, padding=p, groups=G)
+        y, _ = conv2d_forward(x, W, **geo)
+        ops = {
+            "fwd": functools.partial(conv2d_forward, x, W, **geo),
+            "adj": functools.partial(conv2d_adjoint, y, W, x.shape, **geo),
+        }
+        best = dict.fromkeys(paths, numpy.inf)
+        for _ in range(rounds):
+            for column, (op, fast, shifted, flipped) in paths.items():
+                with thresholds(shifted, flipped):
+                    t = best_ms(functools.partial(ops[op], fast=fast), repeat)
+                best[column] = min(best[column], t)
+        print(f"{name:18s}" + "".join(f"{best[c]:16.2f}" for c in paths))
 
 
 if __name__ == "__main__":

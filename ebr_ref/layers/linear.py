@@ -1,7 +1,13 @@
 """Fully connected layer: forward, excitation backward, gradient.
 
 Shapes: ``x (N, D)``, ``W (M, D)`` (``(out, in)``, as Caffe and PyTorch),
-``b (M,)``, ``y (N, M)``.
+``b (M,)``, ``y (N, M)``; signals ``(N, M)`` or ``(K, N, M)`` (``K`` stacked).
+
+:func:`linear_eb` reads as the four steps of the EB rule with the whole
+``W+ = max(W, 0)``. With ``fast=True`` (its default) and no precomputed ``W_pos``
+it hands over to :mod:`ebr_ref.layers.linear_fast`, which forms ``W+`` a block of
+output units at a time (VGG16's fc6 would otherwise write a 400 MB ``W+`` per call)
+and equals this reference to rounding.
 """
 
 from __future__ import annotations
@@ -9,14 +15,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import get_xp
+from . import linear_fast
 from ._eb import check_signal, safe_divide
 
 __all__ = ["LinearCache", "linear_forward", "linear_eb", "linear_grad"]
-
-# Without a precomputed W+, linear_eb forms it one block of output rows at a time, each block
-# about this many elements (4 MiB in float32: it stays in cache while steps 1-3 use it) and at
-# least twice as many rows as the signal has (so that updating c costs less than reading W).
-_BLOCK_ELEMENTS = 2**20
 
 
 class LinearCache(NamedTuple):
@@ -25,27 +27,6 @@ class LinearCache(NamedTuple):
     x: object  # (N, D) input activations a_i
     W: object  # (M, D) weights
     W_pos: object = None  # (M, D) max(W, 0) if the caller precomputed it, else None
-
-
-def _check(x, W, b):
-    if x.ndim != 2:
-        raise ValueError(f"linear: x must be (N, D), got shape {tuple(x.shape)}")
-    if W.ndim != 2 or W.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"linear: W must be (M, D) with D = {x.shape[1]} (input size), got shape {tuple(W.shape)}"
-        )
-    if b is not None and tuple(b.shape) != (W.shape[0],):
-        raise ValueError(f"linear: b must be ({W.shape[0]},), got shape {tuple(b.shape)}")
-    if W.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
-        raise TypeError(f"linear: dtypes differ (x {x.dtype}, W {W.dtype}, b {None if b is None else b.dtype})")
-
-
-def _rows_times(a, W):
-    """``a @ W`` for ``a (N, M)`` or ``(K, N, M)`` as one GEMM over all ``K N`` rows.
-
-    (A stacked ``(K, N, M) @ (M, D)`` would run K small GEMMs, several times slower.)
-    """
-    return (a.reshape(-1, a.shape[-1]) @ W).reshape(a.shape[:-1] + (W.shape[1],))
 
 
 def linear_forward(x, W, b=None, *, W_pos=None):
@@ -58,8 +39,8 @@ def linear_forward(x, W, b=None, *, W_pos=None):
     b : array of shape (M,) or None
     W_pos : array of shape (M, D), optional
         ``max(W, 0)``, precomputed by a caller that runs EB many times with the
-        same weights; it is only stored in the cache (EB forms it block by block
-        otherwise).
+        same weights; it is only stored in the cache, and :func:`linear_eb` uses it
+        instead of forming ``W+``.
 
     Returns
     -------
@@ -76,7 +57,7 @@ def linear_forward(x, W, b=None, *, W_pos=None):
     return y, LinearCache(x, W, W_pos)
 
 
-def linear_eb(p_y, cache):
+def linear_eb(p_y, cache, *, fast=True):
     """Excitation backward of a fully connected layer.
 
     ``P(a_i) = a_i * sum_j W+_ji P(a_j) / Z_j`` with ``Z_j = sum_i W+_ji a_i``
@@ -88,6 +69,10 @@ def linear_eb(p_y, cache):
     p_y : array of shape (N, M) or (K, N, M)
         Marginal winning probabilities of the outputs (K stacked signals allowed).
     cache : LinearCache
+    fast : bool
+        Without ``cache.W_pos``, form ``W+`` a block of output units at a time
+        (:mod:`ebr_ref.layers.linear_fast`) instead of whole; False always runs the
+        four steps below.
 
     Returns
     -------
@@ -95,38 +80,26 @@ def linear_eb(p_y, cache):
 
     Notes
     -----
+    Computed in four steps, as the released Caffe code does
+    (``inner_product_layer.cpp:Backward_eb_cpu``): forward with ``W+`` and no bias,
+    safe divide, the adjoint with ``W+``, multiply by the input. ``W+`` is
+    ``cache.W_pos`` when the forward was given one.
+
     Conventions: the bias never enters ``Z``; where ``Z_j == 0`` exactly the
     quotient is 0 (no epsilon) and that signal is lost; inputs are not clamped,
     so a signed ``x`` gives a signed result. With ``x >= 0`` and every ``Z_j > 0``
     the rule conserves mass: ``p_x.sum() == p_y.sum()``.
-
-    Without ``cache.W_pos`` the steps run over blocks of output units ``j``
-    (``Z_j`` and the quotient of unit ``j`` need only row ``j`` of ``W+``), so
-    ``W+`` is formed a block at a time and never held whole: for VGG16's fc6 that
-    saves writing and re-reading 400 MB per call. The sums are grouped by block
-    (equal to rounding).
     """
     x, W, W_pos = cache
     xp = get_xp(p_y, x)
     check_signal(p_y, (x.shape[0], W.shape[0]), "linear_eb")
-    if W_pos is not None:
-        return x * _eb_adjoint(x, W_pos, p_y, xp=xp)  # (N, D) or (K, N, D)  step 4: multiply by the input
-    M, D = W.shape
-    rows = max(_BLOCK_ELEMENTS // D, 2 * p_y.size // M, 1)  # output units per block
-    c = xp.zeros(p_y.shape[:-1] + (D,), dtype=p_y.dtype)  # (N, D) or (K, N, D)
-    W_pos = xp.empty((min(rows, M), D), dtype=W.dtype)  # one block of W+, reused
-    for j in range(0, M, rows):  # blocks of output units (memory only)
-        Wb = W_pos[: min(rows, M - j)]  # (b, D)
-        xp.maximum(W[j : j + rows], 0, out=Wb)  # (b, D)  excitatory weights of this block only
-        c += _eb_adjoint(x, Wb, p_y[..., j : j + rows], xp=xp)  # (N, D) or (K, N, D)  steps 1-3 of this block
-    return x * c  # (N, D) or (K, N, D)  step 4: multiply by the input
-
-
-def _eb_adjoint(x, W_pos, p_y, *, xp):
-    """Steps 1-3 of EB for output units with excitatory weights ``W_pos (M, D)``: ``W+^T (p_y / Z)``."""
+    if fast and W_pos is None:  # W+ a block at a time, never whole: see linear_fast.py
+        return linear_fast.eb_blocked(p_y, x, W, xp=xp)
+    W_pos = xp.maximum(W, 0) if W_pos is None else W_pos  # (M, D)  excitatory weights only
     z = x @ W_pos.T  # (N, M)  step 1: forward with W+, no bias
     s = safe_divide(p_y, z, xp=xp)  # (N, M) or (K, N, M)  step 2: 0 where z == 0
-    return _rows_times(s, W_pos)  # (N, D) or (K, N, D)  step 3: adjoint of step 1
+    c = _rows_times(s, W_pos)  # (N, D) or (K, N, D)  step 3: adjoint of step 1
+    return x * c  # (N, D) or (K, N, D)  step 4: multiply by the input
 
 
 def linear_grad(g_y, cache):
@@ -145,3 +118,25 @@ def linear_grad(g_y, cache):
     get_xp(g_y, W)
     check_signal(g_y, (x.shape[0], W.shape[0]), "linear_grad")
     return _rows_times(g_y, W)  # (N, D) or (K, N, D)
+
+
+def _check(x, W, b):
+    if x.ndim != 2:
+        raise ValueError(f"linear: x must be (N, D), got shape {tuple(x.shape)}")
+    if W.ndim != 2 or W.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"linear: W must be (M, D) with D = {x.shape[1]} (input size), got shape {tuple(W.shape)}"
+        )
+    if b is not None and tuple(b.shape) != (W.shape[0],):
+        raise ValueError(f"linear: b must be ({W.shape[0]},), got shape {tuple(b.shape)}")
+    if W.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
+        b_dtype = None if b is None else b.dtype
+        raise TypeError(f"linear: dtypes differ (x {x.dtype}, W {W.dtype}, b {b_dtype})")
+
+
+def _rows_times(a, W):
+    """``a @ W`` for ``a (N, M)`` or ``(K, N, M)`` as one GEMM over all ``K N`` rows.
+
+    (A stacked ``(K, N, M) @ (M, D)`` would run K small GEMMs, several times slower.)
+    """
+    return (a.reshape(-1, a.shape[-1]) @ W).reshape(a.shape[:-1] + (W.shape[1],))

@@ -1,11 +1,13 @@
 """conv2d: forward vs naive loops, adjoint, gradient vs finite differences and torch, EB vs dense matrices.
 
 Every evaluation path of the kernel is exercised by the ``path`` fixture, which moves
-the kernel's size thresholds so that small test shapes take the path under test:
-"shifted" (forward by shifted views; adjoint as a flipped-kernel correlation by shifted
-views), "im2col" (forward by im2col; adjoint as a flipped-kernel correlation by im2col)
-and "col2im" (forward by im2col; adjoint by GEMM and col2im). Strided convolutions and
-padding beyond the dilated kernel take im2col / col2im whatever the setting.
+the size thresholds of :mod:`ebr_ref.layers.conv2d_fast` so that small test shapes take
+the path under test: "shifted" (forward by shifted views; adjoint as a flipped-kernel
+correlation by shifted views), "im2col" (forward by im2col; adjoint as a flipped-kernel
+correlation by im2col) and "col2im" (forward by im2col; adjoint by GEMM and col2im: the
+reference path, what ``fast=False`` runs). Strided convolutions and padding beyond the
+dilated kernel take im2col / col2im whatever the setting. That each fast path equals
+the reference, and where it is taken, is tested in test_conv2d_fast.py.
 """
 
 import contextlib
@@ -16,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebr_ref.backend import to_numpy
-from ebr_ref.layers import conv2d as conv2d_module
+from ebr_ref.layers import conv2d_fast
 from ebr_ref.layers.conv2d import conv2d_adjoint, conv2d_eb, conv2d_forward, conv2d_grad
 
 from ..conftest import RTOL, rel_err
@@ -45,10 +47,10 @@ def forced_path(path):
     """Make every eligible convolution take ``path`` (see the module docstring)."""
     shifted, flipped = path == "shifted", path != "col2im"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(conv2d_module, "_MIN_SHIFTED_CHANNELS", 1 if shifted else 2**62)
-        mp.setattr(conv2d_module, "_MIN_SHIFTED_COLUMN", 0 if shifted else 2**62)
-        mp.setattr(conv2d_module, "_MIN_FLIPPED_COLUMN", 0 if flipped else 2**62)
-        mp.setattr(conv2d_module, "_MAX_FLIPPED_WIDENING", 2**62 if flipped else 0)
+        mp.setattr(conv2d_fast, "_MIN_SHIFTED_CHANNELS", 1 if shifted else 2**62)
+        mp.setattr(conv2d_fast, "_MIN_SHIFTED_COLUMN", 0 if shifted else 2**62)
+        mp.setattr(conv2d_fast, "_MIN_FLIPPED_COLUMN", 0 if flipped else 2**62)
+        mp.setattr(conv2d_fast, "_MAX_FLIPPED_WIDENING", 2**62 if flipped else 0)
         yield
 
 
@@ -224,29 +226,6 @@ def test_inputs_not_modified_and_dtype_kept(xp, dtype, path):
     assert all(o.dtype == dtype for o in outs)
     for a, a0 in ((x, x0), (W, W0), (b, b0), (p, p0)):
         assert bool((a == a0).all())
-
-
-def test_default_rule_takes_shifted_views_on_large_layers():
-    """With the default thresholds a large stride-1 layer takes the shifted views and agrees with im2col."""
-    rng = numpy.random.default_rng(0xCB)
-    x = rng.uniform(0, 1, (1, 16, 242, 242)).astype(numpy.float32)
-    W = rng.normal(size=(16, 16, 3, 3)).astype(numpy.float32)
-    assert conv2d_module._use_shifted_views(W.shape, 1, (1, 1), (242, 242))
-    assert not conv2d_module._use_shifted_views(W.shape, 1, (1, 1), (64, 64))
-    assert not conv2d_module._use_shifted_views(W.shape, 1, (2, 1), (242, 242))
-    flipped = conv2d_module._use_flipped_adjoint
-    assert flipped((64, 64, 3, 3), 1, (1, 1), (1, 1), (224, 224))  # VGG16 conv1_2
-    assert not flipped((64, 3, 3, 3), 1, (1, 1), (1, 1), (224, 224))  # conv1_1: oC = 64 output channels per 3 inputs
-    assert not flipped((512, 512, 3, 3), 1, (1, 1), (1, 1), (14, 14))  # conv5_x: small maps
-    assert not flipped((64, 64, 3, 3), 1, (2, 2), (1, 1), (224, 224))  # strided
-    assert not flipped((64, 64, 3, 3), 1, (1, 1), (-1, 1), (224, 224))  # padding beyond the kernel
-    y, cache = conv2d_forward(x, W, padding=1)
-    p_y = rng.uniform(0, 1, y.shape).astype(numpy.float32)
-    p_x = conv2d_eb(p_y, cache)
-    with forced_path("col2im"):
-        y_ref, cache_ref = conv2d_forward(x, W, padding=1)
-        p_x_ref = conv2d_eb(p_y, cache_ref)
-    assert rel_err(y, y_ref) < 1e-6 and rel_err(p_x, p_x_ref) < 1e-5
 
 
 BAD = [

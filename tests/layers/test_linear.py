@@ -1,4 +1,10 @@
-"""linear: EB against naive loops, conservation, properties; gradient against finite differences."""
+"""linear: EB against naive loops, conservation, properties; gradient against finite differences.
+
+The EB tests run both paths: ``fast=False`` (the reference: the four steps with the
+whole ``W+``) and ``fast=True`` (the default: ``W+`` block by block, linear_fast.py).
+That the two agree, and the blocked path itself with many blocks, is tested in
+test_linear_fast.py.
+"""
 
 import numpy
 import pytest
@@ -46,11 +52,12 @@ def test_forward_matches_formula(xp, dtype):
     assert rel_err(y, expect) < RTOL[dtype]
 
 
-def test_eb_matches_naive_loops(xp, dtype):
+@pytest.mark.parametrize("fast", [True, False])
+def test_eb_matches_naive_loops(xp, dtype, fast):
     rng = numpy.random.default_rng(0x12)
     x, W, b, p_y = _case(rng)
     _, cache = linear_forward(xp.asarray(x, dtype), xp.asarray(W, dtype), xp.asarray(b, dtype))
-    p_x = linear_eb(xp.asarray(p_y, dtype), cache)
+    p_x = linear_eb(xp.asarray(p_y, dtype), cache, fast=fast)
     assert p_x.dtype == dtype
     expect, lost = naive_linear_eb(x, W, p_y)
     assert lost == 0
@@ -59,14 +66,15 @@ def test_eb_matches_naive_loops(xp, dtype):
     assert abs(float(p_x.sum()) - p_y.sum()) < 10 * RTOL[dtype] * p_y.sum()
 
 
-def test_eb_zero_denominator_loses_exactly_that_signal(xp):
+@pytest.mark.parametrize("fast", [True, False])
+def test_eb_zero_denominator_loses_exactly_that_signal(xp, fast):
     rng = numpy.random.default_rng(0x13)
     x, W, b, p_y = _case(rng)
     W = numpy.abs(W)
     W[1] = -W[1]  # output 1 has no excitatory weight: Z = 0 for every n
     x[0, :] = 0.0  # sample 0 has no input at all: Z = 0 for every output
     _, cache = linear_forward(xp.asarray(x), xp.asarray(W), xp.asarray(b))
-    p_x = to_numpy(linear_eb(xp.asarray(p_y), cache))
+    p_x = to_numpy(linear_eb(xp.asarray(p_y), cache, fast=fast))
     expect, lost = naive_linear_eb(x, W, p_y)
     assert numpy.all(numpy.isfinite(p_x))
     assert rel_err(p_x, expect) < 1e-12
@@ -74,14 +82,15 @@ def test_eb_zero_denominator_loses_exactly_that_signal(xp):
     assert p_y.sum() - p_x.sum() == pytest.approx(lost, rel=1e-12)
 
 
-def test_eb_stacked_signals_equal_separate_calls(xp):
+@pytest.mark.parametrize("fast", [True, False])
+def test_eb_stacked_signals_equal_separate_calls(xp, fast):
     rng = numpy.random.default_rng(0x14)
     x, W, b, _ = _case(rng)
     P = rng.uniform(0, 1, (3,) + (x.shape[0], W.shape[0]))
     _, cache = linear_forward(xp.asarray(x), xp.asarray(W), xp.asarray(b))
-    stacked = to_numpy(linear_eb(xp.asarray(P), cache))
+    stacked = to_numpy(linear_eb(xp.asarray(P), cache, fast=fast))
     for k in range(3):
-        assert rel_err(stacked[k], linear_eb(xp.asarray(P[k]), cache)) < 1e-14
+        assert rel_err(stacked[k], linear_eb(xp.asarray(P[k]), cache, fast=fast)) < 1e-14
 
 
 def test_eb_rejects_wrong_signal_shape():
@@ -110,44 +119,21 @@ def test_grad_matches_finite_differences():
 @settings(max_examples=60, deadline=None)
 @given(
     N=st.integers(1, 4), D=st.integers(1, 6), M=st.integers(1, 6),
-    seed=st.integers(0, 2**32 - 1), a=st.floats(0.1, 10), b=st.floats(0.1, 10),
+    seed=st.integers(0, 2**32 - 1), a=st.floats(0.1, 10), b=st.floats(0.1, 10), fast=st.booleans(),
 )
-def test_eb_properties(N, D, M, seed, a, b):
+def test_eb_properties(N, D, M, seed, a, b, fast):
     rng = numpy.random.default_rng(seed)
     x = rng.uniform(0, 1, (N, D))
     W = rng.normal(size=(M, D))
     p1 = rng.uniform(0, 1, (N, M))
     p2 = rng.uniform(0, 1, (N, M))
     _, cache = linear_forward(x, W)
-    e1, e2 = linear_eb(p1, cache), linear_eb(p2, cache)
+    e1, e2 = linear_eb(p1, cache, fast=fast), linear_eb(p2, cache, fast=fast)
     assert numpy.all(e1 >= 0)  # non-negativity
-    assert rel_err(linear_eb(a * p1 + b * p2, cache), a * e1 + b * e2) < 1e-12  # linearity
+    assert rel_err(linear_eb(a * p1 + b * p2, cache, fast=fast), a * e1 + b * e2) < 1e-12  # linearity
     W_other_neg = numpy.where(W > 0, W, -rng.uniform(0, 3, W.shape))  # change only negative weights
     _, cache2 = linear_forward(x, W_other_neg)
-    assert rel_err(linear_eb(p1, cache2), e1) < 1e-14
+    assert rel_err(linear_eb(p1, cache2, fast=fast), e1) < 1e-14
     # conservation with the mass lost at zero denominators accounted for
     _, lost = naive_linear_eb(x, W, p1)
     assert p1.sum() - e1.sum() == pytest.approx(lost, rel=1e-9, abs=1e-12)
-
-
-@pytest.mark.parametrize("stacked", [False, True])
-def test_blocked_eb_equals_naive_loops_and_the_precomputed_w_pos(xp, monkeypatch, stacked):
-    """Without W_pos, EB runs over blocks of output units; force many blocks (one partial) and a zero Z."""
-    from ebr_ref.layers import linear as linear_module
-
-    monkeypatch.setattr(linear_module, "_BLOCK_ELEMENTS", 1)  # blocks of 2 K N rows
-    rng = numpy.random.default_rng(0x1B)
-    x, W, b, _ = _case(rng, N=2, D=6, M=23)
-    W[5] = -numpy.abs(W[5])  # unit 5: Z == 0, its signal is lost
-    K = 3 if stacked else 1
-    p_y = rng.uniform(0, 1, (K, 2, 23))
-    _, cache = linear_forward(xp.asarray(x), xp.asarray(W), xp.asarray(b))
-    _, cache_pos = linear_forward(xp.asarray(x), xp.asarray(W), xp.asarray(b), W_pos=xp.maximum(xp.asarray(W), 0))
-    signal = xp.asarray(p_y if stacked else p_y[0])
-    blocked, whole = linear_eb(signal, cache), linear_eb(signal, cache_pos)
-    for k in range(K):
-        expect, lost = naive_linear_eb(x, W, p_y[k])
-        assert lost == pytest.approx(p_y[k, :, 5].sum())
-        got = to_numpy(blocked[k] if stacked else blocked)
-        assert rel_err(got, expect) < 1e-13
-    assert rel_err(blocked, whole) < 1e-14

@@ -1,0 +1,198 @@
+"""Fast paths of :mod:`ebr_ref.layers.conv2d`: shifted-view forward and flipped-kernel adjoint.
+
+The reference module evaluates a convolution as im2col + one GEMM per image and
+group, and its adjoint as one GEMM per image and group + col2im. On large maps
+both write and re-read a column buffer of ``iC kH kW oH oW`` (or ``oC kH kW ...``)
+elements per image, which costs more than the arithmetic. This module holds two
+ways around that buffer, each with its own path rule; the reference functions hand
+over to them when called with ``fast=True`` (their default) and the rule holds. Both
+compute the same sums as the reference in another order, so results agree to
+rounding (tested to 1e-12 relative in float64, tests/layers/test_conv2d_fast.py).
+The rules look at shapes and hyper-parameters only, never at values.
+
+**Shifted views** ("implicit GEMM"), :func:`shifted_views_apply` and
+:func:`forward_shifted`. For stride 1 lay the zero-padded batch out once as
+``(iC, N Hp Wp)``, images end to end (``Hp = iH + 2 pH``, ``Wp = iW + 2 pW``). The
+input cell that kernel offset ``(u, v)`` pairs with output position ``p`` (a flat
+index into the same layout) is ``p + u dH Wp + v dW``, so each kernel offset is a
+contiguous shifted 2-D view of that one buffer and the convolution is
+``sum_{u, v} W[:, :, u, v] @ view(u, v)``: ``kH kW`` GEMMs on views (no copies),
+accumulated into an ``(oC, N Hp Wp)`` buffer from which the valid outputs are
+sliced. Flat positions that straddle a row or image edge are computed and thrown
+away (about ``1 - oH oW / (Hp Wp)`` of the work). Rule: stride 1, at least
+``_MIN_SHIFTED_CHANNELS`` channels per group on both sides (so that each
+per-offset GEMM runs near BLAS peak) and an im2col buffer of at least
+``_MIN_SHIFTED_COLUMN`` elements per image (VGG16's conv1_2 and conv2_2 at
+224 x 224). Strided layers, a first layer on RGB input and small maps keep im2col,
+where the column buffer is cheap and the discarded edge work is not.
+
+**Flipped-kernel adjoint**, :func:`flipped_adjoint_applies` and
+:func:`adjoint_flipped`. The adjoint of a stride-1 convolution is itself a stride-1
+correlation: of ``g_y`` padded by ``d (k - 1) - p`` with the kernel flipped in
+space and transposed in channels within each group. It runs through the forward
+(and so through the shifted views when they apply to the flipped problem),
+avoiding col2im's many short strided adds at the price of a column buffer over the
+output channels and a copy of ``W``. Rule: stride 1, ``pH <= dH (kH - 1)`` and
+``pW <= dW (kW - 1)`` (the flipped padding is not negative), an adjoint that does not
+widen the channels by more than ``_MAX_FLIPPED_WIDENING`` (``oCg / iCg``) and at least
+``_MIN_FLIPPED_COLUMN`` elements ``oC kH kW iH iW`` per image. In VGG16 at 224 x 224
+that is conv1_2, conv2_2, conv3_2, conv3_3, conv4_2 and conv4_3: not the layers that
+widen (conv1_1 from 3 channels, conv2_1, conv3_1, conv4_1), nor the 14 x 14 conv5 layers.
+
+The thresholds were set with benchmarks/bench_conv.py (``--compare-paths``, VGG16
+float32 on 2 cores). Dimension legend as in :mod:`ebr_ref.layers.conv2d`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["shifted_views_apply", "forward_shifted", "flipped_adjoint_applies", "adjoint_flipped"]
+
+_MIN_SHIFTED_CHANNELS = 16  # least iCg and oCg
+_MIN_SHIFTED_COLUMN = 2**23  # elements of one image's im2col buffer, iC kH kW oH oW (32 MiB in float32)
+_MIN_FLIPPED_COLUMN = 2**21  # elements oC kH kW iH iW per image
+_MAX_FLIPPED_WIDENING = 1  # largest oCg / iCg
+
+
+def shifted_views_apply(W_shape, groups, stride, out_hw):
+    """Whether :func:`forward_shifted` is taken for this geometry (see the module docstring).
+
+    Parameters
+    ----------
+    W_shape : tuple of int
+        ``(oC, iCg, kH, kW)``.
+    groups : int
+    stride : pair of int
+    out_hw : pair of int
+        ``(oH, oW)``.
+
+    Returns
+    -------
+    bool
+    """
+    oC, iCg, kH, kW = W_shape
+    column = groups * iCg * kH * kW * out_hw[0] * out_hw[1]
+    return (
+        tuple(stride) == (1, 1)
+        and min(iCg, oC // groups) >= _MIN_SHIFTED_CHANNELS
+        and column >= _MIN_SHIFTED_COLUMN
+    )
+
+
+def forward_shifted(x, W, b, padding, dilation, groups, out_hw, *, xp):
+    """Stride-1 convolution by shifted views of one padded buffer (geometry already validated).
+
+    Parameters
+    ----------
+    x : array of shape (N, iC, iH, iW)
+    W : array of shape (oC, iCg, kH, kW)
+    b : array of shape (oC,) or None
+    padding, dilation : pair of int
+    groups : int
+    out_hw : pair of int
+        ``(oH, oW)`` of the stride-1 convolution.
+    xp : module
+
+    Returns
+    -------
+    y : array of shape (N, oC, oH, oW)
+        Contiguous; equal to :func:`ebr_ref.layers.conv2d.conv2d_forward` to rounding.
+    """
+    N, iC, iH, iW = x.shape
+    oC, iCg, kH, kW = W.shape
+    G, oCg = groups, oC // groups
+    (pH, pW), (dH, dW), (oH, oW) = padding, dilation, out_hw
+    Hp, Wp = iH + 2 * pH, iW + 2 * pW
+    S = N * Hp * Wp
+    x_pad = xp.zeros((iC, N, Hp, Wp), dtype=x.dtype)  # images end to end, channels first
+    x_pad[:, :, pH : pH + iH, pW : pW + iW] = x.transpose(1, 0, 2, 3)
+    starts = [u * dH * Wp + v * dW for u in range(kH) for v in range(kW)]  # flat shift of offset (u, v)
+    W_k = xp.ascontiguousarray(W.reshape(G, oCg, iCg, kH * kW).transpose(3, 0, 1, 2))  # (kH kW, G, oCg, iCg)
+    acc = xp.empty((oC, N, Hp, Wp), dtype=x.dtype)  # output at flat index p = (n Hp + i) Wp + j
+    L = S - starts[-1]  # every valid output position p < L
+    _shifted_matmul(W_k, x_pad.reshape(G, iCg, S), starts, acc.reshape(G, oCg, S)[:, :, :L], xp=xp)
+    valid = acc[:, :, :oH, :oW].transpose(1, 0, 2, 3)  # (N, oC, oH, oW) view
+    y = xp.empty((N, oC, oH, oW), dtype=x.dtype)
+    if b is None:
+        y[...] = valid
+    else:
+        xp.add(valid, b.reshape(1, oC, 1, 1), out=y)
+    return y
+
+
+def _shifted_matmul(W_k, src, starts, out, *, xp):
+    """``out = sum_k W_k[k] @ src[:, :, starts[k] : starts[k] + L]`` with ``L = out.shape[-1]``.
+
+    ``W_k (kH kW, G, M, C)`` contiguous, ``src (G, C, S)`` with a contiguous last
+    axis, ``out (G, M, L)`` (may be a view with a contiguous last axis): each term
+    is one batched GEMM over the group axis on a view of ``src``.
+    """
+    L = out.shape[-1]
+    xp.matmul(W_k[0], src[:, :, starts[0] : starts[0] + L], out=out)
+    tmp = xp.empty(out.shape, dtype=out.dtype)
+    for k in range(1, len(starts)):  # loop over kernel offsets only
+        xp.matmul(W_k[k], src[:, :, starts[k] : starts[k] + L], out=tmp)
+        out += tmp
+    return out
+
+
+def _flip_padding(W_shape, padding, dilation):
+    """Padding ``d (k - 1) - p`` of the flipped correlation, per axis (negative: not applicable)."""
+    kH, kW = W_shape[2:]
+    (pH, pW), (dH, dW) = padding, dilation
+    return (dH * (kH - 1) - pH, dW * (kW - 1) - pW)
+
+
+def flipped_adjoint_applies(W_shape, groups, stride, padding, dilation, in_hw):
+    """Whether :func:`adjoint_flipped` is taken for this geometry (see the module docstring).
+
+    Parameters
+    ----------
+    W_shape : tuple of int
+        ``(oC, iCg, kH, kW)``.
+    groups : int
+    stride, padding, dilation : pair of int
+    in_hw : pair of int
+        ``(iH, iW)``, the size of the forward input (the adjoint's output).
+
+    Returns
+    -------
+    bool
+    """
+    oC, iCg, kH, kW = W_shape
+    return (
+        tuple(stride) == (1, 1)
+        and min(_flip_padding(W_shape, padding, dilation)) >= 0
+        and oC // groups <= _MAX_FLIPPED_WIDENING * iCg
+        and oC * kH * kW * in_hw[0] * in_hw[1] >= _MIN_FLIPPED_COLUMN
+    )
+
+
+def adjoint_flipped(g, W, padding, dilation, groups, *, forward, xp):
+    """Adjoint of a stride-1 convolution as a correlation with the flipped kernel.
+
+    Parameters
+    ----------
+    g : array of shape (B, oC, oH, oW)
+        Signal at the output (stacked signals folded into the batch axis).
+    W : array of shape (oC, iCg, kH, kW)
+    padding, dilation : pair of int
+        Those of the forward convolution; ``d (k - 1) - p >= 0`` on both axes.
+    groups : int
+    forward : callable
+        :func:`ebr_ref.layers.conv2d.conv2d_forward`, which runs the flipped
+        correlation (through :func:`forward_shifted` when that applies to it). It is
+        passed in because the reference module imports this one.
+    xp : module
+
+    Returns
+    -------
+    g_x : array of shape (B, iC, iH, iW)
+        Equal to the reference adjoint (GEMM + col2im) to rounding.
+    """
+    oC, iCg, kH, kW = W.shape
+    G, oCg = groups, oC // groups
+    W_flip = W.reshape(G, oCg, iCg, kH, kW)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+    W_flip = xp.ascontiguousarray(W_flip).reshape(iCg * G, oCg, kH, kW)  # (iC, oCg, kH, kW)
+    flip_pad = _flip_padding(W.shape, padding, dilation)
+    g_x, _ = forward(g, W_flip, padding=flip_pad, dilation=dilation, groups=groups)  # (B, iC, iH, iW)
+    return g_x
