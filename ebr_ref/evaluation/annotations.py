@@ -19,7 +19,8 @@ Two text layouts are supported, and only these:
 
 In both layouts blank lines and lines starting with ``#`` are skipped. A
 malformed line raises ``ValueError`` naming the file and the 1-based line
-number.
+number; so does a line longer than ``MAX_LINE_CHARS`` bytes (read in
+bounded pieces, never whole) or one that is not UTF-8.
 
 Seconds to frames
 -----------------
@@ -45,9 +46,15 @@ __all__ = [
     "FrameBoxes",
     "seconds_to_frames",
     "read_thumos14_temporal",
+    "iter_thumos14_temporal",
     "read_thumos14_dir",
     "read_frame_boxes",
+    "iter_frame_boxes",
+    "iter_content_lines",
+    "MAX_LINE_CHARS",
 ]
+
+MAX_LINE_CHARS = 1 << 20  # longest annotation line read, in bytes (1 MiB); a longer one is an error
 
 
 class TemporalAnnotation(NamedTuple):
@@ -109,10 +116,29 @@ def _fps_of(fps, video, where):
     return float(fps)
 
 
-def _content_lines(path):
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            text = line.strip()
+def iter_content_lines(path, max_chars=MAX_LINE_CHARS):
+    """``(lineno, stripped text)`` of a text file's content lines (not blank, not starting with ``#``).
+
+    Lines (ended by ``\\n``; a ``\\r`` before it is stripped) are read one at a
+    time with a length limit of ``max_chars`` bytes, so a hostile file costs at
+    most that much memory per line; a longer line, or bytes that are not UTF-8,
+    raise ``ValueError`` naming ``file:line``. A UTF-8 byte-order mark is skipped.
+    """
+    with open(path, "rb") as f:
+        lineno = 0
+        while True:
+            lineno += 1
+            raw = f.readline(max_chars + 1)
+            if not raw:
+                return
+            if len(raw) > max_chars and not raw.endswith(b"\n"):
+                raise ValueError(f"{path}:{lineno}: line longer than {max_chars} bytes")
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if text and not text.startswith("#"):
                 yield lineno, text
 
@@ -148,10 +174,18 @@ def read_thumos14_temporal(path, fps=None, *, label=None):
         For a line without exactly three fields, times that are not finite
         numbers, a negative start or ``end < start`` (message: ``file:line``).
     """
+    return [row for _lineno, row in iter_thumos14_temporal(path, fps, label=label)]
+
+
+def iter_thumos14_temporal(path, fps=None, *, label=None):
+    """:func:`read_thumos14_temporal` with line numbers: yields ``(lineno, TemporalAnnotation)``.
+
+    ``lineno`` is the 1-based line of the segment in the file (for messages
+    about a segment that is well-formed but refers to something missing).
+    """
     path = os.fspath(path)
     label = _label_from_name(path) if label is None else label
-    out = []
-    for lineno, text in _content_lines(path):
+    for lineno, text in iter_content_lines(path):
         where = f"{path}:{lineno}"
         fields = text.split()
         if len(fields) != 3:
@@ -165,8 +199,7 @@ def read_thumos14_temporal(path, fps=None, *, label=None):
             raise ValueError(f"{where}: need finite times with 0 <= start <= end, got {text!r}")
         rate = _fps_of(fps, video, where)
         f1, f2 = seconds_to_frames(t1, t2, rate) if rate is not None else (None, None)
-        out.append(TemporalAnnotation(video, label, t1, t2, f1, f2))
-    return out
+        yield lineno, TemporalAnnotation(video, label, t1, t2, f1, f2)
 
 
 def read_thumos14_dir(directory, subset="test", fps=None):
@@ -227,12 +260,27 @@ def read_frame_boxes(path, *, box_format="xyxy", one_based=False):
         For a line without exactly five fields, a non-integer or negative
         frame, non-finite coordinates, or an empty box (message: ``file:line``).
     """
+    frames, boxes = [], []
+    for _lineno, frame, box in iter_frame_boxes(path, box_format=box_format, one_based=one_based):
+        frames.append(frame)
+        boxes.append(box)
+    frames = numpy.array(frames, dtype=numpy.int64)
+    boxes = numpy.array(boxes, dtype=numpy.float64).reshape(-1, 4)
+    order = numpy.argsort(frames, kind="stable")
+    return FrameBoxes(frames[order], boxes[order])
+
+
+def iter_frame_boxes(path, *, box_format="xyxy", one_based=False):
+    """:func:`read_frame_boxes` line by line: yields ``(lineno, frame, (x1, y1, x2, y2))`` in file order.
+
+    The frame is 0-based and the box inclusive ``xyxy`` whatever the file's
+    layout; the checks and messages are those of :func:`read_frame_boxes`.
+    """
     if box_format not in ("xyxy", "xywh"):
         raise ValueError(f"read_frame_boxes: box_format must be 'xyxy' or 'xywh', got {box_format!r}")
     path = os.fspath(path)
-    frames, boxes = [], []
     layout = "frame x1 y1 x2 y2" if box_format == "xyxy" else "frame x y w h"
-    for lineno, text in _content_lines(path):
+    for lineno, text in iter_content_lines(path):
         where = f"{path}:{lineno}"
         fields = text.replace(",", " ").split()
         if len(fields) != 5:
@@ -254,9 +302,4 @@ def read_frame_boxes(path, *, box_format="xyxy", one_based=False):
             c, d = a + c - 1, b + d - 1
         elif c < a or d < b:
             raise ValueError(f"{where}: need x2 >= x1 and y2 >= y1, got {text!r}")
-        frames.append(frame)
-        boxes.append((a, b, c, d))
-    frames = numpy.array(frames, dtype=numpy.int64)
-    boxes = numpy.array(boxes, dtype=numpy.float64).reshape(-1, 4)
-    order = numpy.argsort(frames, kind="stable")
-    return FrameBoxes(frames[order], boxes[order])
+        yield lineno, frame, (a, b, c, d)
