@@ -83,7 +83,7 @@ def occlusion_saliency(model, clip, caption, positions, *, patch=8, stride=4):
             for x0 in starts_x:
                 batch[k, :, y0 : y0 + patch, x0 : x0 + patch] = fill
                 k += 1
-        f_occ, _ = model.run_forward(batch, 0, len(model.layers))  # (P, D)
+        f_occ, _ = model.stack.run_forward(batch, 0, len(model.layers))  # (P, D)
         drop = p_full - word_probs(v[None] + (f_occ - feats[t]) / T)  # (K, P)
         k = 0
         for y0 in starts_y:

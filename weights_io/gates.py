@@ -20,9 +20,11 @@ ONNX     i, o, f, c  ``B`` = ``[Wb ‖ Rb]`` (8H), summed
 
 from __future__ import annotations
 
+from ebr_ref.layers.lstm import GATE_ORDER as _CANONICAL
+
 __all__ = ["GATE_ORDER", "SOURCE_GATE_ORDERS", "gate_blocks"]
 
-GATE_ORDER = "ifog"
+GATE_ORDER = "".join(_CANONICAL)  # "ifog": ebr_ref.layers.lstm.GATE_ORDER as one string
 SOURCE_GATE_ORDERS = {"caffe": "ifog", "torch": "ifgo", "keras": "ifco", "onnx": "iofc"}
 
 

@@ -14,7 +14,8 @@ import time
 import numpy
 
 from .. import backend
-from ..grounding.ground import LSTM_RULES, METHODS, ground
+from ..grounding.ground import METHODS, ground
+from ..layers.lstm import LSTM_RULES
 from ..tools.video import VideoError, clip_for_model, fit_boxes, read_frames
 from ._common import (
     UserError, class_names, describe_model, load_any_model, parse_interval, parse_seed_steps, prepare_out_dir,

@@ -1,12 +1,19 @@
 """Fused channel-sum read-out: many target classes through the top conv block at the cost of a few.
 
+An optimisation outside the reference path: the drivers import this module only
+when their ``fused_readout`` switch is on (``"auto"`` or True), through
+:meth:`ebr_ref.grounding.frame_cnn.FrameCNN.readout_leg`; with the switch off every
+layer runs its own EB (:meth:`~ebr_ref.grounding.frame_cnn.FrameCNN.eb_to_readout`),
+and the maps agree to rounding (tests/grounding/test_fused_readout.py). Equation
+numbers of the form (F1) are this module's own, not the paper's.
+
 For a fixed frame, excitation backward (and the gradient) is linear in the signal.
 When :func:`ebr_ref.ground` is asked for K targets and only the channel-summed
-maps at the read-out layer, the steps between the read-out layer and the first
+maps at the read-out layer, the layers between the read-out layer and the first
 max pooling above it (VGG16 with read-out ``conv5_1``: relu5_1, conv5_2, relu5_2,
 conv5_3, relu5_3, pool5) are folded into one matrix per frame::
 
-    M[k, n, i, j] = sum_{c, cell} G[n, (i, j), (c, cell)] p_top[k, n, c, cell]      (1)
+    M[k, n, i, j] = sum_{c, cell} G[n, (i, j), (c, cell)] p_top[k, n, c, cell]      (F1)
 
 where ``p_top`` is the signal at the pooling's output (after the unfused EB of
 every layer above it) and ``M`` the channel sum of the signal at the read-out
@@ -62,12 +69,15 @@ from typing import NamedTuple
 import numpy
 
 from ..backend import get_xp, to_numpy
-from ..layers.geometry import pair
 from ..layers._eb import safe_divide
 from ..layers.conv2d import conv2d_forward
+from ..layers.geometry import pair
 from ..layers.maxpool2d import maxpool2d_winners
+from ..models.stack import run_eb, run_grad
+from .frame_cnn import ChunkMaps
+from .inputs import check_fused_switch
 
-__all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "check_request", "plan", "folded_layers", "fused_maps"]
+__all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "FusedLeg", "plan", "folded_layers", "fused_maps"]
 
 FOLD_BUDGET_BYTES = 1 << 29  # arrays of one group of folded frames (F, G and the pushed functionals)
 _MODES = ("eb", "grad")
@@ -76,15 +86,44 @@ _MODES = ("eb", "grad")
 class FoldPlan(NamedTuple):
     """Which layers above the read-out layer are folded, and how."""
 
-    depth: int  # layers r+1 .. r+depth are folded (the last one is the max pooling)
+    depth: int  # layers readout_index + 1 .. readout_index + depth are folded (the last: the max pooling)
     mode: str  # "eb" or "grad"
     frames_per_group: int  # frames folded at once (memory budget)
     readout_hw: tuple  # (h, w) of the read-out layer's output
 
 
-def folded_layers(model, r, fold):
-    """Names of the layers a plan folds above read-out layer ``r`` (None without a plan)."""
-    return None if fold is None else [model.layer_names[k] for k in range(r + 1, r + 1 + fold.depth)]
+def folded_layers(model, readout_index, fold):
+    """Names of the layers a plan folds above the read-out layer (None without a plan)."""
+    if fold is None:
+        return None
+    return [model.layer_names[k] for k in range(readout_index + 1, readout_index + 1 + fold.depth)]
+
+
+class FusedLeg:
+    """The fused leg of one chunk: the layers above the fold layer by layer, then the fold at once.
+
+    ``FusedLeg(fold)(records, p) -> ChunkMaps``, the drop-in for
+    :meth:`ebr_ref.grounding.frame_cnn.FrameCNN.eb_to_readout` (or ``grad_to_readout``,
+    as ``fold.mode`` says): ``records`` run from the read-out layer up, ``p (K, n, ...)``
+    is the signal at their top. The maps are the channel sums only; the mass
+    lost lists the layers above the fold, then the folded layers, top first.
+    """
+
+    def __init__(self, fold):
+        self.fold = fold
+
+    def __call__(self, records, p):
+        below, above = records[: self.fold.depth], records[self.fold.depth:]
+        mass = {}
+        if self.fold.mode == "grad":
+            p = run_grad(above, p)  # (K, n, C, oh, ow)  at the pooling's output
+        else:
+            passed = run_eb(above, p)
+            p, mass = passed.p, dict(passed.mass)  # (K, n, C, oh, ow)
+        maps, lost = fused_maps(below, p, self.fold)  # (K, n, h, w)
+        for name in reversed(lost):  # top first, as run_eb reports them
+            mass[name] = lost[name]
+        return ChunkMaps(maps, None, mass)
 
 
 class _Survey(NamedTuple):
@@ -92,33 +131,18 @@ class _Survey(NamedTuple):
 
     depth: int  # layers folded, up to and including the max pooling
     fold_macs: int  # multiply-adds to build G, once
-    target_macs: int  # multiply-adds per target with the fold: one GEMM row block, eq. (1)
+    target_macs: int  # multiply-adds per target with the fold: one GEMM row block, (F1)
     plain_macs: int  # multiply-adds per target without it: the conv adjoints
     floats: int  # size of the largest arrays of the fold (F twice, G)
 
 
-def check_request(request):
-    """The ``fused_readout`` argument, validated: ``"auto"``, True or False (NumPy bools accepted).
-
-    Raises
-    ------
-    ValueError
-        For anything else (integers included).
-    """
-    if isinstance(request, (bool, numpy.bool_)):
-        return bool(request)
-    if isinstance(request, str) and request == "auto":
-        return request
-    raise ValueError(f"fused_readout must be 'auto', True or False, got {request!r}")
-
-
-def plan(model, r, K, mode, *, request="auto"):
-    """Decide whether the read-out above layer ``r`` is fused for ``K`` targets.
+def plan(model, readout_index, K, mode, *, request="auto"):
+    """Decide whether the read-out above layer ``readout_index`` is fused for ``K`` targets.
 
     Parameters
     ----------
     model : ebr_ref.models.Model
-    r : int
+    readout_index : int
         Index of the read-out layer (``-1`` for the input).
     K : int
         Number of stacked target signals.
@@ -133,11 +157,11 @@ def plan(model, r, K, mode, *, request="auto"):
     """
     if mode not in _MODES:
         raise ValueError(f"fused read-out: unknown mode {mode!r}")
-    request = check_request(request)
+    request = check_fused_switch(request, False)
     if request is False:
         return None
-    in_shape = model.input_shape if r < 0 else model.shapes[r]
-    survey = _survey(model, r, in_shape)
+    in_shape = model.input_shape if readout_index < 0 else model.shapes[readout_index]
+    survey = _survey(model, readout_index, in_shape)
     why = survey if isinstance(survey, str) else None
     if why is None:
         frame_bytes = survey.floats * model.dtype.itemsize
@@ -147,14 +171,14 @@ def plan(model, r, K, mode, *, request="auto"):
             why = f"one frame's fold needs {frame_bytes} bytes > FOLD_BUDGET_BYTES = {FOLD_BUDGET_BYTES}"
     if why is not None:
         if request is True:
-            name = "input" if r < 0 else model.layer_names[r]
+            name = "input" if readout_index < 0 else model.layer_names[readout_index]
             raise ValueError(f"fused_readout=True: cannot fuse the read-out above {name!r}: {why}")
         return None
     return FoldPlan(survey.depth, mode, int(max(1, FOLD_BUDGET_BYTES // frame_bytes)), tuple(in_shape[1:]))
 
 
-def _survey(model, r, in_shape):
-    """Walk up from layer ``r``: a :class:`_Survey`, or the reason (str) the fold does not apply."""
+def _survey(model, readout_index, in_shape):
+    """Walk up from the read-out layer: a :class:`_Survey`, or the reason (str) the fold does not apply."""
     if len(in_shape) != 3:
         return "the read-out layer is not a (C, h, w) map"
     C, h, w = in_shape
@@ -162,7 +186,7 @@ def _survey(model, r, in_shape):
     nh = nw = 1  # offsets of the functional F
     fold = plain = 0
     peak = P * C  # floats of F for one frame
-    for k in range(r + 1, model.sequence_start):
+    for k in range(readout_index + 1, model.sequence_start):
         layer, out_shape = model.layers[k], model.shapes[k]
         if layer.type in ("relu", "dropout"):
             continue
@@ -182,19 +206,20 @@ def _survey(model, r, in_shape):
             if not plain:
                 return "no convolution between the read-out layer and the pooling"
             top = int(numpy.prod(out_shape))
-            rows = P + (k - r)  # map positions + one mass functional per folded layer
-            return _Survey(k - r, fold, P * top, plain, 2 * peak + rows * top)
+            depth = k - readout_index
+            rows = P + depth  # map positions + one mass functional per folded layer
+            return _Survey(depth, fold, P * top, plain, 2 * peak + rows * top)
         return f"layer {layer.name!r} ({layer.type}) cannot be folded and comes before any max pooling"
     return "no max pooling above the read-out layer in the CNN part"
 
 
-def fused_maps(fold_steps, p_top, plan_):
+def fused_maps(fold_records, p_top, plan_):
     """Channel-summed maps at the read-out layer from the signal at the fold's top.
 
     Parameters
     ----------
-    fold_steps : list of (Layer, cache)
-        The forward steps of the folded layers (from :meth:`Model.run_forward`
+    fold_records : list of (Layer, cache)
+        The forward records of the folded layers (from :meth:`LayerStack.run_forward`
         with ``keep=True``), bottom first; the last is the max pooling.
     p_top : array of shape (K, N, C, oh, ow)
         The signal at the pooling's output.
@@ -205,7 +230,7 @@ def fused_maps(fold_steps, p_top, plan_):
     maps : array of shape (K, N, h, w)
         Channel sums of the signal at the read-out layer.
     lost : dict of str to array of shape (K,)
-        Mass lost in each folded layer (``mode == "eb"``), as :meth:`Model.run_eb`
+        Mass lost in each folded layer (``mode == "eb"``), as :func:`~ebr_ref.models.stack.run_eb`
         records it; empty for the gradient.
     """
     xp = get_xp(p_top)
@@ -213,10 +238,12 @@ def fused_maps(fold_steps, p_top, plan_):
     g, hw = plan_.frames_per_group, plan_.readout_hw
     P = hw[0] * hw[1]
     maps = []
-    lost = {layer.name: numpy.zeros(K, dtype=p_top.dtype) for layer, _ in fold_steps} if plan_.mode == "eb" else {}
+    lost = {}
+    if plan_.mode == "eb":
+        lost = {layer.name: numpy.zeros(K, dtype=p_top.dtype) for layer, _ in fold_records}
     for a in range(0, N, g):  # groups of frames, for memory only
         b = min(a + g, N)
-        part = [(layer, _frames(cache, a, b)) for layer, cache in fold_steps]
+        part = [(layer, _frames(cache, a, b)) for layer, cache in fold_records]
         G, rows = _fold_matrix(part, plan_.mode, (b - a,) + hw, p_top.dtype, xp=xp)  # (n, P + L, C oh ow)
         top = p_top[:, a:b].reshape(K, b - a, -1).transpose(1, 2, 0)  # (n, C oh ow, K)
         out = xp.matmul(G, top)  # (n, P + L, K)
@@ -251,8 +278,8 @@ def _windows(A, lo, n_off, out_hw, *, xp):
     return win
 
 
-def _fold_matrix(steps, mode, nhw, dtype, *, xp):
-    """``G (n, h w + L, C oh ow)`` of eq. (1), one row per map position and per folded layer's mass functional.
+def _fold_matrix(records, mode, nhw, dtype, *, xp):
+    """``G (n, h w + L, C oh ow)`` of (F1), one row per map position and per folded layer's mass functional.
 
     ``nhw = (n, h, w)``: frames and the read-out layer's grid. Returns ``(G, names of the mass rows)``.
     """
@@ -261,7 +288,7 @@ def _fold_matrix(steps, mode, nhw, dtype, *, xp):
     F = None  # (nh, nw, C, n, h, w); None means 1 with one offset
     lo, n_off = (0, 0), (1, 1)
     z_inv, z_zero, w_pos = {}, {}, {}  # layer index -> 1 / Z (0 where Z == 0), the mask Z == 0, W+
-    for k, (layer, cache) in enumerate(steps[:-1]):
+    for k, (layer, cache) in enumerate(records[:-1]):
         if layer.type == "dropout":
             continue
         if layer.type == "relu":
@@ -287,12 +314,12 @@ def _fold_matrix(steps, mode, nhw, dtype, *, xp):
         lo, n_off = (lo[0] - pH, lo[1] - pW), (n_off[0] + dH * (kH - 1), n_off[1] + dW * (kW - 1))
         if mode == "eb":
             F = _scale(F, z_inv[k], lo, n_off, (h, w), xp=xp)  # times 1 / Z
-    pool = steps[-1][1]
+    pool = records[-1][1]
     winners = _winner_cells(pool, xp=xp)  # two (n, C, oh, ow): row and column of every window's winner
     rows, names = [], []
     if mode == "eb":
-        for k, (layer, cache) in enumerate(steps):
-            row = _mass_functional(steps, k, z_inv, z_zero, w_pos, winners, xp=xp)  # (n, C, oh, ow) or None
+        for k, (layer, _) in enumerate(records):
+            row = _mass_functional(records, k, z_inv, z_zero, w_pos, winners, xp=xp)  # (n, C, oh, ow) or None
             if row is not None:
                 rows.append(row)
                 names.append(layer.name)
@@ -364,19 +391,19 @@ def _scatter_pool(F, winners, lo, n_off, hw, G, *, xp):
             flat_G[flat[ok]] = vals[ok]
 
 
-def _mass_functional(steps, k, z_inv, z_zero, w_pos, winners, *, xp):
+def _mass_functional(records, k, z_inv, z_zero, w_pos, winners, *, xp):
     """The row of ``G`` giving the mass lost in folded layer ``k``, or None when it is identically 0."""
-    layer, cache = steps[k]
+    layer, cache = records[k]
     if layer.type == "conv":
         u = z_zero[k].astype(z_inv[k].dtype)  # (n, oC, oH, oW)  signal dropped by the safe divide
     elif layer.type == "relu":
         u = (cache.y <= 0).astype(cache.y.dtype)  # masked cells
     else:
         return None
-    for j in range(k + 1, len(steps)):  # carry the functional up with the adjoint of each EB step
+    for j in range(k + 1, len(records)):  # carry the functional up with the adjoint of each EB step
         if not bool(u.any()):
             return None
-        above, c = steps[j]
+        above, c = records[j]
         if above.type == "relu":
             u = u * (c.y > 0)
         elif above.type == "conv":

@@ -3,41 +3,52 @@
 One call of :func:`ground` returns where (maps) and when (per-frame evidence) a
 model finds the evidence for one or several target classes in a clip.
 
-Recurrent methods (SPEC §5) on a CNN-LSTM model:
+Recurrent methods (SPEC §5) on a CNN-LSTM model, :func:`_ground_recurrent`:
 
-1. forward the CNN over the frames in chunks, keeping the interface
-   activations (the LSTM's input) of every frame and, when they fit the memory
-   budget, the read-out layer's activations (else they are recomputed);
-2. forward the sequence part (LSTM, classifier at every step);
-3. seed a raw 1 on the target logit at the seed step(s) and run EB-R back
-   through the sequence part to the interface: ``P^t``;
-4. normalise by the grand total over frames and units (eq. 5); for cEB-R
-   repeat with the classifier weights negated (eq. 6) and subtract (eq. 7);
+1. forward the CNN over the frames in chunks to the interface layer (the
+   LSTM's input), keeping the read-out layer's activations when they fit the
+   memory budget (:meth:`FrameCNN.forward <ebr_ref.grounding.frame_cnn.FrameCNN.forward>`);
+2. forward the sequence part (LSTM, classifier at every step), keeping its records;
+3. seed a raw 1 on the target logit at the seed step(s)
+   (:func:`~ebr_ref.grounding.algorithm.one_hot_seed`) and run EB-R back
+   through the sequence part to the interface (paper eqs. 1-4): ``P``;
+4. normalise by the grand total over frames and units (eq. 5,
+   :func:`~ebr_ref.grounding.algorithm.normalise_by_total`): ``P_N``; for
+   cEB-R repeat 3-4 with the classifier's weights negated (eqs. 2, 4, 6:
+   :func:`~ebr_ref.grounding.algorithm.negate_classifier`): ``P_N_dual``, and
+   subtract (eq. 7, :func:`~ebr_ref.grounding.algorithm.contrast`): ``Map``;
 5. for every chunk of frames, run the CNN forward from the read-out layer to
-   the interface again and EB down to the read-out layer (eqs. 8-9).
+   the interface again and EB down to the read-out layer (eqs. 8-9), summed
+   over channels (:meth:`FrameCNN.backward <ebr_ref.grounding.frame_cnn.FrameCNN.backward>`).
 
 BP-R replaces 3-5 by the gradient of the raw logit (no normalisation).
-Per-frame methods (EB, cEB, BP) on a CNN classifier seed every frame's target
-logit separately; cEB contrasts at the classifier's input with no
-normalisation (SPEC §2).
+Per-frame methods (EB, cEB, BP) on a CNN classifier, :func:`_ground_frames`,
+seed every frame's target logit separately; cEB contrasts at the classifier's
+input with no normalisation (SPEC §2). The diagnostics are assembled from the
+steps' return values by :func:`ebr_ref.grounding.diagnostics.action_diagnostics`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy
 
 from .. import backend
-from .drivers import Readout, frame_chunks, is_int, normalise_total, prepare, weights_memo
+from ..layers.lstm import LSTM_RULES  # re-exported: the lstm_rule values ground() takes
 from ..models.model import default_cont, softmax
+from ..models.stack import run_eb, run_grad
+from .algorithm import contrast, negate_classifier, normalise_by_total, one_hot_seed
+from .diagnostics import action_diagnostics, sum_mass
+from .frame_cnn import FrameCNN, join_chunks, weights_memo
+from .inputs import check_fused_switch, check_lstm_rule, is_int, prepare
 
-__all__ = ["Grounding", "ground", "METHODS"]
+__all__ = ["Grounding", "ground", "METHODS", "RECURRENT_METHODS", "FRAME_METHODS", "LSTM_RULES"]
 
 RECURRENT_METHODS = ("EB-R", "cEB-R", "BP-R")
 FRAME_METHODS = ("EB", "cEB", "BP")
 METHODS = FRAME_METHODS + RECURRENT_METHODS
-LSTM_RULES = ("caffe", "eb")
 
 
 @dataclass
@@ -61,13 +72,16 @@ class Grounding:
         The full signal at the read-out layer, ``(T, C, h, w)`` or ``(K, T, C, h, w)``,
         when asked for.
     diagnostics : dict
-        ``method``, ``lstm_rule``, ``seed_steps``, ``totals`` (eq.-5 grand totals of
-        the positive pass per target), ``totals_dual`` (cEB-R's negated pass),
-        ``zero_totals`` (passes whose total was 0 and were set to zero), ``mass_lost``
-        (``{"positive", "dual", "cnn"}``, each ``{layer: signal entering minus signal
-        leaving}`` summed over chunks; a ``(K,)`` vector per layer), ``lstm`` (for ``lstm_rule="eb"``: signal that reached the initial
-        state and signal lost at zero denominators), ``chunk_size``, ``fused_readout``
-        (the names of the fused layers, or None).
+        ``method``, ``lstm_rule``, ``targets``, ``layer``, ``seed_steps``, ``totals``
+        (eq.-5 grand totals of the positive pass per target), ``totals_dual``
+        (cEB-R's negated pass, eq. 6), ``zero_totals`` (passes whose total was 0 and
+        were set to zero), ``mass_lost`` (``{"positive", "dual", "cnn"}``, each
+        ``{layer: signal entering minus signal leaving}`` summed over chunks; a
+        ``(K,)`` vector per layer), ``lstm`` (for ``lstm_rule="eb"``: signal that
+        reached the initial state and signal lost at zero denominators),
+        ``chunk_size``, ``fused_readout`` (the names of the fused layers, or None),
+        ``readout_recomputed`` (recurrent methods). Assembled by
+        :func:`ebr_ref.grounding.diagnostics.action_diagnostics`.
     """
 
     maps: numpy.ndarray
@@ -77,51 +91,6 @@ class Grounding:
     layer: str
     channel_maps: numpy.ndarray | None = None
     diagnostics: dict = field(default_factory=dict)
-
-
-def _targets(target, num_classes):
-    if target is None or isinstance(target, (str, bytes)):
-        raise TypeError(f"target must be a class index (int) or a list of them, got {target!r}")
-    single = numpy.isscalar(target) or (hasattr(target, "ndim") and target.ndim == 0)
-    items = [target] if single else list(target)
-    if not items:
-        raise ValueError("target: an empty list of classes")
-    out = []
-    for t in items:
-        if not is_int(t):
-            raise TypeError(f"target must be a class index (int) or a list of them, got {t!r}")
-        if not 0 <= int(t) < num_classes:
-            raise ValueError(f"target {int(t)} is out of range for a model with {num_classes} classes")
-        out.append(int(t))
-    return out, single
-
-
-def _seed_steps(seed_steps, T):
-    if isinstance(seed_steps, str):
-        if seed_steps == "last":
-            return [T - 1]
-        if seed_steps == "all":
-            return list(range(T))
-        raise ValueError(f"seed_steps must be 'last', 'all' or a list of steps, got {seed_steps!r}")
-    if isinstance(seed_steps, (bytes, dict)) or not hasattr(seed_steps, "__iter__"):
-        raise TypeError(f"seed_steps must be 'last', 'all' or a list of int steps, got {seed_steps!r}")
-    items = list(seed_steps)
-    if not all(is_int(v) for v in items):
-        raise TypeError(f"seed_steps must be 'last', 'all' or a list of int steps, got {seed_steps!r}")
-    steps = sorted({int(v) for v in items})
-    if not steps:
-        raise ValueError("seed_steps: an empty list of steps")
-    bad = [s for s in steps if not 0 <= s < T]
-    if bad:
-        raise ValueError(f"seed_steps {bad} are out of range for a clip of {T} frames")
-    return steps
-
-
-def _negate_classifier(model, steps, memo):
-    """Steps with the top (classifier) layer's weights negated: the dual pass of cEB / cEB-R."""
-    layer, cache = steps[-1]
-    dual = cache._replace(W=-cache.W, W_pos=model.positive_weights(layer.name, negated=True, memo=memo))
-    return list(steps[:-1]) + [(layer, dual)]
 
 
 def ground(
@@ -197,8 +166,7 @@ def ground(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    if lstm_rule not in LSTM_RULES:
-        raise ValueError(f"unknown lstm_rule {lstm_rule!r}; expected 'caffe' or 'eb'")
+    check_lstm_rule(lstm_rule)
     recurrent = method in RECURRENT_METHODS
     if recurrent and not model.is_recurrent:
         raise ValueError(f"method {method} needs a CNN-LSTM model; this model has no lstm layer (use {method[:-2]})")
@@ -207,43 +175,186 @@ def ground(
     model, clip = prepare(model, clip, dtype)
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
-    targets, single = _targets(target, model.num_classes)
-    r = model.index(layer)
-    if r >= model.sequence_start:
+    targets, single = _parse_targets(target, model.num_classes)
+    frames = FrameCNN(model, clip, _readout_index(model, layer), chunk_size=chunk_size,
+                      channel_maps=channel_maps, budget_bytes=checkpoint_budget_bytes)
+    mode = "grad" if method in ("BP", "BP-R") else "eb"
+    switch = check_fused_switch(fused_readout, channel_maps)
+    leg, fused_layers = frames.readout_leg(mode, len(targets), switch)
+    memo = weights_memo(frames.chunks, len(targets))  # max(W, 0) of fc layers, for every pass of this call
+    tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
+    if recurrent:
+        run = _ground_recurrent(model, frames, targets, method, leg, memo, tick, lstm_rule=lstm_rule,
+                                seed_steps=seed_steps, cont=cont, allow_tanh_eb=allow_tanh_eb)
+    else:
+        run = _ground_frames(model, frames, targets, method, leg, memo, tick)
+    maps, evidence, channels = run.readout.maps, run.readout.evidence, run.readout.channels  # (K, T, ...)
+    if single:
+        maps, evidence, channels = maps[0], evidence[0], None if channels is None else channels[0]
+    return Grounding(
+        maps=backend.to_numpy(maps),
+        evidence=backend.to_numpy(evidence),
+        probs=backend.to_numpy(run.probs),
+        targets=targets,
+        layer=layer,
+        channel_maps=None if channels is None else backend.to_numpy(channels),
+        diagnostics=action_diagnostics(
+            method=method, lstm_rule=lstm_rule if recurrent else None, targets=targets, layer=layer,
+            chunk_size=chunk_size, seed_steps=run.seed_steps, mass_lost=run.mass_lost, totals=run.totals,
+            totals_dual=run.totals_dual, fused_layers=fused_layers,
+            readout_recomputed=frames.readout_recomputed if recurrent else None, lstm=run.lstm,
+        ),
+    )
+
+
+def _ground_recurrent(model, frames, targets, method, leg, memo, tick, *, lstm_rule, seed_steps, cont,
+                      allow_tanh_eb):
+    """EB-R, cEB-R or BP-R on a CNN-LSTM: Algorithm 1, steps in the order of the module docstring."""
+    xp, T = model.xp, frames.clip.shape[0]
+    seed_steps = _parse_seed_steps(seed_steps, T)
+    cont = _clip_markers(cont, T, model)
+
+    # 1. CNN forward in chunks to the interface (the LSTM's input); read-out activations kept if they fit.
+    interface = frames.forward(tick)  # (T, D)
+
+    # 2. Sequence part forward, keeping its records.
+    logits, records = model.run_forward(interface, model.sequence_start, len(model.layers), cont=cont,
+                                        keep=True, memo=memo)  # (T, C)
+    seed = one_hot_seed(targets, seed_steps, T, model.num_classes, xp=xp, dtype=model.dtype)  # (K, T, C)
+
+    # 3-4. Back through the sequence part to the interface; eqs. 5-7.
+    if method == "BP-R":
+        Map = run_grad(records, seed)  # (K, T, D)  the gradient; no normalisation
+        mass_lost, totals, totals_dual, lstm = {}, None, None, None
+    else:
+        kw = dict(lstm_rule=lstm_rule, allow_tanh_eb=allow_tanh_eb)
+        positive = run_eb(records, seed, **kw)  # positive.p: (K, T, D)  P^t(a_i), eqs. 1, 3
+        P_N, totals = normalise_by_total(positive.p)  # (K, T, D), (K,)  eq. 5
+        Map, totals_dual, lstm = P_N, None, list(positive.lstm)  # EB-R goes on with P_N (paper, after eq. 9)
+        mass_lost = {"positive": sum_mass([positive.mass])}  # summed from 0.0, as over chunks
+        if method == "cEB-R":
+            dual = run_eb(_with_negated_classifier(model, records, memo), seed, **kw)  # (K, T, D)  eqs. 2, 4
+            P_N_dual, totals_dual = normalise_by_total(dual.p)  # (K, T, D), (K,)  eq. 6
+            Map = contrast(P_N, P_N_dual)  # (K, T, D)  eq. 7
+            mass_lost["dual"] = sum_mass([dual.mass])  # summed from 0.0, as over chunks
+            lstm += dual.lstm
+        lstm = lstm if lstm_rule == "eb" else None
+
+    # 5. CNN part, chunk by chunk, from the read-out layer's activations to the interface and back (eqs. 8-9).
+    readout = frames.backward(Map, leg, memo=memo, tick=tick)  # maps (K, T, h, w) or (K, T, D)
+    mass_lost["cnn"] = readout.mass
+    return _Run(softmax(logits), readout, seed_steps, mass_lost, totals, totals_dual, lstm)
+
+
+def _ground_frames(model, frames, targets, method, leg, memo, tick):
+    """EB, cEB or BP on a per-frame CNN classifier: every frame is its own sample, seeded at its own logit."""
+    xp = model.xp
+    probs, parts, positive, dual = [], [], [], []
+    for chunk, (a, b) in enumerate(frames.chunks):  # n = b - a frames each
+        logits, records = frames.forward_from_readout(chunk, memo=memo)  # (n, C); records above the read-out
+        probs.append(softmax(logits))
+        seed = one_hot_seed(targets, list(range(b - a)), b - a, model.num_classes, xp=xp, dtype=model.dtype)
+        tick(b - a)
+        if method == "cEB":  # contrast at the classifier's input, no normalisation, one pass below
+            top, below = records[-1:], records[:-1]
+            pos = run_eb(top, seed)  # (K, n, D)
+            neg = run_eb(_with_negated_classifier(model, top, memo), seed)  # (K, n, D)  eqs. 2, 4
+            positive.append(pos.mass)
+            dual.append(neg.mass)
+            parts.append(leg(below, contrast(pos.p, neg.p)))
+        else:  # EB: the whole way, its mass recorded as the positive pass's; BP: the gradient
+            parts.append(leg(records, seed))
+    readout = join_chunks(parts, xp=xp)  # maps (K, T, h, w) or (K, T, D)
+    if method == "cEB":
+        mass_lost = {"positive": sum_mass(positive), "dual": sum_mass(dual), "cnn": readout.mass}
+    else:
+        mass_lost = {"positive": readout.mass}
+    return _Run(xp.concatenate(probs, axis=0), readout, "every frame", mass_lost)
+
+
+class _Run(NamedTuple):
+    """What a driver path computed, for :func:`ground` to return."""
+
+    probs: object  # (T, num_classes)
+    readout: object  # ReadoutMaps: maps, evidence, channels and CNN mass at the read-out layer
+    seed_steps: object  # the seeded steps, or "every frame"
+    mass_lost: dict  # {"positive", "dual", "cnn"}: {layer: (K,)} each
+    totals: object = None  # (K,) eq.-5 grand totals of the positive pass, or None
+    totals_dual: object = None  # (K,) eq.-6 grand totals of the dual pass, or None
+    lstm: list = None  # LSTMSignals of rule "eb" (positive pass, then dual), or None
+
+
+def _with_negated_classifier(model, records, memo):
+    """The records with the classifier's weights negated: the dual pass of cEB and cEB-R (eqs. 2, 4)."""
+    layer, cache = records[-1]
+    W_pos = model.stack.positive_weights(layer.name, negated=True, memo=memo)  # max(-W, 0), kept in the memo
+    return list(records[:-1]) + [(layer, negate_classifier(cache, W_pos=W_pos))]
+
+
+def _parse_targets(target, num_classes):
+    """``(targets, single)``: the class indices as a list, and whether one was given bare."""
+    if target is None or isinstance(target, (str, bytes)):
+        raise TypeError(f"target must be a class index (int) or a list of them, got {target!r}")
+    single = numpy.isscalar(target) or (hasattr(target, "ndim") and target.ndim == 0)
+    items = [target] if single else list(target)
+    if not items:
+        raise ValueError("target: an empty list of classes")
+    out = []
+    for item in items:
+        if not is_int(item):
+            raise TypeError(f"target must be a class index (int) or a list of them, got {item!r}")
+        if not 0 <= int(item) < num_classes:
+            raise ValueError(f"target {int(item)} is out of range for a model with {num_classes} classes")
+        out.append(int(item))
+    return out, single
+
+
+def _parse_seed_steps(seed_steps, T):
+    """The seeded steps as a sorted list of distinct ints in ``0 .. T - 1``."""
+    if isinstance(seed_steps, str):
+        if seed_steps == "last":
+            return [T - 1]
+        if seed_steps == "all":
+            return list(range(T))
+        raise ValueError(f"seed_steps must be 'last', 'all' or a list of steps, got {seed_steps!r}")
+    if isinstance(seed_steps, (bytes, dict)) or not hasattr(seed_steps, "__iter__"):
+        raise TypeError(f"seed_steps must be 'last', 'all' or a list of int steps, got {seed_steps!r}")
+    items = list(seed_steps)
+    if not all(is_int(v) for v in items):
+        raise TypeError(f"seed_steps must be 'last', 'all' or a list of int steps, got {seed_steps!r}")
+    steps = sorted({int(v) for v in items})
+    if not steps:
+        raise ValueError("seed_steps: an empty list of steps")
+    bad = [t for t in steps if not 0 <= t < T]
+    if bad:
+        raise ValueError(f"seed_steps {bad} are out of range for a clip of {T} frames")
+    return steps
+
+
+def _readout_index(model, layer):
+    """Index of read-out layer ``layer`` in the model's CNN part (``-1`` for ``"input"``)."""
+    readout_index = model.index(layer)
+    if readout_index >= model.sequence_start:
         raise ValueError(
             f"read-out layer {layer!r} is in the sequence part of the model; choose a layer of the CNN part "
             f"(up to {model.layer_names[model.sequence_start - 1]!r}) or 'input'"
         )
-    if r >= len(model.layers) - 1:
+    if readout_index >= len(model.layers) - 1:
         raise ValueError(
             f"read-out layer {layer!r} is the classifier's output; choose a layer below the classifier "
             f"{model.layer_names[-1]!r}"
         )
-    chunks = frame_chunks(clip.shape[0], chunk_size)
-    mode = "grad" if method in ("BP", "BP-R") else "eb"
-    readout = Readout.planned(model, r, len(targets), mode, request=fused_readout, keep_channels=channel_maps)
-    diag = {
-        "method": method, "lstm_rule": lstm_rule if recurrent else None, "targets": targets, "layer": layer,
-        "chunk_size": int(chunk_size), "mass_lost": {"positive": {}, "dual": {}, "cnn": {}}, "totals": [], "totals_dual": [], "zero_totals": [],
-        "fused_readout": readout.fused_layers,
-    }
-    run = _ground_recurrent if recurrent else _ground_frames
-    tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
-    probs = run(model, clip, targets, method, r, chunks, diag, readout, lstm_rule=lstm_rule,
-                seed_steps=seed_steps, cont=cont, allow_tanh_eb=allow_tanh_eb,
-                budget=checkpoint_budget_bytes, tick=tick)
-    maps, evidence, p_read = readout.result()  # (K, T, h, w) or (K, T, D); (K, T); (K, T, C, h, w) or None
-    if single:
-        maps, evidence, p_read = maps[0], evidence[0], None if p_read is None else p_read[0]
-    return Grounding(
-        maps=backend.to_numpy(maps),
-        evidence=backend.to_numpy(evidence),
-        probs=backend.to_numpy(probs),
-        targets=targets,
-        layer=layer,
-        channel_maps=None if p_read is None else backend.to_numpy(p_read),
-        diagnostics=diag,
-    )
+    return readout_index
+
+
+def _clip_markers(cont, T, model):
+    """``cont (T,)`` on the model's device and dtype; the default marks a new clip at frame 0."""
+    if cont is None:
+        return default_cont(T, xp=model.xp, dtype=model.dtype)
+    cont = backend.to_device(cont, model.device).astype(model.dtype)
+    if tuple(cont.shape) != (T,):
+        raise ValueError(f"cont must have shape ({T},), got {tuple(cont.shape)}")
+    return cont
 
 
 def _ticker(progress, total):
@@ -256,96 +367,3 @@ def _ticker(progress, total):
             progress(done[0], total)
 
     return tick
-
-
-def _one_hot_seed(targets, steps, T, C, *, xp, dtype):
-    seed = xp.zeros((len(targets), T, C), dtype=dtype)  # (K, T, C)
-    for k, c in enumerate(targets):
-        seed[k, steps, c] = 1
-    return seed
-
-
-def _ground_recurrent(model, clip, targets, method, r, chunks, diag, readout, *, lstm_rule, seed_steps, cont,
-                      allow_tanh_eb, budget, tick):
-    xp, T, s = model.xp, clip.shape[0], model.sequence_start
-    memo = weights_memo(chunks, len(targets))
-    steps_seed = _seed_steps(seed_steps, T)
-    diag["seed_steps"] = steps_seed
-    if cont is None:
-        cont = default_cont(T, xp=xp, dtype=model.dtype)
-    else:
-        cont = backend.to_device(cont, model.device).astype(model.dtype)
-        if tuple(cont.shape) != (T,):
-            raise ValueError(f"cont must have shape ({T},), got {tuple(cont.shape)}")
-
-    # 1. CNN forward in chunks: keep interface activations, and read-out activations if they fit.
-    keep_readout = r >= 0 and numpy.prod(model.shapes[r]) * T * model.dtype.itemsize <= budget
-    kept, interface = [], []
-    for a, b in chunks:
-        x_r, _ = model.run_forward(clip[a:b], 0, r + 1)
-        if keep_readout:
-            kept.append(x_r)
-        x_s, _ = model.run_forward(x_r, r + 1, s)
-        interface.append(x_s)
-        tick(b - a)
-    interface = xp.concatenate(interface, axis=0)  # (T, D)
-    diag["readout_recomputed"] = not keep_readout and r >= 0
-
-    # 2. Sequence part forward, keeping caches.
-    logits, seq_steps = model.run_forward(interface, s, len(model.layers), cont=cont, keep=True, memo=memo)
-    probs = softmax(logits)
-    seed = _one_hot_seed(targets, steps_seed, T, model.num_classes, xp=xp, dtype=model.dtype)  # (K, T, C)
-
-    # 3-4. Back through the sequence part to the interface, eq. 5-7.
-    if method == "BP-R":
-        p_int = model.run_grad(seq_steps, seed)  # (K, T, D), no normalisation
-    else:
-        lstm_res = []
-        kw = dict(lstm_rule=lstm_rule, allow_tanh_eb=allow_tanh_eb, stacked=True, lstm_results=lstm_res)
-        p_pos = model.run_eb(seq_steps, seed, mass=diag["mass_lost"]["positive"], **kw)  # (K, T, D)
-        p_int = normalise_total(p_pos, True, xp, diag["totals"], diag["zero_totals"], "positive")
-        if method == "cEB-R":
-            p_neg = model.run_eb(_negate_classifier(model, seq_steps, memo), seed, mass=diag["mass_lost"]["dual"], **kw)
-            p_int = p_int - normalise_total(p_neg, True, xp, diag["totals_dual"], diag["zero_totals"], "dual")
-        if lstm_rule == "eb" and lstm_res:
-            diag["lstm"] = [_lstm_accounting(res) for res in lstm_res]
-
-    # 5. CNN part, chunk by chunk, from the read-out layer's activations to the interface and back.
-    for n, (a, b) in enumerate(chunks):
-        x_r = kept[n] if keep_readout else (clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0])
-        _, steps = model.run_forward(x_r, r + 1, s, keep=True, memo=memo)
-        readout(steps, p_int[:, a:b], diag["mass_lost"]["cnn"])
-        tick(b - a)
-    return probs
-
-
-def _lstm_accounting(res):
-    """Totals of the LSTM kernel's mass accounting (rule 'eb'), as plain floats."""
-    out = {}
-    for name in ("p_h0", "p_c0", "lost"):
-        v = getattr(res, name, None)
-        if v is not None:
-            out[name] = backend.to_numpy(v).tolist()
-    return out
-
-
-def _ground_frames(model, clip, targets, method, r, chunks, diag, readout, *, tick, **_):
-    xp, L = model.xp, len(model.layers)
-    memo = weights_memo(chunks, len(targets))
-    diag["seed_steps"] = "every frame"
-    probs = []
-    for a, b in chunks:
-        x_r = clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0]
-        logits, steps = model.run_forward(x_r, r + 1, L, keep=True, memo=memo)
-        probs.append(softmax(logits))
-        seed = _one_hot_seed(targets, list(range(b - a)), b - a, model.num_classes, xp=xp, dtype=model.dtype)
-        tick(b - a)
-        mass = diag["mass_lost"]
-        if method == "cEB":  # contrast at the classifier's input, no normalisation, one pass below
-            top, below = steps[-1:], steps[:-1]
-            p_cls = model.run_eb(top, seed, stacked=True, mass=mass["positive"]) - model.run_eb(
-                _negate_classifier(model, top, memo), seed, stacked=True, mass=mass["dual"])
-            readout(below, p_cls, mass["cnn"])
-        else:  # EB: the whole way, its mass recorded as "positive"; BP: the gradient
-            readout(steps, seed, mass["positive"])
-    return xp.concatenate(probs, axis=0)

@@ -18,12 +18,15 @@ for one or several words of a caption in a clip:
 5. distribute the video feature's signal to the frames with the average-pool
    rule (SPEC §2: in proportion to each frame's activations, 0 where the sum is
    not positive), normalise by the grand total over frames and units (eq. 5);
-   for cEB-R repeat 4-5 with the classifier's weights negated (eq. 6) and
-   subtract (eq. 7);
+   for cEB-R repeat 4-5 with the classifier's weights negated (eqs. 2, 4, 6)
+   and subtract (eq. 7);
 6. continue EB down the CNN chunk by chunk to the read-out layer (eqs. 8-9).
 
-BP-R replaces 4-6 by the gradient of the raw logit(s) (no normalisation). An
-image captioner (``pool=None``) takes a one-frame clip through the same call.
+The CNN part runs through a :class:`~ebr_ref.grounding.frame_cnn.FrameCNN` (steps
+1 and 6), the arithmetic steps are those of :mod:`ebr_ref.grounding.algorithm`, as
+for :func:`ebr_ref.grounding.ground.ground`. BP-R replaces 4-6 by the gradient of
+the raw logit(s) (no normalisation). An image captioner (``pool=None``) takes a
+one-frame clip through the same call.
 """
 
 from __future__ import annotations
@@ -34,19 +37,21 @@ from typing import NamedTuple
 import numpy
 
 from .. import backend
-from .drivers import Readout, check_fused_request, frame_chunks, is_int, normalise_total, prepare, weights_memo
-from .ground import Grounding
 from ..layers.embedding import embedding_eb
 from ..layers.linear import linear_eb, linear_grad
 from ..layers.lstm import lstm_eb, lstm_grad
 from ..layers.temporal_mean import temporal_mean_eb, temporal_mean_grad
 from ..models.caption import SPECIALS, CaptionModel
 from ..models.model import softmax
+from .algorithm import contrast, negate_classifier, normalise_by_total
+from .diagnostics import caption_diagnostics, decoder_account, decoder_layer_mass
+from .frame_cnn import FrameCNN, weights_memo
+from .ground import Grounding
+from .inputs import check_fused_switch, check_lstm_rule, is_int, prepare
 
 __all__ = ["CaptionGrounding", "DecoderSignals", "ground_caption", "decoder_eb", "decoder_grad", "METHODS"]
 
 METHODS = ("cEB-R", "EB-R", "BP-R")
-LSTM_RULES = ("caffe", "eb")
 
 
 @dataclass
@@ -131,9 +136,7 @@ def decoder_eb(seed, cache, *, rule, negate=False, allow_tanh=False):
     """
     xp = backend.get_xp(seed, cache.predict.x)
     K, S, N, V = seed.shape
-    c_p = cache.predict
-    if negate:
-        c_p = c_p._replace(W=-c_p.W, W_pos=xp.maximum(-c_p.W, 0))
+    c_p = negate_classifier(cache.predict) if negate else cache.predict  # eqs. 2, 4 for the dual pass
     W_pos = c_p.W_pos if c_p.W_pos is not None else xp.maximum(c_p.W, 0)
     z = c_p.x @ W_pos.T  # (S N, V)  the classifier's normaliser, for the loss account
     seed_flat = seed.reshape(K, S * N, V)
@@ -191,46 +194,6 @@ def _queries(words, caption, vocab):
             found.update(occ)
         steps.append(sorted(found))
     return items, steps, single
-
-
-def _floats(v):
-    return [float(a) for a in backend.to_numpy(v).reshape(-1)]
-
-
-def _account(sig, seed, p_frames):
-    """Per-query totals of one EB pass through the decoder and the pooling (N = 1)."""
-    video = _floats(sig.p_video.sum(axis=(1, 2)))
-    words = _floats(sig.p_words.sum(axis=(1, 2)))
-    frames = _floats(p_frames.sum(axis=(1, 2)))
-    return {
-        "seed": _floats(seed.sum(axis=(1, 2, 3))),
-        "video": video,
-        "words": words,
-        "words_per_step": backend.to_numpy(sig.p_words[:, :, 0]).tolist(),
-        "initial_state": _floats(sig.p_state[:, 0]),
-        "lost": {k: _floats(v[:, 0]) for k, v in sig.lost.items()},
-        "frames": frames,
-        "pool_lost": [a - b for a, b in zip(video, frames)],
-        "word_share": [w / (w + v) if (w + v) != 0 else float("nan") for w, v in zip(words, video)],
-    }
-
-
-def _layer_mass(sig, seed, p_frames, static_layer):
-    """``{layer: signal entering minus leaving}`` (a ``(K,)`` vector each) through the decoder and the pooling."""
-    K = seed.shape[0]
-
-    def tot(a):
-        return backend.to_numpy(a.reshape(K, -1).sum(axis=1))
-
-    video = tot(sig.p_video)
-    s2 = video if static_layer == "lstm2" else 0.0
-    s1 = video if static_layer == "lstm1" else 0.0
-    return {
-        "predict": tot(seed) - tot(sig.p_h),
-        "lstm2": tot(sig.p_h) - tot(sig.p_x2) - s2,
-        "lstm1": tot(sig.p_x2) - tot(sig.p_words) - s1,
-        "pool": video - tot(p_frames),
-    }
 
 
 def ground_caption(
@@ -304,30 +267,21 @@ def ground_caption(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} for caption grounding; expected one of {', '.join(METHODS)}")
-    if lstm_rule not in LSTM_RULES:
-        raise ValueError(f"unknown lstm_rule {lstm_rule!r}; expected 'caffe' or 'eb'")
+    check_lstm_rule(lstm_rule)
     if not isinstance(model, CaptionModel):
         raise TypeError(f"ground_caption needs a CaptionModel (ebr_ref.models.caption), got {type(model).__name__}; "
                         "use ebr_ref.grounding.ground.ground for classifiers")
-    fused_readout = check_fused_request(fused_readout, channel_maps)  # before any work
-    model, clip = prepare(model, clip, dtype)
-    model._check_frames(clip)
+    switch = check_fused_switch(fused_readout, channel_maps)  # before any work
+    model, clip = prepare(model, clip, dtype)  # an image captioner takes one frame
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
-    r = model.index(layer)
-    xp, T, s = model.xp, clip.shape[0], len(model.layers)
-    chunks = frame_chunks(T, chunk_size)
+    frames = FrameCNN(model, clip, model.index(layer), chunk_size=chunk_size, channel_maps=channel_maps,
+                      budget_bytes=checkpoint_budget_bytes)
+    xp = model.xp
 
-    # 1. CNN forward in chunks: the video-feature layer's output of every frame, read-out kept if it fits.
-    keep_readout = r >= 0 and numpy.prod(model.shapes[r]) * T * model.dtype.itemsize <= checkpoint_budget_bytes
-    readout, feats = [], []
-    for a, b in chunks:
-        x_r, _ = model.run_forward(clip[a:b], 0, r + 1)
-        if keep_readout:
-            readout.append(x_r)
-        feats.append(model.run_forward(x_r, r + 1, s)[0])
-    feats = xp.concatenate(feats, axis=0)  # (T, D)
-    v, pool_cache = model.pool_features(feats)  # (D,)
+    # 1. CNN forward in chunks to the video-feature layer, pooled over time.
+    features = frames.forward()  # (T, D)
+    v, pool_cache = model.pool_features(features)  # (D,)
 
     # 2. The caption (greedy or forced) and the decoder's forward along it, keeping caches.
     if caption is None:
@@ -335,69 +289,77 @@ def ground_caption(
         if not decoded.words:
             raise ValueError("the model's caption is empty (it emitted <eos> first): nothing to ground; "
                              "pass caption=... to ground a given caption")
-        cap = decoded.words
+        words_of_caption = decoded.words
     else:
-        cap = model.vocab.split(caption)
-    items, steps, single = _queries(words, cap, model.vocab)
-    ids = numpy.array(model.vocab.encode(cap) + [model.vocab.eos], dtype=numpy.int64)  # (S,) predicted tokens
+        words_of_caption = model.vocab.split(caption)
+    items, query_steps, single = _queries(words, words_of_caption, model.vocab)
+    ids = numpy.array(model.vocab.encode(words_of_caption) + [model.vocab.eos], dtype=numpy.int64)  # (S,)
     inputs = numpy.concatenate([[model.vocab.bos], ids[:-1]])[:, None]  # (S, 1)
     logits, dcache = model.decoder_forward(v[None], xp.asarray(inputs))  # (S, 1, V)
     probs = backend.to_numpy(softmax(logits[:, 0]))  # (S, V)
-    K, S, V = len(items), ids.shape[0], len(model.vocab)
-    seed_np = numpy.zeros((K, S, 1, V), dtype=model.dtype)
-    for k, st in enumerate(steps):
-        seed_np[k, st, 0, ids[st]] = 1.0
-    seed = backend.to_device(seed_np, model.device)  # (K, S, 1, V)
 
+    # 3. Seed a raw 1 on each queried word at the steps where it was predicted.
+    K, S = len(items), ids.shape[0]
+    V = len(model.vocab)
+    seed = _word_seed(query_steps, ids, V, dtype=model.dtype, device=model.device)  # (K, S, 1, V)
     mode = "grad" if method == "BP-R" else "eb"
-    leg = Readout.planned(model, r, K, mode, request=fused_readout, keep_channels=channel_maps)
-    diag = {
-        "method": method, "lstm_rule": lstm_rule if method != "BP-R" else None, "caption": " ".join(cap),
-        "decoded": "forced" if caption is not None else "greedy", "targets": items, "layer": layer,
-        "seed_steps": steps, "chunk_size": int(chunk_size),
-        "mass_lost": {"positive": {}, "dual": {}, "cnn": {}}, "totals": [], "totals_dual": [], "zero_totals": [],
-        "fused_readout": leg.fused_layers,
-    }
+    leg, fused_layers = frames.readout_leg(mode, K, switch)
 
-    def to_frames(p_video):  # (K, 1, D) -> (K, T, D)
+    def to_frames(p_video):  # (K, 1, D) -> (K, T, D): the mean over time undone (average-pool rule, SPEC §2)
         if pool_cache is None:
             return p_video  # an image model: the one frame is the feature
         return (temporal_mean_grad if method == "BP-R" else temporal_mean_eb)(p_video[:, 0], pool_cache)
 
-    # 3-5. Back through the decoder to the video feature, to the frames; eqs. 5-7.
+    # 4-5. Back through the decoder to the video feature, to the frames; eqs. 5-7.
+    mass_lost, totals, totals_dual, account, account_dual = {}, None, None, None, None
     if method == "BP-R":
-        p_int = to_frames(decoder_grad(seed, dcache))  # (K, T, D), no normalisation
+        Map = to_frames(decoder_grad(seed, dcache))  # (K, T, D)  the gradient; no normalisation
     else:
-        passes = [("positive", False)] + ([("dual", True)] if method == "cEB-R" else [])
-        p_int = None
-        for label, negate in passes:
-            sig = decoder_eb(seed, dcache, rule=lstm_rule, negate=negate, allow_tanh=allow_tanh_eb)
-            p_frames = to_frames(sig.p_video)  # (K, T, D)
-            diag["decoder" if not negate else "decoder_dual"] = _account(sig, seed, p_frames)
-            diag["mass_lost"][label] = _layer_mass(sig, seed, p_frames, model.static_layer)
-            totals = diag["totals" if not negate else "totals_dual"]
-            p_n = normalise_total(p_frames, True, xp, totals, diag["zero_totals"], label)
-            p_int = p_n if p_int is None else p_int - p_n
+        positive = decoder_eb(seed, dcache, rule=lstm_rule, allow_tanh=allow_tanh_eb)
+        p_frames = to_frames(positive.p_video)  # (K, T, D)  P^t(a_i)
+        account = decoder_account(positive, seed, p_frames)
+        mass_lost["positive"] = decoder_layer_mass(positive, seed, p_frames, model.static_layer)
+        P_N, totals = normalise_by_total(p_frames)  # (K, T, D), (K,)  eq. 5
+        Map = P_N  # EB-R continues with P_N (paper, after eq. 9)
+        if method == "cEB-R":
+            dual = decoder_eb(seed, dcache, rule=lstm_rule, negate=True,
+                              allow_tanh=allow_tanh_eb)  # the negated classifier, eqs. 2, 4
+            p_frames_dual = to_frames(dual.p_video)  # (K, T, D)
+            account_dual = decoder_account(dual, seed, p_frames_dual)
+            mass_lost["dual"] = decoder_layer_mass(dual, seed, p_frames_dual, model.static_layer)
+            P_N_dual, totals_dual = normalise_by_total(p_frames_dual)  # (K, T, D), (K,)  eq. 6
+            Map = contrast(P_N, P_N_dual)  # (K, T, D)  eq. 7
 
     # 6. CNN part, chunk by chunk, from the read-out layer's activations to the video-feature layer and back.
-    memo = weights_memo(chunks, K)
-    for n, (a, b) in enumerate(chunks):
-        x_r = readout[n] if keep_readout else (clip[a:b] if r < 0 else model.run_forward(clip[a:b], 0, r + 1)[0])
-        _, cnn_steps = model.run_forward(x_r, r + 1, s, keep=True, memo=memo)
-        leg(cnn_steps, p_int[:, a:b], diag["mass_lost"]["cnn"])
-    diag["readout_recomputed"] = not keep_readout and r >= 0
-    maps, evidence, p_read = leg.result()  # (K, T, ...), (K, T), (K, T, C, h, w) or None
+    readout = frames.backward(Map, leg, memo=weights_memo(frames.chunks, K))  # maps (K, T, ...)
+    mass_lost["cnn"] = readout.mass
+    maps, evidence, channels = readout.maps, readout.evidence, readout.channels  # (K, T, ...), (K, T), ...
     if single:
-        maps, evidence, p_read = maps[0], evidence[0], None if p_read is None else p_read[0]
+        maps, evidence, channels = maps[0], evidence[0], None if channels is None else channels[0]
     return CaptionGrounding(
         maps=backend.to_numpy(maps),
         evidence=backend.to_numpy(evidence),
         probs=probs,
         targets=items,
         layer=layer,
-        channel_maps=None if p_read is None else backend.to_numpy(p_read),
-        diagnostics=diag,
-        caption=list(cap),
+        channel_maps=None if channels is None else backend.to_numpy(channels),
+        diagnostics=caption_diagnostics(
+            method=method, lstm_rule=lstm_rule if method != "BP-R" else None,
+            caption=" ".join(words_of_caption), decoded="forced" if caption is not None else "greedy",
+            targets=items, layer=layer,
+            seed_steps=query_steps, chunk_size=chunk_size, mass_lost=mass_lost, totals=totals,
+            totals_dual=totals_dual, fused_layers=fused_layers, decoder=account, decoder_dual=account_dual,
+            readout_recomputed=frames.readout_recomputed,
+        ),
+        caption=list(words_of_caption),
         word_probs=probs[numpy.arange(S), ids],
-        query_steps=steps,
+        query_steps=query_steps,
     )
+
+
+def _word_seed(query_steps, ids, V, *, dtype, device):
+    """Algorithm 1 step 1 for captions: ``seed[k, s, 0, ids[s]] = 1`` at each step ``s`` of query ``k``."""
+    seed = numpy.zeros((len(query_steps), ids.shape[0], 1, V), dtype=dtype)  # (K, S, 1, V)
+    for k, steps in enumerate(query_steps):
+        seed[k, steps, 0, ids[steps]] = 1.0
+    return backend.to_device(seed, device)

@@ -11,7 +11,7 @@ from .embedding import embedding_eb, embedding_forward, embedding_grad
 from .flatten import flatten_eb, flatten_forward, flatten_grad
 from .linear import linear_eb, linear_forward, linear_grad
 from .lrn import lrn_eb, lrn_forward, lrn_grad
-from .lstm import GATE_ORDER, LSTMParams, lstm_eb, lstm_forward, lstm_grad
+from .lstm import GATE_ORDER, LSTM_RULES, LSTMParams, lstm_eb, lstm_forward, lstm_grad
 from .maxpool2d import maxpool2d_eb, maxpool2d_forward, maxpool2d_grad
 from .relu import relu_eb, relu_forward, relu_grad
 
@@ -23,7 +23,7 @@ __all__ = [
     "flatten_forward", "flatten_eb", "flatten_grad",
     "linear_forward", "linear_eb", "linear_grad",
     "lrn_forward", "lrn_eb", "lrn_grad",
-    "GATE_ORDER", "LSTMParams", "lstm_forward", "lstm_eb", "lstm_grad",
+    "GATE_ORDER", "LSTM_RULES", "LSTMParams", "lstm_forward", "lstm_eb", "lstm_grad",
     "maxpool2d_forward", "maxpool2d_eb", "maxpool2d_grad",
     "relu_forward", "relu_eb", "relu_grad",
 ]

@@ -27,7 +27,7 @@ from ._eb import check_signal, safe_divide
 __all__ = [
     "GATE_ORDER",
     "CELL_ACTS",
-    "EB_RULES",
+    "LSTM_RULES",
     "LSTMParams",
     "LSTMCache",
     "LSTMSignals",
@@ -40,7 +40,7 @@ __all__ = [
 
 GATE_ORDER = ("i", "f", "o", "g")  # block order on the 4H axis (Caffe's LSTMUnit)
 CELL_ACTS = ("relu", "tanh")
-EB_RULES = ("eb", "caffe")
+LSTM_RULES = ("caffe", "eb")  # the EB rules through the unrolled LSTM (SPEC §4); drivers and CLI offer these
 
 
 class LSTMParams(NamedTuple):
@@ -376,8 +376,8 @@ def lstm_eb(p_h, cache, *, rule, allow_tanh=False):
     bias never in ``Z``; the input-branch EB runs for all steps at once after
     the time loop.
     """
-    if rule not in EB_RULES:
-        raise ValueError(f"lstm_eb: rule must be one of {EB_RULES}, got {rule!r}")
+    if rule not in LSTM_RULES:
+        raise ValueError(f"lstm_eb: rule must be one of {LSTM_RULES}, got {rule!r}")
     if rule == "eb" and cache.cell_act != "relu" and not allow_tanh:
         raise ValueError(
             "lstm_eb: rule 'eb' needs cell_act='relu' (assumption A1 of the paper: non-negative g, c, h); "

@@ -1,4 +1,4 @@
-"""Rectified linear unit: forward, excitation backward (pass-through), gradient.
+"""Rectified linear unit: forward, excitation backward (pass-through masked by ``1[y > 0]``), gradient.
 
 Shapes: any; ``y`` has the shape of ``x``.
 """
@@ -46,7 +46,8 @@ def _mask(p, cache, name):
 def relu_eb(p_y, cache):
     """Excitation backward of a ReLU: the signal passes, masked by ``1[y > 0]``.
 
-    ``P(a_i) = P(a_j) * 1[a_j > 0]`` (SPEC §2: the signal passes unchanged).
+    ``P(a_i) = P(a_j) * 1[a_j > 0]``: SPEC §2 lets ReLU apply its mask instead of
+    passing the signal unchanged; inside a network the two agree (Notes).
 
     Parameters
     ----------

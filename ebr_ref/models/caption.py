@@ -44,11 +44,13 @@ import numpy
 from .. import backend
 from ..layers.embedding import embedding_forward
 from ..layers.linear import linear_forward
-from ..layers.lstm import CELL_ACTS, LSTMParams, lstm_forward
+from ..layers.lstm import CELL_ACTS, lstm_forward
 from ..layers.temporal_mean import temporal_mean_forward
 from .io import read_canonical, read_sidecar, sidecar_path, write_canonical
-from .model import Model, softmax
+from .model import softmax
+from .ops import lstm_params
 from .spec import infer_shapes, param_shapes
+from .stack import LayerStack
 from .zoo import as_layer, vgg16_body, init_params
 
 __all__ = [
@@ -235,27 +237,16 @@ class CaptionModel:
     ----------
     layers : tuple of Layer
         The frame part only (the decoder has a fixed structure).
+    stack : LayerStack
+        The frame part with the parameters: what runs it, frame by frame.
+    shapes : list of tuple
+        Per-sample output shape of every layer of the frame part.
     params, vocab, input_shape, static_layer, pool, cell_act, meta, dtype, xp
     feature_dim : int
         ``D``, the video feature's size.
     embed_dim, hidden : int, (int, int)
         ``E`` and ``(H1, H2)``.
     """
-
-    # The frame part behaves as the per-frame part of a Model: reuse its methods.
-    layer_names = Model.layer_names
-    device = Model.device
-    index = Model.index
-    check_clip = Model.check_clip
-    positive_weights = Model.positive_weights
-    run_forward = Model.run_forward
-    run_eb = staticmethod(Model.run_eb)
-    run_grad = staticmethod(Model.run_grad)
-
-    @property
-    def sequence_start(self) -> int:
-        """Every layer of the frame part runs per frame (as the CNN part of a :class:`Model`)."""
-        return len(self.layers)
 
     def __init__(self, frame_layers, params, vocab, *, input_shape, static_layer="lstm2", pool="mean",
                  cell_act="relu", meta=None):
@@ -280,11 +271,11 @@ class CaptionModel:
                              f"(the decoder uses {', '.join(DECODER_LAYERS)})")
         if any(layer.type == "lstm" for layer in self.layers):
             raise ValueError("captioner: the frame part cannot contain an lstm layer (the decoder is separate)")
-        self.shapes = infer_shapes(self.layers, self.input_shape)
-        if len(self.shapes[-1]) != 1:
-            raise ValueError(f"captioner: the frame part must end with a flat feature (D,), got {self.shapes[-1]} "
+        shapes = infer_shapes(self.layers, self.input_shape)
+        if len(shapes[-1]) != 1:
+            raise ValueError(f"captioner: the frame part must end with a flat feature (D,), got {shapes[-1]} "
                              f"from layer {names[-1]!r}")
-        self.feature_dim = int(self.shapes[-1][0])
+        self.feature_dim = int(shapes[-1][0])
         params = dict(params)
         E, H1, H2 = _sizes_from(params)
         expected = param_shapes(self.layers, self.input_shape)
@@ -303,8 +294,29 @@ class CaptionModel:
         self.params = params
         self.dtype = next(iter(dtypes))
         self.embed_dim, self.hidden = E, (H1, H2)
+        self.stack = LayerStack(self.layers, params, input_shape=self.input_shape, shapes=shapes,
+                                dtype=self.dtype, xp=self.xp)
+        self.shapes = self.stack.shapes
 
-    # ---- structure and conversions -----------------------------------------------------------
+    # ---- structure (the frame part) ---------------------------------------------------------
+    @property
+    def layer_names(self):
+        return self.stack.layer_names
+
+    @property
+    def device(self) -> str:
+        return self.stack.device
+
+    @property
+    def sequence_start(self) -> int:
+        """Every layer of the frame part runs per frame (as the CNN part of a :class:`Model`)."""
+        return len(self.layers)
+
+    def index(self, name: str) -> int:
+        """Position of layer ``name`` of the frame part; ``-1`` for ``"input"``."""
+        return self.stack.index(name)
+
+    # ---- conversions ---------------------------------------------------------------------------
     def _with_params(self, params):
         return CaptionModel(self.layers, params, self.vocab, input_shape=self.input_shape,
                             static_layer=self.static_layer, pool=self.pool, cell_act=self.cell_act, meta=self.meta)
@@ -320,23 +332,20 @@ class CaptionModel:
         """A new model with its parameters on ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy)."""
         return self._with_params({k: backend.to_device(v, device) for k, v in self.params.items()})
 
-    def lstm_params(self, name):
-        """:class:`LSTMParams` of ``"lstm1"`` or ``"lstm2"`` (with ``W_s`` on the static layer)."""
-        P = self.params
-        return LSTMParams(P[f"{name}.W_x"], P[f"{name}.b"], P[f"{name}.W_h"], P.get(f"{name}.W_s"))
-
     # ---- forward -------------------------------------------------------------------------------
-    def _check_frames(self, clip):
-        self.check_clip(clip)
+    def check_clip(self, clip):
+        """Validate a preprocessed clip ``(T, C, H, W)``; an image model (``pool=None``) takes one frame."""
+        self.stack.check_clip(clip)
         if self.pool is None and clip.shape[0] != 1:
             raise ValueError(f"this captioner has no pooling over time (an image model): give one frame, got "
                              f"{clip.shape[0]}")
 
     def features(self, clip, *, chunk_size=16):
         """The frame part's output for every frame, ``(T, D)``, run ``chunk_size`` frames at a time."""
-        self._check_frames(clip)
+        self.check_clip(clip)
         T = clip.shape[0]
-        out = [self.run_forward(clip[a:a + chunk_size], 0, len(self.layers))[0] for a in range(0, T, chunk_size)]
+        out = [self.stack.run_forward(clip[a:a + chunk_size], 0, len(self.layers))[0]
+               for a in range(0, T, chunk_size)]
         return self.xp.concatenate(out, axis=0)
 
     def pool_features(self, feats):
@@ -376,10 +385,12 @@ class CaptionModel:
         e, c_e = embedding_forward(ids, self.params["embed.weight"])  # (S, N, E)
         s1 = v if self.static_layer == "lstm1" else None
         s2 = v if self.static_layer == "lstm2" else None
-        h1, c_1 = lstm_forward(e, self.lstm_params("lstm1"), static=s1, cell_act=self.cell_act)  # (S, N, H1)
-        h2, c_2 = lstm_forward(h1, self.lstm_params("lstm2"), static=s2, cell_act=self.cell_act)  # (S, N, H2)
-        y, c_p = linear_forward(h2.reshape(S * N, -1), self.params["predict.weight"], self.params["predict.bias"],
-                                W_pos=self.positive_weights("predict"))  # (S N, V)
+        P = self.params
+        h1, c_1 = lstm_forward(e, lstm_params(P, "lstm1"), static=s1, cell_act=self.cell_act)  # (S, N, H1)
+        h2, c_2 = lstm_forward(h1, lstm_params(P, "lstm2"), static=s2, cell_act=self.cell_act)  # (S, N, H2)
+        W = P["predict.weight"]  # (V, H2)
+        y, c_p = linear_forward(h2.reshape(S * N, -1), W, P["predict.bias"],
+                                W_pos=self.xp.maximum(W, 0))  # (S N, V)
         return y.reshape(S, N, -1), DecoderCache(c_e, c_1, c_2, c_p, self.static_layer)
 
     def _greedy(self, v, max_len):
@@ -396,10 +407,10 @@ class CaptionModel:
         for t in range(max_len):
             cont = xp.full((1, N), 0 if t == 0 else 1, dtype=dt)
             e, _ = embedding_forward(prev, self.params["embed.weight"])  # (1, N, E)
-            h1, c_1 = lstm_forward(e, self.lstm_params("lstm1"), cont=cont, static=s1, h0=state[0], c0=state[1],
-                                   cell_act=self.cell_act)
-            h2, c_2 = lstm_forward(h1, self.lstm_params("lstm2"), cont=cont, static=s2, h0=state[2], c0=state[3],
-                                   cell_act=self.cell_act)
+            h1, c_1 = lstm_forward(e, lstm_params(self.params, "lstm1"), cont=cont, static=s1, h0=state[0],
+                                   c0=state[1], cell_act=self.cell_act)
+            h2, c_2 = lstm_forward(h1, lstm_params(self.params, "lstm2"), cont=cont, static=s2, h0=state[2],
+                                   c0=state[3], cell_act=self.cell_act)
             state = [h1[0], c_1.c[0], h2[0], c_2.c[0]]
             y = h2[0] @ W.T + b  # (N, V)
             masked = y.copy()

@@ -5,7 +5,7 @@ canonical name (``conv1_1.weight``, ``lstm1.W_x``, ...) in ebr_ref's layouts.
 The JSON sidecar holds
 
 - ``format``: ``"ebr_ref-canonical"``, ``version``: 1, ``gate_order``: ``"i,f,o,g"``
-  (always; importers permute into it);
+  (always :data:`~ebr_ref.layers.lstm.GATE_ORDER`, comma-separated; importers permute into it);
 - ``kind``: ``"classifier"`` (a :class:`Model`), ``"captioner"``, or ``"weights"``
   (parameters an importer converted, with or without a runnable architecture);
 - ``params_sha256``: the sha256 of the ``.npz``, and ``params``: every
@@ -33,15 +33,16 @@ import zipfile
 import numpy
 
 from .. import backend
+from ..layers.lstm import GATE_ORDER
 from .model import Model
 from .spec import Layer
 
 __all__ = ["save_model", "load_model", "write_canonical", "read_canonical", "read_sidecar", "sidecar_path",
-           "FORMAT", "VERSION", "GATE_ORDER"]
+           "FORMAT", "VERSION", "SIDECAR_GATE_ORDER"]
 
 FORMAT = "ebr_ref-canonical"
 VERSION = 1
-GATE_ORDER = "i,f,o,g"
+SIDECAR_GATE_ORDER = ",".join(GATE_ORDER)  # "i,f,o,g": the sidecar's spelling of GATE_ORDER
 
 
 def sidecar_path(npz_path) -> str:
@@ -129,7 +130,7 @@ def write_canonical(path, params, sidecar):
     side.update({
         "format": FORMAT,
         "version": VERSION,
-        "gate_order": GATE_ORDER,
+        "gate_order": SIDECAR_GATE_ORDER,
         "params_sha256": _sha256(path),
         "params": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()},
     })
@@ -164,8 +165,9 @@ def read_sidecar(path, *, kind=None):
         raise ValueError(f"{side_path}: not an {FORMAT} sidecar (format = {found!r})")
     if side.get("version") != VERSION:
         raise ValueError(f"{side_path}: version {side.get('version')!r}; this reader knows {VERSION}")
-    if side.get("gate_order") != GATE_ORDER:
-        raise ValueError(f"{side_path}: gate order {side.get('gate_order')!r}, expected {GATE_ORDER!r}")
+    if side.get("gate_order") != SIDECAR_GATE_ORDER:
+        raise ValueError(f"{side_path}: gate order {side.get('gate_order')!r}, "
+                         f"expected {SIDECAR_GATE_ORDER!r}")
     if kind is not None and side.get("kind") != kind:
         raise ValueError(f"{side_path}: kind {side.get('kind')!r}, expected {kind!r}")
     return side

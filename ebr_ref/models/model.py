@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy
 
 from .. import backend
-from .ops import eb_layer, forward_layer, grad_layer
 from .spec import infer_shapes, param_shapes
+from .stack import LayerStack
 
 __all__ = ["Model", "softmax", "default_cont"]
 
@@ -45,6 +45,13 @@ class Model:
     Attributes
     ----------
     layers, params, input_shape, meta
+    stack : LayerStack
+        All the layers, CNN and sequence part, with the parameters: what runs them.
+    shapes : list of tuple
+        Per-sample output shape of every layer.
+    sequence_start : int
+        Index of the first layer that runs on the sequence (the ``lstm``);
+        ``len(layers)`` for a per-frame classifier.
     layer_names : tuple of str
     num_classes : int
         Output size of the last layer (the classifier).
@@ -70,7 +77,7 @@ class Model:
                     "(use ebr_ref.models.caption for a decoder with a static video feature)"
                 )
         self.sequence_start = lstm_idx[0] if lstm_idx else len(self.layers)
-        self.shapes = infer_shapes(self.layers, self.input_shape)
+        shapes = infer_shapes(self.layers, self.input_shape)
         expected = param_shapes(self.layers, self.input_shape)
         params = dict(params)
         missing = sorted(set(expected) - set(params))
@@ -87,11 +94,14 @@ class Model:
         self.params = params
         self.dtype = next(iter(dtypes))
         self.xp = xp
+        self.stack = LayerStack(self.layers, params, input_shape=self.input_shape, shapes=shapes,
+                                dtype=self.dtype, xp=xp)
+        self.shapes = self.stack.shapes
 
     # ---- structure -------------------------------------------------------------
     @property
     def layer_names(self):
-        return tuple(layer.name for layer in self.layers)
+        return self.stack.layer_names
 
     @property
     def num_classes(self) -> int:
@@ -103,20 +113,11 @@ class Model:
 
     @property
     def device(self) -> str:
-        return "cpu" if self.xp is numpy else "gpu"
+        return self.stack.device
 
     def index(self, name: str) -> int:
         """Position of layer ``name``; ``-1`` for ``"input"``."""
-        if name == "input":
-            return -1
-        for k, layer in enumerate(self.layers):
-            if layer.name == name:
-                return k
-        raise ValueError(f"unknown layer name {name!r}; this model has: input, {', '.join(self.layer_names)}")
-
-    def classifier_input_index(self) -> int:
-        """Index of the layer whose output feeds the classifier."""
-        return len(self.layers) - 2
+        return self.stack.index(name)
 
     # ---- conversions -------------------------------------------------------------
     def _with_params(self, params):
@@ -133,83 +134,14 @@ class Model:
         """A new model with its parameters on ``"cpu"`` (NumPy) or ``"gpu"`` (CuPy)."""
         return self._with_params({k: backend.to_device(v, device) for k, v in self.params.items()})
 
-    def positive_weights(self, name, *, negated=False, memo=None):
-        """``max(W, 0)`` (or ``max(-W, 0)``) of fc layer ``name``.
-
-        ``memo`` is a dict owned by the caller (one driver call): the result is kept
-        there and reused, so that chunked and contrastive passes compute it once.
-        The model itself keeps nothing, so parameters changed between calls are
-        always seen.
-        """
-        key = (name, negated)
-        if memo is not None and key in memo:
-            return memo[key]
-        W = self.params[f"{name}.weight"]
-        W_pos = self.xp.maximum(-W if negated else W, 0)
-        if memo is not None:
-            memo[key] = W_pos
-        return W_pos
-
     # ---- running -------------------------------------------------------------------
     def check_clip(self, clip):
         """Validate a preprocessed clip ``(T,) + input_shape``; raise a clear error otherwise."""
-        if not hasattr(clip, "shape") or not hasattr(clip, "dtype"):
-            raise TypeError(f"clip must be an array of shape (T, C, H, W), got {type(clip).__name__}")
-        if clip.ndim != 1 + len(self.input_shape) or tuple(clip.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"clip must have shape (T, {', '.join(map(str, self.input_shape))}), got {tuple(clip.shape)}"
-            )
-        if clip.shape[0] == 0:
-            raise ValueError("clip has no frames (T = 0)")
-        if numpy.dtype(clip.dtype) != self.dtype:
-            raise TypeError(f"clip dtype {clip.dtype} differs from the model's {self.dtype}; cast one of them")
-        if backend.get_xp(clip) is not self.xp:
-            raise TypeError(f"clip is on another device than the model ({self.device}); use backend.to_device")
-        if not bool(self.xp.isfinite(clip).all()):
-            raise ValueError("clip contains NaN or inf values")
+        self.stack.check_clip(clip)
 
     def run_forward(self, x, start, stop, *, cont=None, keep=False, memo=None):
-        """Run layers ``start <= k < stop`` forward.
-
-        Returns ``(y, steps)`` where ``steps`` lists ``(layer, cache)`` for every layer
-        run when ``keep`` is true (empty otherwise, so memory is freed as it goes).
-        With ``keep`` and a ``memo`` (a per-call dict, see :meth:`positive_weights`),
-        fc caches carry ``max(W, 0)`` for EB, computed once per call; without one,
-        EB forms it block by block (cheaper when each layer is passed once).
-        """
-        steps = []
-        for layer in self.layers[start:stop]:
-            fc_memo = keep and memo is not None and layer.type == "fc"
-            W_pos = self.positive_weights(layer.name, memo=memo) if fc_memo else None
-            x, cache = forward_layer(layer, self.params, x, cont=cont, W_pos=W_pos)
-            if keep:
-                steps.append((layer, cache))
-        return x, steps
-
-    @staticmethod
-    def run_eb(steps, p, *, lstm_rule="caffe", allow_tanh_eb=False, stacked=False, mass=None, lstm_results=None):
-        """Excitation backward through ``steps`` (from :meth:`run_forward`), last first.
-
-        ``stacked`` says that ``p`` carries a leading ``K`` axis of signals. ``mass``,
-        when a dict, receives ``{layer name: signal sum entering - leaving}`` per
-        layer (a float, or a ``(K,)`` vector for stacked signals). ``lstm_results``, when a
-        list, receives the LSTM kernel's full result.
-        """
-        for layer, cache in reversed(steps):
-            p_in = p
-            p, extra = eb_layer(layer, cache, p, lstm_rule=lstm_rule, allow_tanh_eb=allow_tanh_eb)
-            if mass is not None:
-                mass[layer.name] = mass.get(layer.name, 0.0) + (_total(p_in, stacked) - _total(p, stacked))
-            if extra is not None and lstm_results is not None:
-                lstm_results.append(extra)
-        return p
-
-    @staticmethod
-    def run_grad(steps, g):
-        """Gradient through ``steps``, last first."""
-        for layer, cache in reversed(steps):
-            g = grad_layer(layer, cache, g)
-        return g
+        """Run layers ``start <= k < stop`` forward: ``(y, records)``, see :meth:`LayerStack.run_forward`."""
+        return self.stack.run_forward(x, start, stop, cont=cont, keep=keep, memo=memo)
 
     def logits(self, clip, *, cont=None):
         """Classifier outputs ``(T, num_classes)`` for a preprocessed clip."""
@@ -223,9 +155,3 @@ class Model:
         """Class probabilities ``(T, num_classes)`` (softmax of :meth:`logits` per step)."""
         return softmax(self.logits(clip, cont=cont))
 
-
-def _total(p, stacked):
-    """Sum of a signal: a float, or a NumPy vector ``(K,)`` for a stacked signal."""
-    if stacked:
-        return backend.to_numpy(p.reshape(p.shape[0], -1).sum(axis=1))
-    return backend.to_scalar(p.sum())

@@ -21,7 +21,11 @@ __all__ = ["forward_layer", "eb_layer", "grad_layer", "lstm_params"]
 
 
 def lstm_params(params, name):
-    """The :class:`LSTMParams` of layer ``name`` from a model's parameter dict."""
+    """The :class:`LSTMParams` of layer ``name`` from a model's parameter dict (``W_s`` None without one).
+
+    The one place that reads an LSTM's parameters: the action model's ``lstm``
+    layer and the captioner's ``lstm1`` and ``lstm2`` alike.
+    """
     return LSTMParams(params[f"{name}.W_x"], params[f"{name}.b"], params[f"{name}.W_h"], params.get(f"{name}.W_s"))
 
 

@@ -154,10 +154,10 @@ def test_frame_groups_give_the_same_maps(lstm_model, clip):
     model, r = lstm_model, lstm_model.index("conv1")
     fold = plan(model, r, 3, "eb", request=True)
     x_r, _ = model.run_forward(clip, 0, r + 1)
-    _, steps = model.run_forward(x_r, r + 1, model.sequence_start, keep=True)
+    _, records = model.run_forward(x_r, r + 1, model.sequence_start, keep=True)
     p_top = numpy.random.default_rng(1).uniform(0, 1, (3,) + (clip.shape[0],) + model.shapes[r + fold.depth])
-    whole, lost = fused_maps(steps[: fold.depth], p_top, fold._replace(frames_per_group=clip.shape[0]))
-    one, lost1 = fused_maps(steps[: fold.depth], p_top, fold._replace(frames_per_group=1))
+    whole, lost = fused_maps(records[: fold.depth], p_top, fold._replace(frames_per_group=clip.shape[0]))
+    one, lost1 = fused_maps(records[: fold.depth], p_top, fold._replace(frames_per_group=1))
     assert whole.shape == (3, clip.shape[0]) + model.shapes[r][1:]
     assert rel_err(one, whole) < 1e-14
     assert list(lost) == list(lost1) and all(numpy.allclose(lost[k], lost1[k], rtol=1e-13) for k in lost)

@@ -1,0 +1,236 @@
+"""The frame CNN of one grounding call: a model's per-frame part run over a clip in chunks of frames.
+
+Both drivers (:mod:`.ground`, :mod:`.ground_caption`) go through a
+:class:`FrameCNN` for everything below the interface layer (the LSTM's input of
+an action model, the video-feature layer of a captioner):
+
+- :meth:`FrameCNN.forward`: the CNN over every frame, chunk by chunk, up to
+  the interface; the read-out layer's activations are kept when they fit the
+  memory budget (else they are recomputed on the way back);
+- :meth:`FrameCNN.backward`: per chunk, the read-out layer's activations run
+  forward again to the interface keeping their caches, and the chunk's signal
+  at the interface goes down to the read-out layer (paper eqs. 8-9,
+  :meth:`FrameCNN.eb_to_readout`; or the gradient, :meth:`FrameCNN.grad_to_readout`),
+  where it is summed over channels. Peak memory grows with the chunk, not with ``T``.
+
+The per-chunk leg down to the read-out layer is the reference pass unless the
+driver's ``fused_readout`` switch asks for the fused read-out and its plan
+applies (:meth:`FrameCNN.readout_leg`); only then is :mod:`.fused_readout`
+imported.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy
+
+from ..models.stack import run_eb, run_grad
+from .algorithm import channel_sum, frame_evidence
+from .diagnostics import sum_mass
+from .inputs import is_int
+
+__all__ = ["FrameCNN", "ChunkMaps", "ReadoutMaps", "frame_chunks", "weights_memo", "join_chunks"]
+
+
+class ChunkMaps(NamedTuple):
+    """What the leg down to the read-out layer gives for one chunk of ``n`` frames."""
+
+    maps: object  # (K, n, h, w)  channel sums at the read-out layer, or (K, n, D) at a flat layer
+    channels: object  # (K, n, C, h, w)  the full signal, when asked for; else None
+    mass: dict  # {layer: (K,)} signal lost per layer (EB, top layer first); {} for the gradient
+
+
+class ReadoutMaps(NamedTuple):
+    """The chunks joined over the clip's ``T`` frames."""
+
+    maps: object  # (K, T, h, w) or (K, T, D)
+    evidence: object  # (K, T)  per-frame sums S
+    channels: object  # (K, T, C, h, w) or None
+    mass: dict  # {layer: (K,)} signal lost per layer, summed over chunks
+
+
+def frame_chunks(T, chunk_size):
+    """``[(a, b), ...]``: consecutive frame ranges of at most ``chunk_size`` frames covering ``0 .. T``."""
+    if not is_int(chunk_size) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    return [(a, min(a + chunk_size, T)) for a in range(0, T, chunk_size)]
+
+
+def weights_memo(chunks, K):
+    """A per-call dict keeping ``max(±W, 0)`` of fc layers when they are reused, else None.
+
+    W+ is worth holding whole when several chunks (or many stacked signal rows) pass
+    through the same layer; for one pass :func:`ebr_ref.layers.linear.linear_eb` forms
+    it block by block, which is cheaper (no 400 MB write for VGG16's fc6).
+    """
+    rows = K * max(b - a for a, b in chunks)
+    return {} if len(chunks) > 1 or rows > 32 else None
+
+
+def join_chunks(parts, *, xp):
+    """The :class:`ChunkMaps` of consecutive chunks joined along the frame axis: a :class:`ReadoutMaps`."""
+    maps = xp.concatenate([part.maps for part in parts], axis=1)  # (K, T, h, w) or (K, T, D)
+    channels = None
+    if parts[0].channels is not None:
+        channels = xp.concatenate([part.channels for part in parts], axis=1)  # (K, T, C, h, w)
+    return ReadoutMaps(maps, frame_evidence(maps), channels, sum_mass(part.mass for part in parts))
+
+
+class FrameCNN:
+    """A model's per-frame part over one clip: chunked forward to the interface, back to the read-out layer.
+
+    Parameters
+    ----------
+    model : Model or CaptionModel
+        Its ``stack`` runs the layers; layers ``0 .. sequence_start - 1`` run per frame.
+    clip : array of shape (T, C, H, W)
+        Checked, on the model's device and dtype.
+    readout_index : int
+        Index of the read-out layer (``-1``: the input pixels).
+    chunk_size : int
+        Frames per chunk.
+    channel_maps : bool
+        Keep the full per-channel signal at the read-out layer too.
+    budget_bytes : int
+        Keep the read-out layer's activations of all frames between the two
+        passes when they take at most this many bytes.
+
+    Attributes
+    ----------
+    chunks : list of (int, int)
+        The frame ranges, in order.
+    keeps_readout : bool
+        Whether :meth:`forward` keeps the read-out layer's activations.
+    """
+
+    def __init__(self, model, clip, readout_index, *, chunk_size, channel_maps=False, budget_bytes=0):
+        self.model, self.stack, self.top = model, model.stack, model.sequence_start
+        self.clip, self.readout_index, self.channel_maps = clip, readout_index, channel_maps
+        self.chunks = frame_chunks(clip.shape[0], chunk_size)
+        self.keeps_readout = readout_index >= 0 and (
+            numpy.prod(model.shapes[readout_index]) * clip.shape[0] * model.dtype.itemsize <= budget_bytes
+        )
+        self._kept = []  # read-out activations per chunk, filled by forward() when kept
+
+    @property
+    def readout_recomputed(self) -> bool:
+        """True when the way back recomputes the read-out layer's activations (over the budget)."""
+        return self.readout_index >= 0 and not self.keeps_readout
+
+    def forward(self, tick=None):
+        """The CNN over every frame to the interface layer, chunk by chunk.
+
+        Parameters
+        ----------
+        tick : callable, optional
+            Called as ``tick(n)`` after each chunk of ``n`` frames.
+
+        Returns
+        -------
+        array of shape (T, D)
+            The interface activations of every frame.
+        """
+        r, features = self.readout_index, []
+        for a, b in self.chunks:
+            x_r, _ = self.stack.run_forward(self.clip[a:b], 0, r + 1)  # (n, ...)  the read-out layer's output
+            if self.keeps_readout:
+                self._kept.append(x_r)
+            features.append(self.stack.run_forward(x_r, r + 1, self.top)[0])  # (n, D)
+            if tick is not None:
+                tick(b - a)
+        return self.model.xp.concatenate(features, axis=0)  # (T, D)
+
+    def readout_activations(self, chunk):
+        """The read-out layer's output in chunk number ``chunk``: kept, the clip itself, or recomputed."""
+        if self._kept:
+            return self._kept[chunk]
+        a, b = self.chunks[chunk]
+        if self.readout_index < 0:
+            return self.clip[a:b]  # (n, C, H, W)
+        return self.stack.run_forward(self.clip[a:b], 0, self.readout_index + 1)[0]  # (n, ...)
+
+    def forward_from_readout(self, chunk, *, memo=None):
+        """Chunk number ``chunk`` from the read-out layer to the top of the per-frame part: ``(y, records)``.
+
+        ``memo``: the call's dict of ``max(W, 0)`` (:func:`weights_memo`), or None.
+        """
+        x_r = self.readout_activations(chunk)  # (n, ...)  the chunk's n = b - a frames
+        return self.stack.run_forward(x_r, self.readout_index + 1, self.top, keep=True, memo=memo)
+
+    def eb_to_readout(self, records, p):
+        """Eqs. 8-9 for one chunk: EB from the top of ``records`` down to the read-out layer.
+
+        Parameters
+        ----------
+        records : list of (Layer, cache)
+            From :meth:`forward_from_readout` (or a part of them, bottom first).
+        p : array of shape (K, n, ...)
+            ``Map^t(a_j)`` at the top of ``records`` for the chunk's ``n`` frames.
+
+        Returns
+        -------
+        ChunkMaps
+        """
+        passed = run_eb(records, p)  # p: (K, n, C, h, w) or (K, n, D) at the read-out layer
+        return ChunkMaps(channel_sum(passed.p), passed.p if self.channel_maps else None, passed.mass)
+
+    def grad_to_readout(self, records, g):
+        """The gradient for one chunk, from the top of ``records`` down to the read-out layer (BP, BP-R)."""
+        g = run_grad(records, g)  # (K, n, C, h, w) or (K, n, D)
+        return ChunkMaps(channel_sum(g), g if self.channel_maps else None, {})
+
+    def readout_leg(self, mode, K, switch):
+        """The per-chunk leg down to the read-out layer for ``K`` signals, and the fused layers' names.
+
+        Parameters
+        ----------
+        mode : {"eb", "grad"}
+        K : int
+        switch : {"auto", True, False}
+            The driver's ``fused_readout`` argument, checked
+            (:func:`~ebr_ref.grounding.inputs.check_fused_switch`).
+
+        Returns
+        -------
+        leg : callable
+            ``leg(records, p) -> ChunkMaps``: :meth:`eb_to_readout` or
+            :meth:`grad_to_readout`, or the fused read-out when the switch is on
+            and :func:`ebr_ref.grounding.fused_readout.plan` folds layers.
+        fused_layers : list of str or None
+        """
+        reference = self.eb_to_readout if mode == "eb" else self.grad_to_readout
+        if switch is False or self.channel_maps:  # the switch is off: the read-out plan is not consulted
+            return reference, None
+        from . import fused_readout  # the optimisation, imported only when the switch asks for it
+
+        fold = fused_readout.plan(self.model, self.readout_index, K, mode, request=switch)
+        if fold is None:
+            return reference, None
+        return fused_readout.FusedLeg(fold), fused_readout.folded_layers(self.model, self.readout_index, fold)
+
+    def backward(self, p, leg, *, memo=None, tick=None):
+        """Algorithm 1 step 6: every chunk's signal at the interface down to the read-out layer.
+
+        Parameters
+        ----------
+        p : array of shape (K, T, D)
+            The signal at the interface layer (``Map``, ``P_N`` or a gradient).
+        leg : callable
+            From :meth:`readout_leg`.
+        memo : dict, optional
+            The call's ``max(W, 0)`` memo (:func:`weights_memo`).
+        tick : callable, optional
+            Called as ``tick(n)`` after each chunk of ``n`` frames.
+
+        Returns
+        -------
+        ReadoutMaps
+        """
+        parts = []
+        for chunk, (a, b) in enumerate(self.chunks):
+            _, records = self.forward_from_readout(chunk, memo=memo)
+            parts.append(leg(records, p[:, a:b]))  # p[:, a:b]: (K, n, D)
+            if tick is not None:
+                tick(b - a)
+        return join_chunks(parts, xp=self.model.xp)
