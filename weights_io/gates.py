@@ -1,8 +1,8 @@
 """LSTM gate block orders and the permutations into ebr_ref's canonical order.
 
 The 4H axis of every LSTM weight stacks four H-row blocks, one per gate. The
-frameworks stack them differently (checked numerically, see
-shared/reference/checkpoint_formats.md):
+frameworks stack them differently (checked numerically against files written by
+each framework, tests/weights_io/):
 
 ======== =========== ===============================================
 source   order       notes

@@ -364,7 +364,7 @@ def lstm_eb(p_h, cache, *, rule, allow_tanh=False):
     Balance, per sample and exactly to rounding: ``sum(p_h) == sum(p_x) +
     sum(p_static) + sum(p_h0) + sum(p_c0) + sum(lost)``.
 
-    ``rule="caffe"`` (authors_code_semantics.md §2.12): the gate signal
+    ``rule="caffe"`` (docs/spec.md §4.3): the gate signal
     ``dz_t`` is the ordinary gradient of the cell (sigmoid derivatives, no
     normaliser) with the recurrent branch ``W_h h_{t-1}`` receiving nothing,
     so signal travels back in time only through ``c``. ``dz_t`` goes in full

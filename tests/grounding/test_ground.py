@@ -312,7 +312,7 @@ def test_default_call_reads_the_demo_layer_and_last_step():
 # ---- the oracle's own footing ------------------------------------------------------------------------------
 @pytest.mark.oracle
 def test_oracle_caffe_rule_equals_the_closed_form(oracle):
-    # authors_code_semantics.md §2.12, seed at the last step only: kappa_T = P_h_T o_T 1[c_T > 0],
+    # docs/spec.md §4.3, seed at the last step only: kappa_T = P_h_T o_T 1[c_T > 0],
     # kappa_t = f_{t+1} kappa_{t+1}; dz^i = kappa g i(1-i), dz^f = cont kappa c_{t-1} f(1-f),
     # dz^o = P_h relu(c) o(1-o) (step T only), dz^g = kappa i 1[z^g > 0]; P_x = x W_x+^T (dz / W_x+ x).
     import torch

@@ -1,6 +1,6 @@
 """lstm: forward vs naive loops; gradient vs finite differences; the "eb" rule vs naive loops, by hand,
 step-by-step conservation and loss accounting; the "caffe" rule vs the closed form of
-authors_code_semantics.md §2.12; the worked example printed in docs/lstm.md.
+docs/spec.md §4.3; the worked example printed in docs/lstm.md.
 
 Torch oracles (autograd, torch.nn.LSTM, the released code's EB rebuilt in torch) are in
 tests/layers/test_lstm_torch.py.
@@ -418,7 +418,7 @@ def test_eb_rule_properties(T, N, D, H, static, seed, steps, a, b):
 
 
 def test_caffe_rule_matches_closed_form_for_last_step_seed(xp, dtype):
-    """authors_code_semantics.md §2.12: kappa_t = (prod_{s>t} f_s) kappa_T, then the EB linear rule on W_x."""
+    """docs/spec.md §4.3: kappa_t = (prod_{s>t} f_s) kappa_T, then the EB linear rule on W_x."""
     rng = numpy.random.default_rng(0x1A0C)
     T, N, D, H = 6, 2, 4, 3
     x, W_x, b, W_h, _, _ = _case(rng, T=T, N=N, D=D, H=H)

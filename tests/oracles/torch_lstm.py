@@ -104,7 +104,7 @@ def _eb_linear(a, W, p):
 
 
 def caffe_eb(p_h, x, W_x, b, W_h, cont, h0=None, c0=None, cell_act="relu", W_s=None, s=None):
-    """The released code's LSTM EB (authors_code_semantics.md §2.12), built independently in torch.
+    """The released code's LSTM EB (docs/spec.md §4.3), built independently in torch.
 
     Gate signal by autograd with the recurrent branch detached; then the EB
     linear rule on the input branch (``Z = W_x+ x_t``) and on the static branch

@@ -1,8 +1,7 @@
 """A minimal Caffe schema of our own, built at test time with protobuf's descriptor API.
 
 Only the messages and fields the weight tests need, with the official Caffe
-field numbers (BVLC caffe.proto; see shared/reference/checkpoint_formats.md
-§1.1): NetParameter, LayerParameter (V2, ``layer`` = 100),
+field numbers (those of BVLC's caffe.proto): NetParameter, LayerParameter (V2, ``layer`` = 100),
 V1LayerParameter (``layers`` = 2, type enum), V0LayerParameter (nested in V1
 as field 1, blobs 50), BlobProto, BlobShape and a few ``*_param`` messages.
 ``recurrent_field`` lets a test write the LSTM hyper-parameters at a fork's
