@@ -2,8 +2,9 @@
 
 The block between ``<!-- readme-test: demo begin -->`` and ``<!-- readme-test:
 demo end -->`` of README.md is run line by line with bash in a copy of the
-repository (its tracked and untracked, not ignored files), with no virtual
-environment active. pip may use its cache; the block installs the ``cli``
+repository (the files git tracks, nothing else: a second virtual environment or a
+demo output folder in the checkout is not copied), with no virtual environment
+active. pip may use its cache; the block installs the ``cli``
 extra only, so torch must not end up in the new environment. The demo's
 outputs are then decoded.
 """
@@ -37,7 +38,7 @@ def demo_block():
 
 
 def _copy_repo(dest):
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+    files = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=ROOT,
                            capture_output=True, check=True).stdout.decode().split("\0")
     for rel in filter(None, files):
         src = os.path.join(ROOT, rel)
@@ -53,6 +54,22 @@ def _clean_env():
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", os.defpath).split(os.pathsep)
                                   if p and os.path.abspath(p) != os.path.abspath(here))
     return env
+
+
+def python_blocks():
+    """The README's Python code blocks (```python fences), in order."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), re.S)
+
+
+def test_readme_python_blocks_run_verbatim(capsys):
+    blocks = python_blocks()
+    assert blocks, "README.md has no Python block"
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "(16, 16, 16) (16,)", printed  # the shapes the block's comment states
+    assert len(printed) == 2 and printed[1].startswith("[")
 
 
 @pytest.mark.slow
