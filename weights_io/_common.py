@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
+import math
 import os
 
 import numpy
@@ -12,9 +15,65 @@ from .errors import CheckpointError
 from .gates import GATE_ORDER, gate_blocks
 from .spec import check_params, pool_rounding, trace
 
-__all__ = ["param", "lstm_params", "source_info", "finish", "META_VERSION"]
+__all__ = ["param", "lstm_params", "source_info", "finish", "META_VERSION", "interpreting", "show", "as_int",
+           "as_float", "as_str"]
 
 META_VERSION = 1
+
+
+@contextlib.contextmanager
+def interpreting(path, what):
+    """Name the file and the layer/node when interpreting one of its entries fails.
+
+    The converters validate the fields they read explicitly (:func:`as_int`...,
+    naming the field); this guard is the backstop around one layer's or
+    node's interpretation: an IndexError, KeyError, TypeError, ValueError,
+    OverflowError or ZeroDivisionError raised by a value the file holds becomes
+    a CheckpointError naming the file and ``what`` (the layer or node and its
+    type), with the original message.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (IndexError, KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
+        detail = f"{what}: cannot interpret its fields ({type(e).__name__}: {e})"
+        raise CheckpointError(path, detail) from None
+
+
+def show(v, n=60) -> str:
+    """``repr(v)``, shortened for an error message."""
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def as_int(v, path, what, field, lo=0, hi=(1 << 63) - 1) -> int:
+    """``v`` as an int in ``[lo, hi]`` (not a bool, float or str), else a CheckpointError naming ``field``."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise CheckpointError(path, f"{what}: {field} must be an integer, found {show(v)}")
+    if not lo <= v <= hi:
+        raise CheckpointError(path, f"{what}: {field} = {show(v)} is outside [{lo}, {hi}]")
+    return int(v)
+
+
+def as_float(v, path, what, field) -> float:
+    """``v`` (an int or float, finite) as a float, else a CheckpointError naming ``field``."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise CheckpointError(path, f"{what}: {field} must be a number, found {show(v)}")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise CheckpointError(path, f"{what}: {field} = {show(v)} does not fit a float") from None
+    if not math.isfinite(f):
+        raise CheckpointError(path, f"{what}: {field} must be finite, found {f}")
+    return f
+
+
+def as_str(v, path, what, field) -> str:
+    """``v`` as a str, else a CheckpointError naming ``field``."""
+    if not isinstance(v, str):
+        raise CheckpointError(path, f"{what}: {field} must be a string, found {show(v)}")
+    return v
 
 
 def param(src, *, dtype=None, shape=None, transpose=None):
@@ -102,7 +161,8 @@ def finish(params, layers, input_shape, meta, path):
         For missing/unexpected parameters or a shape mismatch.
     """
     names = [L["name"] for L in layers]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    counts = collections.Counter(names)
+    dup = sorted(n for n, c in counts.items() if c > 1)
     if dup:
         raise CheckpointError(path, f"duplicate layer name(s) after renaming: {dup}")
     bad = [n for n in names if "." in n]

@@ -35,15 +35,15 @@ with the expected shape, as Caffe's ``LegacyShape`` check does; blobs with a
 
 from __future__ import annotations
 
-from ._buffer import open_buffer
-from ._common import finish, lstm_params, param, source_info
+from ._buffer import open_buffer, read_text
+from ._common import as_float, as_int, as_str, finish, interpreting, lstm_params, param, show, source_info
 from .caffe_binary import V0_TYPES, V1_TYPE_NAMES, V1_TYPES, read_caffemodel
 from .errors import CheckpointError
 from .hdf5 import H5File
 from .presets import preset
 from .prototxt import Message, parse_prototxt
 from .readers import guarded, open_checked
-from .spec import make_layer, trace
+from .spec import Tracer, make_layer
 
 __all__ = ["convert_caffe", "caffe_layers_from_prototxt", "DEFAULT_RENAME"]
 
@@ -75,33 +75,50 @@ def _phase_ok(msg: Message) -> bool:
     return True
 
 
+def _names(msg: Message, field, path, what) -> list:
+    return [as_str(v, path, what, field) for v in msg.getall(field)]
+
+
 def caffe_layers_from_prototxt(net: Message, path=None):
     """The TEST-phase layers of a parsed prototxt, V0/V1/V2 normalised to V2 type names.
+
+    Layer names, types, bottoms and tops must be strings (V1 types: an enum
+    name or number); anything else is a CheckpointError naming the field.
 
     Returns
     -------
     list of _PLayer
     """
     out = []
-    for msg in net.getall("layer"):
+    for k, msg in enumerate(net.getall("layer")):
         if isinstance(msg, Message) and _phase_ok(msg):
-            out.append(_PLayer(msg.get1("name", ""), str(msg.get1("type", "")), msg.getall("bottom"),
-                               msg.getall("top"), msg, 2))
-    for msg in net.getall("layers"):
+            what = f"layer #{k}"
+            name = as_str(msg.get1("name", ""), path, what, "name")
+            what = f"layer {name!r}"
+            out.append(_PLayer(name, as_str(msg.get1("type", ""), path, what, "type"),
+                               _names(msg, "bottom", path, what), _names(msg, "top", path, what), msg, 2))
+    for k, msg in enumerate(net.getall("layers")):
         if not isinstance(msg, Message) or not _phase_ok(msg):
             continue
         v0 = msg.get1("layer")
+        what = f"layers #{k}"
         if isinstance(v0, Message):  # V0: parameters inside the nested layer
-            t0 = str(v0.get1("type", ""))
-            out.append(_PLayer(v0.get1("name", msg.get1("name", "")), V0_TYPES.get(t0, t0), msg.getall("bottom"),
-                               msg.getall("top"), _v0_to_v2(v0, V0_TYPES.get(t0, t0)), 0))
+            t0 = as_str(v0.get1("type", ""), path, what, "type")
+            name = as_str(v0.get1("name", msg.get1("name", "")), path, what, "name")
+            what = f"layer {name!r}"
+            out.append(_PLayer(name, V0_TYPES.get(t0, t0), _names(msg, "bottom", path, what),
+                               _names(msg, "top", path, what), _v0_to_v2(v0, V0_TYPES.get(t0, t0)), 0))
             continue
+        name = as_str(msg.get1("name", ""), path, what, "name")
+        what = f"layer {name!r}"
         t = msg.get1("type", "")
-        if isinstance(t, int):
+        if isinstance(t, int) and not isinstance(t, bool):
             t = V1_TYPES.get(t, str(t))
         else:
-            t = V1_TYPE_NAMES.get(str(t), str(t))
-        out.append(_PLayer(msg.get1("name", ""), t, msg.getall("bottom"), msg.getall("top"), msg, 1))
+            t = as_str(t, path, what, "type")
+            t = V1_TYPE_NAMES.get(t, t)
+        bottoms, tops = _names(msg, "bottom", path, what), _names(msg, "top", path, what)
+        out.append(_PLayer(name, t, bottoms, tops, msg, 1))
     return out
 
 
@@ -139,15 +156,35 @@ def _v0_to_v2(v0: Message, typ: str) -> Message:
     return m
 
 
-def _bool(v, what, path) -> bool:
+def _bool(v, what, path, field="value") -> bool:
     """A text-format bool (``true``, ``false``, ``True``, ``t``, ``f``, ``1``, ``0``)."""
     if isinstance(v, bool):
         return v
-    if v in (0, 1):
+    if isinstance(v, int) and v in (0, 1):
         return bool(v)
-    if v in ("t", "f"):
+    if isinstance(v, str) and v in ("t", "f"):
         return v == "t"
-    raise CheckpointError(path, f"{what}: expected a bool, found {v!r}")
+    raise CheckpointError(path, f"{what}: {field} must be a bool, found {show(v)}")
+
+
+_INT32 = (1 << 31) - 1
+
+
+def _int(p: Message, key, default, what, path, lo=0, hi=_INT32) -> int:
+    """An integer field of ``p`` (the last value), checked against ``[lo, hi]``."""
+    return as_int(p.get1(key, default), path, what, key, lo, hi)
+
+
+def _float(p: Message, key, default, what, path) -> float:
+    return as_float(p.get1(key, default), path, what, key)
+
+
+def _enum(p: Message, key, default, what, path):
+    """An enum field: its name (a bare identifier or string) or number."""
+    v = p.get1(key, default)
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise CheckpointError(path, f"{what}: {key} must be an enum name or number, found {show(v)}")
+    return v
 
 
 def _sub(layer: _PLayer, key) -> Message:
@@ -155,19 +192,27 @@ def _sub(layer: _PLayer, key) -> Message:
     return v if isinstance(v, Message) else Message()
 
 
-def _dims(shape_msg) -> list:
-    return [int(d) for d in shape_msg.getall("dim")] if isinstance(shape_msg, Message) else []
+def _dims(shape_msg, path=None, what="shape", lo=-1) -> list:
+    """The ``dim`` values of a BlobShape message (int64; ``lo`` = -1 admits Reshape's inferred axis)."""
+    if shape_msg is None:
+        return []
+    if not isinstance(shape_msg, Message):
+        raise CheckpointError(path, f"{what}: expected a shape message {{ dim: ... }}, found "
+                                    f"{show(shape_msg)}")
+    return [as_int(d, path, what, "dim", lo) for d in shape_msg.getall("dim")]
 
 
 def _hw(p: Message, base: str, default, what, path):
     """Caffe's repeated ``kernel_size``/``pad``/``stride``/``dilation`` or the ``*_h``/``*_w`` pair."""
+    lo = 0 if base == "pad" else 1
     h, w = p.get1(f"{base}_h"), p.get1(f"{base}_w")
     if h is not None or w is not None:
         if h is None or w is None:
             raise CheckpointError(path, f"{what}: {base}_h and {base}_w must be given together")
-        return [int(h), int(w)]
+        return [as_int(h, path, what, f"{base}_h", lo, _INT32),
+                as_int(w, path, what, f"{base}_w", lo, _INT32)]
     key = {"kernel": "kernel_size", "pad": "pad", "stride": "stride", "dilation": "dilation"}[base]
-    vals = [int(v) for v in p.getall(key)]
+    vals = [as_int(v, path, what, key, lo, _INT32) for v in p.getall(key)]
     if not vals:
         if default is None:
             raise CheckpointError(path, f"{what}: {key} is not set")
@@ -182,12 +227,12 @@ def _hw(p: Message, base: str, default, what, path):
 def _net_inputs(net: Message, layers, path):
     """``{blob name: dims}`` declared by the net's inputs and data layers."""
     shapes = {}
-    names = net.getall("input")
-    dims = [int(d) for d in net.getall("input_dim")]
+    names = [as_str(n, path, "net", "input") for n in net.getall("input")]
+    dims = [as_int(d, path, "net", "input_dim") for d in net.getall("input_dim")]
     in_shapes = net.getall("input_shape")
     for i, n in enumerate(names):
         if i < len(in_shapes):
-            shapes[n] = _dims(in_shapes[i])
+            shapes[n] = _dims(in_shapes[i], path, f"input_shape of {n!r}", 0)
         elif len(dims) >= 4 * (i + 1):
             shapes[n] = dims[4 * i:4 * i + 4]
         else:
@@ -206,7 +251,8 @@ def _net_inputs(net: Message, layers, path):
         else:
             ss = []
         for i, top in enumerate(L.tops):
-            shapes[top] = _dims(ss[i] if i < len(ss) else (ss[0] if len(ss) == 1 else None))
+            shapes[top] = _dims(ss[i] if i < len(ss) else (ss[0] if len(ss) == 1 else None), path,
+                                f"layer {L.name!r} ({L.type}) shape", 0)
     return shapes
 
 
@@ -295,11 +341,7 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
         See docs/weights_io.md.
     """
     rename = dict(DEFAULT_RENAME if rename is None else rename)
-    try:
-        with open(prototxt, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(prototxt, f"cannot read the prototxt ({e})") from None
+    text = read_text(prototxt, "prototxt")  # a regular file only (a FIFO would block open())
     net = parse_prototxt(text, prototxt)
     players = caffe_layers_from_prototxt(net, prototxt)
     buf, wfmt, weights = _read_weights(path)
@@ -323,7 +365,9 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
     input_shape = tuple(int(d) for d in input_shape)
     side = {b for b in inputs if b != data_blob}  # clip markers and other secondary inputs
 
-    layers, params, name_map, transforms, skipped, used = [], {}, {}, {}, [], set()
+    tracer = Tracer(input_shape, P)  # traces each layer once (a chain of n layers in linear time)
+    layers = tracer.layers
+    params, name_map, transforms, skipped, used = {}, {}, {}, [], set()
     cur, n_batch_axes, sequence, output = data_blob, 1, None, None
     dt = dtype
 
@@ -331,8 +375,7 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
         return rename.get(caffe_name, caffe_name)
 
     def add(spec_layer):
-        layers.append(spec_layer)
-        return trace(layers, input_shape, P)
+        return tracer.add(spec_layer)
 
     def weights_of(L):
         if L.name not in weights:
@@ -340,6 +383,8 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
         wtype, blobs, legacy = weights[L.name]
         if wtype and wtype != L.type:
             raise buf.error(f"layer {L.name!r} is a {L.type} in the prototxt but a {wtype} in the weights")
+        if L.name in used:  # two prototxt layers of one name: each copies the same weights
+            buf.charge(sum(int(b.nbytes) for b in blobs), f"layer {L.name!r} (weights used again)")
         used.add(L.name)
         return blobs, legacy
 
@@ -361,141 +406,160 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
                                      "only linear chains of layers are supported")
         if len(L.tops) != 1:
             raise CheckpointError(P, f"{what}: has {len(L.tops)} tops; expected 1")
-        shapes = trace(layers, input_shape, P)[0]
-        cur_shape = shapes[-1] if shapes else input_shape
-        name = nm(L.name)
-        if L.type == "Convolution":
-            p = _sub(L, "convolution_param")
-            if p.get1("axis", 1) != 1:
-                raise CheckpointError(P, f"{what}: convolution axis {p.get1('axis')} is not supported")
-            spec = make_layer(name, "conv", out_channels=int(p.get1("num_output", 0)),
-                              kernel=_hw(p, "kernel", None, what, P), stride=_hw(p, "stride", 1, what, P),
-                              padding=_hw(p, "pad", 0, what, P), dilation=_hw(p, "dilation", 1, what, P),
-                              groups=int(p.get1("group", 1)), bias=_bool(p.get1("bias_term", True), what, P))
-            _, expect = add(spec)
-            blobs, legacy = weights_of(L)
-            nb = 2 if spec["bias"] else 1
-            if len(blobs) != nb:
-                raise buf.error(f"{what}: expected {nb} blobs (weight{', bias' if nb == 2 else ''}), found {len(blobs)}")
-            w = f"{name}.weight"
-            params[w] = param(_blob(buf, L.name, blobs, legacy, 0, expect[w], "weight"), dtype=dt)
-            name_map[w], transforms[w] = f"{L.name}/0", "none"
-            if nb == 2:
-                b = f"{name}.bias"
-                params[b] = param(_blob(buf, L.name, blobs, legacy, 1, expect[b], "bias"), dtype=dt)
-                name_map[b], transforms[b] = f"{L.name}/1", "none"
-        elif L.type == "InnerProduct":
-            p = _sub(L, "inner_product_param")
-            axis = int(p.get1("axis", 1))
-            if axis != n_batch_axes:
-                raise CheckpointError(P, f"{what}: axis {axis} is not supported here (expected {n_batch_axes}: "
-                                         "the layer must act on whole samples or time steps)")
-            if len(cur_shape) > 1:
-                fl = "flatten" if all(x["name"] != "flatten" for x in layers) else f"{name}_flatten"
-                add(make_layer(fl, "flatten"))
-            spec = make_layer(name, "fc", out_features=int(p.get1("num_output", 0)),
-                              bias=_bool(p.get1("bias_term", True), what, P))
-            _, expect = add(spec)
-            blobs, legacy = weights_of(L)
-            nb = 2 if spec["bias"] else 1
-            if len(blobs) != nb:
-                raise buf.error(f"{what}: expected {nb} blobs, found {len(blobs)}")
-            w = f"{name}.weight"
-            if _bool(p.get1("transpose", False), what, P):
-                out_f, in_f = expect[w]
-                params[w] = param(_blob(buf, L.name, blobs, legacy, 0, (in_f, out_f), "weight (transposed)"),
-                                  dtype=dt, transpose=(1, 0))
-                transforms[w] = "transpose (in, out) -> (out, in) [transpose: true]"
-            else:
+        with interpreting(P, what):
+            cur_shape = tracer.shape
+            name = nm(L.name)
+            if L.type == "Convolution":
+                p = _sub(L, "convolution_param")
+                if _int(p, "axis", 1, what, P, -_INT32) != 1:
+                    raise CheckpointError(P, f"{what}: convolution axis {p.get1('axis')} is not supported")
+                spec = make_layer(name, "conv", out_channels=_int(p, "num_output", 0, what, P),
+                                  kernel=_hw(p, "kernel", None, what, P), stride=_hw(p, "stride", 1, what, P),
+                                  padding=_hw(p, "pad", 0, what, P), dilation=_hw(p, "dilation", 1, what, P),
+                                  groups=_int(p, "group", 1, what, P, 1),
+                                  bias=_bool(p.get1("bias_term", True), what, P, "bias_term"))
+                _, expect = add(spec)
+                blobs, legacy = weights_of(L)
+                nb = 2 if spec["bias"] else 1
+                if len(blobs) != nb:
+                    raise buf.error(f"{what}: expected {nb} blobs (weight{', bias' if nb == 2 else ''}), "
+                                    f"found {len(blobs)}")
+                w = f"{name}.weight"
                 params[w] = param(_blob(buf, L.name, blobs, legacy, 0, expect[w], "weight"), dtype=dt)
-                transforms[w] = "none"
-            name_map[w] = f"{L.name}/0"
-            if nb == 2:
-                b = f"{name}.bias"
-                params[b] = param(_blob(buf, L.name, blobs, legacy, 1, expect[b], "bias"), dtype=dt)
-                name_map[b], transforms[b] = f"{L.name}/1", "none"
-        elif L.type == "Pooling":
-            p = _sub(L, "pooling_param")
-            pool = p.get1("pool", "MAX")
-            kind = {"MAX": "maxpool", 0: "maxpool", "AVE": "avgpool", 1: "avgpool"}.get(pool)
-            if kind is None:
-                raise CheckpointError(P, f"{what}: pool method {pool!r} is not supported (MAX, AVE)")
-            ceil = p.get1("round_mode", "CEIL") in ("CEIL", 0)
-            if _bool(p.get1("global_pooling", False), what, P):
-                k, s, pad = [cur_shape[1], cur_shape[2]], [1, 1], [0, 0]
+                name_map[w], transforms[w] = f"{L.name}/0", "none"
+                if nb == 2:
+                    b = f"{name}.bias"
+                    params[b] = param(_blob(buf, L.name, blobs, legacy, 1, expect[b], "bias"), dtype=dt)
+                    name_map[b], transforms[b] = f"{L.name}/1", "none"
+            elif L.type == "InnerProduct":
+                p = _sub(L, "inner_product_param")
+                axis = _int(p, "axis", 1, what, P, -_INT32)
+                if axis != n_batch_axes:
+                    raise CheckpointError(P, f"{what}: axis {axis} is not supported here (expected "
+                                             f"{n_batch_axes}: the layer must act on whole samples or time "
+                                             "steps)")
+                if len(cur_shape) > 1:
+                    fl = "flatten" if "flatten" not in tracer.names else f"{name}_flatten"
+                    add(make_layer(fl, "flatten"))
+                spec = make_layer(name, "fc", out_features=_int(p, "num_output", 0, what, P),
+                                  bias=_bool(p.get1("bias_term", True), what, P, "bias_term"))
+                _, expect = add(spec)
+                blobs, legacy = weights_of(L)
+                nb = 2 if spec["bias"] else 1
+                if len(blobs) != nb:
+                    raise buf.error(f"{what}: expected {nb} blobs, found {len(blobs)}")
+                w = f"{name}.weight"
+                if _bool(p.get1("transpose", False), what, P, "transpose"):
+                    out_f, in_f = expect[w]
+                    src = _blob(buf, L.name, blobs, legacy, 0, (in_f, out_f), "weight (transposed)")
+                    params[w] = param(src, dtype=dt, transpose=(1, 0))
+                    transforms[w] = "transpose (in, out) -> (out, in) [transpose: true]"
+                else:
+                    params[w] = param(_blob(buf, L.name, blobs, legacy, 0, expect[w], "weight"), dtype=dt)
+                    transforms[w] = "none"
+                name_map[w] = f"{L.name}/0"
+                if nb == 2:
+                    b = f"{name}.bias"
+                    params[b] = param(_blob(buf, L.name, blobs, legacy, 1, expect[b], "bias"), dtype=dt)
+                    name_map[b], transforms[b] = f"{L.name}/1", "none"
+            elif L.type == "Pooling":
+                p = _sub(L, "pooling_param")
+                pool = _enum(p, "pool", "MAX", what, P)
+                kind = {"MAX": "maxpool", 0: "maxpool", "AVE": "avgpool", 1: "avgpool"}.get(pool)
+                if kind is None:
+                    raise CheckpointError(P, f"{what}: pool method {pool!r} is not supported (MAX, AVE)")
+                ceil = _enum(p, "round_mode", "CEIL", what, P) in ("CEIL", 0)
+                if _bool(p.get1("global_pooling", False), what, P, "global_pooling"):
+                    if len(cur_shape) != 3:
+                        raise CheckpointError(P, f"{what}: global pooling needs a (C, H, W) input, got "
+                                                 f"{cur_shape}")
+                    k, s, pad = [cur_shape[1], cur_shape[2]], [1, 1], [0, 0]
+                else:
+                    k, s = _hw(p, "kernel", None, what, P), _hw(p, "stride", 1, what, P)
+                    pad = _hw(p, "pad", 0, what, P)
+                extra = {"count_include_pad": True} if kind == "avgpool" else {}
+                add(make_layer(name, kind, kernel=k, stride=s, padding=pad, ceil_mode=ceil, **extra))
+            elif L.type == "ReLU":
+                if _float(_sub(L, "relu_param"), "negative_slope", 0.0, what, P) != 0.0:
+                    raise CheckpointError(P, f"{what}: leaky ReLU (negative_slope) is not supported")
+                add(make_layer(name, "relu"))
+            elif L.type == "LRN":
+                p = _sub(L, "lrn_param")
+                if _enum(p, "norm_region", "ACROSS_CHANNELS", what, P) not in ("ACROSS_CHANNELS", 0):
+                    raise CheckpointError(P, f"{what}: WITHIN_CHANNEL LRN is not supported")
+                add(make_layer(name, "lrn", size=_int(p, "local_size", 5, what, P, 1),
+                               alpha=_float(p, "alpha", 1.0, what, P), beta=_float(p, "beta", 0.75, what, P),
+                               k=_float(p, "k", 1.0, what, P)))
+            elif L.type == "Dropout":
+                ratio = _float(_sub(L, "dropout_param"), "dropout_ratio", 0.5, what, P)
+                add(make_layer(name, "dropout", p=ratio))
+            elif L.type == "Flatten":
+                if _int(_sub(L, "flatten_param"), "axis", 1, what, P, -_INT32) != n_batch_axes:
+                    raise CheckpointError(P, f"{what}: only flattening whole samples is supported")
+                add(make_layer(name, "flatten"))
+            elif L.type == "Reshape":
+                dims = _dims(_sub(L, "reshape_param").get1("shape"), P, f"{what} reshape_param shape")
+                # the next layer that is neither skipped nor on a secondary input (one scan: a second
+                # Reshape to a sequence is refused below)
+                nxt = next((M for M in compute[idx + 1:]
+                            if M.type not in _SKIP_TYPES and not (M.bottoms and M.bottoms[0] in side)), None)
+                if n_batch_axes != 1 or len(dims) != 3 or nxt is None or nxt.type != "LSTM":
+                    raise CheckpointError(P, f"{what}: only a Reshape to (T, N, D) in front of an LSTM is "
+                                             f"supported, found shape {dims}")
+                D = 1
+                for d in cur_shape:
+                    D *= d
+                if dims[2] not in (D, -1, 0) and not (dims[2] == 0 and D == cur_shape[0]):
+                    raise CheckpointError(P, f"{what}: reshapes {D} features per frame into {dims[2]}")
+                if len(cur_shape) > 1:
+                    add(make_layer(f"{name}_flatten", "flatten"))
+                n_batch_axes = 2
+                sequence = {"reshape": dims, "time_major": True}
+                skipped.append(L.name)
+            elif L.type == "LSTM":
+                if n_batch_axes != 2:
+                    raise CheckpointError(P, f"{what}: the LSTM input must first be reshaped to (T, N, D)")
+                p = _sub(L, "recurrent_param")
+                if _bool(p.get1("expose_hidden", False), what, P, "expose_hidden"):
+                    raise CheckpointError(P, f"{what}: expose_hidden is not supported")
+                if len(L.bottoms) not in (2, 3):
+                    raise CheckpointError(P, f"{what}: expected bottoms (x, cont[, x_static]), found "
+                                             f"{L.bottoms}")
+                if L.bottoms[1] not in side:
+                    raise CheckpointError(P, f"{what}: the clip-marker bottom {L.bottoms[1]!r} is not a "
+                                             "net input")
+                H = _int(p, "num_output", 0, what, P)
+                blobs, legacy = weights_of(L)
+                static = len(L.bottoms) == 3
+                nb = 4 if static else 3
+                if len(blobs) != nb:
+                    raise buf.error(f"{what}: expected {nb} blobs (W_xc, "
+                                    f"b_c{', W_xc_static' if static else ''}, W_hc), "
+                                    f"found {len(blobs)}")
+                settings = {"hidden": H, "cell_act": cell_act}
+                if static:
+                    if blobs[2].ndim < 1:
+                        raise buf.error(f"{what}: W_xc_static is a scalar")
+                    settings["static_input"] = int(blobs[2].size // (4 * H)) if H else 0
+                _, expect = add(make_layer(name, "lstm", **settings))
+                W_x = _blob(buf, L.name, blobs, legacy, 0, expect[f"{name}.W_x"], "W_xc")
+                b_c = _blob(buf, L.name, blobs, legacy, 1, expect[f"{name}.b"], "b_c")
+                W_h = _blob(buf, L.name, blobs, legacy, nb - 1, expect[f"{name}.W_h"], "W_hc")
+                W_s = None
+                if static:
+                    W_s = _blob(buf, L.name, blobs, legacy, 2, expect[f"{name}.W_s"], "W_xc_static")
+                lp = lstm_params(H, "ifog", W_x=W_x, W_h=W_h, b_parts=[b_c], W_s=W_s, dtype=dt or W_x.dtype)
+                for field, src in (("W_x", 0), ("b", 1), ("W_h", nb - 1)) + ((("W_s", 2),) if static else ()):
+                    k = f"{name}.{field}"
+                    params[k] = lp[field]
+                    name_map[k] = f"{L.name}/{src}"
+                    transforms[k] = "none (Caffe gate order i, f, o, g is canonical)"
+            elif L.type == "Softmax":
+                axis = _int(_sub(L, "softmax_param"), "axis", 1, what, P, -_INT32)
+                output = {"type": "softmax", "axis": axis}
             else:
-                k, s, pad = _hw(p, "kernel", None, what, P), _hw(p, "stride", 1, what, P), _hw(p, "pad", 0, what, P)
-            extra = {"count_include_pad": True} if kind == "avgpool" else {}
-            add(make_layer(name, kind, kernel=k, stride=s, padding=pad, ceil_mode=ceil, **extra))
-        elif L.type == "ReLU":
-            if float(_sub(L, "relu_param").get1("negative_slope", 0.0)) != 0.0:
-                raise CheckpointError(P, f"{what}: leaky ReLU (negative_slope) is not supported")
-            add(make_layer(name, "relu"))
-        elif L.type == "LRN":
-            p = _sub(L, "lrn_param")
-            if p.get1("norm_region", "ACROSS_CHANNELS") not in ("ACROSS_CHANNELS", 0):
-                raise CheckpointError(P, f"{what}: WITHIN_CHANNEL LRN is not supported")
-            add(make_layer(name, "lrn", size=int(p.get1("local_size", 5)), alpha=float(p.get1("alpha", 1.0)),
-                           beta=float(p.get1("beta", 0.75)), k=float(p.get1("k", 1.0))))
-        elif L.type == "Dropout":
-            add(make_layer(name, "dropout", p=float(_sub(L, "dropout_param").get1("dropout_ratio", 0.5))))
-        elif L.type == "Flatten":
-            if int(_sub(L, "flatten_param").get1("axis", 1)) != n_batch_axes:
-                raise CheckpointError(P, f"{what}: only flattening whole samples is supported")
-            add(make_layer(name, "flatten"))
-        elif L.type == "Reshape":
-            dims = _dims(_sub(L, "reshape_param").get1("shape"))
-            nxt = next((M for M in compute[idx + 1:] if M.type not in _SKIP_TYPES and not (M.bottoms and M.bottoms[0] in side)), None)
-            if n_batch_axes != 1 or len(dims) != 3 or nxt is None or nxt.type != "LSTM":
-                raise CheckpointError(P, f"{what}: only a Reshape to (T, N, D) in front of an LSTM is supported, "
-                                         f"found shape {dims}")
-            D = 1
-            for d in cur_shape:
-                D *= d
-            if dims[2] not in (D, -1, 0) and not (dims[2] == 0 and D == cur_shape[0]):
-                raise CheckpointError(P, f"{what}: reshapes {D} features per frame into {dims[2]}")
-            if len(cur_shape) > 1:
-                add(make_layer(f"{name}_flatten", "flatten"))
-            n_batch_axes = 2
-            sequence = {"reshape": dims, "time_major": True}
-            skipped.append(L.name)
-        elif L.type == "LSTM":
-            if n_batch_axes != 2:
-                raise CheckpointError(P, f"{what}: the LSTM input must first be reshaped to (T, N, D)")
-            p = _sub(L, "recurrent_param")
-            if _bool(p.get1("expose_hidden", False), what, P):
-                raise CheckpointError(P, f"{what}: expose_hidden is not supported")
-            if len(L.bottoms) not in (2, 3):
-                raise CheckpointError(P, f"{what}: expected bottoms (x, cont[, x_static]), found {L.bottoms}")
-            if L.bottoms[1] not in side:
-                raise CheckpointError(P, f"{what}: the clip-marker bottom {L.bottoms[1]!r} is not a net input")
-            H = int(p.get1("num_output", 0))
-            blobs, legacy = weights_of(L)
-            static = len(L.bottoms) == 3
-            nb = 4 if static else 3
-            if len(blobs) != nb:
-                raise buf.error(f"{what}: expected {nb} blobs (W_xc, b_c{', W_xc_static' if static else ''}, W_hc), "
-                                f"found {len(blobs)}")
-            settings = {"hidden": H, "cell_act": cell_act}
-            if static:
-                if blobs[2].ndim < 1:
-                    raise buf.error(f"{what}: W_xc_static is a scalar")
-                settings["static_input"] = int(blobs[2].size // (4 * H)) if H else 0
-            _, expect = add(make_layer(name, "lstm", **settings))
-            W_x = _blob(buf, L.name, blobs, legacy, 0, expect[f"{name}.W_x"], "W_xc")
-            b_c = _blob(buf, L.name, blobs, legacy, 1, expect[f"{name}.b"], "b_c")
-            W_h = _blob(buf, L.name, blobs, legacy, nb - 1, expect[f"{name}.W_h"], "W_hc")
-            W_s = _blob(buf, L.name, blobs, legacy, 2, expect[f"{name}.W_s"], "W_xc_static") if static else None
-            lp = lstm_params(H, "ifog", W_x=W_x, W_h=W_h, b_parts=[b_c], W_s=W_s, dtype=dt or W_x.dtype)
-            for field, src in (("W_x", 0), ("b", 1), ("W_h", nb - 1)) + ((("W_s", 2),) if static else ()):
-                k = f"{name}.{field}"
-                params[k] = lp[field]
-                name_map[k], transforms[k] = f"{L.name}/{src}", "none (Caffe gate order i, f, o, g is canonical)"
-        elif L.type == "Softmax":
-            output = {"type": "softmax", "axis": int(_sub(L, "softmax_param").get1("axis", 1))}
-        else:
-            raise CheckpointError(P, f"{what}: unsupported layer type {L.type!r} "
-                                     f"(supported: {', '.join(_SUPPORTED)})")
+                raise CheckpointError(P, f"{what}: unsupported layer type {L.type!r} "
+                                         f"(supported: {', '.join(_SUPPORTED)})")
         cur = L.tops[0]
 
     unused = sorted(k for k, (_t, blobs, _l) in weights.items() if blobs and k not in used)

@@ -21,7 +21,7 @@ import json
 
 import numpy
 
-from ._common import finish, lstm_params, param, source_info
+from ._common import as_int, finish, lstm_params, param, show, source_info
 from .convert_torch import vgg16_layers
 from .errors import CheckpointError
 from .hdf5 import H5File, H5Group
@@ -154,10 +154,16 @@ def _load(path):
     return buf, layers, config, layout
 
 
+def _conf(config, name) -> dict:
+    """The ``config`` dict of layer ``name`` in ``model_config`` ({} when absent or not a dict)."""
+    c = (config or {}).get(name, {}).get("config", {})
+    return c if isinstance(c, dict) else {}
+
+
 def _input_hw(config, default):
     if config:
-        for L in config.values():
-            c = L.get("config", {})
+        for name, L in config.items():
+            c = _conf(config, name)
             shp = c.get("batch_shape") or c.get("batch_input_shape")
             if L.get("class_name") == "InputLayer" and isinstance(shp, list) and len(shp) == 4:
                 return shp
@@ -193,11 +199,12 @@ def convert_keras_vgg16(path, *, preprocessing="keras_vgg16", dtype=None, input_
     shp = _input_hw(config, None)
     channels_first = False
     if config and "block1_conv1" in config:
-        channels_first = config["block1_conv1"].get("config", {}).get("data_format") == "channels_first"
+        channels_first = _conf(config, "block1_conv1").get("data_format") == "channels_first"
     if shp is not None:
         size = (shp[2], shp[3]) if channels_first else (shp[1], shp[2])
         if None in size:
             size = (input_size, input_size)
+        size = tuple(as_int(v, P, "model_config InputLayer", "batch_shape", 1) for v in size)
     else:
         size = (input_size, input_size)
     include_top = "predictions" in klayers
@@ -329,8 +336,11 @@ def convert_keras_lstm(path, *, layer=None, name="lstm1", cell_act=None, dtype=N
         layer = cands[0]
     if layer not in klayers:
         raise CheckpointError(P, f"Keras layer {layer!r} not found (layers: {list(klayers)})")
-    conf = (config or {}).get(layer, {}).get("config", {})
+    conf = _conf(config, layer)
     act = conf.get("activation", None)
+    if act is not None and not isinstance(act, str):
+        raise CheckpointError(P, f"layer {layer!r}: model_config activation must be a string, found "
+                                 f"{show(act)}")
     if conf.get("recurrent_activation", "sigmoid") != "sigmoid":
         raise CheckpointError(P, f"layer {layer!r}: recurrent_activation {conf['recurrent_activation']!r} is not "
                                  "supported (only sigmoid)")
@@ -346,7 +356,14 @@ def convert_keras_lstm(path, *, layer=None, name="lstm1", cell_act=None, dtype=N
     if len(ws) == 12:
         arr = {f"{kind}_{g}": ws[3 * j + m][1] for j, g in enumerate(_KERAS1_ORDER)
                for m, kind in enumerate(("W", "U", "b"))}
+        if arr["W_i"].ndim != 2:
+            raise CheckpointError(P, f"layer {layer!r}: W_i has shape {arr['W_i'].shape}, expected (D, H)")
         D, H = arr["W_i"].shape
+        want = {"W": (D, H), "U": (H, H), "b": (H,)}
+        for k, a in arr.items():
+            if tuple(a.shape) != want[k[0]]:
+                raise CheckpointError(P, f"layer {layer!r}: Keras 1 array {k} has shape {tuple(a.shape)}, "
+                                         f"expected {want[k[0]]}")
         dt = numpy.dtype(dtype) if dtype is not None else arr["W_i"].dtype
         W_x = numpy.empty((4 * H, D), dt)
         W_h = numpy.empty((4 * H, H), dt)

@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import numpy
 
-from ._common import finish, lstm_params, param, source_info
+from ._common import as_float, as_int, as_str, finish, interpreting, lstm_params, param, show, source_info
 from .errors import CheckpointError
 from .onnx_reader import read_onnx
 from .presets import preset
 from .readers import guarded, open_checked
-from .spec import make_layer, trace
+from .spec import Tracer, make_layer
 
 __all__ = ["convert_onnx"]
 
@@ -49,20 +49,69 @@ _SUPPORTED = ("Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "LR
               "Gemm", "MatMul", "Add", "LSTM", "Identity", "Constant", "Squeeze", "Unsqueeze", "Softmax", "LogSoftmax")
 
 
-def _pads(pads, what, P):
+_INT32 = (1 << 31) - 1
+_INT64 = (1 << 63) - 1
+
+
+def _attr_int(a, key, default, what, P, lo=-_INT64 - 1, hi=_INT64) -> int:
+    """An integer attribute (ONNX ``i``) in ``[lo, hi]``."""
+    return as_int(a.get(key, default), P, what, f"attribute {key!r}", lo, hi)
+
+
+def _attr_float(a, key, default, what, P) -> float:
+    """A float attribute (ONNX ``f``; an integer is accepted)."""
+    return as_float(a.get(key, default), P, what, f"attribute {key!r}")
+
+
+def _attr_str(a, key, default, what, P) -> str:
+    return as_str(a.get(key, default), P, what, f"attribute {key!r}")
+
+
+def _attr_ints(a, key, what, P, lo, hi=_INT32):
+    """An integer-list attribute (ONNX ``ints``), or None when absent."""
+    v = a.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, list):
+        raise CheckpointError(P, f"{what}: attribute {key!r} must be a list of integers, found {show(v)}")
+    return [as_int(x, P, what, f"attribute {key!r}", lo, hi) for x in v]
+
+
+def _attr_strs(a, key, what, P):
+    v = a.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise CheckpointError(P, f"{what}: attribute {key!r} must be a list of strings, found {show(v)}")
+    return v
+
+
+def _pads(a, what, P):
+    pads = _attr_ints(a, "pads", what, P, 0)
     if pads is None:
         return [0, 0]
     if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
-        raise CheckpointError(P, f"{what}: asymmetric padding {pads} is not supported")
-    return [int(pads[0]), int(pads[1])]
+        raise CheckpointError(P, f"{what}: asymmetric padding {pads} is not supported (attribute 'pads')")
+    return [pads[0], pads[1]]
 
 
-def _pair(v, default, what, P):
+def _pair(a, key, default, what, P):
+    """A 2-d window attribute (``kernel_shape``, ``strides``, ``dilations``): two positive ints."""
+    v = _attr_ints(a, key, what, P, 1)
     if v is None:
+        if default is None:
+            raise CheckpointError(P, f"{what}: the required attribute {key!r} is missing")
         return [default, default] if not isinstance(default, list) else default
     if len(v) != 2:
-        raise CheckpointError(P, f"{what}: only 2-d operations are supported (got {v})")
-    return [int(v[0]), int(v[1])]
+        raise CheckpointError(P, f"{what}: attribute {key!r} = {v}: only 2-d operations are supported")
+    return v
+
+
+def _flat_size(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 class _Namer:
@@ -71,17 +120,23 @@ class _Namer:
         self.block, self.k, self.fc, self.lstm = 1, 0, 0, 0
         self.last = None
         self.used = set()
+        self.next_suffix = {}  # base name -> where the search for a free variant resumes (linear in all)
+
+    def _free(self, base, variant):
+        """The first free ``variant(base, j)``, j = 1, 2...; each search resumes where the last one ended."""
+        j = self.next_suffix.get(base, 1)
+        name = variant(base, j)
+        while name in self.used:
+            j += 1
+            name = variant(base, j)
+        self.next_suffix[base] = j
+        self.used.add(name)
+        return name
 
     def __call__(self, kind, node, idx):
         if self.mode == "onnx":
             base = (node.name or f"{node.op_type}_{idx}").replace(".", "_").replace("/", "_").strip("_") or f"n{idx}"
-            name = base
-            j = 1
-            while name in self.used:
-                j += 1
-                name = f"{base}_{j}"
-            self.used.add(name)
-            return name
+            return self._free(base, lambda b, j: b if j == 1 else f"{b}_{j}")
         last = self.last
         if kind == "conv":
             self.k += 1
@@ -112,10 +167,7 @@ class _Namer:
             name = "flatten"
         else:
             name = f"{kind}_{idx}"
-        while name in self.used:
-            name = f"{name}_"
-        self.used.add(name)
-        return name
+        return self._free(name, lambda b, j: b + "_" * (j - 1))
 
 
 def convert_onnx(path, *, names="auto", rename=None, preprocessing=None, dtype=None, input_shape=None, cell_act=None):
@@ -167,7 +219,9 @@ def convert_onnx(path, *, names="auto", rename=None, preprocessing=None, dtype=N
     namer = _Namer(names, any(n.op_type == "Conv" for n in nodes))
     if names not in ("auto", "onnx"):
         raise CheckpointError(P, f"names must be 'auto' or 'onnx', got {names!r}")
-    layers, params, name_map, transforms, used_inits = [], {}, {}, {}, set()
+    tracer = Tracer(input_shape, P)  # traces each layer once (a chain of n nodes in linear time)
+    layers = tracer.layers
+    params, name_map, transforms, used_inits = {}, {}, {}, set()
     output, seq_ok = None, False
     skip = set()
 
@@ -179,12 +233,13 @@ def convert_onnx(path, *, names="auto", rename=None, preprocessing=None, dtype=N
         nm = node.inputs[i]
         if nm not in inits:
             raise CheckpointError(P, f"node {node.name or node.op_type!r}: {role} {nm!r} is not an initializer")
+        if nm in used_inits:  # an initializer shared by several nodes: each of them copies it
+            buf.charge(inits[nm].nbytes, f"initializer {nm!r} (used again, as {role})")
         used_inits.add(nm)
         return inits[nm]
 
     def add(layer):
-        layers.append(layer)
-        return trace(layers, input_shape, P)
+        return tracer.add(layer)
 
     for idx, n in enumerate(nodes):
         if idx in skip:
@@ -196,179 +251,213 @@ def convert_onnx(path, *, names="auto", rename=None, preprocessing=None, dtype=N
         if not n.inputs or n.inputs[0] != cur:
             raise CheckpointError(P, f"{what}: reads {n.inputs[:1]} but the previous output is {cur!r}; only linear "
                                      "chains are supported")
+        if not n.outputs or not n.outputs[0]:
+            raise CheckpointError(P, f"{what}: the node has no output (its 'output' field is empty)")
         if output is not None:
             raise CheckpointError(P, f"{what}: nodes after the final Softmax are not supported")
-        shapes = trace(layers, input_shape, P)[0]
-        cur_shape = shapes[-1] if shapes else input_shape
-        op = n.op_type
-        if op == "Conv":
-            W = init(n, 1, "weight")
-            B = init(n, 2, "bias", required=False)
-            if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-                raise CheckpointError(P, f"{what}: auto_pad {a['auto_pad']!r} is not supported")
-            if W.ndim != 4:
-                raise CheckpointError(P, f"{what}: weight of shape {W.shape}; only 2-d convolutions are supported")
-            nm = namer("conv", n, idx)
-            name = rename.get(nm, nm)
-            _, expect = add(make_layer(name, "conv", out_channels=int(W.shape[0]),
-                                       kernel=_pair(a.get("kernel_shape"), list(W.shape[2:]), what, P),
-                                       stride=_pair(a.get("strides"), 1, what, P), padding=_pads(a.get("pads"), what, P),
-                                       dilation=_pair(a.get("dilations"), 1, what, P), groups=int(a.get("group", 1)),
-                                       bias=B is not None))
-            for field, arr, src in (("weight", W, n.inputs[1]), ("bias", B, n.inputs[2] if B is not None else None)):
-                if arr is None:
-                    continue
-                k = f"{name}.{field}"
-                if tuple(arr.shape) != expect[k]:
-                    raise CheckpointError(P, f"initializer {src!r} (for {k}): expected shape {expect[k]}, found {tuple(arr.shape)}")
-                params[k], name_map[k], transforms[k] = param(arr, dtype=dtype), src, "none"
-        elif op in ("MaxPool", "AveragePool", "GlobalAveragePool"):
-            kind = "maxpool" if op == "MaxPool" else "avgpool"
-            if op == "GlobalAveragePool":
-                k, s, pad, ceil, cip = [cur_shape[1], cur_shape[2]], [1, 1], [0, 0], False, True
-            else:
-                if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        with interpreting(P, what):
+            cur_shape = tracer.shape
+            op = n.op_type
+            if op == "Conv":
+                W = init(n, 1, "weight")
+                B = init(n, 2, "bias", required=False)
+                if _attr_str(a, "auto_pad", "NOTSET", what, P) not in ("NOTSET", "VALID"):
                     raise CheckpointError(P, f"{what}: auto_pad {a['auto_pad']!r} is not supported")
-                if any(d != 1 for d in a.get("dilations", [1, 1])):
-                    raise CheckpointError(P, f"{what}: dilated pooling is not supported")
-                k = _pair(a.get("kernel_shape"), None, what, P)
-                s = _pair(a.get("strides"), 1, what, P)
-                pad = _pads(a.get("pads"), what, P)
-                ceil = bool(a.get("ceil_mode", 0))
-                cip = bool(a.get("count_include_pad", 0))
-            extra = {"count_include_pad": cip} if kind == "avgpool" else {}
-            nm = namer(kind, n, idx)
-            name = rename.get(nm, nm)
-            add(make_layer(name, kind, kernel=k, stride=s, padding=pad, ceil_mode=ceil, **extra))
-        elif op == "Relu":
-            nm = namer("relu", n, idx)
-            add(make_layer(rename.get(nm, nm), "relu"))
-        elif op == "LRN":
-            nm = namer("lrn", n, idx)
-            add(make_layer(rename.get(nm, nm), "lrn", size=int(a["size"]), alpha=float(a.get("alpha", 1e-4)),
-                           beta=float(a.get("beta", 0.75)), k=float(a.get("bias", 1.0))))
-        elif op == "Dropout":
-            ratio = a.get("ratio", 0.5)
-            if len(n.inputs) > 1 and n.inputs[1]:
-                ratio = float(numpy.asarray(init(n, 1, "ratio")).reshape(-1)[0])
-            nm = namer("dropout", n, idx)
-            add(make_layer(rename.get(nm, nm), "dropout", p=float(ratio)))
-        elif op in ("Flatten", "Reshape"):
-            if op == "Flatten" and int(a.get("axis", 1)) != 1:
-                raise CheckpointError(P, f"{what}: only axis=1 is supported")
-            if op == "Reshape":
-                shp = [int(v) for v in numpy.asarray(init(n, 1, "shape")).reshape(-1)]
-                if len(shp) != 2 or shp[1] not in (-1, int(numpy.prod(cur_shape))):
-                    raise CheckpointError(P, f"{what}: only a reshape to (N, -1) is supported, found {shp}")
-            if len(cur_shape) > 1:
-                nm = namer("flatten", n, idx)
-                add(make_layer(rename.get(nm, nm), "flatten"))
-        elif op in ("Gemm", "MatMul"):
-            Bm = init(n, 1, "weight")
-            if Bm.ndim != 2:
-                raise CheckpointError(P, f"{what}: weight of shape {Bm.shape} is not 2-d")
-            if op == "Gemm":
-                if a.get("transA", 0) or float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0:
-                    raise CheckpointError(P, f"{what}: transA, alpha != 1 and beta != 1 are not supported")
-                transposed = not a.get("transB", 0)
-                C = init(n, 2, "bias", required=False)
-                bias_src = n.inputs[2] if C is not None else None
-            else:
-                transposed = True
-                C, bias_src = None, None
+                if W.ndim != 4:
+                    raise CheckpointError(P, f"{what}: weight of shape {W.shape}; only 2-d convolutions "
+                                             "are supported")
+                nm = namer("conv", n, idx)
+                name = rename.get(nm, nm)
+                kernel = _pair(a, "kernel_shape", [int(d) for d in W.shape[2:]], what, P)
+                _, expect = add(make_layer(name, "conv", out_channels=int(W.shape[0]), kernel=kernel,
+                                           stride=_pair(a, "strides", 1, what, P), padding=_pads(a, what, P),
+                                           dilation=_pair(a, "dilations", 1, what, P),
+                                           groups=_attr_int(a, "group", 1, what, P, 1, _INT32),
+                                           bias=B is not None))
+                for field, arr, src in (("weight", W, n.inputs[1]),
+                                        ("bias", B, n.inputs[2] if B is not None else None)):
+                    if arr is None:
+                        continue
+                    k = f"{name}.{field}"
+                    if tuple(arr.shape) != expect[k]:
+                        raise CheckpointError(P, f"initializer {src!r} (for {k}): expected shape "
+                                                 f"{expect[k]}, "
+                                                 f"found {tuple(arr.shape)}")
+                    params[k], name_map[k], transforms[k] = param(arr, dtype=dtype), src, "none"
+            elif op in ("MaxPool", "AveragePool", "GlobalAveragePool"):
+                kind = "maxpool" if op == "MaxPool" else "avgpool"
+                if op == "GlobalAveragePool":
+                    if len(cur_shape) != 3:
+                        raise CheckpointError(P, f"{what}: needs a (C, H, W) input, got {cur_shape}")
+                    k, s, pad, ceil, cip = [cur_shape[1], cur_shape[2]], [1, 1], [0, 0], False, True
+                else:
+                    if _attr_str(a, "auto_pad", "NOTSET", what, P) not in ("NOTSET", "VALID"):
+                        raise CheckpointError(P, f"{what}: auto_pad {a['auto_pad']!r} is not supported")
+                    if any(d != 1 for d in _attr_ints(a, "dilations", what, P, 1) or [1, 1]):
+                        raise CheckpointError(P, f"{what}: dilated pooling is not supported")
+                    k = _pair(a, "kernel_shape", None, what, P)
+                    s = _pair(a, "strides", 1, what, P)
+                    pad = _pads(a, what, P)
+                    ceil = bool(_attr_int(a, "ceil_mode", 0, what, P, 0, 1))
+                    cip = bool(_attr_int(a, "count_include_pad", 0, what, P, 0, 1))
+                extra = {"count_include_pad": cip} if kind == "avgpool" else {}
+                nm = namer(kind, n, idx)
+                name = rename.get(nm, nm)
+                add(make_layer(name, kind, kernel=k, stride=s, padding=pad, ceil_mode=ceil, **extra))
+            elif op == "Relu":
+                nm = namer("relu", n, idx)
+                add(make_layer(rename.get(nm, nm), "relu"))
+            elif op == "LRN":
+                if "size" not in a:
+                    raise CheckpointError(P, f"{what}: the required attribute 'size' is missing")
+                nm = namer("lrn", n, idx)
+                add(make_layer(rename.get(nm, nm), "lrn", size=_attr_int(a, "size", None, what, P, 1, _INT32),
+                               alpha=_attr_float(a, "alpha", 1e-4, what, P),
+                               beta=_attr_float(a, "beta", 0.75, what, P),
+                               k=_attr_float(a, "bias", 1.0, what, P)))
+            elif op == "Dropout":
+                ratio = _attr_float(a, "ratio", 0.5, what, P)
+                if len(n.inputs) > 1 and n.inputs[1]:
+                    r = init(n, 1, "ratio")
+                    if r.size != 1 or r.dtype.kind not in "fiu":
+                        raise CheckpointError(P, f"{what}: the ratio input {n.inputs[1]!r} must hold one "
+                                                 f"number, found shape {r.shape} of {r.dtype}")
+                    ratio = as_float(float(r.reshape(-1)[0]), P, what, "ratio")
+                nm = namer("dropout", n, idx)
+                add(make_layer(rename.get(nm, nm), "dropout", p=ratio))
+            elif op in ("Flatten", "Reshape"):
+                if op == "Flatten" and _attr_int(a, "axis", 1, what, P) != 1:
+                    raise CheckpointError(P, f"{what}: only axis=1 is supported")
+                if op == "Reshape":
+                    sh = init(n, 1, "shape")
+                    if sh.dtype.kind not in "iu" or sh.ndim != 1:
+                        raise CheckpointError(P, f"{what}: the shape input {n.inputs[1]!r} must be a 1-d "
+                                                 f"integer tensor, found shape {sh.shape} of {sh.dtype}")
+                    shp = [int(v) for v in sh]
+                    if len(shp) != 2 or shp[1] not in (-1, _flat_size(cur_shape)):
+                        raise CheckpointError(P, f"{what}: only a reshape to (N, -1) is supported, found "
+                                                 f"{shp}")
+                if len(cur_shape) > 1:
+                    nm = namer("flatten", n, idx)
+                    add(make_layer(rename.get(nm, nm), "flatten"))
+            elif op in ("Gemm", "MatMul"):
+                Bm = init(n, 1, "weight")
+                if Bm.ndim != 2:
+                    raise CheckpointError(P, f"{what}: weight of shape {Bm.shape} is not 2-d")
+                if op == "Gemm":
+                    if (_attr_int(a, "transA", 0, what, P) or _attr_float(a, "alpha", 1.0, what, P) != 1.0
+                            or _attr_float(a, "beta", 1.0, what, P) != 1.0):
+                        raise CheckpointError(P, f"{what}: transA, alpha != 1 and beta != 1 are not "
+                                                 "supported")
+                    transposed = not _attr_int(a, "transB", 0, what, P)
+                    C = init(n, 2, "bias", required=False)
+                    bias_src = n.inputs[2] if C is not None else None
+                else:
+                    transposed = True
+                    C, bias_src = None, None
+                    nxt = nodes[idx + 1] if idx + 1 < len(nodes) else None
+                    if (nxt is not None and nxt.op_type == "Add" and nxt.outputs and nxt.outputs[0]
+                            and n.outputs[0] in nxt.inputs):
+                        other = [x for x in nxt.inputs if x != n.outputs[0]]
+                        if len(other) == 1 and other[0] in inits:
+                            C, bias_src = inits[other[0]], other[0]
+                            used_inits.add(other[0])
+                            skip.add(idx + 1)
+                            cur = nxt.outputs[0]
+                out_f = int(Bm.shape[0] if not transposed else Bm.shape[1])
+                nm = namer("fc", n, idx)
+                name = rename.get(nm, nm)
+                _, expect = add(make_layer(name, "fc", out_features=out_f, bias=C is not None))
+                wk = f"{name}.weight"
+                want = expect[wk][::-1] if transposed else expect[wk]
+                if tuple(Bm.shape) != tuple(want):
+                    raise CheckpointError(P, f"initializer {n.inputs[1]!r} (for {wk}): expected shape "
+                                             f"{tuple(want)}, "
+                                             f"found {tuple(Bm.shape)}")
+                params[wk] = param(Bm, dtype=dtype, transpose=(1, 0) if transposed else None)
+                name_map[wk] = n.inputs[1]
+                transforms[wk] = "transpose (in, out) -> (out, in)" if transposed else "none (transB=1)"
+                if C is not None:
+                    bk = f"{name}.bias"
+                    if C.size != out_f:
+                        raise CheckpointError(P, f"initializer {bias_src!r} (for {bk}): expected {out_f} "
+                                                 f"values, found {C.size}")
+                    params[bk] = param(C, dtype=dtype, shape=(out_f,))
+                    name_map[bk], transforms[bk] = bias_src, "none"
+                if op == "MatMul" and C is not None:
+                    continue  # cur was set to the Add's output
+            elif op == "Add":
+                raise CheckpointError(P, f"{what}: an Add that is not the bias of a MatMul is not supported")
+            elif op == "LSTM":
+                if _attr_str(a, "direction", "forward", what, P) != "forward":
+                    raise CheckpointError(P, f"{what}: direction {a['direction']!r} is not supported "
+                                             "(forward only)")
+                for bad in ("clip",):
+                    if a.get(bad) is not None:
+                        raise CheckpointError(P, f"{what}: attribute {bad!r} is not supported")
+                if _attr_int(a, "input_forget", 0, what, P) or _attr_int(a, "layout", 0, what, P):
+                    raise CheckpointError(P, f"{what}: input_forget and layout=1 are not supported")
+                acts = _attr_strs(a, "activations", what, P) or ["Sigmoid", "Tanh", "Tanh"]
+                acts = [x.lower() for x in acts]
+                if acts == ["sigmoid", "tanh", "tanh"]:
+                    act = "tanh"
+                elif acts == ["sigmoid", "relu", "relu"]:
+                    act = "relu"
+                else:
+                    raise CheckpointError(P, f"{what}: activations {a.get('activations')} are not supported")
+                if cell_act is not None and cell_act != act:
+                    raise CheckpointError(P, f"{what}: the graph's LSTM uses {act}, cell_act={cell_act!r} "
+                                             "was asked")
+                W, R = init(n, 1, "W"), init(n, 2, "R")
+                B = init(n, 3, "B", required=False)
+                if len(n.inputs) > 4 and n.inputs[4]:
+                    raise CheckpointError(P, f"{what}: sequence_lens is not supported")
+                for i, role in ((5, "initial_h"), (6, "initial_c"), (7, "P (peepholes)")):
+                    v = init(n, i, role, required=False)
+                    if v is not None and numpy.any(v != 0):
+                        raise CheckpointError(P, f"{what}: a non-zero {role} is not supported")
+                if W.ndim != 3 or W.shape[0] != 1 or R.ndim != 3 or R.shape[0] != 1:
+                    raise CheckpointError(P, f"{what}: W {W.shape} / R {R.shape} must be [1, 4H, D] / "
+                                             "[1, 4H, H]")
+                H = int(R.shape[2])
+                if "hidden_size" in a and _attr_int(a, "hidden_size", None, what, P, 1) != H:
+                    raise CheckpointError(P, f"{what}: hidden_size {a['hidden_size']} but R has shape "
+                                             f"{R.shape}")
+                nm = namer("lstm", n, idx)
+                name = rename.get(nm, nm)
+                D = 1
+                for d in cur_shape:
+                    D *= d
+                if len(cur_shape) > 1:
+                    add(make_layer(f"{name}_flatten", "flatten"))
+                _, expect = add(make_layer(name, "lstm", hidden=H, cell_act=act))
+                if tuple(W.shape[1:]) != expect[f"{name}.W_x"] or tuple(R.shape[1:]) != expect[f"{name}.W_h"]:
+                    raise CheckpointError(P, f"{what}: W {W.shape} / R {R.shape}, expected [1, {4 * H}, "
+                                             f"{D}] / [1, {4 * H}, {H}]")
+                parts = []
+                if B is not None:
+                    if tuple(B.shape) != (1, 8 * H):
+                        raise CheckpointError(P, f"{what}: B has shape {B.shape}, expected [1, {8 * H}]")
+                    parts = [B[0, :4 * H], B[0, 4 * H:]]
+                lp = lstm_params(H, "iofc", W_x=W[0], W_h=R[0], b_parts=parts, dtype=dtype)
+                blk = "gate blocks i,o,f,c -> i,f,o,g (source blocks [0,2,1,3])"
+                b_src = n.inputs[3] if B is not None else ""
+                b_tr = f"B[0][:4H] + B[0][4H:]: {blk}" if B is not None else "zeros (no B)"
+                for field, src, tr in (("W_x", n.inputs[1], f"W[0]: {blk}"),
+                                       ("W_h", n.inputs[2], f"R[0]: {blk}"), ("b", b_src, b_tr)):
+                    k = f"{name}.{field}"
+                    params[k], name_map[k], transforms[k] = lp[field], src, tr
+                seq_ok = True
+            elif op in ("Squeeze", "Unsqueeze"):
                 nxt = nodes[idx + 1] if idx + 1 < len(nodes) else None
-                if nxt is not None and nxt.op_type == "Add" and n.outputs[0] in nxt.inputs:
-                    other = [x for x in nxt.inputs if x != n.outputs[0]]
-                    if len(other) == 1 and other[0] in inits:
-                        C, bias_src = inits[other[0]], other[0]
-                        used_inits.add(other[0])
-                        skip.add(idx + 1)
-                        cur = nxt.outputs[0]
-            out_f = int(Bm.shape[0] if not transposed else Bm.shape[1])
-            nm = namer("fc", n, idx)
-            name = rename.get(nm, nm)
-            _, expect = add(make_layer(name, "fc", out_features=out_f, bias=C is not None))
-            wk = f"{name}.weight"
-            want = expect[wk][::-1] if transposed else expect[wk]
-            if tuple(Bm.shape) != tuple(want):
-                raise CheckpointError(P, f"initializer {n.inputs[1]!r} (for {wk}): expected shape {tuple(want)}, "
-                                         f"found {tuple(Bm.shape)}")
-            params[wk] = param(Bm, dtype=dtype, transpose=(1, 0) if transposed else None)
-            name_map[wk] = n.inputs[1]
-            transforms[wk] = "transpose (in, out) -> (out, in)" if transposed else "none (transB=1)"
-            if C is not None:
-                bk = f"{name}.bias"
-                if C.size != out_f:
-                    raise CheckpointError(P, f"initializer {bias_src!r} (for {bk}): expected {out_f} values, found {C.size}")
-                params[bk] = param(C, dtype=dtype, shape=(out_f,))
-                name_map[bk], transforms[bk] = bias_src, "none"
-            if op == "MatMul" and C is not None:
-                continue  # cur was set to the Add's output
-        elif op == "Add":
-            raise CheckpointError(P, f"{what}: an Add that is not the bias of a MatMul is not supported")
-        elif op == "LSTM":
-            if a.get("direction", "forward") != "forward":
-                raise CheckpointError(P, f"{what}: direction {a['direction']!r} is not supported (forward only)")
-            for bad in ("clip",):
-                if a.get(bad) is not None:
-                    raise CheckpointError(P, f"{what}: attribute {bad!r} is not supported")
-            if a.get("input_forget", 0) or a.get("layout", 0):
-                raise CheckpointError(P, f"{what}: input_forget and layout=1 are not supported")
-            acts = [str(x).lower() for x in (a.get("activations") or ["Sigmoid", "Tanh", "Tanh"])]
-            if acts == ["sigmoid", "tanh", "tanh"]:
-                act = "tanh"
-            elif acts == ["sigmoid", "relu", "relu"]:
-                act = "relu"
-            else:
-                raise CheckpointError(P, f"{what}: activations {a.get('activations')} are not supported")
-            if cell_act is not None and cell_act != act:
-                raise CheckpointError(P, f"{what}: the graph's LSTM uses {act}, cell_act={cell_act!r} was asked")
-            W, R = init(n, 1, "W"), init(n, 2, "R")
-            B = init(n, 3, "B", required=False)
-            if len(n.inputs) > 4 and n.inputs[4]:
-                raise CheckpointError(P, f"{what}: sequence_lens is not supported")
-            for i, role in ((5, "initial_h"), (6, "initial_c"), (7, "P (peepholes)")):
-                v = init(n, i, role, required=False)
-                if v is not None and numpy.any(v != 0):
-                    raise CheckpointError(P, f"{what}: a non-zero {role} is not supported")
-            if W.ndim != 3 or W.shape[0] != 1 or R.ndim != 3 or R.shape[0] != 1:
-                raise CheckpointError(P, f"{what}: W {W.shape} / R {R.shape} must be [1, 4H, D] / [1, 4H, H]")
-            H = int(R.shape[2])
-            if "hidden_size" in a and int(a["hidden_size"]) != H:
-                raise CheckpointError(P, f"{what}: hidden_size {a['hidden_size']} but R has shape {R.shape}")
-            nm = namer("lstm", n, idx)
-            name = rename.get(nm, nm)
-            D = 1
-            for d in cur_shape:
-                D *= d
-            if len(cur_shape) > 1:
-                add(make_layer(f"{name}_flatten", "flatten"))
-            _, expect = add(make_layer(name, "lstm", hidden=H, cell_act=act))
-            if tuple(W.shape[1:]) != expect[f"{name}.W_x"] or tuple(R.shape[1:]) != expect[f"{name}.W_h"]:
-                raise CheckpointError(P, f"{what}: W {W.shape} / R {R.shape}, expected [1, {4 * H}, {D}] / [1, {4 * H}, {H}]")
-            parts = []
-            if B is not None:
-                if tuple(B.shape) != (1, 8 * H):
-                    raise CheckpointError(P, f"{what}: B has shape {B.shape}, expected [1, {8 * H}]")
-                parts = [B[0, :4 * H], B[0, 4 * H:]]
-            lp = lstm_params(H, "iofc", W_x=W[0], W_h=R[0], b_parts=parts, dtype=dtype)
-            blk = "gate blocks i,o,f,c -> i,f,o,g (source blocks [0,2,1,3])"
-            for field, src, tr in (("W_x", n.inputs[1], f"W[0]: {blk}"), ("W_h", n.inputs[2], f"R[0]: {blk}"),
-                                   ("b", n.inputs[3] if B is not None else "", f"B[0][:4H] + B[0][4H:]: {blk}"
-                                    if B is not None else "zeros (no B)")):
-                k = f"{name}.{field}"
-                params[k], name_map[k], transforms[k] = lp[field], src, tr
-            seq_ok = True
-        elif op in ("Squeeze", "Unsqueeze"):
-            nxt = nodes[idx + 1] if idx + 1 < len(nodes) else None
-            if not (seq_ok or (nxt is not None and nxt.op_type in ("LSTM", "Squeeze", "Unsqueeze"))):
-                raise CheckpointError(P, f"{what}: Squeeze/Unsqueeze are only supported next to an LSTM")
-        elif op in ("Softmax", "LogSoftmax"):
-            output = {"type": op.lower(), "axis": int(a.get("axis", -1))}
-        elif op == "Identity":
-            pass
-        if op not in ("Squeeze", "Unsqueeze", "LSTM"):
-            seq_ok = seq_ok and op in ("Identity",)
+                if not (seq_ok or (nxt is not None and nxt.op_type in ("LSTM", "Squeeze", "Unsqueeze"))):
+                    raise CheckpointError(P, f"{what}: Squeeze/Unsqueeze are only supported next to an LSTM")
+            elif op in ("Softmax", "LogSoftmax"):
+                output = {"type": op.lower(), "axis": _attr_int(a, "axis", -1, what, P, -_INT32, _INT32)}
+            elif op == "Identity":
+                pass
+            if op not in ("Squeeze", "Unsqueeze", "LSTM"):
+                seq_ok = seq_ok and op in ("Identity",)
         cur = n.outputs[0]
     has_lstm = any(L["type"] == "lstm" for L in layers)
     meta = {

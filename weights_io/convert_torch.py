@@ -13,7 +13,7 @@ from ._common import finish, lstm_params, param, source_info
 from .errors import CheckpointError
 from .presets import preset
 from .readers import guarded, open_checked, _tensors
-from .spec import make_layer, trace
+from .spec import Tracer, make_layer, trace
 
 __all__ = ["convert_torchvision_vgg16", "convert_torch_lstm", "vgg16_layers", "TORCHVISION_VGG16_MAP"]
 
@@ -221,7 +221,7 @@ def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
     if len(names) != n_layers:
         raise CheckpointError(P, f"{len(names)} names given for {n_layers} LSTM layers")
     params, name_map, transforms, layers = {}, {}, {}, []
-    input_shape = None
+    input_shape = tracer = None
     for k, name in enumerate(names):
         sfx = "" if cell else f"_l{k}"
         keys = {f: f"{f}{sfx}" for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
@@ -239,8 +239,9 @@ def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
             raise CheckpointError(P, f"tensor {prefix}{keys['weight_ih']}: expected (4H, D), found {W_ih.shape}")
         if input_shape is None:
             input_shape = (int(W_ih.shape[1]),)
-        layers.append(make_layer(name, "lstm", hidden=H, cell_act="tanh"))
-        _, expect = trace(layers, input_shape, P)
+            tracer = Tracer(input_shape, P)
+            layers = tracer.layers
+        _, expect = tracer.add(make_layer(name, "lstm", hidden=H, cell_act="tanh"))
         for src, key in ((keys["weight_ih"], f"{name}.W_x"), (keys["weight_hh"], f"{name}.W_h")):
             if tuple(sd[src].shape) != expect[key]:
                 raise CheckpointError(P, f"tensor {prefix}{src} (for {key}): expected shape {expect[key]}, "

@@ -36,13 +36,20 @@ import zlib
 
 import numpy
 
-from ._buffer import Buffer
+from ._buffer import Buffer, widen_bf16
+from ._walk import flatten_dag
 
 __all__ = ["H5File", "H5Group", "H5Dataset", "HDF5_SIGNATURE", "find_superblock"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MAX_MESSAGES = 100_000
 _MAX_DEPTH = 64
+# Chunked datasets: the chunks together may hold at most _CHUNK_SHARE times the
+# dataset's bytes + _CHUNK_SLACK. Edge chunks add less than one chunk per axis,
+# and a resizable dataset may have chunks larger than its current shape (h5py's
+# maxshape=None): the slack covers those small cases.
+_CHUNK_SHARE = 8
+_CHUNK_SLACK = 1 << 20
 
 # message types
 _DATASPACE, _LINKINFO, _DATATYPE, _LAYOUT, _FILTERS, _ATTRIBUTE, _LINK, _CONTINUATION, _SYMTAB, _ATTRINFO = (
@@ -90,6 +97,8 @@ class H5File:
             raise buf.error("no HDF5 superblock signature found")
         self._gheaps = {}
         self._headers = {}
+        self._members = {}  # group header address -> {name: object header address}
+        self._arrays = {}  # dataset header address -> the array read (each dataset is decoded once)
         version = buf.uint(sb + 8, 1, "superblock version")
         if version in (0, 1):
             self.O = buf.uint(sb + 13, 1, "size of offsets")
@@ -300,10 +309,7 @@ class H5File:
         if t.kind == "num":
             return buf.array(raw_pos, t.dtype, shape, what)
         if t.kind == "bf16":
-            raw = buf.array(raw_pos, t.dtype, shape, what)
-            a = (raw.astype(numpy.uint32) << 16).view(numpy.float32)
-            a.flags.writeable = False
-            return a
+            return widen_bf16(buf.array(raw_pos, t.dtype, shape, what))
         if count > buf.size:
             raise self.error(f"{what}: {count} strings cannot fit in a {buf.size}-byte file")
         if t.kind == "str":
@@ -444,11 +450,20 @@ class H5Dataset(_Object):
     def read(self):
         """The data as a read-only array (a view of the file for contiguous layouts).
 
+        Each dataset is decoded once per :class:`H5File` (by header address):
+        reading it again, or through another hard link, returns the same array.
+
         Raises
         ------
         CheckpointError
             For strings, unsupported layouts, or data that the file cannot hold.
         """
+        found = self.file._arrays.get(self.addr)
+        if found is None:
+            found = self.file._arrays[self.addr] = self._read()
+        return found
+
+    def _read(self):
         f = self.file
         buf = f.buf
         what = f"dataset {self.path!r}"
@@ -511,6 +526,9 @@ class H5Dataset(_Object):
                     chunk_dims = dims[:-1]
                     grid = [-(-s // c) if c else 0 for s, c in zip(shape, chunk_dims)]
                     cb = _prod(chunk_dims) * t.size
+                    if _prod(grid) and (addr is None or _prod(grid) * cb > buf.size):  # before listing them
+                        raise f.error(f"{what}: an implicit chunk index of {_prod(grid)} chunks of {cb} "
+                                      f"bytes does not fit in this {buf.size}-byte file")
                     chunks = []
                     for k, idx in enumerate(numpy.ndindex(*grid)):
                         chunks.append((tuple(i * c for i, c in zip(idx, chunk_dims)), addr + k * cb, cb, 0))
@@ -533,6 +551,9 @@ class H5Dataset(_Object):
         need = _prod(self.shape) * self._type.size
         if size is not None and size < need:
             raise f.error(f"{what}: layout holds {size} bytes, shape {self.shape} needs {need}")
+        f.buf.check(addr, need, what)
+        # several dataset headers may point at the same bytes: each view counts (a converter may copy it)
+        f.buf.charge(_prod(self.shape) * (4 if self._type.kind == "bf16" else self._type.size), what)
         return f.decode(self._type, self.shape, addr, what)
 
     def _chunked_btree(self, addr, chunk_dims):
@@ -576,7 +597,18 @@ class H5Dataset(_Object):
                 self._walk_chunk_tree(child, ndims, chunks, seen, depth + 1)
 
     def _assemble(self, chunks, chunk_dims):
-        """Decode the chunks into one array (one allocation, bounded by what the file can hold)."""
+        """Decode the chunks into one array (one allocation, bounded by what the file can hold).
+
+        Bounds, checked before anything is allocated or inflated: every chunk
+        lies on the chunk grid inside the dataset, appears once in the index
+        and belongs to this dataset only (a chunk listed twice, or by two
+        datasets, would be inflated again and again); the index covers the whole
+        dataset (a weight file never relies on HDF5's fill value); and the
+        chunks together hold at most ``_CHUNK_SHARE`` times the dataset's bytes
+        plus ``_CHUNK_SLACK`` -- inflating is bounded by the chunks' share of the
+        dataset, not by what a chunk's dimensions claim. Each chunk is inflated
+        to at most its own size (``decompressobj`` with ``max_length``).
+        """
         f = self.file
         buf = f.buf
         what = f"dataset {self.path!r}"
@@ -590,11 +622,29 @@ class H5Dataset(_Object):
         limit = buf.size * (1032 if deflate else 1) + 4096
         if total > limit:
             raise f.error(f"{what}: shape {shape} needs {total} bytes, more than this {buf.size}-byte file can encode")
-        out = numpy.zeros(shape, t.dtype)
         chunk_bytes = _prod(chunk_dims) * item
-        for offs, addr, csize, fmask in chunks:
+        grid = _prod(-(-s // c) for s, c in zip(shape, chunk_dims))
+        seen_offs, seen_addr = set(), set()
+        for offs, addr, csize, _fmask in chunks:
             if any(o % c for o, c in zip(offs, chunk_dims)) or any(o >= s for o, s in zip(offs, shape)):
                 raise f.error(f"{what}: chunk at offset {offs} is misaligned or outside shape {shape}")
+            if offs in seen_offs or addr in seen_addr:
+                raise f.error(f"{what}: the chunk index lists the chunk at offset {offs} (byte {addr}) "
+                              "more than once")
+            seen_offs.add(offs)
+            seen_addr.add(addr)
+            buf.check(addr, csize, what + " chunk")
+            # no two chunks (of this dataset or another) may share stored bytes
+            buf.claim(addr, addr + csize, (self.addr, offs), f"{what}: the chunk at offset {offs}")
+        if len(chunks) != grid:
+            raise f.error(f"{what}: the chunk index lists {len(chunks)} of the {grid} chunks of shape "
+                          f"{chunk_dims} that cover shape {shape} (unwritten chunks are not supported)")
+        if grid * chunk_bytes > _CHUNK_SHARE * total + _CHUNK_SLACK:
+            raise f.error(f"{what}: {grid} chunk(s) of shape {chunk_dims} hold {grid * chunk_bytes} bytes "
+                          f"for a dataset of {total} bytes (shape {shape}); the chunks may hold at most "
+                          f"{_CHUNK_SHARE} times the dataset's bytes + {_CHUNK_SLACK}")
+        out = numpy.zeros(shape, t.dtype)
+        for offs, addr, csize, fmask in chunks:
             raw = bytes(buf.bytes(addr, csize, what + " chunk"))
             for i, (fid, vals) in reversed(list(enumerate(self._filters))):
                 if fmask & (1 << i):
@@ -617,8 +667,8 @@ class H5Dataset(_Object):
             dst = tuple(slice(o, min(o + c, s)) for o, c, s in zip(offs, chunk_dims, shape))
             src = tuple(slice(0, d.stop - d.start) for d in dst)
             out[dst] = arr[src]
-        if t.kind == "bf16":
-            out = (out.astype(numpy.uint32) << 16).view(numpy.float32)
+        if t.kind == "bf16":  # 2x the decoded chunks, which are bounded above
+            out = widen_bf16(out)
         out.flags.writeable = False
         return out
 
@@ -635,6 +685,17 @@ class H5Group(_Object):
 
     def members(self) -> dict:
         """``{name: object header address}`` of the hard links in this group (file order)."""
+        return dict(self._links())
+
+    def _links(self) -> dict:
+        """:meth:`members`, parsed once per group (by header address) and shared: do not modify."""
+        f = self.file
+        found = f._members.get(self.addr)
+        if found is None:
+            found = f._members[self.addr] = self._parse_links()
+        return found
+
+    def _parse_links(self) -> dict:
         f = self.file
         buf = f.buf
         what = f"group {self.path!r}"
@@ -721,11 +782,13 @@ class H5Group(_Object):
         return True  # an empty new-style group may hold no link messages at all
 
     def child(self, name):
-        members = self.members()
-        if name not in members:
+        links = self._links()
+        if name not in links:
             raise self.file.error(f"group {self.path!r} has no member {name!r}")
+        return self._object(name, links[name])
+
+    def _object(self, name, addr):
         path = (self.path.rstrip("/") + "/" + name) if self.path != "/" else "/" + name
-        addr = members[name]
         return H5Group(self.file, addr, path) if self.is_group_at(addr, path) else H5Dataset(self.file, addr, path)
 
     def __contains__(self, path):
@@ -744,22 +807,22 @@ class H5Group(_Object):
         return obj
 
     def walk(self):
-        """Yield ``(relative path, H5Dataset)`` for every dataset below this group (depth-first)."""
-        seen = set()
+        """``(relative path, H5Dataset)`` for every dataset below this group, depth-first.
 
-        def rec(group, prefix, depth):
-            if depth > _MAX_DEPTH:
-                raise self.file.error(f"group {group.path!r}: nested deeper than {_MAX_DEPTH}")
-            if group.addr in seen:
-                return
-            seen.add(group.addr)
-            for name in group.members():
-                obj = group.child(name)
-                rel = f"{prefix}{name}"
-                if isinstance(obj, H5Group):
-                    yield from rec(obj, rel + "/", depth + 1)
-                else:
-                    yield rel, obj
-            seen.discard(group.addr)
+        Each group is walked once (memoised by its header address): a group
+        reachable through several hard links lists its datasets under every
+        path to it, without walking it again, and the names built are
+        budgeted (:func:`weights_io._walk.flatten_dag`), so groups holding two
+        links to the previous group cannot make the walk take ``2**depth``
+        steps. Cycles are skipped. The same dataset object is returned for
+        every path to it.
+        """
+        datasets = {}  # header address -> H5Dataset
 
-        yield from rec(self, "", 0)
+        def expand(obj):
+            if isinstance(obj, H5Group):
+                return ("node", obj.addr, lambda: ((n, obj._object(n, a)) for n, a in obj._links().items()))
+            ds = datasets.setdefault(obj.addr, obj)
+            return ("leaf", ds)
+
+        return iter(flatten_dag(self, expand, self.file.buf.path, sep="/", what=f"HDF5 group {self.path!r}"))

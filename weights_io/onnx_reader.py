@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy
 
-from ._buffer import Buffer, open_buffer
+from ._buffer import Buffer, open_buffer, widen_bf16
 from .protowire import as_int, as_string, fields_by_number, iter_fields, packed_varints, repeated_numbers
 
 __all__ = ["OnnxGraph", "OnnxNode", "read_onnx", "onnx_tensors", "looks_like_onnx"]
@@ -114,7 +114,8 @@ class _Reader:
                 raise buf.error(f"{what}: shape {dims} holds {count} values, the tensor has {arr.size}")
             arr = arr.reshape(dims)
         if npdt == "bf16":
-            arr = (arr.astype(numpy.uint32) << 16).view(numpy.float32)
+            buf.charge(4 * count, what)
+            arr = widen_bf16(arr)
         arr.flags.writeable = False
         return name, arr
 
@@ -161,7 +162,7 @@ class _Reader:
         except ValueError:
             raise buf.error(f"{what}: external data offset/length are not integers") from None
         if full not in self._external:
-            self._external[full] = open_buffer(full)
+            self._external[full] = open_buffer(full)  # refuses a FIFO, device or directory before opening it
         ext = self._external[full]
         itemsize = numpy.dtype(store).itemsize
         count = 1
@@ -172,6 +173,8 @@ class _Reader:
             raise ext.error(f"{what}: external length {length} bytes, shape {dims} needs {need}")
         if offset < 0:
             raise ext.error(f"{what}: negative external offset {offset}")
+        ext.check(offset, need, what)
+        ext.charge(need, what)  # tensors may share external bytes; each view counts (a converter copies it)
         return ext.array(offset, store, dims, what)
 
     def value_info(self, start, end, what):

@@ -109,16 +109,26 @@ def _tokenize(text: str, path):
     return toks
 
 
-def _number(tok: str):
+_INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # text format integers are int32/int64/uint32/uint64 fields
+_MAX_INT_DIGITS = 20
+
+
+def _number(tok: str, where: str, path):
+    """A numeric token as an int or float; an integer outside the 64-bit range is a CheckpointError."""
     t = tok.lower()
     if t.lstrip("+-") in ("inf", "infinity"):
         return float("-inf") if t.startswith("-") else float("inf")
     if t.lstrip("+-") == "nan":
         return float("nan")
-    if t.lstrip("+-").startswith("0x"):
-        return int(t, 16)
-    if re.fullmatch(r"[-+]?\d+", t):
-        return int(t)
+    digits = t.lstrip("+-")
+    if digits.startswith("0x") or re.fullmatch(r"\d+", digits):
+        if len(digits) > _MAX_INT_DIGITS:  # before int(): Python refuses to parse > 4300 digits anyway
+            raise CheckpointError(path, f"{where}: integer literal of {len(digits)} digits is out of the "
+                                        "64-bit range")
+        v = int(t, 16) if digits.startswith("0x") else int(t)
+        if not _INT_RANGE[0] <= v <= _INT_RANGE[1]:
+            raise CheckpointError(path, f"{where}: integer {v} is out of the 64-bit range")
+        return v
     return float(t.rstrip("f"))
 
 
@@ -144,8 +154,9 @@ def parse_prototxt(text: str, path=None) -> Message:
             return f"line {toks[i][2]}, column {toks[i][3]}"
         return "end of file"
 
-    def value(i):
+    def value(i, field):
         kind, val, _, _ = toks[i]
+        here = f"{where(i)}: field {field!r}"
         if kind == "str":
             parts = [_unescape(val, where(i), path)]
             i += 1
@@ -154,16 +165,16 @@ def parse_prototxt(text: str, path=None) -> Message:
                 i += 1
             return "".join(parts), i
         if kind == "num":
-            return _number(val), i + 1
+            return _number(val, here, path), i + 1
         if kind == "ident":
             if val in ("true", "True"):
                 return True, i + 1
             if val in ("false", "False"):
                 return False, i + 1
             if val in ("inf", "infinity", "nan"):
-                return _number(val), i + 1
+                return _number(val, here, path), i + 1
             return val, i + 1
-        raise CheckpointError(path, f"{where(i)}: expected a value, found {val!r}")
+        raise CheckpointError(path, f"{here}: expected a value, found {val!r}")
 
     def message(i, close, depth):
         if depth > _MAX_DEPTH:
@@ -197,13 +208,13 @@ def parse_prototxt(text: str, path=None) -> Message:
                         sub, i = message(i + 1, "}" if toks[i][1] == "{" else ">", depth + 1)
                         msg.setdefault(name, []).append(sub)
                     else:
-                        v, i = value(i)
+                        v, i = value(i, name)
                         msg.setdefault(name, []).append(v)
                 if i >= len(toks):
                     raise CheckpointError(path, "end of file: missing ']'")
                 i += 1
             elif colon:
-                v, i = value(i)
+                v, i = value(i, name)
                 msg.setdefault(name, []).append(v)
             else:
                 raise CheckpointError(path, f"{where(i)}: expected ':' or '{{' after field {name!r}")

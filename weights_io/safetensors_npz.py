@@ -19,7 +19,7 @@ import json
 
 import numpy
 
-from ._buffer import Buffer
+from ._buffer import Buffer, widen_bf16
 from .torch_pickle import _zip_entry, open_zip
 
 __all__ = ["read_safetensors", "read_npz", "looks_like_safetensors", "parse_npy"]
@@ -81,9 +81,9 @@ def read_safetensors(buf: Buffer):
             raise buf.error(f"{what}: shape {shape} of {info['dtype']} needs {count * item} bytes, data_offsets give {e - b}")
         spans.append((b, e, name))
         if dt == "bf16":
+            buf.charge(4 * count, what)
             raw = buf.array(start + b, "<u2", shape, what)
-            a = (raw.astype(numpy.uint32) << 16).view(numpy.float32)
-            a.flags.writeable = False
+            a = widen_bf16(raw)
         else:
             a = buf.array(start + b, dt, shape, what)
         out[name] = a

@@ -15,10 +15,23 @@ Security: :class:`_RestrictedUnpickler` resolves a global only if it is in
 ``ALLOWED_GLOBALS`` (``collections.OrderedDict``, the ``torch._utils``
 tensor/parameter rebuild functions, ``torch.<X>Storage`` types, ``torch.Size``,
 ``torch.device``, dtype names and ``_codecs.encode``); each maps to a function
-of this module, never to torch or builtins. Anything else (``os.system``,
-``builtins.eval``, a pickled ``nn.Module`` class...) raises
-:class:`~weights_io.errors.CheckpointError` before it can be called. Tensor
-views are bounds-checked against their storage before ``as_strided``.
+of this module, never to torch or builtins, and is handed to the pickle
+wrapped in a frozen stand-in (:class:`_Callable`), so that a ``BUILD`` opcode
+cannot set attributes (``__defaults__``, ``__dict__``...) on the functions
+themselves: ``BUILD`` succeeds only on objects the load created (the
+``OrderedDict`` of a state dict and its ``_metadata``). Anything else
+(``os.system``, ``builtins.eval``, a pickled ``nn.Module`` class...) raises
+:class:`~weights_io.errors.CheckpointError` before it can be called.
+
+Tensor views are checked against their storage before ``as_strided`` (one
+place, :func:`_materialise`, for every tensor): the last element must lie in
+the storage, and a view may address at most ``VIEW_REPEAT`` times its
+storage's elements plus ``VIEW_SLACK`` (zero or overlapping strides would
+otherwise let a 1-element storage pose as gigabytes that a converter copies).
+Every tensor handed out is charged to the file's budget
+(:meth:`weights_io._buffer.Buffer.charge`; bfloat16 at 4 bytes per element),
+and nested containers are flattened by :func:`weights_io._walk.flatten_dag`
+(each container walked once, a budget on the names built).
 """
 
 from __future__ import annotations
@@ -30,7 +43,8 @@ import zipfile
 
 import numpy
 
-from ._buffer import Buffer
+from ._buffer import Buffer, widen_bf16
+from ._walk import flatten_dag
 from .errors import CheckpointError
 
 __all__ = ["read_torch_zip", "read_torch_legacy", "LEGACY_MAGIC_PREFIX", "flatten_tensors", "ALLOWED_GLOBALS"]
@@ -39,6 +53,12 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 # pickle of LEGACY_MAGIC with protocol 2: PROTO 2, LONG1 10 bytes, little-endian magic
 LEGACY_MAGIC_PREFIX = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+# A view may address at most VIEW_REPEAT * (its storage's elements) + VIEW_SLACK
+# elements: views of real checkpoints address at most their storage (slices,
+# transposes, LSTM weights flattened into one storage); expand()ed constants
+# repeat a few elements (the slack).
+VIEW_REPEAT = 2
+VIEW_SLACK = 4096
 
 # storage type name -> numpy dtype string ("bf16": widened to float32 when materialised)
 _STORAGE_DTYPES = {
@@ -57,8 +77,18 @@ class _Frozen:
 
     __slots__ = ()
 
+    def _describe(self):
+        return f"a {type(self).__name__.lstrip('_')}"
+
     def __setattr__(self, name, value):
-        raise CheckpointError(None, f"the pickle tried to set attribute {name!r} on a {type(self).__name__}")
+        raise CheckpointError(None, f"the pickle tried to set attribute {name!r} on {self._describe()}")
+
+    def __delattr__(self, name):
+        raise CheckpointError(None, f"the pickle tried to delete attribute {name!r} of {self._describe()}")
+
+    def __setstate__(self, state):  # what the unpickler's BUILD opcode calls
+        raise CheckpointError(None, f"the pickle tried to BUILD (set the state of) {self._describe()}; only "
+                                    "objects that the load itself creates may be built")
 
 
 class _StorageType(_Frozen):
@@ -96,6 +126,31 @@ class _TensorRef(_Frozen):
         object.__setattr__(self, "offset", offset)
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "stride", stride)
+
+
+class _Callable(_Frozen):
+    """A frozen stand-in for an allow-listed function, as the pickle sees it.
+
+    The pickle can call it, nothing else: it has no ``__dict__``, no
+    ``__defaults__`` and refuses attribute assignment, so a ``BUILD`` opcode
+    on it fails instead of editing the loader's functions for the rest of the
+    process.
+    """
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn, name):
+        object.__setattr__(self, "_fn", fn)
+        object.__setattr__(self, "_name", name)
+
+    def _describe(self):
+        return f"the allow-listed global {self._name!r}"
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def __reduce__(self):
+        raise CheckpointError(None, "an allow-listed function cannot be pickled again")
 
 
 def _int(v, what):
@@ -168,8 +223,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         fn = ALLOWED_GLOBALS.get((module, name))
-        if fn is not None:
-            return fn
+        if fn is not None:  # a fresh frozen stand-in: BUILD on it fails, the function itself is never exposed
+            return _Callable(fn, f"{module}.{name}")
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
         if module == "torch" and name in _TORCH_DTYPES:
@@ -280,7 +335,15 @@ def _unpickle(unpickler, path, what):
         raise CheckpointError(path, f"{what}: malformed pickle ({type(e).__name__}: {e})") from None
 
 
-def _materialise(ref: _TensorRef, datas, path, name):
+def _materialise(ref: _TensorRef, datas, buf: Buffer, name):
+    """The array of a tensor: a strided view of its storage, checked against it (bfloat16 widened).
+
+    The one place where every tensor of a torch file becomes an array: the
+    view must lie inside the storage, and may address at most ``VIEW_REPEAT``
+    times the storage's elements plus ``VIEW_SLACK`` (zero or overlapping
+    strides), so a few bytes of pickle cannot pose as gigabytes.
+    """
+    path = buf.path
     st = ref.storage
     data = datas.get(st.key)
     if data is None:
@@ -288,11 +351,12 @@ def _materialise(ref: _TensorRef, datas, path, name):
     size, stride, offset = ref.size, ref.stride, ref.offset
     if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
         raise CheckpointError(path, f"tensor {name}: negative size, stride or offset ({size}, {stride}, {offset})")
+    bf16 = st.stype.dtype == "bf16"
     numel = 1
     for s in size:
         numel *= s
     if numel == 0:
-        out = numpy.empty(size, numpy.float32 if st.stype.dtype == "bf16" else data.dtype)
+        out = numpy.empty(size, numpy.float32 if bf16 else data.dtype)
         out.flags.writeable = False
         return out
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
@@ -302,55 +366,66 @@ def _materialise(ref: _TensorRef, datas, path, name):
             f"tensor {name}: view (offset {offset}, size {size}, stride {stride}) reaches element {last} "
             f"of a storage of {st.numel} elements",
         )
+    if numel > VIEW_REPEAT * st.numel + VIEW_SLACK:
+        raise CheckpointError(
+            path,
+            f"tensor {name}: a view of {numel} elements (size {size}, stride {stride}) over a storage of "
+            f"{st.numel} element{'' if st.numel == 1 else 's'}; zero or overlapping strides may repeat a "
+            f"storage's elements at most {VIEW_REPEAT} times (plus {VIEW_SLACK})",
+        )
+    buf.charge(numel * (4 if bf16 else data.itemsize), f"tensor {name}")
     item = data.itemsize
     out = numpy.lib.stride_tricks.as_strided(
         data[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False
     )
-    if st.stype.dtype == "bf16":  # bfloat16 -> float32 (exact): the high half of the float32 bits
-        out = (out.astype(numpy.uint32) << 16).view(numpy.float32)
-        out.flags.writeable = False
+    if bf16:  # bfloat16 -> float32 (exact): the high half of the float32 bits
+        out = widen_bf16(out)
     return out
 
 
-def flatten_tensors(obj, datas, path):
+def flatten_tensors(obj, datas, buf: Buffer):
     """``{dotted name: array}`` for every tensor in a (nested) dict/list checkpoint.
 
     Keys of nested dicts are joined with ``.`` (``{'model': {'fc.weight': t}}``
     gives ``model.fc.weight``), list items use their index; other values are
-    skipped.
+    skipped. A container shared by several parents (the pickle's memo) is
+    walked once and its tensors appear under every path to it; the same tensor
+    object becomes one array. Every name handed out is charged to the file's
+    budget (:meth:`Buffer.charge`), as a converter may copy it.
     """
-    out = {}
-    seen = set()
+    arrays = {}  # id(_TensorRef) -> array
+    refs = []  # keeps the refs alive while their ids are keys
 
-    def walk(o, prefix, depth):
-        if depth > 64:
-            raise CheckpointError(path, f"checkpoint nested deeper than 64 levels at {prefix!r}")
+    def expand(o):
         if isinstance(o, _TensorRef):
-            if prefix in out:
-                raise CheckpointError(path, f"two tensors flatten to the same name {prefix!r}")
-            out[prefix] = _materialise(o, datas, path, prefix or "<root>")
-            return
+            return ("leaf", o)
         if isinstance(o, (dict, list, tuple)):
-            if id(o) in seen:
-                return
-            seen.add(id(o))
-            items = o.items() if isinstance(o, dict) else enumerate(o)
-            for k, v in items:
-                walk(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
-            seen.discard(id(o))
+            return ("node", id(o), (lambda: o.items()) if isinstance(o, dict) else (lambda: enumerate(o)))
+        return None
 
-    walk(obj, "", 0)
+    out = {}
+    for name, ref in flatten_dag(obj, expand, buf.path, sep="."):
+        if name in out:
+            raise CheckpointError(buf.path, f"two tensors flatten to the same name {name!r}")
+        a = arrays.get(id(ref))
+        if a is None:
+            a = arrays[id(ref)] = _materialise(ref, datas, buf, name or "<root>")
+            refs.append(ref)
+        else:  # the same tensor under another name: a converter may copy it once more
+            buf.charge(a.nbytes, f"tensor {name}")
+        out[name] = a
     return out
 
 
 def _zip_entry(buf: Buffer, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
     """The bytes of a zip member: a view of the file when stored, else decompressed."""
+    h = info.header_offset
+    if bytes(buf.bytes(h, 4, f"zip member {info.filename}")) != b"PK\x03\x04":
+        raise buf.error(f"zip member {info.filename}: bad local header signature")
+    n = buf.uint(h + 26, 2, "zip local header")
+    m = buf.uint(h + 28, 2, "zip local header")
+    buf.claim(h, h + 30 + n + m + info.compress_size, info.filename, f"zip member {info.filename!r}")
     if info.compress_type == zipfile.ZIP_STORED:
-        h = info.header_offset
-        if bytes(buf.bytes(h, 4, f"zip member {info.filename}")) != b"PK\x03\x04":
-            raise buf.error(f"zip member {info.filename}: bad local header signature")
-        n = buf.uint(h + 26, 2, "zip local header")
-        m = buf.uint(h + 28, 2, "zip local header")
         if info.compress_size != info.file_size:
             raise buf.error(f"zip member {info.filename}: stored member with differing sizes")
         return buf.bytes(h + 30 + n + m, info.file_size, f"zip member {info.filename}")
@@ -428,7 +503,7 @@ def read_torch_zip(buf: Buffer):
         if len(raw) < nbytes:
             raise buf.error(f"storage {key}: {st.numel} elements need {nbytes} bytes, the record has {len(raw)}")
         datas[key] = _storage_array(raw[:nbytes], st, order)
-    return flatten_tensors(obj, datas, buf.path)
+    return flatten_tensors(obj, datas, buf)
 
 
 def _storage_array(raw, st, order):
@@ -473,4 +548,4 @@ def read_torch_legacy(buf: Buffer):
         nbytes = numel * st.stype.itemsize()
         datas[key] = _storage_array(buf.bytes(pos + 8, nbytes, f"storage {key} data"), st, order)
         pos += 8 + nbytes
-    return flatten_tensors(obj, datas, buf.path)
+    return flatten_tensors(obj, datas, buf)
