@@ -325,7 +325,7 @@ Observations on this run:
   feature is the static input of one LSTM and receives its `p_static` (rule `caffe`: the full gate signal,
   the released code's GPU path). Signal reaching the embedded input words leaves the visual path; it is
   reported per step (`words_per_step`) and as `word_share`.
-- Frames: the video feature's signal is distributed to the frames by the average-pool rule of SPEC §2 (in
+- Frames: the video feature's signal is distributed to the frames by the average-pool rule of docs/spec.md §2 (in
   proportion to each frame's activation, 0 where the sum over frames is not positive); then eq. 5 divides
   by the grand total over frames and units, per query. cEB-R negates the vocabulary classifier's weights
   (bias untouched) and subtracts the two normalised passes at the frames (eqs. 6-7). An image captioner

@@ -10,7 +10,7 @@ Trains with torch on the CPU (2 threads), deterministic given the seeds below:
     padding 1, pools 2x2 max; input (3, 64, 64) frames in [0, 1] (no
     preprocessing), trained on single frames of trimmed synthetic videos;
 (b) ``synthetic_cnn_lstm``: THE SAME CNN up to drop7 (copied and frozen), then
-    ``lstm1`` (a ReLU LSTM of 128 units written here by hand as SPEC §4: gate
+    ``lstm1`` (a ReLU LSTM of 128 units written here by hand as docs/spec.md §4: gate
     blocks i, f, o, g, Caffe's clip markers cont = 0 at the first frame) ->
     ``lstm1_drop`` -> ``fc8`` at every step, trained LRCN style on 16-frame
     clips with a label at every step: half trimmed clips (the clip's action at
@@ -148,7 +148,7 @@ def torch_body(specs):
 
 
 class ReLULSTM(nn.Module):
-    """SPEC §4's LSTM with a ReLU cell, gate blocks i, f, o, g, Caffe's clip markers.
+    """docs/spec.md §4's LSTM with a ReLU cell, gate blocks i, f, o, g, Caffe's clip markers.
 
     ``z_t = W_x x_t + b + W_h (cont_t h_{t-1})``; ``i, f, o = sigmoid(.)``,
     ``g = relu(z^g)``; ``c_t = cont_t f c_{t-1} + i g``; ``h_t = o relu(c_t)``.

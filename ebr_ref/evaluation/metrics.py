@@ -1,6 +1,6 @@
 """Evaluation metrics: pointing-game accuracy, temporal IoU, detection AP and mAP.
 
-Paper §5 (Bargal et al., CVPR 2018); SPEC §6. Pure NumPy; inputs may be NumPy
+Paper §5 (Bargal et al., CVPR 2018); docs/spec.md §6. Pure NumPy; inputs may be NumPy
 or CuPy arrays or Python sequences.
 
 Temporal segments

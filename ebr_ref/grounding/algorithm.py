@@ -104,7 +104,7 @@ def normalise_by_total(P):
     Notes
     -----
     One total per target over all frames and all units, so frames stay
-    comparable in time (SPEC §5 step 3). A zero total divides to 0, not NaN
+    comparable in time (docs/spec.md §5.3). A zero total divides to 0, not NaN
     (the 0/0 -> 0 convention of :func:`ebr_ref.layers._eb.safe_divide`): that
     pass then contributes nothing, and the drivers report it.
     """
@@ -118,7 +118,7 @@ def contrast(P_N, P_N_dual):
     """Eq. 7: ``Map^t(a_i) = P_N^t(a_i) - P̄_N^t(a_i)``, the contrastive signal (``(K, T, ...)``, signed).
 
     For per-frame cEB the same difference is taken, of the two signals at the
-    classifier's input, without normalisation (SPEC §2).
+    classifier's input, without normalisation (docs/spec.md §2).
     """
     return P_N - P_N_dual  # (K, T, ...)
 

@@ -32,7 +32,7 @@ per offset ``(lo_h + a, lo_w + b)`` between the read-out position and the cell.
 At the read-out layer ``F = 1`` with one offset, 0. Going one layer up:
 
 * ReLU (EB and gradient pass ``m * p`` with ``m = 1[y > 0]``): ``F *= m``, shifted.
-* Convolution, EB (SPEC §2, paper eq. 3): ``p_x = x * W+^T (p_y / Z)``. With
+* Convolution, EB (docs/spec.md §2, paper eq. 3): ``p_x = x * W+^T (p_y / Z)``. With
   stride 1, kernel offset ``u``, dilation ``d`` and padding ``pd`` the input cell
   ``pos - Δ`` meets output cell ``pos - Δ'`` with ``Δ' = Δ + d u - pd``, so
   ``F'[Δ'] = (1 / Z)[pos - Δ'] sum_{Δ + d u - pd = Δ'} W+[:, :, u]^T (F[Δ] x[pos - Δ])``

@@ -65,7 +65,7 @@ def dropout_eb(p_y, cache):
     Notes
     -----
     The released Caffe code runs dropout's ordinary backward, which in the
-    TEST phase is a copy (``dropout_layer.cpp``); SPEC §2.
+    TEST phase is a copy (``dropout_layer.cpp``); docs/spec.md §2.
     """
     check_signal(p_y, cache.shape, "dropout_eb")
     return p_y

@@ -101,7 +101,7 @@ def lrn_eb(p_y, cache):
 
     Notes
     -----
-    SPEC §2 and the released code (``lrn_layer.cpp`` / ``.cu``
+    docs/spec.md §2 and the released code (``lrn_layer.cpp`` / ``.cu``
     ``Backward_eb_*``: bottom diff := top diff). LRN is not treated as a layer
     with weights: the signal passes unchanged, so it conserves mass.
     """

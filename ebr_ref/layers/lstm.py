@@ -2,11 +2,11 @@
 
 Shapes (time-major): ``x (T, N, D)``, static input ``s (N, D_s)``, clip markers
 ``cont (T, N)``, initial state ``h0, c0 (N, H)``, output ``h (T, N, H)``.
-Weights (SPEC §1): ``W_x (4H, D)``, ``b (4H,)``, ``W_h (4H, H)``, optional
+Weights (docs/spec.md §1): ``W_x (4H, D)``, ``b (4H,)``, ``W_h (4H, H)``, optional
 ``W_s (4H, D_s)``; the ``4H`` axis holds the gate blocks in :data:`GATE_ORDER`
 (Caffe's ``LSTMUnit`` order i, f, o, g). Importers permute other orders into it.
 
-Forward (SPEC §4; Caffe ``lstm_layer.cpp`` + ``lstm_unit_layer.cpp``)::
+Forward (docs/spec.md §4; Caffe ``lstm_layer.cpp`` + ``lstm_unit_layer.cpp``)::
 
     z_t = W_x x_t + b + W_h (cont_t h_{t-1}) [+ W_s s]     blocks [i | f | o | g]
     i, f, o = sigmoid(z^i), sigmoid(z^f), sigmoid(z^o);   g = act(z^g)
@@ -40,7 +40,7 @@ __all__ = [
 
 GATE_ORDER = ("i", "f", "o", "g")  # block order on the 4H axis (Caffe's LSTMUnit)
 CELL_ACTS = ("relu", "tanh")
-LSTM_RULES = ("caffe", "eb")  # the EB rules through the unrolled LSTM (SPEC §4); drivers and CLI offer these
+LSTM_RULES = ("caffe", "eb")  # the EB rules through the unrolled LSTM (docs/spec.md §4); drivers and CLI offer these
 
 
 class LSTMParams(NamedTuple):
@@ -194,7 +194,7 @@ def lstm_forward(x, params, *, cont=None, static=None, h0=None, c0=None, cell_ac
 
     Notes
     -----
-    SPEC §4 / paper §4 ("we use ReLU nonlinearities ... instead of tanh")::
+    docs/spec.md §4 / paper §4 ("we use ReLU nonlinearities ... instead of tanh")::
 
         z_t = W_x x_t + b + W_h (cont_t h_{t-1}) [+ W_s s]
         c_t = cont_t sigmoid(z^f) c_{t-1} + sigmoid(z^i) act(z^g)
@@ -302,7 +302,7 @@ def lstm_grad(g_h, cache):
     Notes
     -----
     Backpropagation through time of the forward of :func:`lstm_forward` with
-    the derivatives of its actual nonlinearities (SPEC §3): sigmoid', and
+    the derivatives of its actual nonlinearities (docs/spec.md §3): sigmoid', and
     ``1[z > 0]`` (ReLU, 0 at 0 as Caffe) or ``1 - tanh^2``. ``W_x`` is applied
     to the gate gradients of all steps in one GEMM after the time loop.
     """
@@ -350,7 +350,7 @@ def lstm_eb(p_h, cache, *, rule, allow_tanh=False):
 
     Notes
     -----
-    ``rule="eb"`` (SPEC §4; paper eqs. 1-4 on the unrolled unit; gates are
+    ``rule="eb"`` (docs/spec.md §4; paper eqs. 1-4 on the unrolled unit; gates are
     multiplicative weights, never signal carriers)::
 
         P(c_t)     += P(h_t)                          lost where act(c_t) == 0

@@ -46,7 +46,7 @@ def _mask(p, cache, name):
 def relu_eb(p_y, cache):
     """Excitation backward of a ReLU: the signal passes, masked by ``1[y > 0]``.
 
-    ``P(a_i) = P(a_j) * 1[a_j > 0]``: SPEC §2 lets ReLU apply its mask instead of
+    ``P(a_i) = P(a_j) * 1[a_j > 0]``: docs/spec.md §2 lets ReLU apply its mask instead of
     passing the signal unchanged; inside a network the two agree (Notes).
 
     Parameters

@@ -6,7 +6,7 @@ and is averaged away, e.g. ``x (T, N, D)`` (fc7 features of ``T`` frames of
 et al. 2015) ``y`` is the video feature that enters the decoder.
 
 EB treats the mean as an average pooling whose one window spans the whole time
-axis (SPEC §2, average pooling): the signal of ``y[u]`` is distributed back to
+axis (docs/spec.md §2, average pooling): the signal of ``y[u]`` is distributed back to
 the frames in proportion to their activations ``x[t, u]``.
 """
 
@@ -79,7 +79,7 @@ def temporal_mean_eb(p_y, cache):
 
     Notes
     -----
-    SPEC §2, average pooling: the released code's strict ``S > 0`` test
+    docs/spec.md §2, average pooling: the released code's strict ``S > 0`` test
     (``pooling_layer.cpp`` / ``.cu`` ``AvePoolBackwardEB`` in
     sbargal/Caffe-ExcitationBP-RNNs); the signal of a unit with ``S <= 0`` is
     lost (it has no frame with positive activation to go to). Linear and

@@ -142,7 +142,7 @@ def run_eb(records, p, *, lstm_rule="caffe", allow_tanh_eb=False):
     p : array of shape (K,) + output shape of the last record
         ``K`` stacked signals.
     lstm_rule : {"caffe", "eb"}
-        The rule through ``lstm`` layers (SPEC §4).
+        The rule through ``lstm`` layers (docs/spec.md §4).
     allow_tanh_eb : bool
         Allow ``lstm_rule="eb"`` through a tanh LSTM.
 

@@ -1,6 +1,6 @@
 """Pictures of a grounding: heatmap overlays, animations, a contact sheet and the evidence plot.
 
-Display steps only (SPEC §5.6): the engine's maps are signed; here they are
+Display steps only (docs/spec.md §5.6): the engine's maps are signed; here they are
 clamped at 0 and scaled to ``[0, 1]``, either by one value for the whole clip
 (``scale="clip"``, the default: frames without evidence stay dark, so the
 animation shows *when* as well as *where*; the value is the 99th percentile of

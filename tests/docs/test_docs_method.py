@@ -1,6 +1,6 @@
 """docs/method.md: every number of its worked examples is recomputed twice and compared with the page.
 
-1. An independent oracle written here from SPEC §2, §4 (rule "caffe") and §5:
+1. An independent oracle written here from docs/spec.md §2, §4 (rule "caffe") and §5:
    explicit per-step formulas in float64 with Python loops over time, sharing no
    code with the engine.
 2. The engine itself: :func:`ebr_ref.grounding.ground.ground` on a model built from the
@@ -56,7 +56,7 @@ def _safe(num, den):
 
 
 def _eb_linear(p_out, a, W):
-    """P(a) = a * W+^T (P_out / (W+ a)), 0 where the normaliser is 0 (SPEC §2)."""
+    """P(a) = a * W+^T (P_out / (W+ a)), 0 where the normaliser is 0 (docs/spec.md §2)."""
     Wp = numpy.maximum(W, 0.0)
     return a * (Wp.T @ _safe(p_out, Wp @ a))
 
@@ -82,7 +82,7 @@ def _sigmoid(z):
 
 
 def _lstm_caffe(p_h, xs, W_x, b, W_h):
-    """Forward of the ReLU LSTM (cont = 0, 1, 1, ...) and the released code's backward (SPEC §4, rule caffe)."""
+    """Forward of the ReLU LSTM (cont = 0, 1, 1, ...) and the released code's backward (docs/spec.md §4, rule caffe)."""
     T, H = len(xs), W_h.shape[1]
     h, c = numpy.zeros(H), numpy.zeros(H)
     fw = []
@@ -146,7 +146,7 @@ def oracle_rnn(v):
 
 
 def _segment(S):
-    """Anchor at the first maximum, grow while the next frame's S >= 0 (SPEC §6), written out."""
+    """Anchor at the first maximum, grow while the next frame's S >= 0 (docs/spec.md §6), written out."""
     a = int(numpy.argmax(S))
     s = a
     while s - 1 >= 0 and S[s - 1] >= 0:

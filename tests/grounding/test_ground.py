@@ -1,9 +1,9 @@
-"""ground(): the drivers of paper Algorithm 1 (SPEC §5) against an independent float64 torch oracle.
+"""ground(): the drivers of paper Algorithm 1 (docs/spec.md §5) against an independent float64 torch oracle.
 
 The oracle (tests/oracles/torch_ebr.py) reads only the model's layer list and
 parameters and recomputes forward, EB rules, the two LSTM rules, eq. 5 and the
-contrasts with torch (SPEC §2-§5). Errors are normwise; contrastive results are
-normalised by the positive pass alone (SPEC §7). Further checks need no oracle:
+contrasts with torch (docs/spec.md §2–§5). Errors are normwise; contrastive results are
+normalised by the positive pass alone (docs/spec.md §7). Further checks need no oracle:
 the contrast identities, multi-target and chunked runs against single and
 unchunked runs, the checkpoint recompute path, float32 against float64.
 """
@@ -16,7 +16,7 @@ from ebr_ref.models import sequential
 
 from ..conftest import rel_err
 
-TOL = 1e-9  # SPEC §7: float64 against an independent float64 oracle
+TOL = 1e-9  # docs/spec.md §7: float64 against an independent float64 oracle
 
 CNN_LSTM = [
     ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu1", "relu"),
@@ -73,7 +73,7 @@ def clip():
 
 
 def oracle_err(maps, ref):
-    """Normwise error against the oracle; contrastive results relative to the positive pass (SPEC §7)."""
+    """Normwise error against the oracle; contrastive results relative to the positive pass (docs/spec.md §7)."""
     scale = numpy.linalg.norm(ref["positive_maps"])
     assert scale > 0, "degenerate case: the oracle's positive pass is zero"
     return numpy.linalg.norm(maps - ref["maps"]) / scale
@@ -375,7 +375,7 @@ def test_oracle_maxpool_routes_ties_to_the_first_maximum(oracle):
 
 @pytest.mark.oracle
 @pytest.mark.parametrize(
-    # (H, k, s, p, ceil, floor): ceil((H + 2p - k)/s) + 1, minus 1 when p > 0 and (o-1)s >= H + p (SPEC §2)
+    # (H, k, s, p, ceil, floor): ceil((H + 2p - k)/s) + 1, minus 1 when p > 0 and (o-1)s >= H + p (docs/spec.md §2)
     "size, k, s, p, ceil, floor",
     [(6, 3, 2, 0, 3, 2), (7, 3, 2, 1, 4, 4), (13, 3, 2, 0, 6, 6), (5, 2, 2, 1, 3, 3), (8, 3, 3, 1, 3, 3)],
 )

@@ -1,4 +1,4 @@
-"""ground_caption(): caption grounding (paper §4.2, SPEC §5) against an independent float64 torch oracle.
+"""ground_caption(): caption grounding (paper §4.2, docs/spec.md §5) against an independent float64 torch oracle.
 
 The oracle (tests/oracles/torch_caption.py) reads only the captioner's frame
 layer list, parameters and decoder settings, and recomputes the CNN, the mean
@@ -16,7 +16,7 @@ from ebr_ref.models.caption import captioner
 
 from ..conftest import rel_err
 
-TOL = 1e-9  # SPEC §7: float64 against an independent float64 oracle
+TOL = 1e-9  # docs/spec.md §7: float64 against an independent float64 oracle
 
 WORDS = ["a", "red", "blue", "square", "disk", "and", "slides", "pulses"]
 CAPTION = "a red square slides and a blue disk pulses"
@@ -57,7 +57,7 @@ def _steps(model, query):
 
 
 def oracle_err(maps, ref):
-    """Normwise error; contrastive results relative to the positive pass alone (SPEC §7)."""
+    """Normwise error; contrastive results relative to the positive pass alone (docs/spec.md §7)."""
     scale = numpy.linalg.norm(ref["positive_maps"])
     assert scale > 0, "degenerate case: the oracle's positive pass is zero"
     return numpy.linalg.norm(maps - ref["maps"]) / scale
@@ -166,7 +166,7 @@ def test_accounting_with_zero_denominators_and_signed_features(oracle, clip):
     assert d["pool_lost"][0] != 0  # signed features: signal lost where sum_t x <= 0
     assert d["lost"]["predict"][1] == 1.0 and d["video"][1] == 0 and d["words"][1] == 0
     assert g.diagnostics["zero_totals"] == [{"pass": "positive", "target_index": 1}]
-    # a zero positive total makes that term zero: the map is minus the dual pass (SPEC §5 step 3), as the oracle
+    # a zero positive total makes that term zero: the map is minus the dual pass (docs/spec.md §5.3), as the oracle
     ids = model.vocab.encode(CAPTION)
     ref = oracle(model, clip, ids, _steps(model, "square"), method="cEB-R", layer="relu2", lstm_rule="eb")
     assert ref["total"] == 0 and numpy.linalg.norm(ref["maps"]) > 0

@@ -1,4 +1,4 @@
-"""Naive scalar-loop LSTM oracles: the forward of SPEC §4 and the conserving EB rule ("eb").
+"""Naive scalar-loop LSTM oracles: the forward of docs/spec.md §4 and the conserving EB rule ("eb").
 
 Plain Python loops over time, batch and units on float64 NumPy arrays; they
 share no code with ``ebr_ref.layers.lstm``. Gate blocks are located by the
@@ -65,7 +65,7 @@ def naive_forward(x, W_x, b, W_h, W_s=None, s=None, cont=None, h0=None, c0=None,
 
 
 def naive_eb_conserving(fw, p_h, x, W_x, W_h, W_s=None, s=None, cell_act="relu"):
-    """The "eb" rule of SPEC §4 by scalar loops over the unrolled graph.
+    """The "eb" rule of docs/spec.md §4 by scalar loops over the unrolled graph.
 
     Returns ``(p_x (T,N,D), p_s (N,D_s) or None, p_h0 (N,H), p_c0 (N,H), lost (T,N))``.
     """

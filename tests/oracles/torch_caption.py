@@ -1,4 +1,4 @@
-"""Float64 torch oracle of caption grounding (SPEC §4, §5 "Caption grounding"; paper §4.2).
+"""Float64 torch oracle of caption grounding (docs/spec.md §4, §5 "Caption grounding"; paper §4.2).
 
 Independent of ``ebr_ref``: it reads only a captioner's frame layer list
 (``layer.name``, ``layer.type``, ``layer.settings``), its parameter dict (NumPy
@@ -8,7 +8,7 @@ two special token indices, and recomputes with torch in float64, written from SP
 * frame CNN forward and EB per layer: the action-model oracle's layer functions
   (``tests/oracles/torch_ebr.py``, itself independent of ebr_ref);
 * mean over time: ``v = mean_t x_t``; EB ``P(x_t) = x_t P(v) / sum_t x_t``, 0 where
-  the sum is not positive (SPEC §2 average pooling);
+  the sum is not positive (docs/spec.md §2 average pooling);
 * decoder: embedding by indexing, two LSTMs unrolled by hand (gates i, f, o, g,
   a fresh state at step 0), the video feature added through ``W_s`` to the gates of
   the static layer, the classifier at every step;
@@ -17,7 +17,7 @@ two special token indices, and recomputes with torch in float64, written from SP
 * LSTM rule ``"caffe"``: autograd through the unrolled cell with the recurrent
   branch detached, the gate signal ``dz`` then pushed in full through ``W_x``
   (``Z = W_x+ x_t``) and in full through ``W_s`` (``Z = W_s+ s``, summed over steps);
-* LSTM rule ``"eb"``: SPEC §4's conserving rule step by step, the static input one
+* LSTM rule ``"eb"``: docs/spec.md §4's conserving rule step by step, the static input one
   more child of ``g_t``;
 * BP-R: torch autograd of the raw seeded logits, read at the read-out layer's output.
 """
@@ -123,7 +123,7 @@ def _lstm_eb_caffe(P, name, x, s, p_h, act):
 
 
 def _lstm_eb_rule(P, name, x, s, p_h, act, steps):
-    """SPEC §4 rule "eb" with a static input: h -> c, c -> {c_prev, g}, g -> {x, h_prev, s}."""
+    """docs/spec.md §4 rule "eb" with a static input: h -> c, c -> {c_prev, g}, g -> {x, h_prev, s}."""
     W_x, W_h = P[f"{name}.W_x"], P[f"{name}.W_h"]
     H = W_h.shape[1]
     Wxg, Whg = W_x[3 * H :].clamp(min=0), W_h[3 * H :].clamp(min=0)

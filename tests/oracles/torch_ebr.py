@@ -1,14 +1,14 @@
-"""Float64 torch oracle of the grounding drivers (SPEC §2-§5, paper Algorithm 1).
+"""Float64 torch oracle of the grounding drivers (docs/spec.md §2–§5, paper Algorithm 1).
 
 Independent of ``ebr_ref``'s kernels and drivers: it reads only a model's layer
 list (``layer.name``, ``layer.type``, ``layer.settings``) and its parameter dict
 (NumPy arrays under canonical names), and recomputes everything with torch in
 float64, written from SPEC:
 
-* forward: ``F.conv2d``; pooling with Caffe's ceil formula (SPEC §2) done by
+* forward: ``F.conv2d``; pooling with Caffe's ceil formula (docs/spec.md §2) done by
   explicit padding/cropping and a floor-mode torch pool; Caffe's ACROSS_CHANNELS
   LRN by hand; the LSTM unrolled by hand (gate order i, f, o, g; ``cont`` markers;
-  ReLU or tanh cell, SPEC §4);
+  ReLU or tanh cell, docs/spec.md §4);
 * EB of a non-negative linear map ``f+`` (fc, conv, average pool):
   ``P_in = a * d/da[f+(a) . stopgrad(P / Z)]`` with ``Z = f+(a)`` and the quotient
   exactly 0 where ``Z == 0`` (fc, conv) or ``Z <= 0`` (average pool); max pool
@@ -17,9 +17,9 @@ float64, written from SPEC:
 * LSTM rule ``"caffe"``: autograd through the unrolled cell with the recurrent
   branch ``W_h h_{t-1}`` detached, then the gate signal ``dz`` pushed through
   ``W_x`` with the linear rule (``Z = W_x+ x_t``);
-* LSTM rule ``"eb"``: the conserving rule of SPEC §4, by hand, step by step;
+* LSTM rule ``"eb"``: the conserving rule of docs/spec.md §4, by hand, step by step;
 * gradients (BP, BP-R): torch autograd of the raw target logit(s), read at the
-  read-out layer's output (a conv's pre-ReLU output, SPEC §3).
+  read-out layer's output (a conv's pre-ReLU output, docs/spec.md §3).
 
 :func:`oracle_ground` handles one target class per call. Torch's max-pool
 backward routes a tie to the first maximum in scan order (checked in
@@ -51,7 +51,7 @@ def _ratio(num, den, ok):
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
-# ---- pooling geometry (SPEC §2) -----------------------------------------------------------------
+# ---- pooling geometry (docs/spec.md §2) -----------------------------------------------------------------
 def pool_out_size(size, kernel, stride, padding, ceil_mode):
     """Floor rule, or Caffe's ceil rule ``ceil((H + 2p - k)/s) + 1``, minus 1 if ``p > 0`` and ``(o-1)s >= H + p``."""
     if not ceil_mode:
@@ -111,7 +111,7 @@ def _lrn(x, s):
     return x * (s["k"] + s["alpha"] / size * win) ** (-s["beta"])
 
 
-# ---- LSTM (SPEC §4) -----------------------------------------------------------------------------
+# ---- LSTM (docs/spec.md §4) -----------------------------------------------------------------------------
 def _act(name):
     return {"relu": torch.relu, "tanh": torch.tanh}[name]
 
@@ -155,7 +155,7 @@ def _lstm_eb_caffe(x, p_h, P, name, s, cont):
 
 
 def _lstm_eb_conserving(x, p_h, P, name, s, cont):
-    """SPEC §4 rule ``"eb"``: h -> c, c -> {c_prev, g} in proportion, g -> {x, h_prev} linear EB (g rows)."""
+    """docs/spec.md §4 rule ``"eb"``: h -> c, c -> {c_prev, g} in proportion, g -> {x, h_prev} linear EB (g rows)."""
     W_x, W_h = P[f"{name}.W_x"], P[f"{name}.W_h"]
     H = W_h.shape[1]
     act = _act(s["cell_act"])
