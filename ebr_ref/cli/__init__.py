@@ -5,7 +5,8 @@ Commands (one module each): ``demo``, ``ground``, ``caption``, ``convert``,
 status: 0 on success, 1 when ``compare`` finds differences beyond its
 tolerance, 2 for a user mistake (a bad path, argument or file: printed as one
 line ``ebr-ref <command>: error: ...`` on stderr, never a traceback), 130 on
-Ctrl-C. An unexpected internal error prints its traceback (it is a bug;
+Ctrl-C, 143 on SIGTERM (both after removing the temporaries of an unfinished
+write). An unexpected internal error prints its traceback (it is a bug;
 please report it) and exits with 1.
 
 This package imports neither torch nor CuPy; matplotlib, Pillow, imageio and
@@ -18,10 +19,13 @@ by ``ground``/``compare``/``demo`` when ``--model`` is a foreign checkpoint
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+from contextlib import contextmanager
 
 from .. import __version__
-from ._common import Console, UserError
+from ._common import Console, Terminated, UserError
 
 __all__ = ["main", "build_parser"]
 
@@ -51,8 +55,40 @@ def build_parser():
     return parser
 
 
+_OWNER = []  # the id of the process whose SIGTERM raises (forked workers keep the default action)
+
+
+def _terminate(signum, frame):
+    if _OWNER and os.getpid() != _OWNER[-1]:  # a forked child: die as if no handler were installed
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`Terminated` while a command runs (main thread only): temporaries are removed."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM
+        yield
+        return
+    _OWNER.append(os.getpid())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _OWNER.pop()
+
+
 def main(argv=None):
     """Run the command line; return the exit status (see the module notes)."""
+    with _sigterm_raises():
+        return _main(argv)
+
+
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = "ebr-ref"
     debug = "--debug" in argv
@@ -72,5 +108,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # pragma: no cover - e.g. `ebr-ref inspect x | head`
         return 0

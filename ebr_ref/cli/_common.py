@@ -7,7 +7,6 @@ converted on the fly); ``convert`` and ``inspect`` import it themselves.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -18,8 +17,12 @@ import numpy
 __all__ = [
     "UserError", "Console", "load_any_model", "is_canonical_model", "resolve_targets", "parse_interval",
     "parse_seed_steps", "jsonable", "prepare_out_dir", "describe_model", "user_errors", "require_classifier",
-    "require_cli_extra",
+    "require_cli_extra", "Terminated",
 ]
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM while a command runs, so that temporaries are cleaned up."""
 
 
 class UserError(Exception):
@@ -109,16 +112,23 @@ class _NullBar:
 
 
 def _sidecar(path):
-    """The ebr_ref canonical sidecar of ``path`` (a dict), or None when ``path`` is not such a model."""
-    from ..models.io import FORMAT, sidecar_path
+    """The ebr_ref canonical sidecar of ``path`` (a dict), or None when ``path`` is not such a model.
 
-    side = sidecar_path(path)
-    if not (str(path).endswith(".npz") and os.path.isfile(path) and os.path.isfile(side)):
+    Read with :func:`ebr_ref.models.io.read_sidecar` (a pair whose commit was
+    interrupted is read through its pending sidecar); a sidecar of this format
+    that fails its checks is still returned, so that loading reports why.
+    """
+    from ..models.io import FORMAT, ModelFileError, _load_json, read_sidecar, sidecar_path
+
+    if not (str(path).endswith(".npz") and os.path.isfile(path)):
         return None
     try:
-        with open(side) as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
+        return read_sidecar(path)
+    except (ModelFileError, OSError):
+        pass
+    try:
+        doc = _load_json(sidecar_path(path))
+    except (ModelFileError, OSError):
         return None
     return doc if isinstance(doc, dict) and doc.get("format") == FORMAT else None
 
@@ -134,11 +144,15 @@ def canonical_kind(path):
     return None if side is None else side.get("kind", "classifier")
 
 
-def _load_canonical(path):
+def _load_canonical(path, *, allow_nonfinite=False):
     """A classifier (:func:`ebr_ref.models.load_model`) or a captioner (sidecar ``kind: captioner``).
 
-    A canonical file of kind ``weights`` (parameters converted by ``weights_io``)
-    goes through :func:`load_any_model`'s conversion path instead.
+    The one loader of canonical files for every command: the ``.npz`` is read
+    by :func:`ebr_ref.models.io.read_canonical` (sha256, every ``.npy`` header
+    checked against the archive and the sidecar before its data is read,
+    non-finite parameters refused unless ``allow_nonfinite``). A canonical file
+    of kind ``weights`` (parameters converted by ``weights_io``) goes through
+    :func:`load_any_model`'s conversion path instead.
     """
     from ..models import load_model
 
@@ -146,8 +160,26 @@ def _load_canonical(path):
         if (_sidecar(path) or {}).get("kind") == "captioner":
             from ..models.caption import load_captioner
 
-            return load_captioner(path)
-        return load_model(path)
+            if not allow_nonfinite:
+                return load_captioner(path)
+            return _captioner_nonfinite(path)
+        return load_model(path, allow_nonfinite=allow_nonfinite)
+
+
+def _captioner_nonfinite(path):
+    """:func:`~ebr_ref.models.caption.load_captioner` for inspection: non-finite parameters allowed."""
+    from ..models.caption import KIND, Vocabulary, captioner
+    from ..models.io import read_canonical, sidecar_path
+
+    params, side = read_canonical(path, kind=KIND, allow_nonfinite=True)
+    try:
+        dec = side["decoder"]
+        vocab = Vocabulary.from_tokens(side["vocabulary"])
+        return captioner(side["architecture"], vocab, tuple(side["input_shape"]),
+                         static_layer=dec["static_layer"], pool=dec["pool"], cell_act=dec["cell_act"],
+                         params=params, meta=side.get("meta", {}))
+    except KeyError as e:
+        raise ValueError(f"{sidecar_path(path)}: missing field {e.args[0]!r}") from None
 
 
 def load_any_model(spec, *, prototxt=None, source=None, options=None):
@@ -188,8 +220,11 @@ def load_any_model(spec, *, prototxt=None, source=None, options=None):
         if not arch:
             raise UserError(f"{spec}: the converter found no architecture to build a model from")
         from ..models import from_spec
+        from ..models.io import check_finite
 
-        model = from_spec(arch, {k: numpy.array(v) for k, v in params.items()}, meta)
+        params = {k: numpy.array(v) for k, v in params.items()}
+        check_finite(params, spec)
+        model = from_spec(arch, params, meta)
         return model, f"converted ({meta.get('source', {}).get('converter', source or 'auto')})"
 
 

@@ -15,12 +15,11 @@ import time
 import numpy
 
 from .. import backend
-from ..tools.video import VideoError, clip_for_model, read_frames
-from ._common import (
-    UserError, describe_model, load_any_model, parse_interval, prepare_out_dir, require_cli_extra, user_errors,
-)
+from ..tools.video import VideoError, clip_for_model
+from ._common import UserError, describe_model, load_any_model, parse_interval, require_cli_extra, user_errors
+from ._outputs import OutputSet
 from ._report import analyse, item_json, print_summary, tag_of, write_outputs
-from .ground import add_input_args, add_output_args
+from .ground import add_input_args, add_output_args, read_input
 
 __all__ = ["add_parser", "run", "ground_words", "CAPTION_METHODS"]
 
@@ -89,7 +88,7 @@ def ground_words(model, clip, words, args, console, *, caption=None, gts=None, b
     t0 = time.perf_counter()
     decoded = "forced" if caption is not None else "greedy"
     if words is None:
-        with user_errors():
+        with user_errors(), numpy.errstate(over="ignore", invalid="ignore"):
             if caption is not None:
                 cap_words = model.vocab.split(caption)
             else:
@@ -99,7 +98,8 @@ def ground_words(model, clip, words, args, console, *, caption=None, gts=None, b
             raise UserError("the model's caption is empty (it emitted <eos> first): nothing to ground; pass --caption")
         words = list(dict.fromkeys(cap_words))
         caption = cap_words
-    with console.stage(f"{args.method} for {len(words)} word(s) on {clip.shape[0]} frames"), user_errors():
+    with console.stage(f"{args.method} for {len(words)} word(s) on {clip.shape[0]} frames"), user_errors(), \
+            numpy.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, as one line
         res = ground_caption(model, clip, list(words), caption=caption, method=args.method, layer=args.layer,
                              lstm_rule=args.lstm_rule, max_len=args.max_len, chunk_size=args.chunk_size)
     seconds = time.perf_counter() - t0
@@ -130,37 +130,45 @@ def run(args, console):
     require_cli_extra()
     model, how = load_captioner_arg(args.model, args)
     intervals = [parse_interval(v) for v in (args.interval or [])]
-    try:
-        frames, info = read_frames(args.input, every=args.every, max_frames=args.max_frames, start=args.start,
-                                   progress=console.progress)
-        pre = None
-        if args.preprocessing is not None:
-            from .ground import _preprocessing_arg
+    if args.caption is not None:
+        with user_errors("--caption"):
+            model.vocab.split(args.caption)  # a word outside the vocabulary is refused before any work
+    pre = None
+    if args.preprocessing is not None:
+        from .ground import _preprocessing_arg
 
-            pre = _preprocessing_arg(args.preprocessing)
-        clip, display = clip_for_model(frames, model, fit=args.fit, preprocessing=pre)
-    except VideoError as e:
-        raise UserError(str(e)) from None
-    out = prepare_out_dir(args.out)
-    res, items, seconds = ground_words(model, clip, _words_arg(args.words), args, console, caption=args.caption,
-                                       gts=intervals, input_size=display.shape[1:3])
-    results = {
-        "command": "caption", "model": {"spec": args.model, "loaded_as": how, "name": model.meta.get("name")},
-        "method": args.method, "layer": res.layer, "lstm_rule": args.lstm_rule, "dtype": str(model.dtype),
-        "device": args.device,
-        "input": {"source": info["source"], "kind": info["kind"], "fps": info["fps"], "frames": len(info["indices"]),
-                  "decoded_indices": info["indices"], "decoded_size": list(info["size"]),
-                  "model_size": list(display.shape[1:3]), "fit": args.fit},
-        **caption_json(res), "targets": [item_json(it) for it in items], "diagnostics": res.diagnostics,
-        "timing_s": {"ground": round(seconds, 3)},
-    }
-    arrays = {"maps": res.maps, "evidence": res.evidence, "word_probs_per_step": res.probs, "clip": clip,
-              "frames": display, "caption": numpy.array(res.caption, dtype=str), "method": numpy.str_(args.method),
-              "layer": numpy.str_(res.layer), "lstm_rule": numpy.str_(args.lstm_rule)}
-    files = write_outputs(out, display, items, console=console, fps=args.fps or 4.0, scale=args.scale,
-                          mp4=not args.no_mp4, results=results, arrays=arrays, title=f"{args.method} at {res.layer}")
+        pre = _preprocessing_arg(args.preprocessing)
+    with OutputSet(args.out, overwrite=args.overwrite) as outs:
+        frames, info = read_input(args, console)
+        try:
+            clip, display = clip_for_model(frames, model, fit=args.fit, preprocessing=pre)
+        except VideoError as e:
+            raise UserError(str(e)) from None
+        res, items, seconds = ground_words(model, clip, _words_arg(args.words), args, console,
+                                           caption=args.caption, gts=intervals, input_size=display.shape[1:3])
+        results = {
+            "command": "caption",
+            "model": {"spec": args.model, "loaded_as": how, "name": model.meta.get("name")},
+            "method": args.method, "layer": res.layer, "lstm_rule": args.lstm_rule, "dtype": str(model.dtype),
+            "device": args.device,
+            "input": {"source": info["source"], "kind": info["kind"], "fps": info["fps"],
+                      "frames": len(info["indices"]), "decoded_indices": info["indices"],
+                      "decoded_size": list(info["size"]), "model_size": list(display.shape[1:3]),
+                      "fit": args.fit},
+            **caption_json(res), "targets": [item_json(it) for it in items], "diagnostics": res.diagnostics,
+            "timing_s": {"ground": round(seconds, 3)},
+        }
+        arrays = {"maps": res.maps, "evidence": res.evidence, "word_probs_per_step": res.probs, "clip": clip,
+                  "frames": display, "caption": numpy.array(res.caption, dtype=str),
+                  "method": numpy.str_(args.method), "layer": numpy.str_(res.layer),
+                  "lstm_rule": numpy.str_(args.lstm_rule)}
+        files = write_outputs(outs.stage, display, items, console=console, fps=args.fps or 4.0,
+                              scale=args.scale, mp4=not args.no_mp4, results=results, arrays=arrays,
+                              title=f"{args.method} at {res.layer}")
+        outs.commit()
+    files = outs.final(files)
     console.info(f"model {describe_model(model)} [{how}]")
     console.info(f"caption ({res.diagnostics.get('decoded')}): \"{' '.join(res.caption)}\"; "
                  f"{args.method} at {res.layer} in {seconds:.2f} s")
-    print_summary(console, items, files, out)
+    print_summary(console, items, files, args.out)
     return 0

@@ -12,7 +12,7 @@ import os
 import numpy
 
 from ..tools.compare import compare, format_report, read_theirs
-from ..tools.video import VideoError, clip_for_model, read_frames
+from ..tools.video import MAX_FRAME_PIXELS, VideoError, clip_for_model, read_frames
 from ._common import (
     UserError, describe_model, load_any_model, parse_seed_steps, require_classifier, resolve_targets, user_errors,
 )
@@ -45,12 +45,14 @@ def add_parser(sub, parents):
     return p
 
 
-def _load_clip(path, model):
+def _load_clip(path, model, max_pixels=MAX_FRAME_PIXELS):
     if not os.path.exists(path):
         raise UserError(f"--clip {path}: no such file or folder")
     if path.endswith(".npy"):
+        from ..models.io import read_npy
+
         with user_errors(f"--clip {path}"):
-            return numpy.load(path, allow_pickle=False)
+            return read_npy(path)
     if path.endswith(".npz"):
         with user_errors(f"--clip {path}"):
             z = read_theirs(path)
@@ -58,7 +60,7 @@ def _load_clip(path, model):
             raise UserError(f"--clip {path}: the archive has no 'clip' entry")
         return z["clip"]
     try:
-        frames, _ = read_frames(path)
+        frames, _ = read_frames(path, max_pixels=max_pixels)
         clip, _ = clip_for_model(frames, model)
     except VideoError as e:
         raise UserError(str(e)) from None
@@ -79,7 +81,7 @@ def run(args, console):
     steps = parse_seed_steps(args.seed_steps) if args.seed_steps is not None else None
     if not args.rtol > 0:
         raise UserError(f"--rtol must be positive, got {args.rtol}")
-    with user_errors():
+    with user_errors(), numpy.errstate(over="ignore", invalid="ignore"):
         report = compare(theirs, model, clip=clip, target=target, method=args.method, layer=args.layer,
                          lstm_rule=args.lstm_rule, seed_steps=steps, dtype=args.dtype, rtol=args.rtol,
                          progress=console.progress)

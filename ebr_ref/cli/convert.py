@@ -4,7 +4,10 @@ Reads and converts with ``weights_io`` (imported here, lazily), builds the
 model with :func:`ebr_ref.models.from_spec` (which checks every parameter
 shape against the architecture) and writes it with
 :func:`ebr_ref.models.save_model`: ``model.npz`` plus the ``model.json``
-sidecar that every other command loads with ebr_ref alone.
+sidecar that every other command loads with ebr_ref alone. The pair is
+committed as one unit (:mod:`ebr_ref.models.io`: an existing pair stays
+loadable until the new one is whole); an existing pair is replaced only with
+``--overwrite``; parameters with NaN or infinite values are refused.
 """
 
 from __future__ import annotations
@@ -31,8 +34,21 @@ def add_parser(sub, parents):
     p.add_argument("--class-names", help="text file with one class name per line, stored in the sidecar")
     p.add_argument("--dtype", choices=("float32", "float64"), help="store the parameters in this dtype")
     p.add_argument("--out", required=True, help="output .npz (the sidecar is written next to it as .json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing .npz/.json pair (refused otherwise)")
     p.set_defaults(run=run)
     return p
+
+
+def _refuse_existing(out, overwrite):
+    """A UserError when the pair exists (unless ``overwrite``) or a name of it is not a regular file."""
+    from ..models.io import sidecar_path
+
+    for p in (out, sidecar_path(out)):
+        if os.path.lexists(p) and (os.path.isdir(p) or not os.path.isfile(p)):
+            raise UserError(f"--out {out}: {p} exists and is not a regular file; not replaced")
+        if os.path.lexists(p) and not overwrite:
+            raise UserError(f"--out {out}: {p} exists; pass --overwrite to replace it")
 
 
 def run(args, console):
@@ -46,6 +62,7 @@ def run(args, console):
         raise UserError(f"--out {out}: the folder {d} does not exist")
     if not os.path.exists(args.checkpoint):
         raise UserError(f"{args.checkpoint}: no such file")
+    _refuse_existing(out, args.overwrite)
     names = None
     if args.class_names is not None:
         try:
@@ -67,6 +84,7 @@ def run(args, console):
         if len(names) != model.num_classes:
             raise UserError(f"--class-names: {len(names)} names for a model with {model.num_classes} classes")
         meta["class_names"] = names
+    _refuse_existing(out, args.overwrite)  # again: the conversion may have taken a while
     with user_errors(f"--out {out}"):
         save_model(model, out, meta=meta)
     console.info(f"{args.checkpoint} [{how}] -> {out} (+ {os.path.splitext(out)[0]}.json)")

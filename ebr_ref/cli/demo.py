@@ -20,9 +20,10 @@ from .. import synthetic
 from ..models import shipped_names
 from ..tools.video import preprocess, preprocessing_of
 from ._common import (
-    UserError, class_names, describe_model, load_any_model, prepare_out_dir, require_classifier, require_cli_extra,
+    UserError, class_names, describe_model, load_any_model, require_classifier, require_cli_extra,
     user_errors,
 )
+from ._outputs import OutputSet
 from ._report import analyse, item_json, print_summary, tag_of, write_outputs
 from .ground import (
     add_engine_args, add_output_args, describe_prediction, ground_arrays, predicted, prepare_model, run_ground,
@@ -88,51 +89,53 @@ def run(args, console):
     if not model.is_recurrent or model.num_classes != synthetic.NUM_CLASSES or model.input_shape[0] != 3:
         raise UserError(f"the demo needs a CNN-LSTM over the {synthetic.NUM_CLASSES} synthetic actions; "
                         f"got {describe_model(model)}")
-    out = prepare_out_dir(args.out)
-    size = model.input_shape[1:]
-    with console.stage("rendering the synthetic clip"), user_errors("synthetic clip"):
-        clip = synthetic.make_clip("GT+rand", seed=args.seed, num_frames=args.frames, size=size)
-    with user_errors("preprocessing"):
-        x = preprocess(clip.frames.transpose(0, 2, 3, 1), preprocessing_of(model.meta), model.dtype)
-    display = _display(clip.frames)
-    targets = [int(clip.label), int(clip.rand_label)]
-    g, method, t_ground = run_ground(model, x, targets, args, console)
-    names = class_names(model)
-    items = []
-    for k, c in enumerate(targets):
-        items.append(analyse({
-            "tag": tag_of("class", c, names[c]), "name": names[c], "index": c, "maps": g.maps[k],
-            "evidence": g.evidence[k], "prob": g.probs[:, c], "gt": _interval_of_class(clip, c),
-            "boxes": _boxes_of_class(clip, c),
-        }, size))
-    caption = None
-    if not args.no_caption:
-        caption = _caption_part(args, console, size)
-        if caption is not None:
-            items.extend(caption["items"])
-    pred = predicted(model, g.probs)
-    results = {
-        "command": "demo", "model": {"spec": args.model, "loaded_as": how, "name": model.meta.get("name"),
-                                    "class_names": names},
-        "method": method, "layer": g.layer, "lstm_rule": args.lstm_rule, "dtype": str(model.dtype),
-        "device": args.device,
-        "clip": {"generator": "ebr_ref.synthetic.make_clip", "kind": clip.kind, "seed": args.seed,
-                 "frames": int(x.shape[0]), "size": list(size), "actions": [names[c] for c in targets],
-                 "intervals": [list(_interval_of_class(clip, c)) for c in targets]},
-        "predicted": pred, "targets": [item_json(it) for it in items],
-        "caption": None if caption is None else {k: v for k, v in caption.items()
-                                                 if k not in ("items", "maps", "evidence", "clip")},
-        "diagnostics": g.diagnostics, "timing_s": {"ground": round(t_ground, 3)},
-    }
-    arrays = ground_arrays(g, x, display, method, args, targets)
-    arrays["frame_labels"] = clip.frame_labels
-    arrays["actor_boxes"] = clip.actor_boxes
-    if caption is not None and caption.get("items"):
-        arrays.update({"caption_maps": caption["maps"], "caption_evidence": caption["evidence"],
-                       "caption_clip": caption["clip"], "caption_frames": caption["items"][0]["display"]})
-    files = write_outputs(out, display, items, console=console, fps=args.fps or 4.0, scale=args.scale,
-                          mp4=not args.no_mp4, results=results, arrays=arrays,
-                          title=f"{method} at {g.layer}, synthetic clip {args.seed:#x}")
+    with OutputSet(args.out, overwrite=args.overwrite) as outs:
+        size = model.input_shape[1:]
+        with console.stage("rendering the synthetic clip"), user_errors("synthetic clip"):
+            clip = synthetic.make_clip("GT+rand", seed=args.seed, num_frames=args.frames, size=size)
+        with user_errors("preprocessing"):
+            x = preprocess(clip.frames.transpose(0, 2, 3, 1), preprocessing_of(model.meta), model.dtype)
+        display = _display(clip.frames)
+        targets = [int(clip.label), int(clip.rand_label)]
+        g, method, t_ground = run_ground(model, x, targets, args, console)
+        names = class_names(model)
+        items = []
+        for k, c in enumerate(targets):
+            items.append(analyse({
+                "tag": tag_of("class", c, names[c]), "name": names[c], "index": c, "maps": g.maps[k],
+                "evidence": g.evidence[k], "prob": g.probs[:, c], "gt": _interval_of_class(clip, c),
+                "boxes": _boxes_of_class(clip, c),
+            }, size))
+        caption = None
+        if not args.no_caption:
+            caption = _caption_part(args, console, size)
+            if caption is not None:
+                items.extend(caption["items"])
+        pred = predicted(model, g.probs)
+        results = {
+            "command": "demo", "model": {"spec": args.model, "loaded_as": how, "name": model.meta.get("name"),
+                                        "class_names": names},
+            "method": method, "layer": g.layer, "lstm_rule": args.lstm_rule, "dtype": str(model.dtype),
+            "device": args.device,
+            "clip": {"generator": "ebr_ref.synthetic.make_clip", "kind": clip.kind, "seed": args.seed,
+                     "frames": int(x.shape[0]), "size": list(size), "actions": [names[c] for c in targets],
+                     "intervals": [list(_interval_of_class(clip, c)) for c in targets]},
+            "predicted": pred, "targets": [item_json(it) for it in items],
+            "caption": None if caption is None else {k: v for k, v in caption.items()
+                                                     if k not in ("items", "maps", "evidence", "clip")},
+            "diagnostics": g.diagnostics, "timing_s": {"ground": round(t_ground, 3)},
+        }
+        arrays = ground_arrays(g, x, display, method, args, targets)
+        arrays["frame_labels"] = clip.frame_labels
+        arrays["actor_boxes"] = clip.actor_boxes
+        if caption is not None and caption.get("items"):
+            arrays.update({"caption_maps": caption["maps"], "caption_evidence": caption["evidence"],
+                           "caption_clip": caption["clip"], "caption_frames": caption["items"][0]["display"]})
+        files = write_outputs(outs.stage, display, items, console=console, fps=args.fps or 4.0,
+                              scale=args.scale, mp4=not args.no_mp4, results=results, arrays=arrays,
+                              title=f"{method} at {g.layer}, synthetic clip {args.seed:#x}")
+        outs.commit()
+    files = outs.final(files)
     console.info(f"model {describe_model(model)} [{how}]")
     console.info(f"clip: {x.shape[0]} synthetic frames, '{names[targets[0]]}' in frames "
                  f"{list(_interval_of_class(clip, targets[0]))}, '{names[targets[1]]}' in "
@@ -143,7 +146,7 @@ def run(args, console):
         console.info(caption["summary"])
     elif not args.no_caption:
         console.info(f"caption: skipped ({_caption_missing_reason()})")
-    print_summary(console, items, files, out)
+    print_summary(console, items, files, args.out)
     console.info(f"demo done in {time.perf_counter() - t_start:.1f} s")
     return 0
 

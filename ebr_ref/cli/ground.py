@@ -16,11 +16,12 @@ import numpy
 from .. import backend
 from ..grounding.ground import METHODS, ground
 from ..layers.lstm import LSTM_RULES
-from ..tools.video import VideoError, clip_for_model, fit_boxes, read_frames
+from ..tools.video import MAX_FRAME_PIXELS, VideoError, clip_for_model, fit_boxes, read_frames
 from ._common import (
-    UserError, class_names, describe_model, load_any_model, parse_interval, parse_seed_steps, prepare_out_dir,
+    UserError, class_names, describe_model, load_any_model, parse_interval, parse_seed_steps,
     require_classifier, require_cli_extra, resolve_targets, user_errors,
 )
+from ._outputs import OutputSet
 from ._report import analyse, item_json, print_summary, tag_of, write_outputs
 
 __all__ = ["add_parser", "run", "add_engine_args", "add_output_args", "run_ground", "predicted", "ground_arrays"]
@@ -47,6 +48,8 @@ def add_output_args(p, *, out_default=None):
                    help="heatmap display scale: one for the clip (its positive cells' 99th percentile; default) "
                         "or each frame's maximum")
     g.add_argument("--no-mp4", action="store_true", help="write the GIF animations only")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of an earlier run in the folder (refused otherwise)")
 
 
 def add_input_args(p):
@@ -58,6 +61,9 @@ def add_input_args(p):
                    help="resize to the model's input: cover and centre-crop (default) or stretch")
     g.add_argument("--preprocessing", help="override the model's preprocessing: JSON "
                    '{"channel_order": "BGR", "scale": 255, "mean": [...], "std": [...]} or "identity"')
+    g.add_argument("--max-frame-pixels", type=int, default=MAX_FRAME_PIXELS,
+                   help=f"refuse frames larger than this many pixels, checked before decoding "
+                        f"(default {MAX_FRAME_PIXELS:,}: 4096 x 4096)")
 
 
 def add_model_args(p):
@@ -97,16 +103,27 @@ def model_options(args):
     return opts
 
 
+PREPROCESSING_MAX_CHARS = 4096  # a preprocessing dict is a few numbers
+
+
 def _preprocessing_arg(text):
+    """The ``--preprocessing`` dict ("identity" or a small JSON object); one-line UserErrors."""
     if text is None:
         return None
     if text.strip().lower() == "identity":
         return {"channel_order": "RGB", "scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
     import json
 
+    from ..models.io import _json_depth
+
+    if len(text) > PREPROCESSING_MAX_CHARS:
+        raise UserError(f"--preprocessing: {len(text)} characters; a preprocessing dict takes at most "
+                        f"{PREPROCESSING_MAX_CHARS}")
+    if _json_depth(text) > 4:
+        raise UserError("--preprocessing: nested too deeply; expected an object of numbers and lists")
     try:
         d = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise UserError(f"--preprocessing: not JSON ({e})") from None
     if not isinstance(d, dict):
         raise UserError("--preprocessing must be a JSON object or 'identity'")
@@ -147,7 +164,8 @@ def run_ground(model, clip, targets, args, console, *, cont=None):
         shown[0] = done
 
     try:
-        with user_errors():
+        # an overflow shows as NonFiniteResultError (one line), not as numpy's warnings on the way to it
+        with user_errors(), numpy.errstate(over="ignore", invalid="ignore"):
             g = ground(model, clip, targets, method=method, layer=args.layer, lstm_rule=args.lstm_rule,
                        seed_steps=seed_steps, chunk_size=args.chunk_size, cont=cont, progress=report)
     finally:
@@ -205,53 +223,71 @@ def run(args, console):
     if len(intervals) > len(targets) or len(args.boxes or []) > len(targets):
         raise UserError(f"{len(targets)} target(s) but {len(intervals)} --interval and {len(args.boxes or [])} --boxes")
     pre = _preprocessing_arg(args.preprocessing)
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UserError(f"--out {args.out}: exists and is not a folder")
-    t0 = time.perf_counter()
-    try:
-        frames, info = read_frames(args.input, every=args.every, max_frames=args.max_frames, start=args.start,
-                                   progress=console.progress)
-        clip, display = clip_for_model(frames, model, fit=args.fit, preprocessing=pre)
-    except VideoError as e:
-        raise UserError(str(e)) from None
-    t_read = time.perf_counter() - t0
-    boxes = [_read_boxes(path, info, frames.shape[1:3], display.shape[1:3], args.fit) for path in (args.boxes or [])]
-    out = prepare_out_dir(args.out)
-    g, method, t_ground = run_ground(model, clip, targets, args, console)
-    names = class_names(model)
-    items = []
-    for k, c in enumerate(targets):  # a list of targets: g's arrays carry the leading K axis
-        items.append(analyse({
-            "tag": tag_of("class", c, names[c]), "name": names[c], "index": c,
-            "maps": g.maps[k], "evidence": g.evidence[k],
-            "prob": g.probs[:, c], "gt": intervals[k] if k < len(intervals) else None,
-            "boxes": boxes[k] if k < len(boxes) else None,
-        }, display.shape[1:3]))
-    fps = args.fps or 4.0
-    pred = predicted(model, g.probs)
-    results = {
-        "command": "ground", "model": {"spec": args.model, "loaded_as": how, "name": model.meta.get("name"),
-                                       "class_names": names},
-        "method": method, "layer": g.layer, "lstm_rule": args.lstm_rule if model.is_recurrent else None,
-        "dtype": str(model.dtype), "device": args.device,
-        "input": {"source": info["source"], "kind": info["kind"], "fps": info["fps"], "frames": len(info["indices"]),
-                  "decoded_indices": info["indices"], "decoded_size": list(info["size"]),
-                  "model_size": list(display.shape[1:3]), "fit": args.fit},
-        "predicted": pred, "targets": [item_json(it) for it in items], "diagnostics": g.diagnostics,
-        "timing_s": {"read": round(t_read, 3), "ground": round(t_ground, 3)},
-    }
-    arrays = ground_arrays(g, clip, display, method, args, targets)
-    if "clip" not in arrays:
-        results["notes"] = [f"the preprocessed clip ({clip.nbytes / 2**20:.0f} MiB) is not in results.npz; "
-                            "'ebr-ref compare --clip VIDEO' rebuilds it"]
-    files = write_outputs(out, display, items, console=console, fps=fps, scale=args.scale, mp4=not args.no_mp4,
-                          results=results, arrays=arrays, title=f"{method} at {g.layer}")
+    for path in args.boxes or []:
+        if not os.path.isfile(path):
+            raise UserError(f"--boxes {path}: no such file")
+    with OutputSet(args.out, overwrite=args.overwrite) as outs:
+        t0 = time.perf_counter()
+        frames, info = read_input(args, console)
+        try:
+            clip, display = clip_for_model(frames, model, fit=args.fit, preprocessing=pre)
+        except VideoError as e:
+            raise UserError(str(e)) from None
+        t_read = time.perf_counter() - t0
+        boxes = [_read_boxes(path, info, frames.shape[1:3], display.shape[1:3], args.fit)
+                 for path in (args.boxes or [])]
+        g, method, t_ground = run_ground(model, clip, targets, args, console)
+        names = class_names(model)
+        items = []
+        for k, c in enumerate(targets):  # a list of targets: g's arrays carry the leading K axis
+            items.append(analyse({
+                "tag": tag_of("class", c, names[c]), "name": names[c], "index": c,
+                "maps": g.maps[k], "evidence": g.evidence[k],
+                "prob": g.probs[:, c], "gt": intervals[k] if k < len(intervals) else None,
+                "boxes": boxes[k] if k < len(boxes) else None,
+            }, display.shape[1:3]))
+        fps = args.fps or 4.0
+        pred = predicted(model, g.probs)
+        results = {
+            "command": "ground",
+            "model": {"spec": args.model, "loaded_as": how, "name": model.meta.get("name"),
+                      "class_names": names},
+            "method": method, "layer": g.layer, "lstm_rule": args.lstm_rule if model.is_recurrent else None,
+            "dtype": str(model.dtype), "device": args.device,
+            "input": {"source": info["source"], "kind": info["kind"], "fps": info["fps"],
+                      "frames": len(info["indices"]), "decoded_indices": info["indices"],
+                      "decoded_size": list(info["size"]), "model_size": list(display.shape[1:3]),
+                      "fit": args.fit},
+            "predicted": pred, "targets": [item_json(it) for it in items], "diagnostics": g.diagnostics,
+            "timing_s": {"read": round(t_read, 3), "ground": round(t_ground, 3)},
+        }
+        arrays = ground_arrays(g, clip, display, method, args, targets)
+        if "clip" not in arrays:
+            mib = clip.nbytes / 2**20
+            results["notes"] = [f"the preprocessed clip ({mib:.0f} MiB) is not in results.npz; "
+                                "'ebr-ref compare --clip VIDEO' rebuilds it"]
+        files = write_outputs(outs.stage, display, items, console=console, fps=fps, scale=args.scale,
+                              mp4=not args.no_mp4, results=results, arrays=arrays,
+                              title=f"{method} at {g.layer}")
+        outs.commit()
+    files = outs.final(files)
     console.info(f"model {describe_model(model)} [{how}]")
     console.info(f"input {info['source']}: {clip.shape[0]} frames fitted to {display.shape[2]}x{display.shape[1]} "
                  f"({args.fit}); {method} at {g.layer} in {t_ground:.2f} s")
     console.info(describe_prediction(model, pred))
-    print_summary(console, items, files, out)
+    print_summary(console, items, files, args.out)
     return 0
+
+
+def read_input(args, console):
+    """Decode ``args.input`` with the frame-selection options; VideoError becomes UserError."""
+    if args.max_frame_pixels < 1:
+        raise UserError(f"--max-frame-pixels must be positive, got {args.max_frame_pixels}")
+    try:
+        return read_frames(args.input, every=args.every, max_frames=args.max_frames, start=args.start,
+                           progress=console.progress, max_pixels=args.max_frame_pixels)
+    except VideoError as e:
+        raise UserError(str(e)) from None
 
 
 def _read_boxes(path, info, size_in, size_out, fit):

@@ -1,7 +1,9 @@
 """``ebr-ref inspect``: the tensors of a checkpoint and the architecture inferred from them.
 
 For an ebr_ref canonical model (or captioner) the layer list comes from its
-sidecar (ebr_ref alone). For any other file, ``weights_io`` (imported here, lazily) lists the
+sidecar (ebr_ref alone). A file with NaN or infinite values is refused (one
+line naming the tensors) unless ``--allow-nonfinite``, which lists them.
+For any other file, ``weights_io`` (imported here, lazily) lists the
 tensors (:func:`weights_io.read_tensors`) and, when a converter recognises the
 file, the architecture it infers (:func:`weights_io.convert`). The module is
 named ``inspect_cmd`` so that it never shadows the standard ``inspect``.
@@ -28,6 +30,8 @@ def add_parser(sub, parents):
     p.add_argument("--prototxt", help="Caffe deploy prototxt (for a .caffemodel)")
     p.add_argument("--source", help="converter, when it cannot be detected")
     p.add_argument("--max-tensors", type=int, default=200, help="list at most this many tensors (default 200)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="list tensors with NaN or infinite values instead of refusing the file")
     p.set_defaults(run=run)
     return p
 
@@ -80,12 +84,14 @@ def run(args, console):
         raise UserError(f"{path}: is a folder, not a checkpoint file")
     size = os.path.getsize(path)
     if args.prototxt is None and args.source is None and is_canonical_model(path):
-        model = _load_canonical(path)
+        model = _load_canonical(path, allow_nonfinite=True)
+        _refuse_nonfinite(path, model.params, args.allow_nonfinite)
         kind = "captioner" if hasattr(model, "vocab") else "model"
         _print(console, f"{path}: ebr_ref canonical {kind} ({size / 1e6:.2f} MB, sidecar {os.path.splitext(path)[0]}.json)")
         _print(console, f"{len(model.params)} tensors, {sum(int(v.size) for v in model.params.values()):,} parameters")
         for line in _table(_tensor_rows(model.params, args.max_tensors)):
             _print(console, line)
+        _list_nonfinite(console, model.params, args.allow_nonfinite)
         _describe(console, model.layers, model.shapes, model.input_shape, model.meta, model.meta.get("class_names"))
         if hasattr(model, "vocab"):
             words = model.vocab.words
@@ -98,11 +104,13 @@ def run(args, console):
     with user_errors():
         fmt = weights_io.detect_format(path)
         tensors = weights_io.read_tensors(path)
+    _refuse_nonfinite(path, tensors, args.allow_nonfinite)
     n = sum(int(numpy.prod(t.shape)) for t in tensors.values())
     _print(console, f"{path}: {fmt} checkpoint ({size / 1e6:.2f} MB)")
     _print(console, f"{len(tensors)} tensors, {n:,} values")
     for line in _table(_tensor_rows(tensors, args.max_tensors)):
         _print(console, line)
+    _list_nonfinite(console, tensors, args.allow_nonfinite)
     try:
         params, meta = weights_io.convert(path, source=args.source, prototxt=args.prototxt)
     except (ValueError, TypeError, OSError) as e:
@@ -118,6 +126,32 @@ def run(args, console):
     names = meta.get("class_names")
     _describe(console, layers, shapes, tuple(meta["input_shape"]), meta, names)
     return 0
+
+
+def _refuse_nonfinite(path, tensors, allow):
+    """A one-line UserError naming the tensors with NaN or infinite values, unless ``--allow-nonfinite``."""
+    from ..models.io import check_finite
+
+    if not allow:
+        with user_errors():
+            check_finite(tensors, path)
+
+
+def _list_nonfinite(console, tensors, allow):
+    """With ``--allow-nonfinite``: the tensors with NaN or infinite values and how many each holds."""
+    from ..models.io import nonfinite_parameters
+
+    if not allow:
+        return
+    bad = nonfinite_parameters(tensors)
+    if bad:
+        _print(console, f"non-finite values (NaN or inf) in {len(bad)} tensors; such a model is refused by "
+                        "ground, convert and load_model:")
+        rows = [(k, f"{n:,}", f"{int(numpy.prod(tensors[k].shape)):,}") for k, n in sorted(bad.items())]
+        for line in _table([("tensor", "non-finite values", "of")] + rows):
+            _print(console, line)
+    else:
+        _print(console, "non-finite values: none")
 
 
 def _describe(console, layers, shapes, input_shape, meta, names):

@@ -122,22 +122,50 @@ def ground_known_length(S, length):
 
     Notes
     -----
-    Every window sum is computed independently over its own ``L`` values in
-    float64 (no running cumulative sum, whose rounding could break exact ties);
-    among windows with exactly equal sums the earliest wins.
+    Windows are compared by their **exact** sums: every float64 value is a
+    dyadic rational, so the values are scaled to integers by the largest
+    power of two among their denominators and every window sum is a
+    difference of exact integer prefix sums (Python integers; O(T) additions).
+    Floating-point sums would not do: the same values added in another order
+    round differently (below, ``-0.1 + 0.9 + 0.8 + 0.7`` gives 2.3 and
+    ``0.9 + 0.8 + 0.7 - 0.1`` gives 2.3000000000000003), so of two windows with
+    equal exact sums the later one could win. Among windows with equal exact
+    sums the earliest wins.
 
     Examples
     --------
     >>> ground_known_length([0.0, 1.0, 1.0, 0.0, 2.0], 2)
     (1, 2)
+    >>> ground_known_length([-0.1, 0.9, 0.8, 0.7, -0.1], 4)  # the same four values: an exact tie
+    (0, 3)
     """
     S = _as_evidence(S, "ground_known_length")
     L = int(length)
     if L != length or L < 1 or L > S.shape[0]:
         raise ValueError(f"ground_known_length: length must be an integer in [1, T={S.shape[0]}], got {length!r}")
-    windows = numpy.lib.stride_tricks.sliding_window_view(S.astype(numpy.float64), L)  # (T - L + 1, L)
-    start = int(numpy.argmax(windows.sum(axis=1)))  # first maximum = earliest window
+    P = _exact_prefix_sums(S)  # P[t] = D * (S[0] + ... + S[t-1]) exactly, one common scale D > 0
+    best, start = None, 0
+    for s in range(S.shape[0] - L + 1):
+        w = P[s + L] - P[s]
+        if best is None or w > best:  # strictly larger: the earliest of equal windows stays
+            best, start = w, s
     return start, start + L - 1
+
+
+def _exact_prefix_sums(S):
+    """Prefix sums ``[0, D S[0], D (S[0] + S[1]), ...]`` as exact Python integers, for one scale ``D > 0``."""
+    if S.dtype.kind in "biu":
+        ints = [int(v) for v in S.tolist()]
+    else:
+        ratios = [v.as_integer_ratio() for v in S.astype(numpy.float64).tolist()]  # exact: d is a power of 2
+        D = max(d for _, d in ratios)
+        ints = [n * (D // d) for n, d in ratios]
+    P = [0] * (len(ints) + 1)
+    acc = 0
+    for t, v in enumerate(ints):
+        acc += v
+        P[t + 1] = acc
+    return P
 
 
 def map_peak(saliency, input_size):

@@ -44,7 +44,8 @@ from .diagnostics import action_diagnostics, sum_mass
 from .frame_cnn import FrameCNN, join_chunks, weights_memo
 from .inputs import check_fused_switch, check_lstm_rule, is_int, prepare
 
-__all__ = ["Grounding", "ground", "METHODS", "RECURRENT_METHODS", "FRAME_METHODS", "LSTM_RULES"]
+__all__ = ["Grounding", "ground", "check_finite_result", "NonFiniteResultError", "METHODS",
+           "RECURRENT_METHODS", "FRAME_METHODS", "LSTM_RULES"]
 
 RECURRENT_METHODS = ("EB-R", "cEB-R", "BP-R")
 FRAME_METHODS = ("EB", "cEB", "BP")
@@ -191,7 +192,7 @@ def ground(
     maps, evidence, channels = run.readout.maps, run.readout.evidence, run.readout.channels  # (K, T, ...)
     if single:
         maps, evidence, channels = maps[0], evidence[0], None if channels is None else channels[0]
-    return Grounding(
+    return check_finite_result(Grounding(
         maps=backend.to_numpy(maps),
         evidence=backend.to_numpy(evidence),
         probs=backend.to_numpy(run.probs),
@@ -204,7 +205,33 @@ def ground(
             totals_dual=run.totals_dual, fused_layers=fused_layers,
             readout_recomputed=frames.readout_recomputed if recurrent else None, lstm=run.lstm,
         ),
-    )
+    ), "ground")
+
+
+class NonFiniteResultError(ValueError):
+    """A grounding run gave NaN or infinite maps, evidence or probabilities (:func:`check_finite_result`)."""
+
+
+def check_finite_result(result, where):
+    """``result`` (a :class:`Grounding`) when its arrays are finite; else :class:`NonFiniteResultError`.
+
+    Non-finite parameters are refused when a model is loaded, but a model can
+    still overflow (large activations in float32, an extreme clip); its maps
+    would then be NaN, its evidence 0 or NaN, and every localisation
+    meaningless. Checked once, on the returned arrays.
+    """
+    bad = []
+    for name in ("probs", "maps", "evidence", "channel_maps"):
+        a = getattr(result, name)
+        if a is not None and a.dtype.kind in "fc":
+            n = int(a.size - numpy.count_nonzero(numpy.isfinite(a)))
+            if n:
+                bad.append(f"{name} ({n} of {a.size} values)")
+    if bad:
+        raise NonFiniteResultError(f"{where}: NaN or infinite values in the {', '.join(bad)}: the model's "
+                                   "forward or excitation backward overflowed (try float64), or its "
+                                   "parameters are not finite")
+    return result
 
 
 def _ground_recurrent(model, frames, targets, method, leg, memo, tick, *, lstm_rule, seed_steps, cont,

@@ -46,7 +46,7 @@ from ..models.model import softmax
 from .algorithm import contrast, negate_classifier, normalise_by_total
 from .diagnostics import caption_diagnostics, decoder_account, decoder_layer_mass
 from .frame_cnn import FrameCNN, weights_memo
-from .ground import Grounding
+from .ground import Grounding, check_finite_result
 from .inputs import check_fused_switch, check_lstm_rule, is_int, prepare
 
 __all__ = ["CaptionGrounding", "DecoderSignals", "ground_caption", "decoder_eb", "decoder_grad", "METHODS"]
@@ -336,7 +336,7 @@ def ground_caption(
     maps, evidence, channels = readout.maps, readout.evidence, readout.channels  # (K, T, ...), (K, T), ...
     if single:
         maps, evidence, channels = maps[0], evidence[0], None if channels is None else channels[0]
-    return CaptionGrounding(
+    return check_finite_result(CaptionGrounding(
         maps=backend.to_numpy(maps),
         evidence=backend.to_numpy(evidence),
         probs=probs,
@@ -354,7 +354,7 @@ def ground_caption(
         caption=list(words_of_caption),
         word_probs=probs[numpy.arange(S), ids],
         query_steps=query_steps,
-    )
+    ), "ground_caption")
 
 
 def _word_seed(query_steps, ids, V, *, dtype, device):

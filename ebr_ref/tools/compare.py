@@ -97,21 +97,29 @@ class Report(NamedTuple):
 def read_theirs(path):
     """Read a comparison ``.npz`` into a dict of arrays (strings as Python str).
 
+    Read with :func:`ebr_ref.models.io.read_npz`: every member's ``.npy`` header
+    is checked against the archive before its data is read, and object
+    (pickled) arrays are refused.
+
     Raises
     ------
     ValueError
-        For a missing, unreadable or non-``.npz`` file (naming it).
+        (:class:`~ebr_ref.models.io.ModelFileError`) For a missing file, a file
+        that is not an ``.npz`` archive (saying it is not a results file), a
+        corrupt archive or member (naming it).
     """
+    from ..models.io import ModelFileError, read_npz
+
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file")
-    try:
-        with numpy.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise ValueError("a single .npy array, not an .npz archive")
-            out = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz archive ({' '.join(str(e).split())})") from None
+        raise ModelFileError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise ModelFileError(f"{path}: a single .npy array, not a results file (an .npz archive)")
+    if magic[:2] != b"PK":
+        raise ModelFileError(f"{path}: not a results file (an .npz archive written by numpy.savez)")
+    out = read_npz(path, what="results file (.npz archive)")
     for k, v in list(out.items()):
         if v.dtype.kind in "US" and v.ndim == 0:
             out[k] = str(v)

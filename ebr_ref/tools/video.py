@@ -28,9 +28,15 @@ Conventions
   in ``[0, 1]``. Any other string is refused (a preset name such as
   ``"caffe_vgg16"`` must be written out as the dict).
 
+Frame size limit: a frame may have at most :data:`MAX_FRAME_PIXELS` pixels
+(4096 x 4096, about 16.8 million; ``max_pixels=`` changes it). The size is read
+from the file's header before anything is decoded (Pillow's lazy open for an
+image, ffmpeg's stream description for a video), so that a small file that
+claims a huge frame (a "decompression bomb") costs nothing.
+
 Every failure caused by the input (missing path, unreadable or empty file,
-a folder without images, a bad preprocessing entry) raises :class:`VideoError`,
-a ``ValueError`` whose message names the path.
+a folder without images, a frame over the size limit, a bad preprocessing
+entry) raises :class:`VideoError`, a ``ValueError`` whose message names the path.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import numpy
 
 __all__ = [
     "VideoError",
+    "MAX_FRAME_PIXELS",
     "IMAGE_EXTENSIONS",
     "read_frames",
     "read_video",
@@ -58,6 +65,7 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IDENTITY = {"name": "identity", "channel_order": "RGB", "scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 FIT_MODES = ("crop", "stretch")
+MAX_FRAME_PIXELS = 4096 * 4096  # pixels per decoded frame (4K UHD is 8.3 million); see the module notes
 
 
 class VideoError(ValueError):
@@ -76,11 +84,16 @@ def _check_sampling(every, max_frames, start):
         raise VideoError(f"max_frames must be a positive integer or None, got {max_frames!r}")
 
 
+def _check_max_pixels(max_pixels):
+    if not isinstance(max_pixels, (int, numpy.integer)) or isinstance(max_pixels, bool) or max_pixels < 1:
+        raise VideoError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+
+
 def _selected(k, every, start):
     return k >= start and (k - start) % every == 0
 
 
-def read_frames(path, *, every=1, max_frames=None, start=0, progress=None):
+def read_frames(path, *, every=1, max_frames=None, start=0, progress=None, max_pixels=MAX_FRAME_PIXELS):
     """Decode a video file or a folder of images.
 
     Parameters
@@ -96,6 +109,9 @@ def read_frames(path, *, every=1, max_frames=None, start=0, progress=None):
     progress : callable, optional
         ``progress(iterable, total=..., desc=...)`` wrapping the decoding loop
         (for example ``tqdm.tqdm``).
+    max_pixels : int
+        Refuse frames with more pixels (``H * W``), checked from the header
+        before decoding (default :data:`MAX_FRAME_PIXELS`).
 
     Returns
     -------
@@ -113,34 +129,53 @@ def read_frames(path, *, every=1, max_frames=None, start=0, progress=None):
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file or folder")
     if os.path.isdir(path):
-        return read_frame_dir(path, every=every, max_frames=max_frames, start=start, progress=progress)
-    return read_video(path, every=every, max_frames=max_frames, start=start, progress=progress)
+        return read_frame_dir(path, every=every, max_frames=max_frames, start=start, progress=progress,
+                              max_pixels=max_pixels)
+    return read_video(path, every=every, max_frames=max_frames, start=start, progress=progress,
+                      max_pixels=max_pixels)
 
 
 def _keep_going(kept, max_frames):
     return max_frames is None or kept < max_frames
 
 
+_VIDEO_SIZE = re.compile(r"(?<![\w.])([1-9]\d{0,8})x([1-9]\d{0,8})(?![\w.])")
+
+
 def _probe(exe, path):
-    """Ask ffmpeg whether ``path`` holds a video stream; the reason (last ffmpeg message) when not."""
+    """Ask ffmpeg whether ``path`` holds a video stream.
+
+    Returns ``(reason, size)``: the reason (last ffmpeg message) when there is
+    no readable video stream, else None; and the first video stream's
+    ``(W, H)`` from its description, or None when ffmpeg did not state it.
+    """
     import subprocess
 
     try:
         r = subprocess.run([exe, "-hide_banner", "-nostdin", "-i", path], capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"ffmpeg could not run ({_reason(e)})"
+        return f"ffmpeg could not run ({_reason(e)})", None
     err = r.stderr.decode("utf-8", "replace")
-    if "Video:" in err:
-        return None
+    for line in err.splitlines():
+        if "Video:" in line:
+            m = _VIDEO_SIZE.search(line.split("Video:", 1)[1])
+            return None, (int(m.group(1)), int(m.group(2))) if m else None
     lines = [ln.strip() for ln in err.splitlines() if ln.strip() and "At least one output file" not in ln]
-    return lines[-1] if lines else "no video stream"
+    return (lines[-1] if lines else "no video stream"), None
 
 
-def _decode(gen, path, every, max_frames, start, progress):
+def _check_pixels(path, W, H, max_pixels):
+    if W * H > max_pixels:
+        raise VideoError(f"{path}: frames of {W}x{H} = {W * H:,} pixels exceed the limit of {max_pixels:,} "
+                         "pixels per frame (max_pixels; ebr-ref --max-frame-pixels)")
+
+
+def _decode(gen, path, every, max_frames, start, progress, max_pixels):
     frames, indices, fps = [], [], None
     try:
         meta = next(gen)
         W, H = (int(v) for v in meta["size"])
+        _check_pixels(path, W, H, max_pixels)  # before the first frame is read
         fps = float(meta["fps"]) if meta.get("fps") else None
         duration = meta.get("duration")
         total = int(round(fps * float(duration))) if fps and duration and numpy.isfinite(duration) else None
@@ -155,22 +190,26 @@ def _decode(gen, path, every, max_frames, start, progress):
         finally:
             if it is not gen and hasattr(it, "close"):
                 it.close()
+    except VideoError:
+        raise
     except Exception as e:  # imageio-ffmpeg raises OSError, RuntimeError, ValueError... for a bad stream
         what = "not a readable video" if not indices else f"decoding failed after {len(indices)} frames"
         raise VideoError(f"{path}: {what} ({_reason(e)})") from None
     return frames, indices, fps
 
 
-def read_video(path, *, every=1, max_frames=None, start=0, progress=None):
+def read_video(path, *, every=1, max_frames=None, start=0, progress=None, max_pixels=MAX_FRAME_PIXELS):
     """Decode a video file with imageio's ffmpeg plugin, ``imageio-ffmpeg`` (see :func:`read_frames`).
 
-    The file is probed first (``ffmpeg -i``), so that an unreadable file gives a
-    clear error; frames are then streamed as RGB24 by
-    ``imageio_ffmpeg.read_frames``, whose generator is always closed (ffmpeg
-    stopped, pipes closed), also when ``max_frames`` stops early.
+    The file is probed first (``ffmpeg -i``), so that an unreadable file, or a
+    frame size over ``max_pixels``, gives a clear error before decoding starts;
+    frames are then streamed as RGB24 by ``imageio_ffmpeg.read_frames``, whose
+    generator is always closed (ffmpeg stopped, pipes closed), also when
+    ``max_frames`` stops early.
     """
     path = os.fspath(path)
     _check_sampling(every, max_frames, start)
+    _check_max_pixels(max_pixels)
     if not os.path.isfile(path):
         raise VideoError(f"{path}: not a file")
     try:
@@ -183,16 +222,18 @@ def read_video(path, *, every=1, max_frames=None, start=0, progress=None):
         exe = imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as e:  # pragma: no cover
         raise VideoError(f"no ffmpeg binary ({_reason(e)})") from None
-    why = _probe(exe, path)
+    why, size = _probe(exe, path)
     if why is not None:
         raise VideoError(f"{path}: not a readable video ({why})")
+    if size is not None:
+        _check_pixels(path, size[0], size[1], max_pixels)
     with warnings.catch_warnings():
         # imageio-ffmpeg (0.4-0.6) leaves ffmpeg's stdin/stdout pipes to the garbage collector when ffmpeg
         # has already exited at the end of the stream; they are freed when the generator is dropped below.
         warnings.simplefilter("ignore", ResourceWarning)
         gen = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
         try:
-            frames, indices, fps = _decode(gen, path, every, max_frames, start, progress)
+            frames, indices, fps = _decode(gen, path, every, max_frames, start, progress, max_pixels)
         finally:
             gen.close()  # stops ffmpeg if it still runs
             del gen
@@ -202,10 +243,16 @@ def read_video(path, *, every=1, max_frames=None, start=0, progress=None):
     return out, {"source": path, "kind": "video", "fps": fps, "indices": indices, "size": out.shape[1:3]}
 
 
-def read_frame_dir(path, *, every=1, max_frames=None, start=0, progress=None):
-    """Read the images of a folder with Pillow, in natural file-name order (see :func:`read_frames`)."""
+def read_frame_dir(path, *, every=1, max_frames=None, start=0, progress=None, max_pixels=MAX_FRAME_PIXELS):
+    """Read the images of a folder with Pillow, in natural file-name order (see :func:`read_frames`).
+
+    Each image's size is read from its header (Pillow opens lazily) and
+    checked against ``max_pixels`` before it is decoded; Pillow's own
+    decompression-bomb check is replaced by this limit.
+    """
     path = os.fspath(path)
     _check_sampling(every, max_frames, start)
+    _check_max_pixels(max_pixels)
     if not os.path.isdir(path):
         raise VideoError(f"{path}: not a folder")
     try:
@@ -223,18 +270,38 @@ def read_frame_dir(path, *, every=1, max_frames=None, start=0, progress=None):
     it = chosen if progress is None else progress(chosen, total=len(chosen), desc="reading frames")
     frames = []
     for _, n in it:
-        f = os.path.join(path, n)
-        try:
-            with Image.open(f) as im:
-                frames.append(numpy.asarray(im.convert("RGB")))
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise VideoError(f"{f}: not a readable image ({_reason(e)})") from None
+        frames.append(_read_image(os.path.join(path, n), Image, UnidentifiedImageError, max_pixels))
     sizes = {fr.shape[:2] for fr in frames}
     if len(sizes) > 1:
         raise VideoError(f"{path}: the images differ in size ({sorted(sizes)[:3]}...); frames must share one size")
     out = numpy.stack(frames)
     return out, {"source": path, "kind": "frames", "fps": None, "indices": [k for k, _ in chosen],
                  "size": out.shape[1:3], "files": [n for _, n in chosen]}
+
+
+def _read_image(f, Image, UnidentifiedImageError, max_pixels):
+    """One image file as uint8 RGB ``(H, W, 3)``, its size checked from the header before decoding."""
+    try:
+        with warnings.catch_warnings():
+            # max_pixels replaces Pillow's limit (its warning at MAX_IMAGE_PIXELS, its error at twice that)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(f)
+    except Image.DecompressionBombError as e:
+        raise VideoError(f"{f}: the image is larger than Pillow decodes ({_reason(e)}); the limit is "
+                         f"{max_pixels:,} pixels per frame") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise VideoError(f"{f}: not a readable image ({_reason(e)})") from None
+    with im:
+        W, H = im.size
+        _check_pixels(f, W, H, max_pixels)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return numpy.asarray(im.convert("RGB"))
+        except Image.DecompressionBombError as e:
+            raise VideoError(f"{f}: the image is larger than Pillow decodes ({_reason(e)})") from None
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as e:
+            raise VideoError(f"{f}: not a readable image ({_reason(e)})") from None
 
 
 def _reason(e):

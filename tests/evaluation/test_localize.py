@@ -133,6 +133,60 @@ def test_known_length_matches_brute_force(data):
     assert ground_known_length(numpy.array(S, dtype=numpy.float64), L) == naive_known_length(S, L)
 
 
+def exact_known_length(S, L):
+    """The oracle in exact arithmetic: window sums of the given values as Fractions, earliest maximum."""
+    from fractions import Fraction
+
+    F = [Fraction(float(v)) for v in S]
+    sums = [sum(F[s : s + L]) for s in range(len(S) - L + 1)]
+    best = max(sums)
+    start = sums.index(best)
+    return start, start + L - 1
+
+
+def test_known_length_ties_of_exact_sums_that_rounding_breaks():
+    # the same four values in two orders: exact sums equal, float sums 2.3 and 2.3000000000000003
+    S = [-0.1, 0.9, 0.8, 0.7, -0.1]
+    assert sum(S[0:4]) < sum(S[1:5])  # what a float sum sees
+    assert ground_known_length(numpy.array(S), 4) == (0, 3) == exact_known_length(S, 4)
+    # 0.2 + 0.9 and 0.0 + 1.1 both round to 1.1, but the exact sum of the second window is larger
+    S = [-0.3, 0.2, 0.9, 0.0, 1.1, -0.5]
+    assert 0.2 + 0.9 == 0.0 + 1.1
+    assert ground_known_length(numpy.array(S), 2) == (3, 4) == exact_known_length(S, 2)
+    # float32 evidence: compared by the exact sums of the float32 values
+    S32 = numpy.array([-0.1, 0.9, 0.8, 0.7, -0.1], dtype=numpy.float32)
+    assert ground_known_length(S32, 4) == exact_known_length(S32, 4) == (0, 3)
+    # values far apart in magnitude: the exact sums still decide (a float sum loses the 1e-300)
+    S = [1.0, 0.0, 1e-300, 1.0]
+    assert S[0] + S[1] == S[2] + S[3]
+    assert ground_known_length(numpy.array(S), 2) == exact_known_length(S, 2) == (2, 3)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_known_length_matches_an_exact_oracle_on_a_decimal_grid(data):
+    # evidence rounded to 0.1: many windows share their exact sum, and float sums of them round apart
+    T = data.draw(st.integers(1, 40))
+    S = [round(0.1 * k, 1) for k in data.draw(st.lists(st.integers(-20, 20), min_size=T, max_size=T))]
+    L = data.draw(st.integers(1, T))
+    assert ground_known_length(numpy.array(S), L) == exact_known_length(S, L)
+
+
+def test_known_length_on_random_rounded_evidence_agrees_with_the_exact_oracle():
+    # the pass that found the bug: 400 random cases on a 0.1 grid (3 went wrong with float window sums)
+    rng = numpy.random.default_rng(0x10CA1)
+    wrong_float = 0
+    for _ in range(400):
+        T = int(rng.integers(5, 60))
+        S = numpy.round(rng.normal(0.0, 1.0, T), 1)
+        L = int(rng.integers(1, T + 1))
+        expect = exact_known_length(S, L)
+        assert ground_known_length(S, L) == expect
+        s_float = int(numpy.argmax(numpy.lib.stride_tricks.sliding_window_view(S, L).sum(axis=1)))
+        wrong_float += s_float != expect[0]
+    assert wrong_float > 0  # the float comparison does go wrong on this data: the test exercises the edge
+
+
 @pytest.mark.parametrize("L", [0, -1, 6, 2.5])
 def test_known_length_rejects_bad_length(L):
     with pytest.raises(ValueError, match="length must be an integer in"):

@@ -194,3 +194,69 @@ def test_clip_for_model():
     clip, disp = clip_for_model(f, m.astype("float32"))
     assert clip.shape == (2, 3, 8, 8) and clip.dtype == numpy.float32 and disp.shape == (2, 8, 8, 3)
     numpy.testing.assert_array_equal(clip, 1.0)  # 1 * 2 - 1
+
+
+# ---- the frame-size limit: checked from the header, before decoding (each attack in a memory-limited child)
+_READ = ("import sys\n"
+         "from ebr_ref.tools.video import VideoError, read_frames\n"
+         "try:\n"
+         "    f, info = read_frames(sys.argv[1], max_pixels=int(sys.argv[2]))\n"
+         "    print('ok', f.shape)\n"
+         "except VideoError as e:\n"
+         "    print('VideoError', e)\n")
+
+
+def _read_limited(path, max_pixels=None):
+    from ebr_ref.tools.video import MAX_FRAME_PIXELS
+    from tests.hostile_files import run_python
+
+    limit = MAX_FRAME_PIXELS if max_pixels is None else max_pixels
+    r = run_python(_READ, path, limit, limit=768 << 20, timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    return r.stdout.strip()
+
+
+def test_oversized_frames_are_refused_from_the_header(tmp_path):
+    from tests.hostile_files import jpeg_claiming, png_of_zeros
+
+    for name in ("mp120", "mp400", "jpeg"):
+        (tmp_path / name).mkdir()
+    cases = {
+        "mp120": png_of_zeros(tmp_path / "mp120" / "f0.png", 10000, 12000),  # Pillow warns; 1.3 GB decoded
+        "mp400": png_of_zeros(tmp_path / "mp400" / "f0.png", 20000, 20000),  # 48 KB; DecompressionBombError
+        "jpeg": jpeg_claiming(tmp_path / "jpeg" / "f0.jpg", 5000, 4000),  # 20 MP claimed by a 16 x 16 JPEG
+    }
+    assert os.path.getsize(cases["mp400"]) < 64_000
+    for name, f in cases.items():
+        out = _read_limited(os.path.dirname(f))
+        assert out.startswith("VideoError") and os.path.basename(f) in out, (name, out)
+        assert "pixels" in out, (name, out)
+    assert "limit of 16,777,216 pixels" in _read_limited(os.path.dirname(cases["mp120"]))
+
+
+def test_frame_size_limit_boundary_and_video_probe(tmp_path):
+    frames = _frames(T=2, H=24, W=32)
+    d = _write_dir(tmp_path / "f", frames)
+    assert read_frames(d, max_pixels=24 * 32)[0].shape == (2, 24, 32, 3)  # exactly at the limit: accepted
+    with pytest.raises(VideoError, match=r"32x24 = 768 pixels exceed the limit of 767"):
+        read_frames(d, max_pixels=24 * 32 - 1)
+    mp4 = _write_mp4(tmp_path / "v.mp4", frames)
+    from ebr_ref.tools.video import _probe
+
+    assert _probe(imageio_ffmpeg.get_ffmpeg_exe(), str(mp4)) == (None, (32, 24))
+    assert read_video(mp4, max_pixels=768)[0].shape == (2, 24, 32, 3)
+    with pytest.raises(VideoError, match="v.mp4: frames of 32x24"):
+        read_video(mp4, max_pixels=700)
+    with pytest.raises(VideoError, match="max_pixels"):
+        read_frames(d, max_pixels=0)
+
+
+def test_pillow_warning_is_not_raised_in_process(tmp_path):
+    # the test configuration turns warnings into errors: a 100 MP header must give the VideoError, not
+    # Pillow's DecompressionBombWarning (the file is refused before it is decoded: nothing large is allocated)
+    from tests.hostile_files import png_of_zeros
+
+    (tmp_path / "d").mkdir()
+    png_of_zeros(tmp_path / "d" / "f.png", 10000, 10000)
+    with pytest.raises(VideoError, match="exceed the limit"):
+        read_frames(tmp_path / "d")
