@@ -98,7 +98,9 @@ def bench_layer(spec, dtype, repeat, rng, fast=True):
     g = rng.uniform(0, 1, y.shape).astype(dtype)
     geo = dict(stride=s, padding=p, groups=G)
     tx, tW, tb, tg = (torch.from_numpy(a) for a in (x, W, b, g))
-    out_pad = tuple(int(v) for v in numpy.array(x.shape[2:]) - ((numpy.array(y.shape[2:]) - 1) * s - 2 * p + k))
+    out_pad = tuple(
+        int(v) for v in numpy.array(x.shape[2:]) - ((numpy.array(y.shape[2:]) - 1) * s - 2 * p + k)
+    )
     F = torch.nn.functional
 
     def torch_eb():
@@ -127,17 +129,25 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--reference", action="store_true",
-                        help="time ebr_ref's reference path (fast=False) instead of its default")
-    parser.add_argument("--compare-paths", action="store_true",
-                        help="also time forward and adjoint with each evaluation path forced")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="time ebr_ref's reference path (fast=False) instead of its default",
+    )
+    parser.add_argument(
+        "--compare-paths",
+        action="store_true",
+        help="also time forward and adjoint with each evaluation path forced",
+    )
     args = parser.parse_args()
     threads = args.threads or blas_threads()
     torch.set_num_threads(threads)
     rng = numpy.random.default_rng(0xC0B)
-    print(f"numpy {numpy.__version__} (BLAS threads {blas_threads()}), torch {torch.__version__} "
-          f"(threads {torch.get_num_threads()}), dtype {args.dtype}, N = 1, "
-          f"best of {args.repeat} runs x {args.rounds} rounds, ebr_ref fast={not args.reference}")
+    print(
+        f"numpy {numpy.__version__} (BLAS threads {blas_threads()}), torch {torch.__version__} "
+        f"(threads {torch.get_num_threads()}), dtype {args.dtype}, N = 1, "
+        f"best of {args.repeat} runs x {args.rounds} rounds, ebr_ref fast={not args.reference}"
+    )
     columns = ("fwd ours/torch ms", "adj ours/torch ms", "eb ours/torch ms")
     print(f"{'layer':16s}" + "".join(f"{c:>22s}" for c in columns))
     specs = VGG16 + CAFFENET
@@ -151,8 +161,10 @@ def main():
         if spec is CAFFENET[0]:
             print("-- not in the totals --")
         print(f"{spec[0]:16s}" + "".join(f"{o:10.2f} /{t:8.2f} ({o / t:4.2f})" for o, t in zip(ours, theirs)))
-    print(f"{'VGG16 total':16s}" + "".join(
-        f"{o:10.1f} /{t:8.1f} ({o / t:4.2f})" for o, t in zip(totals[0], totals[1])))
+    print(
+        f"{'VGG16 total':16s}"
+        + "".join(f"{o:10.1f} /{t:8.1f} ({o / t:4.2f})" for o, t in zip(totals[0], totals[1]))
+    )
     for i, col in enumerate(("forward", "adjoint", "EB")):
         print(f"total {col} ratio ours/torch: {totals[0, i] / totals[1, i]:.3f}")
     if args.compare_paths:

@@ -47,8 +47,12 @@ def one_run(T, classes, chunk_size, device, n_targets):
     """Run in a child process: one cEB-R call on a T-frame clip; print JSON with time and peak RSS."""
     model, clip = _model(classes, device), _clip(T, device=device)
     targets = 3 if n_targets == 1 else list(range(n_targets))
-    ground(model, clip[:1], targets, method="cEB-R", layer="conv5_1")  # warm-up (CuPy compiles its kernels once)
-    t, _ = _timed(lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1", chunk_size=chunk_size))
+    ground(
+        model, clip[:1], targets, method="cEB-R", layer="conv5_1"
+    )  # warm-up (CuPy compiles its kernels once)
+    t, _ = _timed(
+        lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1", chunk_size=chunk_size)
+    )
     print(json.dumps({"T": T, "seconds": t, "peak_rss_gib": _peak_rss_kib() / 2**20}))
 
 
@@ -75,9 +79,15 @@ def main():
     ap.add_argument("--chunk-size", type=int, default=8)
     ap.add_argument("--scaling", default="16,32,64,128")
     ap.add_argument("--scaling-targets", type=int, default=1, help="targets of each scaling run (default 1)")
-    ap.add_argument("--unfused", action="store_true", help="also time the multi-target call without the fused read-out")
-    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                    help="gpu: CuPy (results come back to the host, so every timing includes the synchronisation)")
+    ap.add_argument(
+        "--unfused", action="store_true", help="also time the multi-target call without the fused read-out"
+    )
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="gpu: CuPy (results come back to the host, so every timing includes the synchronisation)",
+    )
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
@@ -91,26 +101,60 @@ def main():
     for fused in ("auto", False) if args.unfused else ("auto",):
         ground(model, clip[:2], targets, method="cEB-R", layer="conv5_1", fused_readout=fused)
     t_fwd, _ = _timed(lambda: backend.to_numpy(model.logits(clip)))
-    t_ceb, _ = _timed(lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size))
-    print(f"T={args.frames}, 224x224, float32, vgg16_lstm({args.classes}), chunk {args.chunk_size}, {args.device}")
+    t_ceb, _ = _timed(
+        lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size)
+    )
+    print(
+        f"T={args.frames}, 224x224, float32, vgg16_lstm({args.classes}), chunk {args.chunk_size}, {args.device}"
+    )
     print(f"forward pass                         : {t_fwd:7.2f} s")
-    print(f"cEB-R to conv5_1 (forward included)  : {t_ceb:7.2f} s   ratio {t_ceb / t_fwd:.2f}x forward (required <= 2.0)")
-    t_multi, g = _timed(lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size))
-    print(f"cEB-R, {args.classes} targets in one call    : {t_multi:7.2f} s   ratio {t_multi / t_ceb:.2f}x single target "
-          f"(required <= 3.0); maps {g.maps.shape}; fused: {', '.join(g.diagnostics['fused_readout'] or ['none'])}")
+    print(
+        f"cEB-R to conv5_1 (forward included)  : {t_ceb:7.2f} s   ratio {t_ceb / t_fwd:.2f}x forward (required <= 2.0)"
+    )
+    t_multi, g = _timed(
+        lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size)
+    )
+    print(
+        f"cEB-R, {args.classes} targets in one call    : {t_multi:7.2f} s   ratio {t_multi / t_ceb:.2f}x single target "
+        f"(required <= 3.0); maps {g.maps.shape}; fused: {', '.join(g.diagnostics['fused_readout'] or ['none'])}"
+    )
     if args.unfused:
-        t_plain, g0 = _timed(lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1",
-                                            chunk_size=args.chunk_size, fused_readout=False))
+        t_plain, g0 = _timed(
+            lambda: ground(
+                model,
+                clip,
+                targets,
+                method="cEB-R",
+                layer="conv5_1",
+                chunk_size=args.chunk_size,
+                fused_readout=False,
+            )
+        )
         err = numpy.abs(g.maps - g0.maps).max() / numpy.abs(g0.maps).max()
-        print(f"cEB-R, {args.classes} targets, unfused      : {t_plain:7.2f} s   ratio {t_plain / t_ceb:.2f}x single target; "
-              f"fused vs unfused max |diff| / max |map| = {err:.1e}")
+        print(
+            f"cEB-R, {args.classes} targets, unfused      : {t_plain:7.2f} s   ratio {t_plain / t_ceb:.2f}x single target; "
+            f"fused vs unfused max |diff| / max |map| = {err:.1e}"
+        )
     print(f"T     seconds   s/frame   peak host RSS (GiB)   ({args.scaling_targets} target(s) per call)")
     for T in [int(v) for v in args.scaling.split(",") if v]:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(T), "--classes", str(args.classes),
-             "--chunk-size", str(args.chunk_size), "--device", args.device,
-             "--scaling-targets", str(args.scaling_targets)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(T),
+                "--classes",
+                str(args.classes),
+                "--chunk-size",
+                str(args.chunk_size),
+                "--device",
+                args.device,
+                "--scaling-targets",
+                str(args.scaling_targets),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{r['T']:<5d} {r['seconds']:8.2f}  {r['seconds'] / r['T']:8.3f}   {r['peak_rss_gib']:8.2f}")

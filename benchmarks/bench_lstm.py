@@ -78,8 +78,10 @@ def main():
         ("EB rule 'caffe'", lambda: lstm_eb(p_h, cache, rule="caffe").p_x),
         ("gradient (BP-R)", lambda: lstm_grad(p_h, cache).g_x),
     ]
-    print(f"LSTM T={T} N={N} D={D} H={H} K={K} {args.dtype} on {args.device}; "
-          f"threads: OMP/OPENBLAS={os.environ.get('OMP_NUM_THREADS', 'default')}, cores={os.cpu_count()}")
+    print(
+        f"LSTM T={T} N={N} D={D} H={H} K={K} {args.dtype} on {args.device}; "
+        f"threads: OMP/OPENBLAS={os.environ.get('OMP_NUM_THREADS', 'default')}, cores={os.cpu_count()}"
+    )
     times = {}
     print(f"  {'kernel':<22}  median ms     min ms   (median per step)")
     for name, fn in rows:

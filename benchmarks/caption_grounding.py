@@ -34,8 +34,8 @@ import time
 
 import numpy
 
-from ebr_ref.grounding.ground_caption import ground_caption
 from ebr_ref.evaluation.localize import map_peak, pointing_game, pointing_hit, temporal_pointing_hit
+from ebr_ref.grounding.ground_caption import ground_caption
 from ebr_ref.models.caption import load_captioner
 from ebr_ref.models.model import softmax
 from ebr_ref.models.shipped import data_dir
@@ -118,8 +118,12 @@ class Tally:
 
 def evaluate(model, frames, clips, args):
     H, W = frames.shape[-2:]
-    names = [f"{m} ({r} rule)" if r else m for m, r in METHODS] + ["occlusion", "centre point", "random point",
-                                                                   "random frame"]
+    names = [f"{m} ({r} rule)" if r else m for m, r in METHODS] + [
+        "occlusion",
+        "centre point",
+        "random point",
+        "random frame",
+    ]
     tallies = {n: Tally() for n in names}
     seconds = {n: 0.0 for n in names[:-3]}
     words = 0
@@ -136,16 +140,24 @@ def evaluate(model, frames, clips, args):
         results = {}
         for (method, rule), name in zip(METHODS, names):
             t0 = time.perf_counter()
-            g = ground_caption(model, clip, positions, caption=c.caption, method=method, layer=args.layer,
-                               lstm_rule=rule or "caffe")
+            g = ground_caption(
+                model,
+                clip,
+                positions,
+                caption=c.caption,
+                method=method,
+                layer=args.layer,
+                lstm_rule=rule or "caffe",
+            )
             seconds[name] += time.perf_counter() - t0
             results[name] = (g.maps, g.evidence)
             if method == "EB-R" and rule == "eb":
                 for share, kind in zip(g.diagnostics["decoder"]["word_share"], kinds):
                     shares[kind].append(share)
         t0 = time.perf_counter()
-        occ_maps, occ_t = occlusion_saliency(model, clip, c.caption, positions, patch=args.patch,
-                                             stride=args.patch_stride)
+        occ_maps, occ_t = occlusion_saliency(
+            model, clip, c.caption, positions, patch=args.patch, stride=args.patch_stride
+        )
         seconds["occlusion"] += time.perf_counter() - t0
         results["occlusion"] = (occ_maps, occ_t)
         for q, (kind, ob) in enumerate(zip(kinds, objs)):
@@ -158,7 +170,9 @@ def evaluate(model, frames, clips, args):
                 wrong = 0
                 for t in numpy.flatnonzero(out == -1):
                     p = map_peak(maps[q, t], (H, W))
-                    wrong += p is not None and any(pointing_hit(p, o.boxes[t], args.tolerance) for o in others)
+                    wrong += p is not None and any(
+                        pointing_hit(p, o.boxes[t], args.tolerance) for o in others
+                    )
                 tallies[name].add(("other", kind), wrong, (out != 0).sum())
                 if partial:
                     tallies[name].add(("temporal", kind), temporal_pointing_hit(ev[q], ob.interval), 1)
@@ -167,7 +181,9 @@ def evaluate(model, frames, clips, args):
             out = pointing_game(centre, ob.boxes, (H, W), args.tolerance)
             tallies["centre point"].add(("spatial", kind), (out == 1).sum(), (out != 0).sum())
             for t in numpy.flatnonzero(~numpy.isnan(ob.boxes[:, 0])):  # a uniformly random pixel
-                tallies["random point"].add(("spatial", kind), _hit_area(ob.boxes[t], H, W, args.tolerance), 1)
+                tallies["random point"].add(
+                    ("spatial", kind), _hit_area(ob.boxes[t], H, W, args.tolerance), 1
+                )
             if partial:
                 s, e = ob.interval
                 tallies["random frame"].add(("temporal", kind), (e - s + 1) / clip.shape[0], 1)
@@ -198,9 +214,11 @@ def report(args, model, acc, names, tallies, per_word, words, shares, n_clips):
     ]
     for name in names:
         t = f"{1000 * per_word[name]:.1f} ms" if name in per_word else "–"
-        lines.append(f"| {name} | {cell(name, ('spatial', 'noun'))} | {cell(name, ('temporal', 'noun'))} | "
-                     f"{cell(name, ('spatial', 'verb'))} | {cell(name, ('temporal', 'verb'))} | "
-                     f"{cell(name, ('other', 'noun'))} | {t} |")
+        lines.append(
+            f"| {name} | {cell(name, ('spatial', 'noun'))} | {cell(name, ('temporal', 'noun'))} | "
+            f"{cell(name, ('spatial', 'verb'))} | {cell(name, ('temporal', 'verb'))} | "
+            f"{cell(name, ('other', 'noun'))} | {t} |"
+        )
     ns = tallies[names[0]].acc(("spatial", "noun"))[1]
     nt = tallies[names[0]].acc(("temporal", "noun"))[1]
     return lines, ns, nt
@@ -211,7 +229,9 @@ def main():
     ap.add_argument("--model", default=os.path.join(data_dir(), "synthetic_captioner.npz"))
     ap.add_argument("--clips", type=int, default=100)
     ap.add_argument("--layer", default="conv3")
-    ap.add_argument("--tolerance", type=float, default=15 * 64 / 224, help="pointing tolerance (diameter, px)")
+    ap.add_argument(
+        "--tolerance", type=float, default=15 * 64 / 224, help="pointing tolerance (diameter, px)"
+    )
     ap.add_argument("--patch", type=int, default=8)
     ap.add_argument("--patch-stride", type=int, default=8)
     ap.add_argument("--out", default=None, help="write the results as Markdown here")
@@ -219,16 +239,25 @@ def main():
 
     model = load_captioner(args.model)
     data = model.meta["data"]
-    frames, clips = make_caption_batch(args.clips, seed=TEST_SEED, num_frames=data["num_frames"],
-                                       size=tuple(data["size"]), n_distractors=data["n_distractors"])
+    frames, clips = make_caption_batch(
+        args.clips,
+        seed=TEST_SEED,
+        num_frames=data["num_frames"],
+        size=tuple(data["size"]),
+        n_distractors=data["n_distractors"],
+    )
     exact, word_acc = caption_accuracy(model, frames, clips)
     print(f"caption accuracy (greedy, {args.clips} test clips): exact {exact:.3f}, words {word_acc:.3f}")
     names, tallies, per_word, words, shares = evaluate(model, frames, clips, args)
-    lines, ns, nt = report(args, model, (exact, word_acc), names, tallies, per_word, words, shares, args.clips)
+    lines, ns, nt = report(
+        args, model, (exact, word_acc), names, tallies, per_word, words, shares, args.clips
+    )
     print("\n".join(lines))
     share = {k: float(numpy.mean(v)) for k, v in shares.items()}
-    print(f"EB-R (eb rule): mean share of the signal that left through the word embeddings: nouns {share['noun']:.3f}, "
-          f"verbs {share['verb']:.3f}")
+    print(
+        f"EB-R (eb rule): mean share of the signal that left through the word embeddings: nouns {share['noun']:.3f}, "
+        f"verbs {share['verb']:.3f}"
+    )
     if args.out:
         write_markdown(args, model, exact, word_acc, lines, ns, nt, words, share, tallies, per_word)
 
@@ -255,10 +284,10 @@ API: `ebr_ref.grounding.ground_caption.ground_caption(model, clip, words, captio
   pools), fc6/fc7 of {model.feature_dim} units; the mean of the frames' fc7 features enters lstm2 as its static
   input (Caffe's `W_xc_static`); {model.embed_dim}-d word embedding; two ReLU-cell LSTMs of {model.hidden[0]} units
   (the paper's cell); a classifier over {len(model.vocab)} tokens. Trained by `benchmarks/train_captioner.py`
-  (torch on the CPU, {m['training']['steps']} steps of {m['training']['batch']} clips from
-  {m['data']['train_clips']} training clips, {m['training']['seconds']:.0f} s). Validation accuracy recorded in its
-  sidecar (ebr_ref's greedy decoding, {m['data']['val_clips']} clips): exact caption
-  {m['accuracy']['val_exact_caption']:.3f}, words {m['accuracy']['val_word']:.3f}.
+  (torch on the CPU, {m["training"]["steps"]} steps of {m["training"]["batch"]} clips from
+  {m["data"]["train_clips"]} training clips, {m["training"]["seconds"]:.0f} s). Validation accuracy recorded in its
+  sidecar (ebr_ref's greedy decoding, {m["data"]["val_clips"]} clips): exact caption
+  {m["accuracy"]["val_exact_caption"]:.3f}, words {m["accuracy"]["val_word"]:.3f}.
 - **Data**: {args.clips} test clips of `ebr_ref.synthetic.captions` (seed `{TEST_SEED:#x}`, never used in
   training): 8 frames of 64 x 64; two or three objects (actors of `ebr_ref.synthetic`: a red square that
   slides, a green bar that rotates, ...), each in its own cell of a 2 x 2 grid, present in all frames or in a
@@ -294,9 +323,9 @@ protocol). "random point": the expected hit rate of a uniformly random pixel (th
 the box over the frame's area). "random frame": the expected hit rate of a uniformly random frame (the mean
 fraction of frames where the object is present).
 
-With the conserving `eb` rule, on average **{share['noun']:.3f}** of a noun's seed (EB-R) left the visual path
+With the conserving `eb` rule, on average **{share["noun"]:.3f}** of a noun's seed (EB-R) left the visual path
 through the word-embedding input of the decoder (`diagnostics["decoder"]["word_share"]`), and
-**{share['verb']:.3f}** of a verb's; the rest reached the video feature and, by the average-pool rule, the frames.
+**{share["verb"]:.3f}** of a verb's; the rest reached the video feature and, by the average-pool rule, the frames.
 
 Observations on this run:
 

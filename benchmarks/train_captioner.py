@@ -36,16 +36,33 @@ from ebr_ref.synthetic.actions import ACTIONS
 from ebr_ref.synthetic.captions import make_caption_batch, vocabulary
 
 TRAIN_SEED, VAL_SEED, TORCH_SEED = 0xCA97, 0x7A1, 0x5EED
-CONFIG = dict(channels=(8, 16, 64), fc=64, global_pool="max", embed=32, hidden=(64, 64), static_layer="lstm2",
-              cell_act="relu")
+CONFIG = dict(
+    channels=(8, 16, 64),
+    fc=64,
+    global_pool="max",
+    embed=32,
+    hidden=(64, 64),
+    static_layer="lstm2",
+    cell_act="relu",
+)
 CLIPS = dict(num_frames=8, size=(64, 64), n_distractors=2)
 
 
 class TorchCaptioner(torch.nn.Module):
     """The same network as ``small_captioner(**CONFIG)``, in torch, with ebr_ref's parameter layouts."""
 
-    def __init__(self, V, size=64, channels=(8, 16, 64), fc=64, global_pool="max", embed=32, hidden=(64, 64),
-                 static_layer="lstm2", cell_act="relu"):
+    def __init__(
+        self,
+        V,
+        size=64,
+        channels=(8, 16, 64),
+        fc=64,
+        global_pool="max",
+        embed=32,
+        hidden=(64, 64),
+        static_layer="lstm2",
+        cell_act="relu",
+    ):
         super().__init__()
         assert cell_act == "relu"
         self.static_layer = static_layer
@@ -69,7 +86,9 @@ class TorchCaptioner(torch.nn.Module):
             b[H : 2 * H] = 1.0  # forget gates open at the start
             self.lstm[f"{name}_b"] = torch.nn.Parameter(b)
         H = H1 if static_layer == "lstm1" else H2
-        self.lstm[f"{static_layer}_W_s"] = torch.nn.Parameter(torch.empty(4 * H, fc).uniform_(-1 / H**0.5, 1 / H**0.5))
+        self.lstm[f"{static_layer}_W_s"] = torch.nn.Parameter(
+            torch.empty(4 * H, fc).uniform_(-1 / H**0.5, 1 / H**0.5)
+        )
         self.predict = torch.nn.Linear(H2, V)
         self.aux = torch.nn.Linear(fc, len(ACTIONS))  # training only, not exported
 
@@ -97,7 +116,11 @@ class TorchCaptioner(torch.nn.Module):
         out = []
         for t in range(x.shape[1]):
             z = zx[:, t] + h @ W_h.T
-            i, f, o = torch.sigmoid(z[:, :H]), torch.sigmoid(z[:, H : 2 * H]), torch.sigmoid(z[:, 2 * H : 3 * H])
+            i, f, o = (
+                torch.sigmoid(z[:, :H]),
+                torch.sigmoid(z[:, H : 2 * H]),
+                torch.sigmoid(z[:, 2 * H : 3 * H]),
+            )
             g = torch.relu(z[:, 3 * H :])
             c = f * c + i * g
             h = o * torch.relu(c)
@@ -179,9 +202,15 @@ def main():
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--aux-weight", type=float, default=0.5,
-                    help="weight of the auxiliary per-frame object loss that trains the CNN from scratch faster")
-    ap.add_argument("--eval-every", type=int, default=0, help="print the validation token accuracy every N steps")
+    ap.add_argument(
+        "--aux-weight",
+        type=float,
+        default=0.5,
+        help="weight of the auxiliary per-frame object loss that trains the CNN from scratch faster",
+    )
+    ap.add_argument(
+        "--eval-every", type=int, default=0, help="print the validation token accuracy every N steps"
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(2)
@@ -208,8 +237,12 @@ def main():
         idx = torch.from_numpy(order[pos : pos + args.batch])
         pos += args.batch
         logits, aux = net(frames[idx], inputs[idx])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[idx].reshape(-1), ignore_index=-100)
-        loss = loss + args.aux_weight * F.binary_cross_entropy_with_logits(aux, aux_targets[idx]) * aux.shape[-1]
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets[idx].reshape(-1), ignore_index=-100
+        )
+        loss = (
+            loss + args.aux_weight * F.binary_cross_entropy_with_logits(aux, aux_targets[idx]) * aux.shape[-1]
+        )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -218,29 +251,56 @@ def main():
         if step % 100 == 0 or step == args.steps - 1:
             print(f"step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - t0:.0f} s", flush=True)
         if args.eval_every and step % args.eval_every == 0 and step:
-            print(f"   val token accuracy (teacher forcing) {token_accuracy(net, val_frames, val_clips, vocab):.3f}",
-                  flush=True)
+            print(
+                f"   val token accuracy (teacher forcing) {token_accuracy(net, val_frames, val_clips, vocab):.3f}",
+                flush=True,
+            )
     train_seconds = time.perf_counter() - t0
 
-    model = small_captioner(vocab, input_size=CLIPS["size"][0], **CONFIG, params=net.export(),
-                            meta={"name": "synthetic_captioner"})
+    model = small_captioner(
+        vocab,
+        input_size=CLIPS["size"][0],
+        **CONFIG,
+        params=net.export(),
+        meta={"name": "synthetic_captioner"},
+    )
     exact, word_acc = caption_accuracy(model, val_frames, val_clips)
-    print(f"ebr_ref greedy decoding on {args.val} validation clips: exact caption {exact:.3f}, words {word_acc:.3f}")
+    print(
+        f"ebr_ref greedy decoding on {args.val} validation clips: exact caption {exact:.3f}, words {word_acc:.3f}"
+    )
     meta = {
         "name": "synthetic_captioner",
         "readout": "conv3",
         "preprocessing": "frames of ebr_ref.synthetic.captions as rendered: RGB in [0, 1], no mean, no scaling",
-        "data": {"generator": "ebr_ref.synthetic.captions.make_caption_batch", "train_seed": TRAIN_SEED,
-                 "train_clips": args.train, "val_seed": VAL_SEED, "val_clips": args.val, **CLIPS,
-                 "size": list(CLIPS["size"])},
-        "training": {"script": "benchmarks/train_captioner.py", "steps": args.steps, "batch": args.batch,
-                     "lr": args.lr, "optimizer": "Adam, one-cycle", "aux_weight": args.aux_weight,
-                     "torch": torch.__version__,
-                     "seconds": round(train_seconds, 1)},
-        "accuracy": {"val_exact_caption": exact, "val_word": word_acc, "decoder": "ebr_ref greedy, max_len 20"},
+        "data": {
+            "generator": "ebr_ref.synthetic.captions.make_caption_batch",
+            "train_seed": TRAIN_SEED,
+            "train_clips": args.train,
+            "val_seed": VAL_SEED,
+            "val_clips": args.val,
+            **CLIPS,
+            "size": list(CLIPS["size"]),
+        },
+        "training": {
+            "script": "benchmarks/train_captioner.py",
+            "steps": args.steps,
+            "batch": args.batch,
+            "lr": args.lr,
+            "optimizer": "Adam, one-cycle",
+            "aux_weight": args.aux_weight,
+            "torch": torch.__version__,
+            "seconds": round(train_seconds, 1),
+        },
+        "accuracy": {
+            "val_exact_caption": exact,
+            "val_word": word_acc,
+            "decoder": "ebr_ref greedy, max_len 20",
+        },
     }
     side = save_captioner(model, args.out, meta=meta)
-    print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.2f} MiB, sha256 {side['params_sha256'][:16]}...)")
+    print(
+        f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.2f} MiB, sha256 {side['params_sha256'][:16]}...)"
+    )
 
 
 if __name__ == "__main__":

@@ -45,21 +45,21 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # NumPy's BLAS: see benchmarks/synthetic_tables.py
 
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import copy  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import argparse
+import collections
+import copy
+import json
+import platform
+import sys
+import time
 
-import numpy  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy
+import torch
+from torch import nn
 
-from ebr_ref import synthetic  # noqa: E402
-from ebr_ref.models import sequential  # noqa: E402
-from ebr_ref.models.io import load_model, save_model  # noqa: E402
+from ebr_ref import synthetic
+from ebr_ref.models import sequential
+from ebr_ref.models.io import load_model, save_model
 
 TORCH_SEED = 0x5EED  # torch.manual_seed: initialisation and dropout
 ORDER_SEED = 0x0D3E  # numpy permutations of the training data, one per epoch
@@ -93,15 +93,22 @@ CONFIG = {
 # ----------------------------------------------------------------------------- architecture
 
 CNN_BODY = [  # ebr_ref layer specs; the torch modules below carry the same names
-    ("conv1", "conv", {"out_channels": 16, "kernel": 3, "padding": 1}), ("relu1", "relu"),
+    ("conv1", "conv", {"out_channels": 16, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
     ("pool1", "maxpool", {"kernel": 2}),
-    ("conv2", "conv", {"out_channels": 32, "kernel": 3, "padding": 1}), ("relu2", "relu"),
+    ("conv2", "conv", {"out_channels": 32, "kernel": 3, "padding": 1}),
+    ("relu2", "relu"),
     ("pool2", "maxpool", {"kernel": 2}),
-    ("conv3", "conv", {"out_channels": 64, "kernel": 3, "padding": 1}), ("relu3", "relu"),
+    ("conv3", "conv", {"out_channels": 64, "kernel": 3, "padding": 1}),
+    ("relu3", "relu"),
     ("pool3", "maxpool", {"kernel": 2}),
     ("flatten", "flatten"),
-    ("fc6", "fc", {"out_features": 128}), ("relu6", "relu"), ("drop6", "dropout", {"p": 0.5}),
-    ("fc7", "fc", {"out_features": 128}), ("relu7", "relu"), ("drop7", "dropout", {"p": 0.5}),
+    ("fc6", "fc", {"out_features": 128}),
+    ("relu6", "relu"),
+    ("drop6", "dropout", {"p": 0.5}),
+    ("fc7", "fc", {"out_features": 128}),
+    ("relu7", "relu"),
+    ("drop7", "dropout", {"p": 0.5}),
 ]
 CNN_LAYERS = CNN_BODY + [("fc8", "fc", {"out_features": NUM_CLASSES})]
 LSTM_LAYERS = CNN_BODY + [
@@ -117,7 +124,11 @@ def _torch_module(spec, in_channels, in_features):
     name, kind = spec[0], spec[1]
     s = spec[2] if len(spec) == 3 else {}
     if kind == "conv":
-        return nn.Conv2d(in_channels, s["out_channels"], s["kernel"], padding=s["padding"]), s["out_channels"], None
+        return (
+            nn.Conv2d(in_channels, s["out_channels"], s["kernel"], padding=s["padding"]),
+            s["out_channels"],
+            None,
+        )
     if kind == "relu":
         return nn.ReLU(), in_channels, in_features
     if kind == "maxpool":
@@ -277,8 +288,9 @@ def train_lstm(cnn, cfg, log):
     x, y = lstm_training_clips(cfg["lstm_mix"], LSTM_DATA_SEED)
     n, T = x.shape[:2]
     with torch.no_grad():  # the CNN is frozen and in eval mode: its features are fixed
-        feats = torch.cat([body(torch.from_numpy(x[a : a + 64].reshape(-1, *INPUT_SHAPE)))
-                           for a in range(0, n, 64)]).reshape(n, T, -1)
+        feats = torch.cat(
+            [body(torch.from_numpy(x[a : a + 64].reshape(-1, *INPUT_SHAPE))) for a in range(0, n, 64)]
+        ).reshape(n, T, -1)
     y = torch.from_numpy(y)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg["lstm_lr"])
@@ -302,7 +314,9 @@ def train_lstm(cnn, cfg, log):
             correct += int((logits.argmax(-1) == target).sum())
             seen += idx.numel()
         if epoch % 5 == 4 or epoch == cfg["lstm_epochs"] - 1:
-            log(f"lstm epoch {epoch + 1}: loss {total / seen:.4f}, train per-step accuracy {correct / (seen * T):.4f}")
+            log(
+                f"lstm epoch {epoch + 1}: loss {total / seen:.4f}, train per-step accuracy {correct / (seen * T):.4f}"
+            )
     model.eval()
     return model, {"clips": n, "frames_per_clip": T, "frames": n * T}
 
@@ -313,7 +327,7 @@ def train_lstm(cnn, cfg, log):
 def export(torch_model, layers, meta):
     """An ebr_ref float32 model with the torch model's parameters."""
     params = {k: v.detach().numpy().astype(numpy.float32) for k, v in torch_model.state_dict().items()}
-    params = {k[len("body."):] if k.startswith("body.") else k: v for k, v in params.items()}
+    params = {k[len("body.") :] if k.startswith("body.") else k: v for k, v in params.items()}
     return sequential(layers, INPUT_SHAPE, params=params, meta=meta)
 
 
@@ -365,14 +379,22 @@ def evaluate_steps(ebr_lstm, n, seed):
         for c in clips:
             correct += int((ebr_lstm.forward(c.frames).argmax(axis=1) == c.frame_labels).sum())
             total += c.frame_labels.size
-    return {"seed": seed, "clips_per_kind": n, "kinds": ["GT+rand", "rand+GT"], "frames": total,
-            "correct": correct, "accuracy": correct / total,
-            "metric": "per-step accuracy against the action of each frame"}
+    return {
+        "seed": seed,
+        "clips_per_kind": n,
+        "kinds": ["GT+rand", "rand+GT"],
+        "frames": total,
+        "correct": correct,
+        "accuracy": correct / total,
+        "metric": "per-step accuracy against the action of each frame",
+    }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "ebr_ref", "data")))
+    ap.add_argument(
+        "--out", default=os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "ebr_ref", "data"))
+    )
     ap.add_argument("--quick", action="store_true", help="a tenth of the data, to try the pipeline")
     args = ap.parse_args(argv)
     cfg = dict(CONFIG)
@@ -403,9 +425,15 @@ def main(argv=None):
         "numpy_version": numpy.__version__,
         "python": platform.python_version(),
         "script": "benchmarks/train_synthetic.py",
-        "seeds": {"torch": TORCH_SEED, "data_order": ORDER_SEED, "cnn_data": CNN_DATA_SEED,
-                  "lstm_data": LSTM_DATA_SEED, "test": TEST_SEED, "small_test": SMALL_SEED,
-                  "two_action_test": STEPS_SEED},
+        "seeds": {
+            "torch": TORCH_SEED,
+            "data_order": ORDER_SEED,
+            "cnn_data": CNN_DATA_SEED,
+            "lstm_data": LSTM_DATA_SEED,
+            "test": TEST_SEED,
+            "small_test": SMALL_SEED,
+            "two_action_test": STEPS_SEED,
+        },
         "torch_threads": THREADS,
     }
     ebr_cnn = export(cnn, CNN_LAYERS, {"name": "synthetic_cnn", **common})
@@ -420,34 +448,59 @@ def main(argv=None):
     log(f"forward check (ebr_ref vs torch, float32, normwise logits): {errs}")
     if max(errs.values()) > 1e-5:
         raise SystemExit(f"ebr_ref's forward differs from torch's: {errs}")
-    log(f"test: cnn per-frame accuracy {cnn_test['accuracy']:.4f} ({cnn_test['correct']}/{cnn_test['frames']}), "
-        f"cnn-lstm per-clip accuracy {lstm_test['accuracy']:.4f} ({lstm_test['correct']}/{lstm_test['clips']})")
+    log(
+        f"test: cnn per-frame accuracy {cnn_test['accuracy']:.4f} ({cnn_test['correct']}/{cnn_test['frames']}), "
+        f"cnn-lstm per-clip accuracy {lstm_test['accuracy']:.4f} ({lstm_test['correct']}/{lstm_test['clips']})"
+    )
     log(f"two-action clips: cnn-lstm per-step accuracy {lstm_steps['accuracy']:.4f}")
-    log(f"small split: cnn {cnn_small['accuracy']:.4f}, cnn-lstm {lstm_small['accuracy']:.4f}; "
-        f"evaluation {t_eval:.1f} s")
+    log(
+        f"small split: cnn {cnn_small['accuracy']:.4f}, cnn-lstm {lstm_small['accuracy']:.4f}; "
+        f"evaluation {t_eval:.1f} s"
+    )
 
-    test_note = {"kind": "trimmed", "frames_per_clip": CLIP_FRAMES,
-                 "generator": "ebr_ref.synthetic.make_batch(clips, 'trimmed', seed=seed, num_frames=16)"}
+    test_note = {
+        "kind": "trimmed",
+        "frames_per_clip": CLIP_FRAMES,
+        "generator": "ebr_ref.synthetic.make_batch(clips, 'trimmed', seed=seed, num_frames=16)",
+    }
     frame_metric = "per-frame accuracy (argmax of the frame's probabilities)"
     clip_metric = "per-clip accuracy: argmax of the probabilities averaged over the 16 steps"
     cnn_meta = {
         "architecture_note": "per-frame classifier; conv 3x3 pad 1, max pool 2x2 (floor)",
-        "training": {**cnn_data, "epochs": cfg["cnn_epochs"], "batch": cfg["cnn_batch"], "optimizer": "Adam",
-                     "lr": cfg["cnn_lr"], "loss": "cross-entropy per frame", "seconds": round(t_cnn, 1)},
+        "training": {
+            **cnn_data,
+            "epochs": cfg["cnn_epochs"],
+            "batch": cfg["cnn_batch"],
+            "optimizer": "Adam",
+            "lr": cfg["cnn_lr"],
+            "loss": "cross-entropy per frame",
+            "seconds": round(t_cnn, 1),
+        },
         "test": {**test_note, **cnn_test, "metric": frame_metric},
         "test_small": {**test_note, **cnn_small, "metric": frame_metric},
         "torch_forward_rel_err": errs["cnn"],
     }
     lstm_meta = {
-        "architecture_note": ("synthetic_cnn's layers conv1..drop7 (copied, frozen) -> lstm1 (ReLU cell, "
-                              f"H={HIDDEN}, gates i,f,o,g, cont 0 at the first frame) -> lstm1_drop -> fc8 "
-                              "at every step"),
-        "training": {**lstm_data, "clips_per_kind": cfg["lstm_mix"], "epochs": cfg["lstm_epochs"],
-                     "batch": cfg["lstm_batch"], "optimizer": "Adam", "lr": cfg["lstm_lr"], "grad_clip_norm": 5.0,
-                     "loss": "cross-entropy at every step against the action of that frame (LRCN style)",
-                     "note": ("half the clips are two-action clips (GT+rand, rand+GT) with per-frame labels; trained "
-                              "on trimmed clips only, the ReLU LSTM latched on the first action of a clip"),
-                     "seconds": round(t_lstm, 1)},
+        "architecture_note": (
+            "synthetic_cnn's layers conv1..drop7 (copied, frozen) -> lstm1 (ReLU cell, "
+            f"H={HIDDEN}, gates i,f,o,g, cont 0 at the first frame) -> lstm1_drop -> fc8 "
+            "at every step"
+        ),
+        "training": {
+            **lstm_data,
+            "clips_per_kind": cfg["lstm_mix"],
+            "epochs": cfg["lstm_epochs"],
+            "batch": cfg["lstm_batch"],
+            "optimizer": "Adam",
+            "lr": cfg["lstm_lr"],
+            "grad_clip_norm": 5.0,
+            "loss": "cross-entropy at every step against the action of that frame (LRCN style)",
+            "note": (
+                "half the clips are two-action clips (GT+rand, rand+GT) with per-frame labels; trained "
+                "on trimmed clips only, the ReLU LSTM latched on the first action of a clip"
+            ),
+            "seconds": round(t_lstm, 1),
+        },
         "test": {**test_note, **lstm_test, "metric": clip_metric},
         "test_small": {**test_note, **lstm_small, "metric": clip_metric},
         "test_two_action": lstm_steps,

@@ -141,8 +141,7 @@ def to_device(a, device: str):
         cp = _import_cupy()
         if cp is None:
             raise RuntimeError(
-                "device 'gpu' needs CuPy; install the 'gpu' extra "
-                "(pip install 'ebr_ref[gpu]')"
+                "device 'gpu' needs CuPy; install the 'gpu' extra (pip install 'ebr_ref[gpu]')"
             )
         return cp.asarray(a)
     raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'gpu'")

@@ -33,22 +33,35 @@ def child_env():
 def limited(limit=MEMORY_LIMIT):
     def apply():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
     return apply
 
 
 def run_python(code, *args, limit=MEMORY_LIMIT, timeout=TIMEOUT, cwd=None):
     """``python -c code args`` under the memory limit; the CompletedProcess (a hang fails the test)."""
     try:
-        return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                              timeout=timeout, cwd=cwd or ROOT, env=child_env(), preexec_fn=limited(limit))
+        return subprocess.run(
+            [sys.executable, "-c", code, *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd or ROOT,
+            env=child_env(),
+            preexec_fn=limited(limit),
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"the child did not finish within {timeout} s: {code[:200]}")
 
 
 def run_cli(*argv, limit=MEMORY_LIMIT, timeout=TIMEOUT, cwd=None):
     """``python -m ebr_ref ARGV`` under the memory limit and a timeout."""
-    return run_python("import sys; from ebr_ref.cli import main; sys.exit(main(sys.argv[1:]))", *argv,
-                      limit=limit, timeout=timeout, cwd=cwd)
+    return run_python(
+        "import sys; from ebr_ref.cli import main; sys.exit(main(sys.argv[1:]))",
+        *argv,
+        limit=limit,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def assert_one_line_error(r, *needles):
@@ -78,8 +91,12 @@ def png_of_zeros(path, W, H):
     row = b"\0" * (1 + (W + 7) // 8)  # filter byte 0, then the packed bits
     parts = [co.compress(row) for _ in range(H)]
     idat = b"".join(parts) + co.flush()
-    data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 1, 0, 0, 0, 0))
-            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 1, 0, 0, 0, 0))
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
     with open(path, "wb") as f:
         f.write(data)
     return path
@@ -93,7 +110,7 @@ def jpeg_claiming(path, W, H):
     Image.new("RGB", (16, 16), (10, 20, 30)).save(buf, "JPEG", quality=90)
     data = bytearray(buf.getvalue())
     k = data.index(b"\xff\xc0")
-    data[k + 5:k + 9] = struct.pack(">HH", H, W)  # marker, length (2), precision (1), height, width
+    data[k + 5 : k + 9] = struct.pack(">HH", H, W)  # marker, length (2), precision (1), height, width
     with open(path, "wb") as f:
         f.write(bytes(data))
     return path
@@ -153,12 +170,12 @@ def patch_central_directory(npz_path, name, *, method=None, file_size=None):
     needle = name.encode()
     k = data.rfind(b"PK\x01\x02")
     while k >= 0:
-        n = struct.unpack("<H", data[k + 28:k + 30])[0]
-        if data[k + 46:k + 46 + n] == needle:
+        n = struct.unpack("<H", data[k + 28 : k + 30])[0]
+        if data[k + 46 : k + 46 + n] == needle:
             if method is not None:
-                data[k + 10:k + 12] = struct.pack("<H", method)
+                data[k + 10 : k + 12] = struct.pack("<H", method)
             if file_size is not None:
-                data[k + 24:k + 28] = struct.pack("<I", file_size)
+                data[k + 24 : k + 28] = struct.pack("<I", file_size)
             break
         k = data.rfind(b"PK\x01\x02", 0, k)
     else:

@@ -18,8 +18,16 @@ from tests.paths import REPO
 
 PACKAGE = REPO / "ebr_ref"
 LEVELS = {
-    "backend": 0, "layers": 1, "models": 2, "grounding": 3, "evaluation": 4, "synthetic": 4, "tools": 5,
-    "pipeline": 6, "cli": 7, "__main__": 7,
+    "backend": 0,
+    "layers": 1,
+    "models": 2,
+    "grounding": 3,
+    "evaluation": 4,
+    "synthetic": 4,
+    "tools": 5,
+    "pipeline": 6,
+    "cli": 7,
+    "__main__": 7,
 }
 SIBLINGS = {"evaluation": "synthetic", "synthetic": "evaluation"}  # the same level, not to be mixed
 FORBIDDEN = {"torch", "google.protobuf", "protobuf"}
@@ -121,6 +129,7 @@ def test_imports_only_from_its_own_level_or_below(dotted, path):
         if other[0] > level:
             bad.append(f"line {line}: {top} (level {level}) imports {name} (level {other[0]})")
         if SIBLINGS.get(top) == other[1]:
-            bad.append(f"line {line}: {top} imports {name}; "
-                       "evaluation and synthetic must not import each other")
+            bad.append(
+                f"line {line}: {top} imports {name}; evaluation and synthetic must not import each other"
+            )
     assert not bad, f"{path.relative_to(REPO)}:\n" + "\n".join(bad)

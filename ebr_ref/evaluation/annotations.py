@@ -85,7 +85,9 @@ class FrameBoxes(NamedTuple):
             When a box lies on a frame ``>= num_frames``.
         """
         if self.frames.size and int(self.frames.max()) >= num_frames:
-            raise ValueError(f"FrameBoxes.per_frame: box on frame {int(self.frames.max())} >= num_frames={num_frames}")
+            raise ValueError(
+                f"FrameBoxes.per_frame: box on frame {int(self.frames.max())} >= num_frames={num_frames}"
+            )
         return [self.boxes[self.frames == t] for t in range(num_frames)]
 
 

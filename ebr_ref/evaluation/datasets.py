@@ -86,10 +86,30 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".m
 # The 24 classes of UCF101-24, in the order that the corrected annotations' tube field ``class`` counts
 # (1-based).
 UCF101_24_CLASSES = (
-    "Basketball", "BasketballDunk", "Biking", "CliffDiving", "CricketBowling", "Diving", "Fencing",
-    "FloorGymnastics", "GolfSwing", "HorseRiding", "IceDancing", "LongJump", "PoleVault", "RopeClimbing",
-    "SalsaSpin", "SkateBoarding", "Skiing", "Skijet", "SoccerJuggling", "Surfing", "TennisSwing",
-    "TrampolineJumping", "VolleyballSpiking", "WalkingWithDog",
+    "Basketball",
+    "BasketballDunk",
+    "Biking",
+    "CliffDiving",
+    "CricketBowling",
+    "Diving",
+    "Fencing",
+    "FloorGymnastics",
+    "GolfSwing",
+    "HorseRiding",
+    "IceDancing",
+    "LongJump",
+    "PoleVault",
+    "RopeClimbing",
+    "SalsaSpin",
+    "SkateBoarding",
+    "Skiing",
+    "Skijet",
+    "SoccerJuggling",
+    "Surfing",
+    "TennisSwing",
+    "TrampolineJumping",
+    "VolleyballSpiking",
+    "WalkingWithDog",
 )
 MAX_SIDE = 16384  # largest plausible frame side in pixels
 BOX_SLACK = 16  # pixels a box may reach beyond the frame (annotation noise)
@@ -331,7 +351,8 @@ def _has_thumos_files(d, subset="test"):
 
 def _has_ucf_lists(d):
     return os.path.isfile(os.path.join(d, "classInd.txt")) and any(
-        re.fullmatch(r"testlist\d+\.txt", n) for n in os.listdir(d))
+        re.fullmatch(r"testlist\d+\.txt", n) for n in os.listdir(d)
+    )
 
 
 def detect_layout(root):
@@ -415,8 +436,9 @@ def read_dataset(root, layout=None, *, split=1, boxes=None, fps=None, classes=No
         return read_thumos14(root, subset=subset, fps=fps, boxes=boxes, classes=classes)
     if layout == "ucf101":
         if classes is not None:
-            raise DatasetError(f"{root}: a ucf101 dataset takes its classes from classInd.txt "
-                               "(classes= given)")
+            raise DatasetError(
+                f"{root}: a ucf101 dataset takes its classes from classInd.txt (classes= given)"
+            )
         return read_ucf101(root, split=split, boxes=boxes)
     if layout == "manifest":
         if boxes not in (None, False):
@@ -506,8 +528,10 @@ def read_thumos14(root, *, subset="test", fps=None, boxes=None, classes=None, vi
     if annotations is None:
         ann_dir = _first_dir(root, THUMOS14_ANNOTATION_DIRS, lambda d: _has_thumos_files(d, subset))
         if ann_dir is None:
-            raise DatasetError(f"{root}: no '<Class>_{subset}.txt' annotation file in "
-                               f"{', '.join(d + '/' for d in THUMOS14_ANNOTATION_DIRS)}")
+            raise DatasetError(
+                f"{root}: no '<Class>_{subset}.txt' annotation file in "
+                f"{', '.join(d + '/' for d in THUMOS14_ANNOTATION_DIRS)}"
+            )
     else:
         ann_dir = os.path.abspath(os.fspath(annotations))
         if not os.path.isdir(ann_dir) or not _has_thumos_files(ann_dir, subset):
@@ -520,8 +544,10 @@ def read_thumos14(root, *, subset="test", fps=None, boxes=None, classes=None, vi
         class_names = _given_classes(classes, root)
     else:
         for name in ("detclasslist.txt", "classInd.txt"):
-            class_file = next((p for p in (os.path.join(ann_dir, name), os.path.join(root, name))
-                               if os.path.isfile(p)), None)
+            class_file = next(
+                (p for p in (os.path.join(ann_dir, name), os.path.join(root, name)) if os.path.isfile(p)),
+                None,
+            )
             if class_file:
                 break
         if class_file:
@@ -576,8 +602,9 @@ def read_thumos14(root, *, subset="test", fps=None, boxes=None, classes=None, vi
     if missing:
         more = f" ({len(missing) - 1} more annotated videos are missing)" if len(missing) > 1 else ""
         shown = ", ".join(video_dirs)
-        raise DatasetError(f"{missing[0]} not found in {shown} (a file {{name}}.mp4, .avi, ... "
-                           f"or a folder of frames){more}")
+        raise DatasetError(
+            f"{missing[0]} not found in {shown} (a file {{name}}.mp4, .avi, ... or a folder of frames){more}"
+        )
     amb = {it.video_id: tuple(sorted(ambiguous[it.video_id])) for it in items if it.video_id in ambiguous}
     return Dataset("thumos14", root, class_names, tuple(items), amb)
 
@@ -592,8 +619,9 @@ def _safe_relpath(rel, where):
     rel = rel.replace("\\", "/")
     parts = rel.split("/")
     if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel) or any(p in ("", ".", "..") for p in parts):
-        raise DatasetError(f"{where}: expected a relative path 'Class/v_Class_gXX_cYY.avi', "
-                           f"got {_short(rel)}")
+        raise DatasetError(
+            f"{where}: expected a relative path 'Class/v_Class_gXX_cYY.avi', got {_short(rel)}"
+        )
     return parts
 
 
@@ -605,8 +633,10 @@ def _read_testlist(path, class_names):
         where = f"{path}:{lineno}"
         fields = text.split()
         if len(fields) not in (1, 2) or (len(fields) == 2 and not fields[1].isdigit()):
-            raise DatasetError(f"{where}: expected 'Class/v_Class_gXX_cYY.avi' (optionally a 1-based class "
-                               f"index), got {_short(text)}")
+            raise DatasetError(
+                f"{where}: expected 'Class/v_Class_gXX_cYY.avi' (optionally a 1-based class "
+                f"index), got {_short(text)}"
+            )
         parts = _safe_relpath(fields[0], where)
         stem, ext = os.path.splitext(parts[-1])
         stem = stem if ext.lower() in VIDEO_EXTENSIONS else parts[-1]
@@ -614,12 +644,15 @@ def _read_testlist(path, class_names):
         folder_class = parts[-2] if len(parts) > 1 else None
         name_class = m.group(1) if m else None
         if folder_class and name_class and folder_class != name_class:
-            raise DatasetError(f"{where}: folder class {folder_class!r} and file name class "
-                               f"{name_class!r} differ")
+            raise DatasetError(
+                f"{where}: folder class {folder_class!r} and file name class {name_class!r} differ"
+            )
         cls = folder_class or name_class
         if cls is None:
-            raise DatasetError(f"{where}: cannot tell the class of {_short(fields[0])} (no 'Class/' folder, "
-                               "no 'v_Class_gXX_cYY' name)")
+            raise DatasetError(
+                f"{where}: cannot tell the class of {_short(fields[0])} (no 'Class/' folder, "
+                "no 'v_Class_gXX_cYY' name)"
+            )
         if cls not in index:
             raise DatasetError(f"{where}: class {cls!r} is not in classInd.txt")
         if len(fields) == 2 and int(fields[1]) != index[cls] + 1:
@@ -714,8 +747,9 @@ def _read_ucf24_mat(path, wanted, class_names, box_classes):
     if size > MAX_MAT_BYTES:
         raise DatasetError(f"{path}: more than {MAX_MAT_BYTES >> 20} MiB once decompressed; refused")
     try:
-        mat = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True, chars_as_strings=True,
-                               variable_names=["annot"])
+        mat = scipy.io.loadmat(
+            path, squeeze_me=False, struct_as_record=True, chars_as_strings=True, variable_names=["annot"]
+        )
     except (ValueError, TypeError, OSError, EOFError, NotImplementedError, IndexError, KeyError) as e:
         raise DatasetError(f"{path}: not a readable MAT-file ({type(e).__name__}: {e})") from None
     if "annot" not in mat:
@@ -723,8 +757,9 @@ def _read_ucf24_mat(path, wanted, class_names, box_classes):
     entries = _records(mat["annot"])
     if entries is None or (entries and not {"name", "num_imgs", "tubes"} <= set(mat["annot"].dtype.names)):
         names = getattr(mat["annot"].dtype, "names", None)
-        raise DatasetError(f"{path}: 'annot' must be a struct array with fields name, num_imgs, tubes; "
-                           f"got fields {names}")
+        raise DatasetError(
+            f"{path}: 'annot' must be a struct array with fields name, num_imgs, tubes; got fields {names}"
+        )
     out, seen = {}, {}
     for i, entry in enumerate(entries, start=1):
         where = f"{path}: annot({i})"
@@ -750,17 +785,21 @@ def _read_ucf24_mat(path, wanted, class_names, box_classes):
                 raise DatasetError(f"{tw}: need 1 <= sf <= ef <= num_imgs = {num_imgs}, got sf={sf}, ef={ef}")
             if not 1 <= cls <= len(box_classes) or box_classes[cls - 1] != class_names[wanted[name]]:
                 got = box_classes[cls - 1] if 1 <= cls <= len(box_classes) else "out of range"
-                raise DatasetError(f"{tw}: class {cls} ({got}) is not the video's class "
-                                   f"{class_names[wanted[name]]!r}")
+                raise DatasetError(
+                    f"{tw}: class {cls} ({got}) is not the video's class {class_names[wanted[name]]!r}"
+                )
             b = numpy.asarray(tube["boxes"])
             if b.dtype.kind not in "iuf" or b.ndim != 2 or b.shape != (ef - sf + 1, 4):
-                raise DatasetError(f"{tw}: 'boxes' must be {ef - sf + 1} x 4 numbers (one 'x y w h' row per "
-                                   f"frame sf..ef), got {b.dtype} {b.shape}")
+                raise DatasetError(
+                    f"{tw}: 'boxes' must be {ef - sf + 1} x 4 numbers (one 'x y w h' row per "
+                    f"frame sf..ef), got {b.dtype} {b.shape}"
+                )
             b = b.astype(numpy.float64)
             for k, (x, y, w, h) in enumerate(b.tolist()):
                 if not (w >= 1 and h >= 1):
-                    raise DatasetError(f"{tw}: row {k + 1} of boxes: width and height must be >= 1, got "
-                                       f"{[x, y, w, h]}")
+                    raise DatasetError(
+                        f"{tw}: row {k + 1} of boxes: width and height must be >= 1, got {[x, y, w, h]}"
+                    )
                 box = _check_box((x - 1, y - 1, x + w - 2, y + h - 2), f"{tw}: row {k + 1} of boxes")
                 per_frame.setdefault(sf - 1 + k, []).append(box)
         if per_frame:
@@ -840,8 +879,10 @@ def read_ucf101(root, split=1, *, boxes=None, box_classes=None):
     video_dirs = [os.path.join(root, d) for d in UCF101_VIDEO_DIRS]
     found, missing = {}, []
     for video_id, parts, _label, where in rows:
-        candidates = [os.path.join(d, *parts) for d in video_dirs] + [os.path.join(root, "videos", parts[-1]),
-                                                                      os.path.join(root, parts[-1])]
+        candidates = [os.path.join(d, *parts) for d in video_dirs] + [
+            os.path.join(root, "videos", parts[-1]),
+            os.path.join(root, parts[-1]),
+        ]
         path = None
         for c in candidates:
             path = listing.find(os.path.dirname(c), os.path.basename(c), where)
@@ -852,8 +893,10 @@ def read_ucf101(root, split=1, *, boxes=None, box_classes=None):
         found[video_id] = path
     if missing:
         more = f" ({len(missing) - 1} more listed videos are missing)" if len(missing) > 1 else ""
-        raise DatasetError(f"{missing[0]} not found under {root} (looked in <Class>/, UCF-101/<Class>/, "
-                           f"videos/<Class>/, videos/ and the root){more}")
+        raise DatasetError(
+            f"{missing[0]} not found under {root} (looked in <Class>/, UCF-101/<Class>/, "
+            f"videos/<Class>/, videos/ and the root){more}"
+        )
     if boxes is None:
         defaults = (os.path.join(list_dir, "finalAnnots.mat"), os.path.join(root, "finalAnnots.mat"))
         box_path = next((p for p in defaults if os.path.isfile(p)), None)
@@ -944,8 +987,10 @@ def _manifest_records(path):
                     header = [c.strip() for c in cells]
                     bad = [c for c in header if c not in MANIFEST_FIELDS]
                     if "path" not in header or bad or len(set(header)) != len(header):
-                        raise DatasetError(f"{where}: the header must name distinct columns among "
-                                           f"{', '.join(MANIFEST_FIELDS)} including path, got {_short(text)}")
+                        raise DatasetError(
+                            f"{where}: the header must name distinct columns among "
+                            f"{', '.join(MANIFEST_FIELDS)} including path, got {_short(text)}"
+                        )
                     continue
                 if len(cells) != len(header):
                     raise DatasetError(f"{where}: {len(cells)} columns, the header has {len(header)}")
@@ -977,7 +1022,7 @@ def _manifest_records(path):
             raise DatasetError(f"{where}: each line must be a JSON object, got {type(rec).__name__}")
         if set(rec) == {"classes"}:
             if records or classes is not None:
-                raise DatasetError(f"{where}: the {{\"classes\": [...]}} line must be the first line")
+                raise DatasetError(f'{where}: the {{"classes": [...]}} line must be the first line')
             classes = rec["classes"]
             names_ok = isinstance(classes, list) and all(isinstance(c, str) and c for c in classes)
             if not names_ok or not classes or len(set(classes)) != len(classes):
@@ -991,8 +1036,9 @@ def _manifest_records(path):
 def _raw_record(where, rec, base, default_fps):
     unknown = sorted(set(rec) - set(MANIFEST_FIELDS))
     if unknown:
-        raise DatasetError(f"{where}: unknown field(s) {', '.join(unknown)}; expected "
-                           f"{', '.join(MANIFEST_FIELDS)}")
+        raise DatasetError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(MANIFEST_FIELDS)}"
+        )
     rel = rec.get("path")
     if not isinstance(rel, str) or not rel.strip():
         raise DatasetError(f"{where}: 'path' must be a non-empty string, got {_short(rel)}")
@@ -1017,8 +1063,14 @@ def _raw_record(where, rec, base, default_fps):
         raise DatasetError(f"{where}: 'segments' must be a list of [label, start_sec, end_sec]")
     segs = []
     for s in segments:
-        if not (isinstance(s, list) and len(s) == 3 and isinstance(s[0], str) and s[0]
-                and _is_number(s[1]) and _is_number(s[2])):
+        if not (
+            isinstance(s, list)
+            and len(s) == 3
+            and isinstance(s[0], str)
+            and s[0]
+            and _is_number(s[1])
+            and _is_number(s[2])
+        ):
             raise DatasetError(f"{where}: a segment is [label, start_sec, end_sec], got {_short(s)}")
         if not 0 <= s[1] <= s[2]:
             raise DatasetError(f"{where}: a segment needs 0 <= start <= end, got {_short(s)}")

@@ -142,7 +142,9 @@ def ground_known_length(S, length):
     S = _as_evidence(S, "ground_known_length")
     L = int(length)
     if L != length or L < 1 or L > S.shape[0]:
-        raise ValueError(f"ground_known_length: length must be an integer in [1, T={S.shape[0]}], got {length!r}")
+        raise ValueError(
+            f"ground_known_length: length must be an integer in [1, T={S.shape[0]}], got {length!r}"
+        )
     P = _exact_prefix_sums(S)  # P[t] = D * (S[0] + ... + S[t-1]) exactly, one common scale D > 0
     best, start = None, 0
     for s in range(S.shape[0] - L + 1):
@@ -320,7 +322,9 @@ def pointing_game(maps, boxes, input_size, tolerance=15.0, *, convention="diamet
     else:
         b = numpy.asarray(to_numpy(boxes), dtype=numpy.float64)
         if b.shape != (T, 4):
-            raise ValueError(f"pointing_game: boxes must be (T={T}, 4) or a list of T (k, 4) arrays, got {b.shape}")
+            raise ValueError(
+                f"pointing_game: boxes must be (T={T}, 4) or a list of T (k, 4) arrays, got {b.shape}"
+            )
         per_frame = list(b)
     if len(per_frame) != T:
         raise ValueError(f"pointing_game: {T} maps but {len(per_frame)} frames of boxes")
@@ -356,7 +360,9 @@ def temporal_pointing_hit(S, interval):
     S = _as_evidence(S, "temporal_pointing_hit")
     start, end = interval
     if not (math.isfinite(start) and math.isfinite(end)) or end < start:
-        raise ValueError(f"temporal_pointing_hit: interval must be (start, end) with end >= start, got {interval!r}")
+        raise ValueError(
+            f"temporal_pointing_hit: interval must be (start, end) with end >= start, got {interval!r}"
+        )
     if S.max() == S.min():
         return False
     peak = int(numpy.argmax(S))

@@ -141,7 +141,9 @@ def pointing_accuracy(outcomes, labels=None):
     if labels is None:
         n = int(numpy.count_nonzero(o))
         if n == 0:
-            raise ValueError("pointing_accuracy: no hit or miss to count (all outcomes skipped or none given)")
+            raise ValueError(
+                "pointing_accuracy: no hit or miss to count (all outcomes skipped or none given)"
+            )
         return int(numpy.count_nonzero(o == 1)) / n
     lab = numpy.asarray(to_numpy(labels)).reshape(-1)
     if lab.shape != o.shape:
@@ -259,7 +261,9 @@ def match_detections(detections, ground_truth, alpha, *, inclusive=True, matchin
         dsegs = numpy.array([(dets[i].start, dets[i].end) for i in idx], dtype=numpy.float64)
         gsegs = gt_by_video.get(video, [])
         if gsegs:
-            ov = temporal_iou(numpy.array(gsegs), dsegs, inclusive=inclusive).reshape(len(gsegs), idx.size)  # (g, k)
+            ov = temporal_iou(numpy.array(gsegs), dsegs, inclusive=inclusive).reshape(
+                len(gsegs), idx.size
+            )  # (g, k)
             tp[idx] = _match_video(ov, alpha, matching)
         if video in amb_by_video:
             inter = _intersects(numpy.array(amb_by_video[video]), dsegs, inclusive)  # (k,)
@@ -300,7 +304,11 @@ def _match_video(ov, alpha, matching):
 
 def _intersects(amb, dsegs, inclusive):
     one = 1.0 if inclusive else 0.0
-    inter = numpy.minimum(amb[:, None, 1], dsegs[None, :, 1]) - numpy.maximum(amb[:, None, 0], dsegs[None, :, 0]) + one
+    inter = (
+        numpy.minimum(amb[:, None, 1], dsegs[None, :, 1])
+        - numpy.maximum(amb[:, None, 0], dsegs[None, :, 0])
+        + one
+    )
     return numpy.any(inter > 0, axis=0)
 
 

@@ -28,7 +28,12 @@ from .. import backend
 from ..layers._eb import safe_divide
 
 __all__ = [
-    "one_hot_seed", "negate_classifier", "normalise_by_total", "contrast", "channel_sum", "frame_evidence",
+    "one_hot_seed",
+    "negate_classifier",
+    "normalise_by_total",
+    "contrast",
+    "channel_sum",
+    "frame_evidence",
 ]
 
 

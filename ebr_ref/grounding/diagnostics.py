@@ -13,7 +13,11 @@ from __future__ import annotations
 from .. import backend
 
 __all__ = [
-    "sum_mass", "lstm_accounting", "decoder_account", "decoder_layer_mass", "action_diagnostics",
+    "sum_mass",
+    "lstm_accounting",
+    "decoder_account",
+    "decoder_layer_mass",
+    "action_diagnostics",
     "caption_diagnostics",
 ]
 
@@ -75,8 +79,9 @@ def decoder_account(sig, seed, p_frames):
         "lost": {k: _floats(v[:, 0]) for k, v in sig.lost.items()},
         "frames": frames,
         "pool_lost": [a - b for a, b in zip(video, frames, strict=True)],
-        "word_share": [w / (w + v) if (w + v) != 0 else float("nan")
-                       for w, v in zip(words, video, strict=True)],
+        "word_share": [
+            w / (w + v) if (w + v) != 0 else float("nan") for w, v in zip(words, video, strict=True)
+        ],
     }
 
 
@@ -102,12 +107,18 @@ def _totals_and_mass(mass_lost, totals, totals_dual, fused_layers):
     """The entries both drivers report: mass lost, eq.-5 totals, passes with a zero total, fused layers."""
     totals = [] if totals is None else [float(v) for v in totals]
     totals_dual = [] if totals_dual is None else [float(v) for v in totals_dual]
-    zero = [{"pass": label, "target_index": k}
-            for label, tots in (("positive", totals), ("dual", totals_dual))
-            for k, v in enumerate(tots) if v == 0]
+    zero = [
+        {"pass": label, "target_index": k}
+        for label, tots in (("positive", totals), ("dual", totals_dual))
+        for k, v in enumerate(tots)
+        if v == 0
+    ]
     return {
-        "mass_lost": {"positive": mass_lost.get("positive", {}), "dual": mass_lost.get("dual", {}),
-                      "cnn": mass_lost.get("cnn", {})},
+        "mass_lost": {
+            "positive": mass_lost.get("positive", {}),
+            "dual": mass_lost.get("dual", {}),
+            "cnn": mass_lost.get("cnn", {}),
+        },
         "totals": totals,
         "totals_dual": totals_dual,
         "zero_totals": zero,
@@ -115,8 +126,21 @@ def _totals_and_mass(mass_lost, totals, totals_dual, fused_layers):
     }
 
 
-def action_diagnostics(*, method, lstm_rule, targets, layer, chunk_size, seed_steps, mass_lost, totals=None,
-                       totals_dual=None, fused_layers=None, readout_recomputed=None, lstm=None):
+def action_diagnostics(
+    *,
+    method,
+    lstm_rule,
+    targets,
+    layer,
+    chunk_size,
+    seed_steps,
+    mass_lost,
+    totals=None,
+    totals_dual=None,
+    fused_layers=None,
+    readout_recomputed=None,
+    lstm=None,
+):
     """``Grounding.diagnostics`` of :func:`ebr_ref.grounding.ground.ground`.
 
     Parameters
@@ -138,9 +162,15 @@ def action_diagnostics(*, method, lstm_rule, targets, layer, chunk_size, seed_st
     -------
     dict
     """
-    diag = {"method": method, "lstm_rule": lstm_rule, "targets": targets, "layer": layer,
-            "chunk_size": int(chunk_size), **_totals_and_mass(mass_lost, totals, totals_dual, fused_layers),
-            "seed_steps": seed_steps}
+    diag = {
+        "method": method,
+        "lstm_rule": lstm_rule,
+        "targets": targets,
+        "layer": layer,
+        "chunk_size": int(chunk_size),
+        **_totals_and_mass(mass_lost, totals, totals_dual, fused_layers),
+        "seed_steps": seed_steps,
+    }
     if readout_recomputed is not None:
         diag["readout_recomputed"] = readout_recomputed
     if lstm:
@@ -148,18 +178,41 @@ def action_diagnostics(*, method, lstm_rule, targets, layer, chunk_size, seed_st
     return diag
 
 
-def caption_diagnostics(*, method, lstm_rule, caption, decoded, targets, layer, seed_steps, chunk_size,
-                        mass_lost, totals=None, totals_dual=None, fused_layers=None, decoder=None,
-                        decoder_dual=None, readout_recomputed):
+def caption_diagnostics(
+    *,
+    method,
+    lstm_rule,
+    caption,
+    decoded,
+    targets,
+    layer,
+    seed_steps,
+    chunk_size,
+    mass_lost,
+    totals=None,
+    totals_dual=None,
+    fused_layers=None,
+    decoder=None,
+    decoder_dual=None,
+    readout_recomputed,
+):
     """``CaptionGrounding.diagnostics`` of :func:`ebr_ref.grounding.ground_caption.ground_caption`.
 
     As :func:`action_diagnostics`, plus ``caption`` (the words joined),
     ``decoded`` (``"greedy"`` or ``"forced"``) and ``decoder`` /
     ``decoder_dual`` (:func:`decoder_account` of each EB pass, when run).
     """
-    diag = {"method": method, "lstm_rule": lstm_rule, "caption": caption, "decoded": decoded,
-            "targets": targets, "layer": layer, "seed_steps": seed_steps, "chunk_size": int(chunk_size),
-            **_totals_and_mass(mass_lost, totals, totals_dual, fused_layers)}
+    diag = {
+        "method": method,
+        "lstm_rule": lstm_rule,
+        "caption": caption,
+        "decoded": decoded,
+        "targets": targets,
+        "layer": layer,
+        "seed_steps": seed_steps,
+        "chunk_size": int(chunk_size),
+        **_totals_and_mass(mass_lost, totals, totals_dual, fused_layers),
+    }
     if decoder is not None:
         diag["decoder"] = decoder
     if decoder_dual is not None:

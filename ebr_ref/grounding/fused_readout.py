@@ -113,7 +113,7 @@ class FusedLeg:
         self.fold = fold
 
     def __call__(self, records, p):
-        below, above = records[: self.fold.depth], records[self.fold.depth:]
+        below, above = records[: self.fold.depth], records[self.fold.depth :]
         mass = {}
         if self.fold.mode == "grad":
             p = run_grad(above, p)  # (K, n, C, oh, ow)  at the pooling's output
@@ -192,8 +192,11 @@ def _survey(model, readout_index, in_shape):
             continue
         if layer.type == "conv":
             s = layer.settings
-            (kH, kW), stride, (dH, dW) = pair(s["kernel"], "kernel"), pair(s["stride"], "stride"), pair(
-                s["dilation"], "dilation")
+            (kH, kW), stride, (dH, dW) = (
+                pair(s["kernel"], "kernel"),
+                pair(s["stride"], "stride"),
+                pair(s["dilation"], "dilation"),
+            )
             if stride != (1, 1) or s["groups"] != 1:
                 return f"layer {layer.name!r} has stride {stride} and groups {s['groups']} (stride 1, one group needed)"
             oC, oH, oW = out_shape

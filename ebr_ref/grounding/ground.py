@@ -44,8 +44,16 @@ from .diagnostics import action_diagnostics, sum_mass
 from .frame_cnn import FrameCNN, join_chunks, weights_memo
 from .inputs import check_fused_switch, check_lstm_rule, is_int, prepare
 
-__all__ = ["Grounding", "ground", "check_finite_result", "NonFiniteResultError", "METHODS",
-           "RECURRENT_METHODS", "FRAME_METHODS", "LSTM_RULES"]
+__all__ = [
+    "Grounding",
+    "ground",
+    "check_finite_result",
+    "NonFiniteResultError",
+    "METHODS",
+    "RECURRENT_METHODS",
+    "FRAME_METHODS",
+    "LSTM_RULES",
+]
 
 RECURRENT_METHODS = ("EB-R", "cEB-R", "BP-R")
 FRAME_METHODS = ("EB", "cEB", "BP")
@@ -170,42 +178,74 @@ def ground(
     check_lstm_rule(lstm_rule)
     recurrent = method in RECURRENT_METHODS
     if recurrent and not model.is_recurrent:
-        raise ValueError(f"method {method} needs a CNN-LSTM model; this model has no lstm layer (use {method[:-2]})")
+        raise ValueError(
+            f"method {method} needs a CNN-LSTM model; this model has no lstm layer (use {method[:-2]})"
+        )
     if not recurrent and model.is_recurrent:
-        raise ValueError(f"method {method} is for a per-frame CNN classifier; this model is recurrent (use {method}-R)")
+        raise ValueError(
+            f"method {method} is for a per-frame CNN classifier; this model is recurrent (use {method}-R)"
+        )
     model, clip = prepare(model, clip, dtype)
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
     targets, single = _parse_targets(target, model.num_classes)
-    frames = FrameCNN(model, clip, _readout_index(model, layer), chunk_size=chunk_size,
-                      channel_maps=channel_maps, budget_bytes=checkpoint_budget_bytes)
+    frames = FrameCNN(
+        model,
+        clip,
+        _readout_index(model, layer),
+        chunk_size=chunk_size,
+        channel_maps=channel_maps,
+        budget_bytes=checkpoint_budget_bytes,
+    )
     mode = "grad" if method in ("BP", "BP-R") else "eb"
     switch = check_fused_switch(fused_readout, channel_maps)
     leg, fused_layers = frames.readout_leg(mode, len(targets), switch)
     memo = weights_memo(frames.chunks, len(targets))  # max(W, 0) of fc layers, for every pass of this call
     tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
     if recurrent:
-        run = _ground_recurrent(model, frames, targets, method, leg, memo, tick, lstm_rule=lstm_rule,
-                                seed_steps=seed_steps, cont=cont, allow_tanh_eb=allow_tanh_eb)
+        run = _ground_recurrent(
+            model,
+            frames,
+            targets,
+            method,
+            leg,
+            memo,
+            tick,
+            lstm_rule=lstm_rule,
+            seed_steps=seed_steps,
+            cont=cont,
+            allow_tanh_eb=allow_tanh_eb,
+        )
     else:
         run = _ground_frames(model, frames, targets, method, leg, memo, tick)
     maps, evidence, channels = run.readout.maps, run.readout.evidence, run.readout.channels  # (K, T, ...)
     if single:
         maps, evidence, channels = maps[0], evidence[0], None if channels is None else channels[0]
-    return check_finite_result(Grounding(
-        maps=backend.to_numpy(maps),
-        evidence=backend.to_numpy(evidence),
-        probs=backend.to_numpy(run.probs),
-        targets=targets,
-        layer=layer,
-        channel_maps=None if channels is None else backend.to_numpy(channels),
-        diagnostics=action_diagnostics(
-            method=method, lstm_rule=lstm_rule if recurrent else None, targets=targets, layer=layer,
-            chunk_size=chunk_size, seed_steps=run.seed_steps, mass_lost=run.mass_lost, totals=run.totals,
-            totals_dual=run.totals_dual, fused_layers=fused_layers,
-            readout_recomputed=frames.readout_recomputed if recurrent else None, lstm=run.lstm,
+    return check_finite_result(
+        Grounding(
+            maps=backend.to_numpy(maps),
+            evidence=backend.to_numpy(evidence),
+            probs=backend.to_numpy(run.probs),
+            targets=targets,
+            layer=layer,
+            channel_maps=None if channels is None else backend.to_numpy(channels),
+            diagnostics=action_diagnostics(
+                method=method,
+                lstm_rule=lstm_rule if recurrent else None,
+                targets=targets,
+                layer=layer,
+                chunk_size=chunk_size,
+                seed_steps=run.seed_steps,
+                mass_lost=run.mass_lost,
+                totals=run.totals,
+                totals_dual=run.totals_dual,
+                fused_layers=fused_layers,
+                readout_recomputed=frames.readout_recomputed if recurrent else None,
+                lstm=run.lstm,
+            ),
         ),
-    ), "ground")
+        "ground",
+    )
 
 
 class NonFiniteResultError(ValueError):
@@ -228,14 +268,17 @@ def check_finite_result(result, where):
             if n:
                 bad.append(f"{name} ({n} of {a.size} values)")
     if bad:
-        raise NonFiniteResultError(f"{where}: NaN or infinite values in the {', '.join(bad)}: the model's "
-                                   "forward or excitation backward overflowed (try float64), or its "
-                                   "parameters are not finite")
+        raise NonFiniteResultError(
+            f"{where}: NaN or infinite values in the {', '.join(bad)}: the model's "
+            "forward or excitation backward overflowed (try float64), or its "
+            "parameters are not finite"
+        )
     return result
 
 
-def _ground_recurrent(model, frames, targets, method, leg, memo, tick, *, lstm_rule, seed_steps, cont,
-                      allow_tanh_eb):
+def _ground_recurrent(
+    model, frames, targets, method, leg, memo, tick, *, lstm_rule, seed_steps, cont, allow_tanh_eb
+):
     """EB-R, cEB-R or BP-R on a CNN-LSTM: Algorithm 1, steps in the order of the module docstring."""
     xp, T = model.xp, frames.clip.shape[0]
     seed_steps = _parse_seed_steps(seed_steps, T)
@@ -245,8 +288,9 @@ def _ground_recurrent(model, frames, targets, method, leg, memo, tick, *, lstm_r
     interface = frames.forward(tick)  # (T, D)
 
     # 2. Sequence part forward, keeping its records.
-    logits, records = model.run_forward(interface, model.sequence_start, len(model.layers), cont=cont,
-                                        keep=True, memo=memo)  # (T, C)
+    logits, records = model.run_forward(
+        interface, model.sequence_start, len(model.layers), cont=cont, keep=True, memo=memo
+    )  # (T, C)
     seed = one_hot_seed(targets, seed_steps, T, model.num_classes, xp=xp, dtype=model.dtype)  # (K, T, C)
 
     # 3-4. Back through the sequence part to the interface; eqs. 5-7.

@@ -163,7 +163,9 @@ def decoder_grad(seed, cache):
 def _queries(words, caption, vocab):
     """``(items, steps per item, single)``: each query's seeded caption steps."""
     if words is None or isinstance(words, (bytes, dict)):
-        raise TypeError(f"words must be a word, a phrase, a caption position or a list of them, got {words!r}")
+        raise TypeError(
+            f"words must be a word, a phrase, a caption position or a list of them, got {words!r}"
+        )
     single = isinstance(words, str) or is_int(words)
     items = [words] if single else list(words)
     if not items:
@@ -174,12 +176,16 @@ def _queries(words, caption, vocab):
         if is_int(item):
             pos = int(item)
             if not 0 <= pos < len(caption):
-                raise ValueError(f"caption position {pos} is out of range for the {len(caption)}-word caption {text!r}")
+                raise ValueError(
+                    f"caption position {pos} is out of range for the {len(caption)}-word caption {text!r}"
+                )
             steps.append([pos])
             continue
         if not isinstance(item, str):
-            raise TypeError(f"a query must be a word, a phrase (words separated by spaces) or a caption position "
-                            f"(int), got {item!r}")
+            raise TypeError(
+                f"a query must be a word, a phrase (words separated by spaces) or a caption position "
+                f"(int), got {item!r}"
+            )
         toks = item.split()
         if not toks:
             raise ValueError("an empty word query")
@@ -266,17 +272,27 @@ def ground_caption(
         For a model that is not a captioner, or a query of the wrong type.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r} for caption grounding; expected one of {', '.join(METHODS)}")
+        raise ValueError(
+            f"unknown method {method!r} for caption grounding; expected one of {', '.join(METHODS)}"
+        )
     check_lstm_rule(lstm_rule)
     if not isinstance(model, CaptionModel):
-        raise TypeError(f"ground_caption needs a CaptionModel (ebr_ref.models.caption), got {type(model).__name__}; "
-                        "use ebr_ref.grounding.ground.ground for classifiers")
+        raise TypeError(
+            f"ground_caption needs a CaptionModel (ebr_ref.models.caption), got {type(model).__name__}; "
+            "use ebr_ref.grounding.ground.ground for classifiers"
+        )
     switch = check_fused_switch(fused_readout, channel_maps)  # before any work
     model, clip = prepare(model, clip, dtype)  # an image captioner takes one frame
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
-    frames = FrameCNN(model, clip, model.index(layer), chunk_size=chunk_size, channel_maps=channel_maps,
-                      budget_bytes=checkpoint_budget_bytes)
+    frames = FrameCNN(
+        model,
+        clip,
+        model.index(layer),
+        chunk_size=chunk_size,
+        channel_maps=channel_maps,
+        budget_bytes=checkpoint_budget_bytes,
+    )
     xp = model.xp
 
     # 1. CNN forward in chunks to the video-feature layer, pooled over time.
@@ -287,8 +303,10 @@ def ground_caption(
     if caption is None:
         decoded = model.decode_features(v, max_len=max_len)[0]
         if not decoded.words:
-            raise ValueError("the model's caption is empty (it emitted <eos> first): nothing to ground; "
-                             "pass caption=... to ground a given caption")
+            raise ValueError(
+                "the model's caption is empty (it emitted <eos> first): nothing to ground; "
+                "pass caption=... to ground a given caption"
+            )
         words_of_caption = decoded.words
     else:
         words_of_caption = model.vocab.split(caption)
@@ -322,8 +340,9 @@ def ground_caption(
         P_N, totals = normalise_by_total(p_frames)  # (K, T, D), (K,)  eq. 5
         Map = P_N  # EB-R continues with P_N (paper, after eq. 9)
         if method == "cEB-R":
-            dual = decoder_eb(seed, dcache, rule=lstm_rule, negate=True,
-                              allow_tanh=allow_tanh_eb)  # the negated classifier, eqs. 2, 4
+            dual = decoder_eb(
+                seed, dcache, rule=lstm_rule, negate=True, allow_tanh=allow_tanh_eb
+            )  # the negated classifier, eqs. 2, 4
             p_frames_dual = to_frames(dual.p_video)  # (K, T, D)
             account_dual = decoder_account(dual, seed, p_frames_dual)
             mass_lost["dual"] = decoder_layer_mass(dual, seed, p_frames_dual, model.static_layer)
@@ -336,25 +355,37 @@ def ground_caption(
     maps, evidence, channels = readout.maps, readout.evidence, readout.channels  # (K, T, ...), (K, T), ...
     if single:
         maps, evidence, channels = maps[0], evidence[0], None if channels is None else channels[0]
-    return check_finite_result(CaptionGrounding(
-        maps=backend.to_numpy(maps),
-        evidence=backend.to_numpy(evidence),
-        probs=probs,
-        targets=items,
-        layer=layer,
-        channel_maps=None if channels is None else backend.to_numpy(channels),
-        diagnostics=caption_diagnostics(
-            method=method, lstm_rule=lstm_rule if method != "BP-R" else None,
-            caption=" ".join(words_of_caption), decoded="forced" if caption is not None else "greedy",
-            targets=items, layer=layer,
-            seed_steps=query_steps, chunk_size=chunk_size, mass_lost=mass_lost, totals=totals,
-            totals_dual=totals_dual, fused_layers=fused_layers, decoder=account, decoder_dual=account_dual,
-            readout_recomputed=frames.readout_recomputed,
+    return check_finite_result(
+        CaptionGrounding(
+            maps=backend.to_numpy(maps),
+            evidence=backend.to_numpy(evidence),
+            probs=probs,
+            targets=items,
+            layer=layer,
+            channel_maps=None if channels is None else backend.to_numpy(channels),
+            diagnostics=caption_diagnostics(
+                method=method,
+                lstm_rule=lstm_rule if method != "BP-R" else None,
+                caption=" ".join(words_of_caption),
+                decoded="forced" if caption is not None else "greedy",
+                targets=items,
+                layer=layer,
+                seed_steps=query_steps,
+                chunk_size=chunk_size,
+                mass_lost=mass_lost,
+                totals=totals,
+                totals_dual=totals_dual,
+                fused_layers=fused_layers,
+                decoder=account,
+                decoder_dual=account_dual,
+                readout_recomputed=frames.readout_recomputed,
+            ),
+            caption=list(words_of_caption),
+            word_probs=probs[numpy.arange(S), ids],
+            query_steps=query_steps,
         ),
-        caption=list(words_of_caption),
-        word_probs=probs[numpy.arange(S), ids],
-        query_steps=query_steps,
-    ), "ground_caption")
+        "ground_caption",
+    )
 
 
 def _word_seed(query_steps, ids, V, *, dtype, device):

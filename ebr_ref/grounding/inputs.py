@@ -61,4 +61,3 @@ def check_fused_switch(request, channel_maps):
     if channel_maps and request is True:
         raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
     return request
-

@@ -30,8 +30,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import get_xp
-from .im2col import col2im, im2col
 from ._eb import check_signal
+from .im2col import col2im, im2col
 from .maxpool2d import pool_geometry
 
 __all__ = ["AvgPool2dCache", "avgpool2d_forward", "avgpool2d_eb", "avgpool2d_grad"]
@@ -62,7 +62,9 @@ def _axis_divisor(i, k, s, p, o, count_include_pad, *, xp):
 
 def _window_sums(x, kernel, stride, padding, out_hw, *, xp):
     """``S``: the sum of each window's real inputs, shape (N, C, oH, oW)."""
-    col = im2col(x, kernel, stride, padding, _NO_DILATION, out_hw, pad_value=0.0, xp=xp)  # (N, C, kH, kW, oH, oW)
+    col = im2col(
+        x, kernel, stride, padding, _NO_DILATION, out_hw, pad_value=0.0, xp=xp
+    )  # (N, C, kH, kW, oH, oW)
     return col.sum(axis=(2, 3))  # (N, C, oH, oW)
 
 
@@ -162,9 +164,13 @@ def avgpool2d_eb(p_y, cache):
     N, C = x.shape[:2]
     oH, oW = cache.divisor.shape
     check_signal(p_y, (N, C, oH, oW), "avgpool2d_eb")
-    S = _window_sums(x, cache.kernel, cache.stride, cache.padding, (oH, oW), xp=xp)  # (N, C, oH, oW)  step 1: weights 1
+    S = _window_sums(
+        x, cache.kernel, cache.stride, cache.padding, (oH, oW), xp=xp
+    )  # (N, C, oH, oW)  step 1: weights 1
     pos = S > 0  # (N, C, oH, oW)  strict test of the released code
-    s = xp.where(pos, p_y / xp.where(pos, S, 1), 0).astype(p_y.dtype, copy=False)  # (N, C, oH, oW)  step 2: 0 if S <= 0
+    s = xp.where(pos, p_y / xp.where(pos, S, 1), 0).astype(
+        p_y.dtype, copy=False
+    )  # (N, C, oH, oW)  step 2: 0 if S <= 0
     c = _spread(s, cache)  # (N, C, iH, iW) or (K, ...)  step 3: adjoint of step 1
     return x * c  # (N, C, iH, iW) or (K, ...)  step 4: multiply by the input
 

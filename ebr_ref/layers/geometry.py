@@ -70,8 +70,7 @@ def out_size(
     span = size + 2 * padding - k_eff
     if span < 0:
         raise ValueError(
-            f"input of size {size} (padding {padding}) is smaller than the kernel "
-            f"of effective size {k_eff}"
+            f"input of size {size} (padding {padding}) is smaller than the kernel of effective size {k_eff}"
         )
     if not ceil_mode:
         return span // stride + 1

@@ -46,7 +46,9 @@ def im2col(x, kernel, stride, padding, dilation, out_hw, *, pad_value=0.0, xp):
     N, C = x.shape[:2]
     (kH, kW), (oH, oW) = kernel, out_hw
     col = xp.empty((N, C, kH, kW, oH, oW), dtype=x.dtype)
-    for (u, v), view in window_views(x, kernel, stride, padding, dilation, out_hw, pad_value=pad_value, xp=xp):
+    for (u, v), view in window_views(
+        x, kernel, stride, padding, dilation, out_hw, pad_value=pad_value, xp=xp
+    ):
         col[:, :, u, v] = view
     return col
 

@@ -36,12 +36,17 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import get_xp
+from ._eb import check_signal
 from .geometry import pair, pool_out_hw
 from .im2col import col2im, window_views
-from ._eb import check_signal
 
 __all__ = [
-    "MaxPool2dCache", "pool_geometry", "maxpool2d_forward", "maxpool2d_winners", "maxpool2d_eb", "maxpool2d_grad",
+    "MaxPool2dCache",
+    "pool_geometry",
+    "maxpool2d_forward",
+    "maxpool2d_winners",
+    "maxpool2d_eb",
+    "maxpool2d_grad",
 ]
 
 _NO_DILATION = (1, 1)
@@ -103,7 +108,9 @@ def pool_geometry(name, x, kernel, stride, padding, ceil_mode):
     if min(kernel) < 1 or min(stride) < 1:
         raise ValueError(f"{name}: kernel and stride must be >= 1, got kernel={kernel}, stride={stride}")
     if min(padding) < 0 or padding[0] >= kernel[0] or padding[1] >= kernel[1]:
-        raise ValueError(f"{name}: padding must satisfy 0 <= padding < kernel, got padding={padding}, kernel={kernel}")
+        raise ValueError(
+            f"{name}: padding must satisfy 0 <= padding < kernel, got padding={padding}, kernel={kernel}"
+        )
     out_hw = pool_out_hw(tuple(x.shape[2:]), kernel, stride, padding, ceil_mode, name)
     return kernel, stride, padding, out_hw
 
@@ -176,7 +183,9 @@ def maxpool2d_winners(cache):
     x, y, kernel, stride, padding, _ = cache
     xp = get_xp(x, y)
     kW = kernel[1]
-    views = list(window_views(x, kernel, stride, padding, _NO_DILATION, y.shape[2:], pad_value=-xp.inf, xp=xp))
+    views = list(
+        window_views(x, kernel, stride, padding, _NO_DILATION, y.shape[2:], pad_value=-xp.inf, xp=xp)
+    )
     argmax = xp.zeros(y.shape, dtype=xp.int64)  # (N, C, oH, oW)
     for (u, v), cell in reversed(views):
         argmax = xp.where(cell == y, u * kW + v, argmax)
@@ -201,7 +210,9 @@ def _route(p, cache, name):
     one_hot = (argmax[:, :, None] == cells).astype(p.dtype)  # (N, C, kk, oH, oW)
     col = p5[:, :, :, None] * one_hot  # (K, N, C, kk, oH, oW)
     col = col.reshape(K * N, C, kH, kW, oH, oW)  # (K N, C, kH, kW, oH, oW)
-    p_x = col2im(col, (iH, iW), stride, padding, _NO_DILATION, xp=xp)  # (K N, C, iH, iW)  padded cells never win
+    p_x = col2im(
+        col, (iH, iW), stride, padding, _NO_DILATION, xp=xp
+    )  # (K N, C, iH, iW)  padded cells never win
     p_x = p_x.reshape(K, N, C, iH, iW)
     return p_x if stacked else p_x[0]
 

@@ -7,6 +7,21 @@ from .spec import LAYER_TYPES, Layer, infer_shapes, param_shapes
 from .zoo import caffenet, from_spec, init_params, sequential, vgg16, vgg16_lstm
 
 __all__ = [
-    "Model", "Layer", "LAYER_TYPES", "infer_shapes", "param_shapes", "softmax", "default_cont",
-    "vgg16", "vgg16_lstm", "caffenet", "sequential", "from_spec", "init_params", "save_model", "load_model", "pretrained", "shipped_names",
+    "Model",
+    "Layer",
+    "LAYER_TYPES",
+    "infer_shapes",
+    "param_shapes",
+    "softmax",
+    "default_cont",
+    "vgg16",
+    "vgg16_lstm",
+    "caffenet",
+    "sequential",
+    "from_spec",
+    "init_params",
+    "save_model",
+    "load_model",
+    "pretrained",
+    "shipped_names",
 ]

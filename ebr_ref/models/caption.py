@@ -51,7 +51,7 @@ from .model import softmax
 from .ops import lstm_params
 from .spec import infer_shapes, param_shapes
 from .stack import LayerStack
-from .zoo import as_layer, vgg16_body, init_params
+from .zoo import as_layer, init_params, vgg16_body
 
 __all__ = [
     "SPECIALS",
@@ -93,7 +93,9 @@ class Vocabulary:
         words = tuple(words)
         for w in words:
             if not isinstance(w, str) or not w or w != w.strip() or len(w.split()) != 1:
-                raise ValueError(f"vocabulary: a word must be a non-empty string without whitespace, got {w!r}")
+                raise ValueError(
+                    f"vocabulary: a word must be a non-empty string without whitespace, got {w!r}"
+                )
             if w in SPECIALS:
                 raise ValueError(f"vocabulary: {w!r} is a special token; give only the words")
         dup = sorted({w for w in words if words.count(w) > 1})
@@ -190,9 +192,14 @@ def decoder_param_shapes(V, E, H1, H2, D, static_layer):
         raise ValueError(f"static_layer must be one of {STATIC_LAYERS}, got {static_layer!r}")
     shapes = {
         "embed.weight": (V, E),
-        "lstm1.W_x": (4 * H1, E), "lstm1.b": (4 * H1,), "lstm1.W_h": (4 * H1, H1),
-        "lstm2.W_x": (4 * H2, H1), "lstm2.b": (4 * H2,), "lstm2.W_h": (4 * H2, H2),
-        "predict.weight": (V, H2), "predict.bias": (V,),
+        "lstm1.W_x": (4 * H1, E),
+        "lstm1.b": (4 * H1,),
+        "lstm1.W_h": (4 * H1, H1),
+        "lstm2.W_x": (4 * H2, H1),
+        "lstm2.b": (4 * H2,),
+        "lstm2.W_h": (4 * H2, H2),
+        "predict.weight": (V, H2),
+        "predict.bias": (V,),
     }
     H = H1 if static_layer == "lstm1" else H2
     shapes[f"{static_layer}.W_s"] = (4 * H, D)
@@ -248,8 +255,18 @@ class CaptionModel:
         ``E`` and ``(H1, H2)``.
     """
 
-    def __init__(self, frame_layers, params, vocab, *, input_shape, static_layer="lstm2", pool="mean",
-                 cell_act="relu", meta=None):
+    def __init__(
+        self,
+        frame_layers,
+        params,
+        vocab,
+        *,
+        input_shape,
+        static_layer="lstm2",
+        pool="mean",
+        cell_act="relu",
+        meta=None,
+    ):
         self.layers = tuple(frame_layers)
         self.input_shape = tuple(int(v) for v in input_shape)
         self.meta = dict(meta or {})
@@ -267,14 +284,20 @@ class CaptionModel:
             raise ValueError("captioner: the frame part has no layers")
         dup = sorted({n for n in names if names.count(n) > 1 or n in DECODER_LAYERS})
         if dup:
-            raise ValueError(f"captioner: duplicate or reserved layer name(s) {', '.join(dup)} "
-                             f"(the decoder uses {', '.join(DECODER_LAYERS)})")
+            raise ValueError(
+                f"captioner: duplicate or reserved layer name(s) {', '.join(dup)} "
+                f"(the decoder uses {', '.join(DECODER_LAYERS)})"
+            )
         if any(layer.type == "lstm" for layer in self.layers):
-            raise ValueError("captioner: the frame part cannot contain an lstm layer (the decoder is separate)")
+            raise ValueError(
+                "captioner: the frame part cannot contain an lstm layer (the decoder is separate)"
+            )
         shapes = infer_shapes(self.layers, self.input_shape)
         if len(shapes[-1]) != 1:
-            raise ValueError(f"captioner: the frame part must end with a flat feature (D,), got {shapes[-1]} "
-                             f"from layer {names[-1]!r}")
+            raise ValueError(
+                f"captioner: the frame part must end with a flat feature (D,), got {shapes[-1]} "
+                f"from layer {names[-1]!r}"
+            )
         self.feature_dim = int(shapes[-1][0])
         params = dict(params)
         E, H1, H2 = _sizes_from(params)
@@ -286,16 +309,21 @@ class CaptionModel:
             raise ValueError(f"captioner: parameters missing {missing}, unexpected {extra}")
         for k, shape in expected.items():
             if tuple(params[k].shape) != shape:
-                raise ValueError(f"captioner: parameter {k} has shape {tuple(params[k].shape)}, expected {shape}")
+                raise ValueError(
+                    f"captioner: parameter {k} has shape {tuple(params[k].shape)}, expected {shape}"
+                )
         self.xp = backend.get_xp(*params.values())
         dtypes = {numpy.dtype(v.dtype) for v in params.values()}
         if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
-            raise TypeError(f"captioner: parameters must share one floating dtype, found {sorted(map(str, dtypes))}")
+            raise TypeError(
+                f"captioner: parameters must share one floating dtype, found {sorted(map(str, dtypes))}"
+            )
         self.params = params
         self.dtype = next(iter(dtypes))
         self.embed_dim, self.hidden = E, (H1, H2)
-        self.stack = LayerStack(self.layers, params, input_shape=self.input_shape, shapes=shapes,
-                                dtype=self.dtype, xp=self.xp)
+        self.stack = LayerStack(
+            self.layers, params, input_shape=self.input_shape, shapes=shapes, dtype=self.dtype, xp=self.xp
+        )
         self.shapes = self.stack.shapes
 
     # ---- structure (the frame part) ---------------------------------------------------------
@@ -318,8 +346,16 @@ class CaptionModel:
 
     # ---- conversions ---------------------------------------------------------------------------
     def _with_params(self, params):
-        return CaptionModel(self.layers, params, self.vocab, input_shape=self.input_shape,
-                            static_layer=self.static_layer, pool=self.pool, cell_act=self.cell_act, meta=self.meta)
+        return CaptionModel(
+            self.layers,
+            params,
+            self.vocab,
+            input_shape=self.input_shape,
+            static_layer=self.static_layer,
+            pool=self.pool,
+            cell_act=self.cell_act,
+            meta=self.meta,
+        )
 
     def astype(self, dtype):
         """A new model with every parameter cast to ``dtype`` (float32 or float64)."""
@@ -337,15 +373,19 @@ class CaptionModel:
         """Validate a preprocessed clip ``(T, C, H, W)``; an image model (``pool=None``) takes one frame."""
         self.stack.check_clip(clip)
         if self.pool is None and clip.shape[0] != 1:
-            raise ValueError(f"this captioner has no pooling over time (an image model): give one frame, got "
-                             f"{clip.shape[0]}")
+            raise ValueError(
+                f"this captioner has no pooling over time (an image model): give one frame, got "
+                f"{clip.shape[0]}"
+            )
 
     def features(self, clip, *, chunk_size=16):
         """The frame part's output for every frame, ``(T, D)``, run ``chunk_size`` frames at a time."""
         self.check_clip(clip)
         T = clip.shape[0]
-        out = [self.stack.run_forward(clip[a:a + chunk_size], 0, len(self.layers))[0]
-               for a in range(0, T, chunk_size)]
+        out = [
+            self.stack.run_forward(clip[a : a + chunk_size], 0, len(self.layers))[0]
+            for a in range(0, T, chunk_size)
+        ]
         return self.xp.concatenate(out, axis=0)
 
     def pool_features(self, feats):
@@ -378,7 +418,9 @@ class CaptionModel:
         if v.ndim != 2 or v.shape[1] != self.feature_dim:
             raise ValueError(f"decoder: v must be (N, {self.feature_dim}), got shape {tuple(v.shape)}")
         if ids.ndim != 2 or ids.shape[1] != v.shape[0]:
-            raise ValueError(f"decoder: ids must be (S, N) with N = {v.shape[0]}, got shape {tuple(ids.shape)}")
+            raise ValueError(
+                f"decoder: ids must be (S, N) with N = {v.shape[0]}, got shape {tuple(ids.shape)}"
+            )
         if ids.shape[0] == 0:
             raise ValueError("decoder: no steps to run (S = 0)")
         S, N = ids.shape
@@ -389,8 +431,9 @@ class CaptionModel:
         h1, c_1 = lstm_forward(e, lstm_params(P, "lstm1"), static=s1, cell_act=self.cell_act)  # (S, N, H1)
         h2, c_2 = lstm_forward(h1, lstm_params(P, "lstm2"), static=s2, cell_act=self.cell_act)  # (S, N, H2)
         W = P["predict.weight"]  # (V, H2)
-        y, c_p = linear_forward(h2.reshape(S * N, -1), W, P["predict.bias"],
-                                W_pos=self.xp.maximum(W, 0))  # (S N, V)
+        y, c_p = linear_forward(
+            h2.reshape(S * N, -1), W, P["predict.bias"], W_pos=self.xp.maximum(W, 0)
+        )  # (S N, V)
         return y.reshape(S, N, -1), DecoderCache(c_e, c_1, c_2, c_p, self.static_layer)
 
     def _greedy(self, v, max_len):
@@ -407,10 +450,24 @@ class CaptionModel:
         for t in range(max_len):
             cont = xp.full((1, N), 0 if t == 0 else 1, dtype=dt)
             e, _ = embedding_forward(prev, self.params["embed.weight"])  # (1, N, E)
-            h1, c_1 = lstm_forward(e, lstm_params(self.params, "lstm1"), cont=cont, static=s1, h0=state[0],
-                                   c0=state[1], cell_act=self.cell_act)
-            h2, c_2 = lstm_forward(h1, lstm_params(self.params, "lstm2"), cont=cont, static=s2, h0=state[2],
-                                   c0=state[3], cell_act=self.cell_act)
+            h1, c_1 = lstm_forward(
+                e,
+                lstm_params(self.params, "lstm1"),
+                cont=cont,
+                static=s1,
+                h0=state[0],
+                c0=state[1],
+                cell_act=self.cell_act,
+            )
+            h2, c_2 = lstm_forward(
+                h1,
+                lstm_params(self.params, "lstm2"),
+                cont=cont,
+                static=s2,
+                h0=state[2],
+                c0=state[3],
+                cell_act=self.cell_act,
+            )
             state = [h1[0], c_1.c[0], h2[0], c_2.c[0]]
             y = h2[0] @ W.T + b  # (N, V)
             masked = y.copy()
@@ -437,8 +494,9 @@ class CaptionModel:
         single = v.ndim == 1
         v = v[None] if single else v
         if v.ndim != 2 or v.shape[1] != self.feature_dim:
-            raise ValueError(f"decode: v must be (N, {self.feature_dim}) or ({self.feature_dim},), "
-                             f"got {tuple(v.shape)}")
+            raise ValueError(
+                f"decode: v must be (N, {self.feature_dim}) or ({self.feature_dim},), got {tuple(v.shape)}"
+            )
         ids, logits = self._greedy(v, int(max_len))
         ids, logits = backend.to_numpy(ids), backend.to_numpy(logits)
         out = []
@@ -447,8 +505,15 @@ class CaptionModel:
             ended = bool((seq == self.vocab.eos).any())
             S = int(numpy.argmax(seq == self.vocab.eos)) + 1 if ended else seq.shape[0]
             lg = logits[:S, n]
-            out.append(Decoded(self.vocab.decode(seq[:S]), seq[:S].astype(numpy.int64), lg,
-                               backend.to_numpy(softmax(lg)), ended))
+            out.append(
+                Decoded(
+                    self.vocab.decode(seq[:S]),
+                    seq[:S].astype(numpy.int64),
+                    lg,
+                    backend.to_numpy(softmax(lg)),
+                    ended,
+                )
+            )
         return out
 
     def force_features(self, v, caption):
@@ -495,8 +560,20 @@ def _init_decoder(shapes, rng):
     return out
 
 
-def captioner(frame_layers, vocab, input_shape, *, embed=32, hidden=(64, 64), static_layer="lstm2", pool="mean",
-              cell_act="relu", seed=None, params=None, meta=None):
+def captioner(
+    frame_layers,
+    vocab,
+    input_shape,
+    *,
+    embed=32,
+    hidden=(64, 64),
+    static_layer="lstm2",
+    pool="mean",
+    cell_act="relu",
+    seed=None,
+    params=None,
+    meta=None,
+):
     """Build a captioning model from a frame layer list.
 
     Parameters
@@ -537,14 +614,37 @@ def captioner(frame_layers, vocab, input_shape, *, embed=32, hidden=(64, 64), st
         if len(D) != 1:
             raise ValueError(f"captioner: the frame part must end with a flat feature (D,), got {D}")
         rng = numpy.random.default_rng(numpy.random.SeedSequence(seed).spawn(2)[1])
-        params.update(_init_decoder(decoder_param_shapes(len(vocab), int(embed), H1, H2, D[0], static_layer), rng))
-    return CaptionModel(layers, params, vocab, input_shape=input_shape, static_layer=static_layer, pool=pool,
-                        cell_act=cell_act, meta=meta)
+        params.update(
+            _init_decoder(decoder_param_shapes(len(vocab), int(embed), H1, H2, D[0], static_layer), rng)
+        )
+    return CaptionModel(
+        layers,
+        params,
+        vocab,
+        input_shape=input_shape,
+        static_layer=static_layer,
+        pool=pool,
+        cell_act=cell_act,
+        meta=meta,
+    )
 
 
-def small_captioner(vocab, *, input_size=64, channels=(8, 16, 64), fc=64, global_pool="max", embed=32,
-                    hidden=(64, 64), static_layer="lstm2", pool="mean", cell_act="relu", seed=None, params=None,
-                    meta=None):
+def small_captioner(
+    vocab,
+    *,
+    input_size=64,
+    channels=(8, 16, 64),
+    fc=64,
+    global_pool="max",
+    embed=32,
+    hidden=(64, 64),
+    static_layer="lstm2",
+    pool="mean",
+    cell_act="relu",
+    seed=None,
+    params=None,
+    meta=None,
+):
     """A small captioner for the synthetic videos (and tests).
 
     Frame part: ``conv1..convK`` (3x3, padding 1, ReLU, each followed by a 2x2
@@ -557,24 +657,55 @@ def small_captioner(vocab, *, input_size=64, channels=(8, 16, 64), fc=64, global
     """
     side = input_size // 2 ** len(channels)
     if side * 2 ** len(channels) != input_size or side < 1:
-        raise ValueError(f"small_captioner: input_size must be a multiple of {2 ** len(channels)}, got {input_size}")
+        raise ValueError(
+            f"small_captioner: input_size must be a multiple of {2 ** len(channels)}, got {input_size}"
+        )
     if global_pool not in ("max", "avg", None):
         raise ValueError(f"small_captioner: global_pool must be 'max', 'avg' or None, got {global_pool!r}")
     layers = []
     for k, width in enumerate(channels, start=1):
-        layers += [(f"conv{k}", "conv", {"out_channels": int(width), "kernel": 3, "padding": 1}), (f"relu{k}", "relu"),
-                   (f"pool{k}", "maxpool", {"kernel": 2})]
+        layers += [
+            (f"conv{k}", "conv", {"out_channels": int(width), "kernel": 3, "padding": 1}),
+            (f"relu{k}", "relu"),
+            (f"pool{k}", "maxpool", {"kernel": 2}),
+        ]
     if global_pool is not None:
         layers.append(("gpool", f"{global_pool}pool", {"kernel": side}))
-    layers += [("flatten", "flatten"), ("fc6", "fc", {"out_features": int(fc)}), ("relu6", "relu"),
-               ("fc7", "fc", {"out_features": int(fc)}), ("relu7", "relu")]
+    layers += [
+        ("flatten", "flatten"),
+        ("fc6", "fc", {"out_features": int(fc)}),
+        ("relu6", "relu"),
+        ("fc7", "fc", {"out_features": int(fc)}),
+        ("relu7", "relu"),
+    ]
     meta = {"name": "small_captioner", "readout": f"conv{len(channels)}", **(meta or {})}
-    return captioner(layers, vocab, (3, input_size, input_size), embed=embed, hidden=hidden,
-                     static_layer=static_layer, pool=pool, cell_act=cell_act, seed=seed, params=params, meta=meta)
+    return captioner(
+        layers,
+        vocab,
+        (3, input_size, input_size),
+        embed=embed,
+        hidden=hidden,
+        static_layer=static_layer,
+        pool=pool,
+        cell_act=cell_act,
+        seed=seed,
+        params=params,
+        meta=meta,
+    )
 
 
-def vgg16_captioner(vocab, *, hidden=(1000, 1000), embed=1000, input_size=224, static_layer="lstm2", pool="mean",
-                    cell_act="relu", seed=None, params=None):
+def vgg16_captioner(
+    vocab,
+    *,
+    hidden=(1000, 1000),
+    embed=1000,
+    input_size=224,
+    static_layer="lstm2",
+    pool="mean",
+    cell_act="relu",
+    seed=None,
+    params=None,
+):
     """The captioner of paper §4.2 / §6 (Venugopalan et al. 2015): VGG16 to fc7, mean pool, two-layer LSTM.
 
     The frame part is VGG16 with Caffe's names up to ``drop7`` (its output, the
@@ -583,9 +714,19 @@ def vgg16_captioner(vocab, *, hidden=(1000, 1000), embed=1000, input_size=224, s
     average pooling). Hidden and embedding sizes are parameters (the paper's
     model: 1000 and 1000).
     """
-    return captioner(vgg16_body(input_size), vocab, (3, input_size, input_size), embed=embed, hidden=hidden,
-                     static_layer=static_layer, pool=pool, cell_act=cell_act, seed=seed, params=params,
-                     meta={"name": "vgg16_captioner", "readout": "conv5_1"})
+    return captioner(
+        vgg16_body(input_size),
+        vocab,
+        (3, input_size, input_size),
+        embed=embed,
+        hidden=hidden,
+        static_layer=static_layer,
+        pool=pool,
+        cell_act=cell_act,
+        seed=seed,
+        params=params,
+        meta={"name": "vgg16_captioner", "readout": "conv5_1"},
+    )
 
 
 # ---- files ---------------------------------------------------------------------------------------
@@ -598,15 +739,24 @@ def save_captioner(model, path, *, meta=None):
     ``vocabulary`` (every token, specials first), ``decoder`` (``embed``,
     ``hidden``, ``static_layer``, ``pool``, ``cell_act``) and meta.
     """
-    return write_canonical(path, model.params, {
-        "kind": KIND,
-        "input_shape": list(model.input_shape),
-        "architecture": [layer.to_dict() for layer in model.layers],
-        "decoder": {"embed": model.embed_dim, "hidden": list(model.hidden), "static_layer": model.static_layer,
-                    "pool": model.pool, "cell_act": model.cell_act},
-        "vocabulary": list(model.vocab.tokens),
-        "meta": {**model.meta, **(meta or {})},
-    })
+    return write_canonical(
+        path,
+        model.params,
+        {
+            "kind": KIND,
+            "input_shape": list(model.input_shape),
+            "architecture": [layer.to_dict() for layer in model.layers],
+            "decoder": {
+                "embed": model.embed_dim,
+                "hidden": list(model.hidden),
+                "static_layer": model.static_layer,
+                "pool": model.pool,
+                "cell_act": model.cell_act,
+            },
+            "vocabulary": list(model.vocab.tokens),
+            "meta": {**model.meta, **(meta or {})},
+        },
+    )
 
 
 def load_captioner(path, *, verify=True):
@@ -622,14 +772,23 @@ def load_captioner(path, *, verify=True):
     """
     side = read_sidecar(path)
     if side.get("kind") != KIND:
-        raise ValueError(f"{sidecar_path(path)}: kind {side.get('kind')!r}, expected {KIND!r} "
-                         "(use ebr_ref.models.load_model for classifiers)")
+        raise ValueError(
+            f"{sidecar_path(path)}: kind {side.get('kind')!r}, expected {KIND!r} "
+            "(use ebr_ref.models.load_model for classifiers)"
+        )
     params, side = read_canonical(path, kind=KIND, verify=verify)
     try:
         dec = side["decoder"]
-        return captioner(side["architecture"], Vocabulary.from_tokens(side["vocabulary"]), tuple(side["input_shape"]),
-                         static_layer=dec["static_layer"], pool=dec["pool"], cell_act=dec["cell_act"], params=params,
-                         meta=side.get("meta", {}))
+        return captioner(
+            side["architecture"],
+            Vocabulary.from_tokens(side["vocabulary"]),
+            tuple(side["input_shape"]),
+            static_layer=dec["static_layer"],
+            pool=dec["pool"],
+            cell_act=dec["cell_act"],
+            params=params,
+            meta=side.get("meta", {}),
+        )
     except KeyError as e:
         raise ValueError(f"{sidecar_path(path)}: missing field {e.args[0]!r}") from None
     except (ValueError, TypeError) as e:

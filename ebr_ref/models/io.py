@@ -72,9 +72,24 @@ from ..layers.lstm import GATE_ORDER
 from .model import Model
 from .spec import Layer
 
-__all__ = ["save_model", "load_model", "write_canonical", "read_canonical", "read_sidecar", "sidecar_path",
-           "read_npz", "read_npy", "check_finite", "nonfinite_parameters", "ModelFileError", "NonFiniteError",
-           "FORMAT", "VERSION", "SIDECAR_GATE_ORDER", "MAX_SIDECAR_BYTES"]
+__all__ = [
+    "save_model",
+    "load_model",
+    "write_canonical",
+    "read_canonical",
+    "read_sidecar",
+    "sidecar_path",
+    "read_npz",
+    "read_npy",
+    "check_finite",
+    "nonfinite_parameters",
+    "ModelFileError",
+    "NonFiniteError",
+    "FORMAT",
+    "VERSION",
+    "SIDECAR_GATE_ORDER",
+    "MAX_SIDECAR_BYTES",
+]
 
 FORMAT = "ebr_ref-canonical"
 VERSION = 1
@@ -148,8 +163,10 @@ def check_finite(params, where):
         items = sorted(bad.items())
         shown = ", ".join(f"{k} ({n} value{'s' if n > 1 else ''})" for k, n in items[:5])
         more = f" and {len(items) - 5} more" if len(items) > 5 else ""
-        raise NonFiniteError(f"{where}: non-finite parameters (NaN or inf): {shown}{more}; refused (to "
-                             "look at them: allow_nonfinite=True, or 'ebr-ref inspect --allow-nonfinite')")
+        raise NonFiniteError(
+            f"{where}: non-finite parameters (NaN or inf): {shown}{more}; refused (to "
+            "look at them: allow_nonfinite=True, or 'ebr-ref inspect --allow-nonfinite')"
+        )
 
 
 # ---- checked readers of .npy data ------------------------------------------------------------------
@@ -158,8 +175,18 @@ def _reason(e):
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-_CORRUPT = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, struct.error,
-            ValueError, UnicodeDecodeError, OverflowError, RuntimeError)
+_CORRUPT = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    struct.error,
+    ValueError,
+    UnicodeDecodeError,
+    OverflowError,
+    RuntimeError,
+)
 
 
 def _read_header(f, where, kinds):
@@ -186,7 +213,7 @@ def _read_data(f, shape, fortran, dtype, nbytes, where):
     view = memoryview(a.view(numpy.uint8)) if nbytes else None
     got = 0
     while got < nbytes:  # in blocks: a zip member's readinto would otherwise read a whole copy first
-        n = f.readinto(view[got:got + (16 << 20)])
+        n = f.readinto(view[got : got + (16 << 20)])
         if not n:
             raise ModelFileError(f"{where}: truncated ({got} of {nbytes} data bytes)")
         got += n
@@ -214,8 +241,10 @@ def read_npy(path, *, kinds=_ARRAY_KINDS):
         with open(path, "rb") as f:
             shape, fortran, dtype, nbytes = _read_header(f, path, kinds)
             if f.tell() + nbytes != size:
-                raise ModelFileError(f"{path}: the .npy header says {shape} {dtype} ({nbytes} bytes) but the "
-                                     f"file holds {size - f.tell()} bytes of data")
+                raise ModelFileError(
+                    f"{path}: the .npy header says {shape} {dtype} ({nbytes} bytes) but the "
+                    f"file holds {size - f.tell()} bytes of data"
+                )
             return _read_data(f, shape, fortran, dtype, nbytes, path)
     except ModelFileError:
         raise
@@ -286,21 +315,27 @@ def read_npz(path, *, expected=None, kinds=_ARRAY_KINDS, what=".npz archive"):
 def _member_header(f, info, where, kinds):
     shape, fortran, dtype, nbytes = _read_header(f, where, kinds)
     if f.tell() + nbytes != info.file_size:
-        raise ModelFileError(f"{where}: the .npy header says {shape} {dtype} ({nbytes} bytes) but the member "
-                             f"holds {info.file_size - f.tell()} bytes of data")
+        raise ModelFileError(
+            f"{where}: the .npy header says {shape} {dtype} ({nbytes} bytes) but the member "
+            f"holds {info.file_size - f.tell()} bytes of data"
+        )
     return shape, fortran, dtype, nbytes
 
 
 def _check_expected(path, headers, expected):
     missing, extra = sorted(set(expected) - set(headers)), sorted(set(headers) - set(expected))
     if missing or extra:
-        raise ModelFileError(f"{path}: arrays missing from the .npz: {missing or 'none'}; "
-                             f"not in the sidecar: {extra or 'none'}")
+        raise ModelFileError(
+            f"{path}: arrays missing from the .npz: {missing or 'none'}; "
+            f"not in the sidecar: {extra or 'none'}"
+        )
     for name, (shape, _, dtype, _) in headers.items():
         want = expected[name] if isinstance(expected[name], dict) else {}
         if list(shape) != list(want.get("shape", [])) or dtype.str != want.get("dtype"):
-            raise ModelFileError(f"{path}: parameter {name}: the sidecar says {want.get('shape')} "
-                                 f"{want.get('dtype')}, the .npz has {list(shape)} {dtype.str}")
+            raise ModelFileError(
+                f"{path}: parameter {name}: the sidecar says {want.get('shape')} "
+                f"{want.get('dtype')}, the .npz has {list(shape)} {dtype.str}"
+            )
 
 
 def _member_names(path, infos, size):
@@ -318,22 +353,29 @@ def _member_names(path, infos, size):
             raise ModelFileError(f"{where}: encrypted members are not supported")
         if info.compress_type == zipfile.ZIP_STORED:
             if info.file_size != info.compress_size:
-                raise ModelFileError(f"{where}: a stored member of {info.file_size} bytes with "
-                                     f"{info.compress_size} bytes in the archive")
+                raise ModelFileError(
+                    f"{where}: a stored member of {info.file_size} bytes with "
+                    f"{info.compress_size} bytes in the archive"
+                )
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             if info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 64:
-                raise ModelFileError(f"{where}: claims {info.file_size} bytes from {info.compress_size} "
-                                     "compressed bytes, more than deflate can expand to")
+                raise ModelFileError(
+                    f"{where}: claims {info.file_size} bytes from {info.compress_size} "
+                    "compressed bytes, more than deflate can expand to"
+                )
         else:
-            raise ModelFileError(f"{where}: compression method {info.compress_type} is not supported "
-                                 "(numpy writes stored or deflated members)")
+            raise ModelFileError(
+                f"{where}: compression method {info.compress_type} is not supported "
+                "(numpy writes stored or deflated members)"
+            )
         if info.header_offset + info.compress_size > size:
             raise ModelFileError(f"{where}: extends past the end of the file ({size} bytes)")
         total += info.compress_size
         names.append(name)
     if total > size:  # members that overlap (each reusing the same bytes) would multiply the data
-        raise ModelFileError(f"{path}: the members' data ({total} bytes) exceeds the file ({size} bytes): "
-                             "overlapping members")
+        raise ModelFileError(
+            f"{path}: the members' data ({total} bytes) exceeds the file ({size} bytes): overlapping members"
+        )
     return names
 
 
@@ -387,8 +429,9 @@ def _check_sidecar(side, side_path, kind):
     if side.get("version") != VERSION:
         raise ModelFileError(f"{side_path}: version {side.get('version')!r}; this reader knows {VERSION}")
     if side.get("gate_order") != SIDECAR_GATE_ORDER:
-        raise ModelFileError(f"{side_path}: gate order {side.get('gate_order')!r}, "
-                             f"expected {SIDECAR_GATE_ORDER!r}")
+        raise ModelFileError(
+            f"{side_path}: gate order {side.get('gate_order')!r}, expected {SIDECAR_GATE_ORDER!r}"
+        )
     if not isinstance(side.get("params", {}), dict):
         raise ModelFileError(f"{side_path}: 'params' must map names to shapes and dtypes")
     if kind is not None and side.get("kind") != kind:
@@ -582,7 +625,7 @@ def stale_temporaries(path):
         return out
     for n in entries:
         if n.startswith(head):
-            pid = n[len(head):].split("-", 1)[0]
+            pid = n[len(head) :].split("-", 1)[0]
             if pid.isdigit() and not pid_alive(int(pid)):
                 out.append(os.path.join(d, n))
     return sorted(out)
@@ -670,13 +713,15 @@ def write_canonical(path, params, sidecar, *, allow_nonfinite=False):
     pending = _pending_path(path)
     try:
         tmp_npz = _write_temp(path, lambda f: numpy.savez(f, **arrays))
-        side.update({
-            "format": FORMAT,
-            "version": VERSION,
-            "gate_order": SIDECAR_GATE_ORDER,
-            "params_sha256": _sha256(tmp_npz),
-            "params": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()},
-        })
+        side.update(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "gate_order": SIDECAR_GATE_ORDER,
+                "params_sha256": _sha256(tmp_npz),
+                "params": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()},
+            }
+        )
         text = json.dumps(side, indent=1, sort_keys=True, allow_nan=False) + "\n"
         tmp_json = _write_temp(sidecar_path(path), lambda f: f.write(text.encode("utf-8")))
         with signals_held():
@@ -703,12 +748,17 @@ def save_model(model, path, *, meta=None, allow_nonfinite=False):
     ``meta`` is merged over ``model.meta``. NaN or infinite parameters are
     refused (:class:`NonFiniteError`) unless ``allow_nonfinite``.
     """
-    return write_canonical(path, model.params, {
-        "kind": "classifier",
-        "input_shape": list(model.input_shape),
-        "architecture": [layer.to_dict() for layer in model.layers],
-        "meta": {**model.meta, **(meta or {})},
-    }, allow_nonfinite=allow_nonfinite)
+    return write_canonical(
+        path,
+        model.params,
+        {
+            "kind": "classifier",
+            "input_shape": list(model.input_shape),
+            "architecture": [layer.to_dict() for layer in model.layers],
+            "meta": {**model.meta, **(meta or {})},
+        },
+        allow_nonfinite=allow_nonfinite,
+    )
 
 
 def load_model(path, *, verify=True, allow_nonfinite=False):

@@ -69,7 +69,9 @@ class Model:
             raise ValueError("model: the last layer must be the classifier (type 'fc')")
         lstm_idx = [k for k, layer in enumerate(self.layers) if layer.type == "lstm"]
         if len(lstm_idx) > 1:
-            raise ValueError("model: at most one lstm layer in a Model (stacked decoders live in the captioning model)")
+            raise ValueError(
+                "model: at most one lstm layer in a Model (stacked decoders live in the captioning model)"
+            )
         for k in lstm_idx:
             if self.layers[k]["static_input"]:
                 raise ValueError(
@@ -90,12 +92,15 @@ class Model:
         xp = backend.get_xp(*params.values())
         dtypes = {numpy.dtype(v.dtype) for v in params.values()}
         if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
-            raise TypeError(f"model: parameters must share one floating dtype, found {sorted(map(str, dtypes))}")
+            raise TypeError(
+                f"model: parameters must share one floating dtype, found {sorted(map(str, dtypes))}"
+            )
         self.params = params
         self.dtype = next(iter(dtypes))
         self.xp = xp
-        self.stack = LayerStack(self.layers, params, input_shape=self.input_shape, shapes=shapes,
-                                dtype=self.dtype, xp=xp)
+        self.stack = LayerStack(
+            self.layers, params, input_shape=self.input_shape, shapes=shapes, dtype=self.dtype, xp=xp
+        )
         self.shapes = self.stack.shapes
 
     # ---- structure -------------------------------------------------------------
@@ -154,4 +159,3 @@ class Model:
     def forward(self, clip, *, cont=None):
         """Class probabilities ``(T, num_classes)`` (softmax of :meth:`logits` per step)."""
         return softmax(self.logits(clip, cont=cont))
-

@@ -26,7 +26,9 @@ def lstm_params(params, name):
     The one place that reads an LSTM's parameters: the action model's ``lstm``
     layer and the captioner's ``lstm1`` and ``lstm2`` alike.
     """
-    return LSTMParams(params[f"{name}.W_x"], params[f"{name}.b"], params[f"{name}.W_h"], params.get(f"{name}.W_s"))
+    return LSTMParams(
+        params[f"{name}.W_x"], params[f"{name}.b"], params[f"{name}.W_h"], params.get(f"{name}.W_s")
+    )
 
 
 def forward_layer(layer, params, x, *, cont=None, W_pos=None):
@@ -40,19 +42,30 @@ def forward_layer(layer, params, x, *, cont=None, W_pos=None):
     s, t, n = layer.settings, layer.type, layer.name
     if t == "conv":
         return conv2d_forward(
-            x, params[f"{n}.weight"], params.get(f"{n}.bias"),
-            stride=s["stride"], padding=s["padding"], dilation=s["dilation"], groups=s["groups"],
+            x,
+            params[f"{n}.weight"],
+            params.get(f"{n}.bias"),
+            stride=s["stride"],
+            padding=s["padding"],
+            dilation=s["dilation"],
+            groups=s["groups"],
         )
     if t == "fc":
         return linear_forward(x, params[f"{n}.weight"], params.get(f"{n}.bias"), W_pos=W_pos)
     if t == "relu":
         return relu_forward(x)
     if t == "maxpool":
-        return maxpool2d_forward(x, kernel=s["kernel"], stride=s["stride"], padding=s["padding"], ceil_mode=s["ceil_mode"])
+        return maxpool2d_forward(
+            x, kernel=s["kernel"], stride=s["stride"], padding=s["padding"], ceil_mode=s["ceil_mode"]
+        )
     if t == "avgpool":
         return avgpool2d_forward(
-            x, kernel=s["kernel"], stride=s["stride"], padding=s["padding"],
-            ceil_mode=s["ceil_mode"], count_include_pad=s["count_include_pad"],
+            x,
+            kernel=s["kernel"],
+            stride=s["stride"],
+            padding=s["padding"],
+            ceil_mode=s["ceil_mode"],
+            count_include_pad=s["count_include_pad"],
         )
     if t == "lrn":
         return lrn_forward(x, size=s["size"], alpha=s["alpha"], beta=s["beta"], k=s["k"])
@@ -69,12 +82,24 @@ def forward_layer(layer, params, x, *, cont=None, W_pos=None):
 
 # Kernels that need nothing but the signal and the cache.
 _EB = {
-    "conv": conv2d_eb, "fc": linear_eb, "relu": relu_eb, "maxpool": maxpool2d_eb, "avgpool": avgpool2d_eb,
-    "lrn": lrn_eb, "dropout": dropout_eb, "flatten": flatten_eb,
+    "conv": conv2d_eb,
+    "fc": linear_eb,
+    "relu": relu_eb,
+    "maxpool": maxpool2d_eb,
+    "avgpool": avgpool2d_eb,
+    "lrn": lrn_eb,
+    "dropout": dropout_eb,
+    "flatten": flatten_eb,
 }
 _GRAD = {
-    "conv": conv2d_grad, "fc": linear_grad, "relu": relu_grad, "maxpool": maxpool2d_grad,
-    "avgpool": avgpool2d_grad, "lrn": lrn_grad, "dropout": dropout_grad, "flatten": flatten_grad,
+    "conv": conv2d_grad,
+    "fc": linear_grad,
+    "relu": relu_grad,
+    "maxpool": maxpool2d_grad,
+    "avgpool": avgpool2d_grad,
+    "lrn": lrn_grad,
+    "dropout": dropout_grad,
+    "flatten": flatten_grad,
 }
 
 
@@ -88,7 +113,9 @@ def eb_layer(layer, cache, p_y, *, lstm_rule="caffe", allow_tanh_eb=False):
         res = lstm_eb(p_y[..., None, :], cache, rule=lstm_rule, allow_tanh=allow_tanh_eb)  # (T, 1, H)
         return res.p_x[..., 0, :], res  # (T, D)
     if layer.type not in _EB:
-        raise NotImplementedError(f"layer {layer.name!r}: no excitation-backprop rule for layer type {layer.type!r}")
+        raise NotImplementedError(
+            f"layer {layer.name!r}: no excitation-backprop rule for layer type {layer.type!r}"
+        )
     return _EB[layer.type](p_y, cache), None
 
 

@@ -76,13 +76,17 @@ class Layer:
             raise ValueError(f"layer {self.name!r} ({self.type}): missing setting(s) {', '.join(missing)}")
         unknown = set(self.settings) - set(_DEFAULTS[self.type]) - set(_REQUIRED.get(self.type, ()))
         if unknown:
-            raise ValueError(f"layer {self.name!r} ({self.type}): unknown setting(s) {', '.join(sorted(unknown))}")
+            raise ValueError(
+                f"layer {self.name!r} ({self.type}): unknown setting(s) {', '.join(sorted(unknown))}"
+            )
         merged = dict(_DEFAULTS[self.type])
         merged.update(self.settings)
         if self.type in ("maxpool", "avgpool") and merged["stride"] is None:
             merged["stride"] = merged["kernel"]
         if self.type == "lstm" and merged["cell_act"] not in ("relu", "tanh"):
-            raise ValueError(f"layer {self.name!r}: cell_act must be 'relu' or 'tanh', got {merged['cell_act']!r}")
+            raise ValueError(
+                f"layer {self.name!r}: cell_act must be 'relu' or 'tanh', got {merged['cell_act']!r}"
+            )
         object.__setattr__(self, "settings", merged)
 
     def __getitem__(self, key):
@@ -95,11 +99,13 @@ class Layer:
     def to_dict(self) -> dict:
         """A JSON-friendly form: ``{"name", "type", **settings}`` (unset optional settings left out)."""
         out = {"name": self.name, "type": self.type}
-        out.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in self.settings.items() if v is not None})
+        out.update(
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.settings.items() if v is not None}
+        )
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Layer":
+    def from_dict(cls, d: dict) -> Layer:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         try:
@@ -140,7 +146,9 @@ def infer_shapes(layers, input_shape):
             raise ValueError(f"layer {layer.name!r} ({t}) needs a (C, H, W) input, got {shape}")
         if t == "conv":
             C, iH, iW = shape
-            (kH, kW), (sH, sW), (pH, pW), (dH, dW) = (pair(s[k], k) for k in ("kernel", "stride", "padding", "dilation"))
+            (kH, kW), (sH, sW), (pH, pW), (dH, dW) = (
+                pair(s[k], k) for k in ("kernel", "stride", "padding", "dilation")
+            )
             if C % s["groups"] or s["out_channels"] % s["groups"]:
                 raise ValueError(
                     f"layer {layer.name!r}: groups={s['groups']} must divide the input channels ({C}) "
@@ -157,7 +165,9 @@ def infer_shapes(layers, input_shape):
             shape = (n,)
         elif t in ("fc", "lstm"):
             if len(shape) != 1:
-                raise ValueError(f"layer {layer.name!r} ({t}) needs a flat input; add a flatten layer before it (got {shape})")
+                raise ValueError(
+                    f"layer {layer.name!r} ({t}) needs a flat input; add a flatten layer before it (got {shape})"
+                )
             shape = (s["out_features"],) if t == "fc" else (s["hidden"],)
         shapes.append(shape)
     return shapes

@@ -97,11 +97,13 @@ class LayerStack:
         if clip.shape[0] == 0:
             raise ValueError("clip has no frames (T = 0)")
         if numpy.dtype(clip.dtype) != self.dtype:
-            raise TypeError(f"clip dtype {clip.dtype} differs from the model's {self.dtype}; "
-                            "cast one of them")
+            raise TypeError(
+                f"clip dtype {clip.dtype} differs from the model's {self.dtype}; cast one of them"
+            )
         if backend.get_xp(clip) is not self.xp:
-            raise TypeError(f"clip is on another device than the model ({self.device}); "
-                            "use backend.to_device")
+            raise TypeError(
+                f"clip is on another device than the model ({self.device}); use backend.to_device"
+            )
         if not bool(self.xp.isfinite(clip).all()):
             raise ValueError("clip contains NaN or inf values")
 

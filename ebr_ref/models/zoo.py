@@ -18,7 +18,16 @@ import numpy
 from .model import Model
 from .spec import Layer, param_shapes
 
-__all__ = ["vgg16", "caffenet", "vgg16_lstm", "vgg16_body", "sequential", "from_spec", "as_layer", "init_params"]
+__all__ = [
+    "vgg16",
+    "caffenet",
+    "vgg16_lstm",
+    "vgg16_body",
+    "sequential",
+    "from_spec",
+    "as_layer",
+    "init_params",
+]
 
 
 def init_params(layers, input_shape, seed=None, dtype=numpy.float64):
@@ -110,8 +119,12 @@ def vgg16_body(input_size):
         raise ValueError(f"vgg16: input_size must be a multiple of 32, got {input_size}")
     layers += [
         Layer("flatten", "flatten"),
-        Layer("fc6", "fc", {"out_features": 4096}), Layer("relu6", "relu"), Layer("drop6", "dropout"),
-        Layer("fc7", "fc", {"out_features": 4096}), Layer("relu7", "relu"), Layer("drop7", "dropout"),
+        Layer("fc6", "fc", {"out_features": 4096}),
+        Layer("relu6", "relu"),
+        Layer("drop6", "dropout"),
+        Layer("fc7", "fc", {"out_features": 4096}),
+        Layer("relu7", "relu"),
+        Layer("drop7", "dropout"),
     ]
     return layers
 
@@ -137,7 +150,9 @@ def vgg16_lstm(num_classes, hidden=256, input_size=224, seed=None, dtype=numpy.f
         Layer("lstm1_drop", "dropout"),
         Layer("fc8", "fc", {"out_features": num_classes}),
     ]
-    return sequential(layers, (3, input_size, input_size), seed=seed, meta={"name": "vgg16_lstm"}, dtype=dtype)
+    return sequential(
+        layers, (3, input_size, input_size), seed=seed, meta={"name": "vgg16_lstm"}, dtype=dtype
+    )
 
 
 def caffenet(num_classes, input_size=227, seed=None, dtype=numpy.float64):
@@ -151,17 +166,28 @@ def caffenet(num_classes, input_size=227, seed=None, dtype=numpy.float64):
     lrn = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 1.0}
     pool = {"kernel": 3, "stride": 2, "ceil_mode": True}
     layers = [
-        Layer("conv1", "conv", {"out_channels": 96, "kernel": 11, "stride": 4}), Layer("relu1", "relu"),
-        Layer("pool1", "maxpool", pool), Layer("norm1", "lrn", lrn),
-        Layer("conv2", "conv", {"out_channels": 256, "kernel": 5, "padding": 2, "groups": 2}), Layer("relu2", "relu"),
-        Layer("pool2", "maxpool", pool), Layer("norm2", "lrn", lrn),
-        Layer("conv3", "conv", {"out_channels": 384, "kernel": 3, "padding": 1}), Layer("relu3", "relu"),
-        Layer("conv4", "conv", {"out_channels": 384, "kernel": 3, "padding": 1, "groups": 2}), Layer("relu4", "relu"),
-        Layer("conv5", "conv", {"out_channels": 256, "kernel": 3, "padding": 1, "groups": 2}), Layer("relu5", "relu"),
+        Layer("conv1", "conv", {"out_channels": 96, "kernel": 11, "stride": 4}),
+        Layer("relu1", "relu"),
+        Layer("pool1", "maxpool", pool),
+        Layer("norm1", "lrn", lrn),
+        Layer("conv2", "conv", {"out_channels": 256, "kernel": 5, "padding": 2, "groups": 2}),
+        Layer("relu2", "relu"),
+        Layer("pool2", "maxpool", pool),
+        Layer("norm2", "lrn", lrn),
+        Layer("conv3", "conv", {"out_channels": 384, "kernel": 3, "padding": 1}),
+        Layer("relu3", "relu"),
+        Layer("conv4", "conv", {"out_channels": 384, "kernel": 3, "padding": 1, "groups": 2}),
+        Layer("relu4", "relu"),
+        Layer("conv5", "conv", {"out_channels": 256, "kernel": 3, "padding": 1, "groups": 2}),
+        Layer("relu5", "relu"),
         Layer("pool5", "maxpool", pool),
         Layer("flatten", "flatten"),
-        Layer("fc6", "fc", {"out_features": 4096}), Layer("relu6", "relu"), Layer("drop6", "dropout"),
-        Layer("fc7", "fc", {"out_features": 4096}), Layer("relu7", "relu"), Layer("drop7", "dropout"),
+        Layer("fc6", "fc", {"out_features": 4096}),
+        Layer("relu6", "relu"),
+        Layer("drop6", "dropout"),
+        Layer("fc7", "fc", {"out_features": 4096}),
+        Layer("relu7", "relu"),
+        Layer("drop7", "dropout"),
         Layer("fc8", "fc", {"out_features": num_classes}),
     ]
     return sequential(layers, (3, input_size, input_size), seed=seed, meta={"name": "caffenet"}, dtype=dtype)

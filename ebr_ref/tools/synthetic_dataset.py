@@ -97,8 +97,9 @@ def _spec(layout, clips, seed, frames, size, fps, kind, gt_length):
             gt_length = max(1, frames // 3)
         gt_length = _check_int(gt_length, "gt_length", 1, frames)
         if frames - gt_length < 2:
-            raise ValueError(f"make_dataset: 'rand+GT+rand' needs frames - gt_length >= 2, "
-                             f"got {frames}, {gt_length}")
+            raise ValueError(
+                f"make_dataset: 'rand+GT+rand' needs frames - gt_length >= 2, got {frames}, {gt_length}"
+            )
     elif gt_length is not None:
         raise ValueError(f"make_dataset: gt_length applies to 'rand+GT+rand' clips only (kind {kind!r})")
     try:
@@ -110,8 +111,16 @@ def _spec(layout, clips, seed, frames, size, fps, kind, gt_length):
     number = isinstance(fps, (int, float)) and not isinstance(fps, bool)
     if not number or not (math.isfinite(fps) and 1 <= fps <= 240):
         raise ValueError(f"make_dataset: fps must be a number in [1, 240], got {fps!r}")
-    return {"layout": layout, "kind": kind, "clips": clips, "seed": seed, "frames": frames,
-            "gt_length": gt_length, "size": [H, W], "fps": float(fps)}
+    return {
+        "layout": layout,
+        "kind": kind,
+        "clips": clips,
+        "seed": seed,
+        "frames": frames,
+        "gt_length": gt_length,
+        "size": [H, W],
+        "fps": float(fps),
+    }
 
 
 def dataset_clips(layout, *, clips, seed, frames=None, size=(64, 64), fps=25.0, kind=None, gt_length=None):
@@ -169,8 +178,15 @@ def _write_video(path, frames_u8, fps, fmt):
         raise RuntimeError("writing videos needs imageio-ffmpeg: pip install 'ebr_ref[cli]'") from None
     T, H, W, _ = frames_u8.shape
     writer = imageio_ffmpeg.write_frames(
-        path, (W, H), pix_fmt_in="rgb24", pix_fmt_out="yuv420p", fps=fps, codec=fmt["codec"], quality=None,
-        macro_block_size=1, ffmpeg_log_level="error",
+        path,
+        (W, H),
+        pix_fmt_in="rgb24",
+        pix_fmt_out="yuv420p",
+        fps=fps,
+        codec=fmt["codec"],
+        quality=None,
+        macro_block_size=1,
+        ffmpeg_log_level="error",
         output_params=list(fmt["params"]) + ["-map_metadata", "-1"],
     )
     writer.send(None)  # start ffmpeg
@@ -206,8 +222,11 @@ def _finite_runs(boxes):
 
 
 def _box_lines(boxes):
-    return "".join(f"{t} {int(b[0])} {int(b[1])} {int(b[2])} {int(b[3])}\n"
-                   for t, b in enumerate(boxes) if numpy.all(numpy.isfinite(b)))
+    return "".join(
+        f"{t} {int(b[0])} {int(b[1])} {int(b[2])} {int(b[3])}\n"
+        for t, b in enumerate(boxes)
+        if numpy.all(numpy.isfinite(b))
+    )
 
 
 def _write_text(path, text):
@@ -229,8 +248,10 @@ def _write_thumos14(tmp, spec, clips):
     for cls, lines in per_class.items():
         _write_text(os.path.join(tmp, "annotation", f"{cls}_test.txt"), "".join(lines))
     _write_text(os.path.join(tmp, "annotation", "Ambiguous_test.txt"), "")
-    _write_text(os.path.join(tmp, "annotation", "detclasslist.txt"),
-                "".join(f"{k + 1} {n}\n" for k, n in enumerate(ACTIONS)))
+    _write_text(
+        os.path.join(tmp, "annotation", "detclasslist.txt"),
+        "".join(f"{k + 1} {n}\n" for k, n in enumerate(ACTIONS)),
+    )
 
 
 def _ucf_names(n):
@@ -253,8 +274,12 @@ def _write_mat(path, entries):
     for i, (name, num_imgs, tubes) in enumerate(entries):
         rec = numpy.empty((1, len(tubes)), dtype=[("ef", "O"), ("sf", "O"), ("class", "O"), ("boxes", "O")])
         for j, (sf, ef, cls, xywh) in enumerate(tubes):
-            rec[0, j] = (numpy.array([[ef]], dtype=numpy.float64), numpy.array([[sf]], dtype=numpy.float64),
-                         numpy.array([[cls]], dtype=numpy.float64), numpy.asarray(xywh, dtype=numpy.float64))
+            rec[0, j] = (
+                numpy.array([[ef]], dtype=numpy.float64),
+                numpy.array([[sf]], dtype=numpy.float64),
+                numpy.array([[cls]], dtype=numpy.float64),
+                numpy.asarray(xywh, dtype=numpy.float64),
+            )
         annot[0, i] = (numpy.array([[num_imgs]], dtype=numpy.float64), name, rec)
     buf = io.BytesIO()
     scipy.io.savemat(buf, {"annot": annot}, format="5", do_compression=True, oned_as="row")
@@ -295,8 +320,9 @@ def _write_manifest(tmp, spec, clips):
         else:
             t1, t2 = _seconds(*clip.interval, fps)
             rec["segments"] = [[ACTIONS[clip.label], float(t1), float(t2)]]
-        rec["boxes"] = {str(t): [[int(v) for v in b]]
-                        for t, b in enumerate(clip.boxes) if numpy.all(numpy.isfinite(b))}
+        rec["boxes"] = {
+            str(t): [[int(v) for v in b]] for t, b in enumerate(clip.boxes) if numpy.all(numpy.isfinite(b))
+        }
         lines.append(json.dumps(rec) + "\n")
     _write_text(os.path.join(tmp, "manifest.jsonl"), "".join(lines))
 
@@ -304,8 +330,20 @@ def _write_manifest(tmp, spec, clips):
 _WRITERS = {"thumos14": _write_thumos14, "ucf101": _write_ucf101, "manifest": _write_manifest}
 
 
-def make_dataset(out, layout, *, clips, seed, frames=None, size=(64, 64), fps=25.0, kind=None, gt_length=None,
-                 overwrite=False, progress=None):
+def make_dataset(
+    out,
+    layout,
+    *,
+    clips,
+    seed,
+    frames=None,
+    size=(64, 64),
+    fps=25.0,
+    kind=None,
+    gt_length=None,
+    overwrite=False,
+    progress=None,
+):
     """Write the synthetic benchmark as a dataset folder of real video files (see the module notes).
 
     Parameters
@@ -354,8 +392,9 @@ def make_dataset(out, layout, *, clips, seed, frames=None, size=(64, 64), fps=25
         if not os.path.isdir(out) or os.path.islink(out):
             raise FileExistsError(f"{out}: exists and is not a folder")
         if os.listdir(out) and not overwrite:
-            raise FileExistsError(f"{out}: the folder exists and is not empty (overwrite=True, --overwrite, "
-                                  "replaces it)")
+            raise FileExistsError(
+                f"{out}: the folder exists and is not empty (overwrite=True, --overwrite, replaces it)"
+            )
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)

@@ -12,8 +12,8 @@ from ebr_ref.evaluation.annotations import (
     read_thumos14_temporal,
     seconds_to_frames,
 )
-from ebr_ref.evaluation.metrics import Detection, average_precision
 from ebr_ref.evaluation.localize import pointing_game
+from ebr_ref.evaluation.metrics import Detection, average_precision
 
 
 def _write(path, text):
@@ -120,7 +120,9 @@ def test_read_frame_boxes(tmp_path):
     fb = read_frame_boxes(p)
     assert isinstance(fb, FrameBoxes)
     assert fb.frames.tolist() == [0, 1, 3, 3]  # sorted by frame, stable within a frame
-    numpy.testing.assert_array_equal(fb.boxes, [[1, 2, 3, 4], [0, 0, 0, 0], [10, 20, 30, 40], [50, 50, 60, 70]])
+    numpy.testing.assert_array_equal(
+        fb.boxes, [[1, 2, 3, 4], [0, 0, 0, 0], [10, 20, 30, 40], [50, 50, 60, 70]]
+    )
     assert fb.boxes.dtype == numpy.float64 and fb.frames.dtype == numpy.int64
     per = fb.per_frame(5)
     assert [b.shape for b in per] == [(1, 4), (1, 4), (0, 4), (2, 4), (0, 4)]

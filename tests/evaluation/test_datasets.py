@@ -60,8 +60,10 @@ def _thumos(root):
     ann = root / "annotation"
     _write(ann / "BaseballPitch_test.txt", "video_test_0000007 12.5 14.1\nvideo_test_0000004  0.2 1.1 \n")
     _write(ann / "Diving_test.txt", "# comment\n\nvideo_test_0000004\t3.0\t4.0\nvideo_test_0000004 0.1 0.5\n")
-    _write(ann / "Ambiguous_test.txt", "video_test_0000004 5.0 6.0\nvideo_test_0000009 1.0 2.0\n"
-                                       "video_test_0000004 2.0 2.5\n")
+    _write(
+        ann / "Ambiguous_test.txt",
+        "video_test_0000004 5.0 6.0\nvideo_test_0000009 1.0 2.0\nvideo_test_0000004 2.0 2.5\n",
+    )
     return root
 
 
@@ -74,10 +76,16 @@ def test_read_thumos14_items_field_by_field(tmp_path):
     assert len(ds.items) == 2  # video_test_0000009 has only an ambiguous segment: not an item
     v4, v7 = ds.items
     assert v4 == VideoItem(
-        "video_test_0000004", str(root / "TH14_test_set_mp4" / "video_test_0000004.mp4"), None,
-        (GTSegment(1, 0.1, 0.5, None, None), GTSegment(0, 0.2, 1.1, None, None),
-         GTSegment(1, 3.0, 4.0, None, None)),
-        None, None,
+        "video_test_0000004",
+        str(root / "TH14_test_set_mp4" / "video_test_0000004.mp4"),
+        None,
+        (
+            GTSegment(1, 0.1, 0.5, None, None),
+            GTSegment(0, 0.2, 1.1, None, None),
+            GTSegment(1, 3.0, 4.0, None, None),
+        ),
+        None,
+        None,
     )
     assert v7.video_id == "video_test_0000007" and v7.segments == (GTSegment(0, 12.5, 14.1, None, None),)
     assert ds.ambiguous == {"video_test_0000004": ((2.0, 2.5), (5.0, 6.0))}
@@ -100,8 +108,10 @@ def test_read_thumos14_class_lists_and_boxes(tmp_path):
     _write(root / "boxes" / "video_test_0000007.txt", "3 10 20 30 40\n1 0 0 5 5\n3 1 2 3 4\n")
     ds = read_dataset(root)
     assert ds.items[0].boxes is None
-    assert ds.items[1].boxes == {1: ((0.0, 0.0, 5.0, 5.0),),
-                                 3: ((10.0, 20.0, 30.0, 40.0), (1.0, 2.0, 3.0, 4.0))}
+    assert ds.items[1].boxes == {
+        1: ((0.0, 0.0, 5.0, 5.0),),
+        3: ((10.0, 20.0, 30.0, 40.0), (1.0, 2.0, 3.0, 4.0)),
+    }
     assert read_dataset(root, boxes=False).items[1].boxes is None
 
 
@@ -150,12 +160,17 @@ UCF_CLASSES = ["ApplyEyeMakeup", "Basketball", "Biking", "Diving", "YoYo"]
 def _ucf(root, videos="UCF-101"):
     class_ind = "".join(f"{k} {n}\n" for k, n in enumerate(UCF_CLASSES, 1))
     _write(root / "ucfTrainTestlist" / "classInd.txt", class_ind)
-    _write(root / "ucfTrainTestlist" / "testlist01.txt",
-           "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\r\nBasketball/v_Basketball_g01_c01.avi\r\n"
-           "Biking/v_Biking_g02_c03.avi\r\nYoYo/v_YoYo_g07_c04.avi\r\n")
+    _write(
+        root / "ucfTrainTestlist" / "testlist01.txt",
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\r\nBasketball/v_Basketball_g01_c01.avi\r\n"
+        "Biking/v_Biking_g02_c03.avi\r\nYoYo/v_YoYo_g07_c04.avi\r\n",
+    )
     _write(root / "ucfTrainTestlist" / "trainlist01.txt", "Diving/v_Diving_g08_c01.avi 4\n")
-    for rel in ("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "Basketball/v_Basketball_g01_c01.avi",
-                "Biking/v_Biking_g02_c03.avi"):
+    for rel in (
+        "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
+        "Basketball/v_Basketball_g01_c01.avi",
+        "Biking/v_Biking_g02_c03.avi",
+    ):
         _touch(root / videos / rel)
     _touch(root / "videos" / "v_YoYo_g07_c04.mp4")  # flat folder, transcoded to MP4
     return root
@@ -168,10 +183,22 @@ def test_read_ucf101_items_field_by_field(tmp_path):
     assert ds.layout == "ucf101" and ds.class_names == tuple(UCF_CLASSES) and ds.ambiguous == {}
     ucf = root / "UCF-101"
     assert ds.items == (
-        VideoItem("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01",
-                  str(ucf / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi"), 0, (), None, None),
-        VideoItem("Basketball/v_Basketball_g01_c01", str(ucf / "Basketball" / "v_Basketball_g01_c01.avi"), 1,
-                  (), None, None),
+        VideoItem(
+            "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01",
+            str(ucf / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi"),
+            0,
+            (),
+            None,
+            None,
+        ),
+        VideoItem(
+            "Basketball/v_Basketball_g01_c01",
+            str(ucf / "Basketball" / "v_Basketball_g01_c01.avi"),
+            1,
+            (),
+            None,
+            None,
+        ),
         VideoItem("Biking/v_Biking_g02_c03", str(ucf / "Biking" / "v_Biking_g02_c03.avi"), 2, (), None, None),
         VideoItem("YoYo/v_YoYo_g07_c04", str(root / "videos" / "v_YoYo_g07_c04.mp4"), 4, (), None, None),
     )
@@ -219,10 +246,32 @@ def test_read_ucf101_errors_name_file_and_line(tmp_path, where, text, line, what
 # ----------------------------------------------------------------------------- UCF101-24 boxes (.mat)
 
 UCF24 = [  # classInd of a UCF101 subset holding the 24 UCF101-24 classes (their order matters, not indices)
-    "ApplyEyeMakeup", "Basketball", "BasketballDunk", "Biking", "CliffDiving", "CricketBowling", "Diving",
-    "Fencing", "FloorGymnastics", "GolfSwing", "HorseRiding", "IceDancing", "LongJump", "PoleVault",
-    "RopeClimbing", "SalsaSpin", "SkateBoarding", "Skiing", "Skijet", "SoccerJuggling", "Surfing",
-    "TennisSwing", "TrampolineJumping", "VolleyballSpiking", "WalkingWithDog", "YoYo",
+    "ApplyEyeMakeup",
+    "Basketball",
+    "BasketballDunk",
+    "Biking",
+    "CliffDiving",
+    "CricketBowling",
+    "Diving",
+    "Fencing",
+    "FloorGymnastics",
+    "GolfSwing",
+    "HorseRiding",
+    "IceDancing",
+    "LongJump",
+    "PoleVault",
+    "RopeClimbing",
+    "SalsaSpin",
+    "SkateBoarding",
+    "Skiing",
+    "Skijet",
+    "SoccerJuggling",
+    "Surfing",
+    "TennisSwing",
+    "TrampolineJumping",
+    "VolleyballSpiking",
+    "WalkingWithDog",
+    "YoYo",
 ]
 
 
@@ -246,10 +295,15 @@ def _tube(sf, ef, cls, boxes):
 def _ucf24(root, *, annot=None, basketball_tubes=None):
     """UCF101-24-style folder: Basketball and Biking test videos with tubes, YoYo without; a train entry."""
     _write(root / "classInd.txt", "".join(f"{k} {n}\n" for k, n in enumerate(UCF24, 1)))
-    _write(root / "testlist01.txt", "Basketball/v_Basketball_g01_c01.avi\nBiking/v_Biking_g01_c02.avi\n"
-                                    "YoYo/v_YoYo_g01_c01.avi\n")
-    _touch(root / "Basketball/v_Basketball_g01_c01.avi", root / "Biking/v_Biking_g01_c02.avi",
-           root / "YoYo/v_YoYo_g01_c01.avi")
+    _write(
+        root / "testlist01.txt",
+        "Basketball/v_Basketball_g01_c01.avi\nBiking/v_Biking_g01_c02.avi\nYoYo/v_YoYo_g01_c01.avi\n",
+    )
+    _touch(
+        root / "Basketball/v_Basketball_g01_c01.avi",
+        root / "Biking/v_Biking_g01_c02.avi",
+        root / "YoYo/v_YoYo_g01_c01.avi",
+    )
     if annot is None:
         b_tubes = basketball_tubes or [
             # class 1 = Basketball (the 24 classes' order); frames 2..4 (1-based), one 'x y w h' row per frame
@@ -257,13 +311,22 @@ def _ucf24(root, *, annot=None, basketball_tubes=None):
             _tube(4, 5, 1, [[101, 51, 10, 20], [102, 51, 10, 20]]),  # a second person from frame 4
         ]
         entries = [
-            {"num_imgs": numpy.array([[6.0]]), "name": "Basketball/v_Basketball_g01_c01",
-             "tubes": _struct_array(b_tubes, ["ef", "sf", "class", "boxes"])},
-            {"num_imgs": numpy.array([[40.0]]), "name": "Diving/v_Diving_g08_c01",  # a train video: not read
-             "tubes": _struct_array([_tube(5, 1, 99, [[0, 0, 0, 0]])], ["ef", "sf", "class", "boxes"])},
+            {
+                "num_imgs": numpy.array([[6.0]]),
+                "name": "Basketball/v_Basketball_g01_c01",
+                "tubes": _struct_array(b_tubes, ["ef", "sf", "class", "boxes"]),
+            },
+            {
+                "num_imgs": numpy.array([[40.0]]),
+                "name": "Diving/v_Diving_g08_c01",  # a train video: not read
+                "tubes": _struct_array([_tube(5, 1, 99, [[0, 0, 0, 0]])], ["ef", "sf", "class", "boxes"]),
+            },
             # one tube given as a MATLAB 1 x 1 struct (a dict for savemat); class 3 = Biking
-            {"num_imgs": numpy.array([[3.0]]), "name": "Biking/v_Biking_g01_c02",
-             "tubes": _tube(1, 1, 3, [[1, 1, 320, 240]])},
+            {
+                "num_imgs": numpy.array([[3.0]]),
+                "name": "Biking/v_Biking_g01_c02",
+                "tubes": _tube(1, 1, 3, [[1, 1, 320, 240]]),
+            },
         ]
         annot = _struct_array(entries, ["num_imgs", "name", "tubes"])
     scipy_io.savemat(str(root / "finalAnnots.mat"), {"annot": annot}, do_compression=True)
@@ -292,7 +355,8 @@ def test_read_ucf24_text_box_folder(tmp_path):
     _write(root / "boxes" / "Biking" / "v_Biking_g01_c02.txt", "0 1 2 3 4\n")
     ds = read_ucf101(root, boxes=root / "boxes")
     assert [(it.video_id, it.boxes) for it in ds.items] == [
-        ("Biking/v_Biking_g01_c02", {0: ((1.0, 2.0, 3.0, 4.0),)})]
+        ("Biking/v_Biking_g01_c02", {0: ((1.0, 2.0, 3.0, 4.0),)})
+    ]
 
 
 @pytest.mark.parametrize(
@@ -325,14 +389,20 @@ def test_read_ucf24_mat_file_errors(tmp_path, monkeypatch):
     scipy_io.savemat(str(mat), {"annot": numpy.zeros(3)})
     with pytest.raises(DatasetError, match="'annot' must be a struct array with fields name, num_imgs"):
         read_dataset(root)
-    entries = [{"num_imgs": numpy.array([[6.0]]), "name": "Basketball/v_Basketball_g01_c01",
-                "tubes": _tube(1, 1, 1, [[1, 1, 2, 2]])}] * 2
+    entries = [
+        {
+            "num_imgs": numpy.array([[6.0]]),
+            "name": "Basketball/v_Basketball_g01_c01",
+            "tubes": _tube(1, 1, 1, [[1, 1, 2, 2]]),
+        }
+    ] * 2
     scipy_io.savemat(str(mat), {"annot": _struct_array(entries, ["num_imgs", "name", "tubes"])})
     head = f"{mat}: annot(2) 'Basketball/v_Basketball_g01_c01': the video is also annot(1)"
     with pytest.raises(DatasetError, match=re.escape(head)):
         read_dataset(root)
-    entries = [{"num_imgs": numpy.array([[6.0]]), "name": "YoYo/v_YoYo_g09_c01",
-                "tubes": numpy.zeros((0, 0))}]
+    entries = [
+        {"num_imgs": numpy.array([[6.0]]), "name": "YoYo/v_YoYo_g09_c01", "tubes": numpy.zeros((0, 0))}
+    ]
     scipy_io.savemat(str(mat), {"annot": _struct_array(entries, ["num_imgs", "name", "tubes"])})
     with pytest.raises(DatasetError, match=re.escape(f"{mat}: no video of") + ".*testlist01.txt has boxes"):
         read_dataset(root)
@@ -349,7 +419,7 @@ def test_read_ucf24_mat_file_errors(tmp_path, monkeypatch):
         read_dataset(root)
     monkeypatch.undo()
     data = bytearray(mat.read_bytes())
-    data[128 + 8 + 2:128 + 8 + 40] = bytes(38)  # garble the first compressed element's zlib stream
+    data[128 + 8 + 2 : 128 + 8 + 40] = bytes(38)  # garble the first compressed element's zlib stream
     mat.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match=re.escape(str(mat))):
         read_dataset(root)
@@ -379,8 +449,13 @@ def test_read_manifest_jsonl_field_by_field(tmp_path):
     (root / "frames_c").mkdir()
     lines = [
         {"classes": ["run", "jump", "swim"]},
-        {"path": "clips/a.mp4", "label": None, "segments": [["jump", 1.0, 2.0], ["run", 0.1, 1.0]],
-         "boxes": {"12": [[1, 2, 3, 4], [5, 6, 7, 8]], "3": [[0, 0, 10, 10]], "4": []}, "fps": 30},
+        {
+            "path": "clips/a.mp4",
+            "label": None,
+            "segments": [["jump", 1.0, 2.0], ["run", 0.1, 1.0]],
+            "boxes": {"12": [[1, 2, 3, 4], [5, 6, 7, 8]], "3": [[0, 0, 10, 10]], "4": []},
+            "fps": 30,
+        },
         {"path": "b.avi", "label": "swim", "id": "video-b"},
         {"path": str(root / "frames_c"), "label": "run"},
     ]
@@ -390,9 +465,14 @@ def test_read_manifest_jsonl_field_by_field(tmp_path):
     assert ds.layout == "manifest" and ds.root == str(root / "manifest.jsonl")
     assert ds.class_names == ("run", "jump", "swim")
     assert ds.items == (
-        VideoItem("clips/a", str(root / "clips" / "a.mp4"), None,
-                  (GTSegment(1, 1.0, 2.0, 30, 59), GTSegment(0, 0.1, 1.0, 3, 29)),
-                  {3: ((0.0, 0.0, 10.0, 10.0),), 12: ((1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 7.0, 8.0))}, 30.0),
+        VideoItem(
+            "clips/a",
+            str(root / "clips" / "a.mp4"),
+            None,
+            (GTSegment(1, 1.0, 2.0, 30, 59), GTSegment(0, 0.1, 1.0, 3, 29)),
+            {3: ((0.0, 0.0, 10.0, 10.0),), 12: ((1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 7.0, 8.0))},
+            30.0,
+        ),
         VideoItem("video-b", str(root / "b.avi"), 2, (), None, None),
         VideoItem("frames_c", str(root / "frames_c"), 0, (), None, None),
     )
@@ -403,16 +483,24 @@ def test_read_manifest_jsonl_field_by_field(tmp_path):
 def test_read_manifest_csv_and_class_sources(tmp_path):
     root = tmp_path / "m"
     _videos(root, "a.mp4", "b.mp4")
-    text = ('path,label,segments,boxes,fps\n'
-            'a.mp4,,"[[""jump"", 0.0, 0.5]]","{""0"": [[1, 2, 3, 4]]}",10\n'
-            '# a comment\n'
-            'b.mp4,run,,,\n')
+    text = (
+        "path,label,segments,boxes,fps\n"
+        'a.mp4,,"[[""jump"", 0.0, 0.5]]","{""0"": [[1, 2, 3, 4]]}",10\n'
+        "# a comment\n"
+        "b.mp4,run,,,\n"
+    )
     _write(root / "list.csv", text)
     ds = read_dataset(root / "list.csv")
     assert ds.class_names == ("jump", "run")  # the labels seen, sorted
     assert ds.items == (
-        VideoItem("a", str(root / "a.mp4"), None, (GTSegment(0, 0.0, 0.5, 0, 4),),
-                  {0: ((1.0, 2.0, 3.0, 4.0),)}, 10.0),
+        VideoItem(
+            "a",
+            str(root / "a.mp4"),
+            None,
+            (GTSegment(0, 0.0, 0.5, 0, 4),),
+            {0: ((1.0, 2.0, 3.0, 4.0),)},
+            10.0,
+        ),
         VideoItem("b", str(root / "b.mp4"), 1, (), None, None),
     )
     _write(root / "classes.txt", "run\njump\nwalk\n")
@@ -442,7 +530,7 @@ def test_read_manifest_csv_and_class_sources(tmp_path):
         ('{"path": "a.mp4", "boxes": {"99999999": [[0, 0, 1, 1]]}}', "outside the plausible range [0, 1000"),
         ('{"path": "a.mp4", "fps": 0}', "'fps' must be a positive number"),
         ('{"path": "b.mp4", "id": "a"}', "video id 'a' already used at"),
-        ('{"classes": ["run"]}', "the {\"classes\": [...]} line must be the first line"),
+        ('{"classes": ["run"]}', 'the {"classes": [...]} line must be the first line'),
     ],
 )
 def test_read_manifest_errors_name_file_and_line(tmp_path, line, what):

@@ -36,7 +36,11 @@ def activitynet_flags(dets, gts, alpha):
     flags = []
     for i in order:
         d = dets[i]
-        cand = [(iou_frames((d.start, d.end), (g.start, g.end)), j) for j, g in enumerate(gts) if g.video == d.video]
+        cand = [
+            (iou_frames((d.start, d.end), (g.start, g.end)), j)
+            for j, g in enumerate(gts)
+            if g.video == d.video
+        ]
         cand.sort(key=lambda c: -c[0])  # stable: the first ground truth on ties
         hit = 0
         for ov, j in cand:
@@ -107,7 +111,9 @@ def ap_oracle(flags, npos, interpolation):
     mrec = [Fraction(0)] + rec + [Fraction(1)]
     for i in range(len(mprec) - 2, -1, -1):
         mprec[i] = max(mprec[i], mprec[i + 1])
-    return float(sum((mrec[i] - mrec[i - 1]) * mprec[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1]))
+    return float(
+        sum((mrec[i] - mrec[i - 1]) * mprec[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1])
+    )
 
 
 # ----------------------------------------------------------------------------- pointing accuracy
@@ -302,7 +308,10 @@ def _problem(draw):
         Detection(draw(st.sampled_from(videos)), 0, *draw(_seg), draw(st.sampled_from([0.1, 0.5, 0.7, 0.9])))
         for _ in range(draw(st.integers(0, 7)))
     ]
-    amb = [Segment(draw(st.sampled_from(videos)), "Ambiguous", *draw(_seg)) for _ in range(draw(st.integers(0, 1)))]
+    amb = [
+        Segment(draw(st.sampled_from(videos)), "Ambiguous", *draw(_seg))
+        for _ in range(draw(st.integers(0, 1)))
+    ]
     return gts, dets, amb
 
 

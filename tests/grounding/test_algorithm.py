@@ -29,11 +29,13 @@ from ebr_ref.models import sequential
 # ---- eq. 5 ----------------------------------------------------------------------------------------------
 def test_normalise_by_total_divides_each_target_by_its_grand_total(xp):
     # K = 3 targets, T = 2 frames, D = 2 units
-    P = xp.asarray([
-        [[1.0, 3.0], [0.0, 4.0]],  # total 8
-        [[2.0, -2.0], [5.0, -5.0]],  # a signed signal summing to 0: the term is set to zero, no NaN
-        [[0.0, 0.0], [0.0, 0.0]],  # nothing reached the interface
-    ])
+    P = xp.asarray(
+        [
+            [[1.0, 3.0], [0.0, 4.0]],  # total 8
+            [[2.0, -2.0], [5.0, -5.0]],  # a signed signal summing to 0: the term is set to zero, no NaN
+            [[0.0, 0.0], [0.0, 0.0]],  # nothing reached the interface
+        ]
+    )
     before = backend.to_numpy(P).copy()
     P_N, totals = normalise_by_total(P)
     assert isinstance(totals, numpy.ndarray) and totals.tolist() == [8.0, 0.0, 0.0]
@@ -114,8 +116,10 @@ def test_frame_evidence_sums_each_frame():
 
 # ---- diagnostics ---------------------------------------------------------------------------------------
 def test_sum_mass_adds_per_layer_in_first_seen_order():
-    parts = [{"fc8": numpy.array([1.0, 0.5]), "relu7": numpy.array([0.0, 0.0])},
-             {"fc8": numpy.array([0.25, 0.0]), "conv1": numpy.array([2.0, 1.0])}]
+    parts = [
+        {"fc8": numpy.array([1.0, 0.5]), "relu7": numpy.array([0.0, 0.0])},
+        {"fc8": numpy.array([0.25, 0.0]), "conv1": numpy.array([2.0, 1.0])},
+    ]
     total = sum_mass(parts)
     assert list(total) == ["fc8", "relu7", "conv1"]
     assert total["fc8"].tolist() == [1.25, 0.5] and total["conv1"].tolist() == [2.0, 1.0]
@@ -123,22 +127,52 @@ def test_sum_mass_adds_per_layer_in_first_seen_order():
 
 
 def test_action_diagnostics_lists_zero_totals_per_pass():
-    diag = action_diagnostics(method="cEB-R", lstm_rule="caffe", targets=[0, 1], layer="conv1", chunk_size=4,
-                              seed_steps=[2], mass_lost={}, totals=numpy.array([2.0, 0.0]),
-                              totals_dual=numpy.array([0.0, 1.5]), readout_recomputed=False)
+    diag = action_diagnostics(
+        method="cEB-R",
+        lstm_rule="caffe",
+        targets=[0, 1],
+        layer="conv1",
+        chunk_size=4,
+        seed_steps=[2],
+        mass_lost={},
+        totals=numpy.array([2.0, 0.0]),
+        totals_dual=numpy.array([0.0, 1.5]),
+        readout_recomputed=False,
+    )
     assert diag["totals"] == [2.0, 0.0] and diag["totals_dual"] == [0.0, 1.5]
     assert all(type(v) is float for v in diag["totals"] + diag["totals_dual"])
-    assert diag["zero_totals"] == [{"pass": "positive", "target_index": 1},
-                                   {"pass": "dual", "target_index": 0}]
+    assert diag["zero_totals"] == [
+        {"pass": "positive", "target_index": 1},
+        {"pass": "dual", "target_index": 0},
+    ]
     assert diag["mass_lost"] == {"positive": {}, "dual": {}, "cnn": {}}
-    assert list(diag) == ["method", "lstm_rule", "targets", "layer", "chunk_size", "mass_lost", "totals",
-                          "totals_dual", "zero_totals", "fused_readout", "seed_steps", "readout_recomputed"]
+    assert list(diag) == [
+        "method",
+        "lstm_rule",
+        "targets",
+        "layer",
+        "chunk_size",
+        "mass_lost",
+        "totals",
+        "totals_dual",
+        "zero_totals",
+        "fused_readout",
+        "seed_steps",
+        "readout_recomputed",
+    ]
 
 
 # ---- the frame CNN -----------------------------------------------------------------------------------------
-LAYERS = [("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-          ("pool1", "maxpool", {"kernel": 2}), ("flat", "flatten"), ("fc7", "fc", {"out_features": 5}),
-          ("relu7", "relu"), ("lstm1", "lstm", {"hidden": 4}), ("fc8", "fc", {"out_features": 3})]
+LAYERS = [
+    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("pool1", "maxpool", {"kernel": 2}),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 5}),
+    ("relu7", "relu"),
+    ("lstm1", "lstm", {"hidden": 4}),
+    ("fc8", "fc", {"out_features": 3}),
+]
 
 
 def test_frame_chunks_cover_the_clip():
@@ -168,8 +202,10 @@ def test_frame_cnn_forward_chunk_by_chunk_equals_one_pass(budget):
 
 
 def test_join_chunks_concatenates_frames_and_sums_the_mass():
-    part = [ChunkMaps(numpy.ones((2, 3, 1, 1)), None, {"conv1": numpy.array([1.0, 2.0])}),
-            ChunkMaps(2 * numpy.ones((2, 1, 1, 1)), None, {"conv1": numpy.array([0.5, 0.0])})]
+    part = [
+        ChunkMaps(numpy.ones((2, 3, 1, 1)), None, {"conv1": numpy.array([1.0, 2.0])}),
+        ChunkMaps(2 * numpy.ones((2, 1, 1, 1)), None, {"conv1": numpy.array([0.5, 0.0])}),
+    ]
     joined = join_chunks(part, xp=numpy)
     assert joined.maps.shape == (2, 4, 1, 1) and joined.evidence.tolist() == [[1, 1, 1, 2], [1, 1, 1, 2]]
     assert joined.channels is None and joined.mass["conv1"].tolist() == [1.5, 2.0]

@@ -23,14 +23,23 @@ from ..conftest import rel_err
 
 # A block the fold covers: padded, dilated and non-square kernels, dropout inside, a padded ceil pool.
 BLOCK = [
-    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu1", "relu"),
+    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
     ("conv2", "conv", {"out_channels": 5, "kernel": (3, 2), "padding": (2, 1), "dilation": (2, 1)}),
-    ("relu2", "relu"), ("drop2", "dropout"),
-    ("conv3", "conv", {"out_channels": 6, "kernel": 1}), ("relu3", "relu"),
+    ("relu2", "relu"),
+    ("drop2", "dropout"),
+    ("conv3", "conv", {"out_channels": 6, "kernel": 1}),
+    ("relu3", "relu"),
     ("pool3", "maxpool", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
-    ("flat", "flatten"), ("fc7", "fc", {"out_features": 16}), ("relu7", "relu"),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 16}),
+    ("relu7", "relu"),
 ]
-LSTM_MODEL = BLOCK + [("lstm1", "lstm", {"hidden": 6}), ("lstm1_drop", "dropout"), ("fc8", "fc", {"out_features": 5})]
+LSTM_MODEL = BLOCK + [
+    ("lstm1", "lstm", {"hidden": 6}),
+    ("lstm1_drop", "dropout"),
+    ("fc8", "fc", {"out_features": 5}),
+]
 CNN_MODEL = BLOCK + [("drop7", "dropout"), ("fc8", "fc", {"out_features": 5})]
 SHAPE = (3, 13, 11)
 TARGETS = [0, 1, 2, 3, 4]
@@ -88,8 +97,16 @@ def test_fused_recurrent_maps_match_the_torch_oracle(lstm_model, clip, method, l
     pytest.importorskip("torch")
     from ..oracles.torch_ebr import oracle_ground
 
-    g = ground(lstm_model, clip, TARGETS, method=method, layer=layer, lstm_rule="eb", fused_readout=True,
-               chunk_size=2)
+    g = ground(
+        lstm_model,
+        clip,
+        TARGETS,
+        method=method,
+        layer=layer,
+        lstm_rule="eb",
+        fused_readout=True,
+        chunk_size=2,
+    )
     assert g.diagnostics["fused_readout"][-1] == "pool3"
     for k, c in enumerate(TARGETS):
         ref = oracle_ground(lstm_model, clip, c, method=method, layer=layer, lstm_rule="eb")
@@ -143,8 +160,15 @@ def test_the_mass_accounting_is_exercised(lstm_model, clip):
 
 def test_float32_fused_agrees_with_float64(lstm_model, clip):
     f64 = ground(lstm_model, clip, TARGETS, method="cEB-R", layer="conv1", fused_readout=True)
-    f32 = ground(lstm_model, clip.astype(numpy.float32), TARGETS, method="cEB-R", layer="conv1",
-                 fused_readout=True, dtype=numpy.float32)
+    f32 = ground(
+        lstm_model,
+        clip.astype(numpy.float32),
+        TARGETS,
+        method="cEB-R",
+        layer="conv1",
+        fused_readout=True,
+        dtype=numpy.float32,
+    )
     assert f32.maps.dtype == numpy.float32
     assert rel_err(f32.maps, f64.maps) < 1e-5
 
@@ -167,8 +191,14 @@ def test_backends_agree(xp, lstm_model, clip):
     from ebr_ref import backend
 
     model = lstm_model.to("gpu" if xp is not numpy else "cpu")
-    g = ground(model, backend.to_device(clip, model.device), TARGETS, method="cEB-R", layer="conv1",
-               fused_readout=True)
+    g = ground(
+        model,
+        backend.to_device(clip, model.device),
+        TARGETS,
+        method="cEB-R",
+        layer="conv1",
+        fused_readout=True,
+    )
     ref = ground(lstm_model, clip, TARGETS, method="cEB-R", layer="conv1", fused_readout=False)
     assert isinstance(g.maps, numpy.ndarray)
     assert rel_err(g.maps, ref.maps) < 1e-12
@@ -176,10 +206,14 @@ def test_backends_agree(xp, lstm_model, clip):
 
 @settings(max_examples=100, deadline=None)
 @given(
-    k1=st.integers(1, 3), k2=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    pad=st.tuples(st.integers(0, 2), st.integers(0, 2)), dil=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    k1=st.integers(1, 3),
+    k2=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    pad=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dil=st.tuples(st.integers(1, 2), st.integers(1, 2)),
     pool=st.tuples(st.integers(2, 3), st.integers(1, 3), st.booleans()),
-    K=st.integers(1, 4), method=st.sampled_from(["EB", "cEB", "BP"]), seed=st.integers(0, 2**16),
+    K=st.integers(1, 4),
+    method=st.sampled_from(["EB", "cEB", "BP"]),
+    seed=st.integers(0, 2**16),
     between=st.sampled_from(["relu", "dropout", "none"]),
 )
 def test_fused_equals_unfused_over_geometries(k1, k2, pad, dil, pool, K, method, seed, between):
@@ -188,12 +222,17 @@ def test_fused_equals_unfused_over_geometries(k1, k2, pad, dil, pool, K, method,
     kp, sp, ceil = pool
     mid = {"relu": [("relu1", "relu")], "dropout": [("drop1", "dropout")], "none": []}[between]
     layers = [
-        ("conv1", "conv", {"out_channels": 3, "kernel": k1, "padding": k1 // 2}), *mid,
-        ("conv2", "conv", {"out_channels": 4, "kernel": k2, "padding": (min(pad[0], k2[0] - 1), pad[1]),
-                           "dilation": dil}),
+        ("conv1", "conv", {"out_channels": 3, "kernel": k1, "padding": k1 // 2}),
+        *mid,
+        (
+            "conv2",
+            "conv",
+            {"out_channels": 4, "kernel": k2, "padding": (min(pad[0], k2[0] - 1), pad[1]), "dilation": dil},
+        ),
         ("relu2", "relu"),
         ("pool2", "maxpool", {"kernel": kp, "stride": sp, "padding": kp // 2, "ceil_mode": ceil}),
-        ("flat", "flatten"), ("fc", "fc", {"out_features": 4}),
+        ("flat", "flatten"),
+        ("fc", "fc", {"out_features": 4}),
     ]
     model = sequential(layers, (2, 9, 8), seed=seed)
     clip = numpy.random.default_rng(seed).uniform(0, 1, (3, 2, 9, 8))
@@ -225,17 +264,27 @@ def test_auto_fuses_many_targets_not_one(vgg):
     assert plan(vgg, vgg.index("conv5_2"), 101, "grad").depth == 4
 
 
-@pytest.mark.parametrize("layer, why", [
-    ("conv4_3", "no convolution"), ("pool5", "flatten.*cannot be folded"), ("fc6", r"not a \(C, h, w\) map"),
-])
+@pytest.mark.parametrize(
+    "layer, why",
+    [
+        ("conv4_3", "no convolution"),
+        ("pool5", "flatten.*cannot be folded"),
+        ("fc6", r"not a \(C, h, w\) map"),
+    ],
+)
 def test_insisting_on_an_impossible_fold_names_the_reason(vgg, layer, why):
     with pytest.raises(ValueError, match=why):
         plan(vgg, vgg.index(layer), 101, "eb", request=True)
 
 
 def test_strided_or_grouped_convolutions_are_not_folded(clip):
-    layers = [("conv1", "conv", {"out_channels": 4, "kernel": 3, "stride": 2}), ("relu1", "relu"),
-              ("pool1", "maxpool", {"kernel": 2}), ("flat", "flatten"), ("fc", "fc", {"out_features": 3})]
+    layers = [
+        ("conv1", "conv", {"out_channels": 4, "kernel": 3, "stride": 2}),
+        ("relu1", "relu"),
+        ("pool1", "maxpool", {"kernel": 2}),
+        ("flat", "flatten"),
+        ("fc", "fc", {"out_features": 3}),
+    ]
     model = sequential(layers, SHAPE, seed=1)
     with pytest.raises(ValueError, match="stride"):
         ground(model, clip, [0, 1, 2], method="EB", layer="input", fused_readout=True)
@@ -249,8 +298,12 @@ def test_fused_readout_argument_errors(lstm_model, clip):
     for bad in ("yes", 1, 0, None):
         with pytest.raises(ValueError, match="fused_readout must be"):
             ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout=bad)
-        with pytest.raises(ValueError, match="fused_readout must be"):  # checked even when it would not be used
-            ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout=bad, channel_maps=True)
+        with pytest.raises(
+            ValueError, match="fused_readout must be"
+        ):  # checked even when it would not be used
+            ground(
+                lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout=bad, channel_maps=True
+            )
     g = ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", fused_readout=numpy.True_)
     assert g.diagnostics["fused_readout"] is not None
     g = ground(lstm_model, clip, TARGETS, method="EB-R", layer="conv1", channel_maps=True)
@@ -271,9 +324,15 @@ def test_signed_input_pixels(cnn_model, method):
 def test_conv_conv_without_relu_between_matches_torch_autograd(method):
     """Two padded convs back to back (no ReLU or only dropout between): the fold must zero its functional on
     the inner padding. BP against torch autograd (shares no code), EB against the unfused pass."""
-    layers = [("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}), ("drop1", "dropout"),
-              ("conv2", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu2", "relu"),
-              ("pool", "maxpool", {"kernel": 2}), ("flat", "flatten"), ("fc", "fc", {"out_features": 40})]
+    layers = [
+        ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+        ("drop1", "dropout"),
+        ("conv2", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
+        ("relu2", "relu"),
+        ("pool", "maxpool", {"kernel": 2}),
+        ("flat", "flatten"),
+        ("fc", "fc", {"out_features": 40}),
+    ]
     model = sequential(layers, (2, 8, 8), seed=0)
     clip = numpy.random.default_rng(0).uniform(0, 1, (2, 2, 8, 8))
     fused = ground(model, clip, list(range(40)), method=method, layer="input", fused_readout=True)

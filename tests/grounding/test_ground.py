@@ -19,26 +19,38 @@ from ..conftest import rel_err
 TOL = 1e-9  # docs/spec.md §7: float64 against an independent float64 oracle
 
 CNN_LSTM = [
-    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu1", "relu"),
+    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
     ("pool1", "maxpool", {"kernel": 2}),
-    ("conv2", "conv", {"out_channels": 5, "kernel": 3, "padding": 1}), ("relu2", "relu"),
+    ("conv2", "conv", {"out_channels": 5, "kernel": 3, "padding": 1}),
+    ("relu2", "relu"),
     ("pool2", "avgpool", {"kernel": 2}),
-    ("flat", "flatten"), ("fc7", "fc", {"out_features": 16}), ("relu7", "relu"),
-    ("lstm1", "lstm", {"hidden": 6}), ("lstm1_drop", "dropout"), ("fc8", "fc", {"out_features": 4}),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 16}),
+    ("relu7", "relu"),
+    ("lstm1", "lstm", {"hidden": 6}),
+    ("lstm1_drop", "dropout"),
+    ("fc8", "fc", {"out_features": 4}),
 ]
 CNN = CNN_LSTM[:9] + [("drop7", "dropout"), ("fc8", "fc", {"out_features": 4})]
 # CaffeNet-style: strided conv, ceil max pools (one padded), LRN, grouped conv, a padded ceil average
 # pool, dropout, and a tanh LSTM.
 CAFFENET_TANH = [
-    ("conv1", "conv", {"out_channels": 6, "kernel": 3, "stride": 2}), ("relu1", "relu"),
+    ("conv1", "conv", {"out_channels": 6, "kernel": 3, "stride": 2}),
+    ("relu1", "relu"),
     ("pool1", "maxpool", {"kernel": 3, "stride": 2, "ceil_mode": True}),
     ("norm1", "lrn", {"size": 5, "alpha": 0.1, "beta": 0.75, "k": 1.0}),
-    ("conv2", "conv", {"out_channels": 8, "kernel": 3, "padding": 1, "groups": 2}), ("relu2", "relu"),
+    ("conv2", "conv", {"out_channels": 8, "kernel": 3, "padding": 1, "groups": 2}),
+    ("relu2", "relu"),
     ("pool2", "maxpool", {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
     ("norm2", "lrn", {"size": 3, "alpha": 0.5, "beta": 0.75, "k": 2.0}),
     ("pool3", "avgpool", {"kernel": 2, "stride": 1, "padding": 1, "ceil_mode": True}),
-    ("flatten", "flatten"), ("fc6", "fc", {"out_features": 12}), ("relu6", "relu"), ("drop6", "dropout"),
-    ("lstm1", "lstm", {"hidden": 5, "cell_act": "tanh"}), ("lstm1_drop", "dropout"),
+    ("flatten", "flatten"),
+    ("fc6", "fc", {"out_features": 12}),
+    ("relu6", "relu"),
+    ("drop6", "dropout"),
+    ("lstm1", "lstm", {"hidden": 5, "cell_act": "tanh"}),
+    ("lstm1_drop", "dropout"),
     ("fc8", "fc", {"out_features": 3}),
 ]
 
@@ -86,10 +98,20 @@ def oracle_err(maps, ref):
 @pytest.mark.parametrize("method", ["EB-R", "cEB-R", "BP-R"])
 def test_recurrent_methods_match_oracle(oracle, cnn_lstm, clip, method, lstm_rule, seed_steps):
     for target, layer in zip([1, 3, 0, 2, 1, 3, 0], READOUTS):
-        g = ground(cnn_lstm, clip, target, method=method, layer=layer, lstm_rule=lstm_rule,
-                   seed_steps=seed_steps, chunk_size=3, channel_maps=True)
-        ref = oracle(cnn_lstm, clip, target, method=method, layer=layer, lstm_rule=lstm_rule,
-                     seed_steps=seed_steps)
+        g = ground(
+            cnn_lstm,
+            clip,
+            target,
+            method=method,
+            layer=layer,
+            lstm_rule=lstm_rule,
+            seed_steps=seed_steps,
+            chunk_size=3,
+            channel_maps=True,
+        )
+        ref = oracle(
+            cnn_lstm, clip, target, method=method, layer=layer, lstm_rule=lstm_rule, seed_steps=seed_steps
+        )
         assert g.maps.dtype == numpy.float64
         assert g.maps.shape == ref["maps"].shape, layer
         assert oracle_err(g.maps, ref) < TOL, layer
@@ -99,7 +121,9 @@ def test_recurrent_methods_match_oracle(oracle, cnn_lstm, clip, method, lstm_rul
         assert rel_err(g.evidence, g.maps.reshape(T, -1).sum(axis=1)) < 1e-12
         # |sum of errors| <= sqrt(n) ||errors||: evidence within the maps' bound
         n = g.maps[0].size
-        assert numpy.linalg.norm(g.evidence - ref["evidence"]) < TOL * n**0.5 * numpy.linalg.norm(ref["positive_maps"])
+        assert numpy.linalg.norm(g.evidence - ref["evidence"]) < TOL * n**0.5 * numpy.linalg.norm(
+            ref["positive_maps"]
+        )
         assert rel_err(g.probs, ref["probs"]) < TOL
         if method != "BP-R":  # the eq.-5 grand totals of both passes
             assert g.diagnostics["totals"] == pytest.approx([ref["total"]], rel=TOL)
@@ -123,8 +147,9 @@ def test_caffenet_style_tanh_lstm_matches_oracle(oracle, method):
     model = sequential(CAFFENET_TANH, (3, 17, 17), seed=0x2)
     clip = numpy.random.default_rng(0xCAFE).uniform(0.0, 1.0, (4, 3, 17, 17))
     for target, layer in zip([0, 1, 2, 0, 1], ("input", "norm1", "conv2", "pool2", "pool3")):
-        g = ground(model, clip, target, method=method, layer=layer, lstm_rule="caffe", seed_steps="all",
-                   chunk_size=2)
+        g = ground(
+            model, clip, target, method=method, layer=layer, lstm_rule="caffe", seed_steps="all", chunk_size=2
+        )
         ref = oracle(model, clip, target, method=method, layer=layer, lstm_rule="caffe", seed_steps="all")
         assert oracle_err(g.maps, ref) < TOL, layer
 
@@ -135,8 +160,9 @@ def test_tanh_lstm_eb_rule_needs_explicit_permission(oracle):
     clip = numpy.random.default_rng(0xCAFE).uniform(0.0, 1.0, (4, 3, 17, 17))
     with pytest.raises(ValueError, match="tanh"):
         ground(model, clip, 1, method="EB-R", layer="conv2", lstm_rule="eb")
-    g = ground(model, clip, 1, method="cEB-R", layer="conv2", lstm_rule="eb", allow_tanh_eb=True,
-               seed_steps=[1, 3])
+    g = ground(
+        model, clip, 1, method="cEB-R", layer="conv2", lstm_rule="eb", allow_tanh_eb=True, seed_steps=[1, 3]
+    )
     ref = oracle(model, clip, 1, method="cEB-R", layer="conv2", lstm_rule="eb", seed_steps=[1, 3])
     # With tanh, assumption A1 fails: the rule's denominators mix signs and can nearly cancel, so rounding
     # differences between BLAS builds are amplified (6.5e-10 here, 3.7e-8 with NumPy 2.5 on a 16-core machine).
@@ -150,8 +176,12 @@ def test_clip_markers_are_honoured(oracle, cnn_lstm, method, lstm_rule):
     # a second clip starts at frame 2: nothing may flow from frame 2 back to frames 0-1
     clip = numpy.random.default_rng(0xC0).uniform(0.0, 1.0, (5, 3, 12, 12))
     cont = numpy.array([0.0, 1.0, 0.0, 1.0, 1.0])
-    g = ground(cnn_lstm, clip, 2, method=method, layer="conv2", lstm_rule=lstm_rule, cont=cont, seed_steps="all")
-    ref = oracle(cnn_lstm, clip, 2, method=method, layer="conv2", lstm_rule=lstm_rule, cont=cont, seed_steps="all")
+    g = ground(
+        cnn_lstm, clip, 2, method=method, layer="conv2", lstm_rule=lstm_rule, cont=cont, seed_steps="all"
+    )
+    ref = oracle(
+        cnn_lstm, clip, 2, method=method, layer="conv2", lstm_rule=lstm_rule, cont=cont, seed_steps="all"
+    )
     assert oracle_err(g.maps, ref) < TOL
     last = ground(cnn_lstm, clip, 2, method=method, layer="conv2", lstm_rule=lstm_rule, cont=cont)
     assert numpy.all(last.maps[:2] == 0)
@@ -179,7 +209,9 @@ def test_zero_total_gives_zero_term_and_a_diagnostic(oracle, clip):
 @pytest.mark.parametrize("seed_steps", SEED_STEPS, ids=str)
 def test_eb_rule_conserves_the_seed_mass_to_the_interface(oracle, cnn_lstm, clip, seed_steps):
     # every normaliser of this model is positive: the eq.-5 total is the number of seeded steps
-    n_seeds = {"last": 1, "all": clip.shape[0]}[seed_steps] if isinstance(seed_steps, str) else len(seed_steps)
+    n_seeds = (
+        {"last": 1, "all": clip.shape[0]}[seed_steps] if isinstance(seed_steps, str) else len(seed_steps)
+    )
     g = ground(cnn_lstm, clip, 1, method="EB-R", layer="relu7", lstm_rule="eb", seed_steps=seed_steps)
     ref = oracle(cnn_lstm, clip, 1, method="EB-R", layer="relu7", lstm_rule="eb", seed_steps=seed_steps)
     assert g.diagnostics["totals"] == pytest.approx([n_seeds], rel=1e-12)
@@ -209,7 +241,9 @@ def test_ceb_r_is_the_difference_of_two_normalised_eb_r_passes(cnn_lstm, clip, l
     assert ev_err / numpy.linalg.norm(pos.evidence) < 1e-12
     assert contrast.diagnostics["totals"] == pytest.approx(pos.diagnostics["totals"], rel=1e-14)
     assert contrast.diagnostics["totals_dual"] == pytest.approx(neg.diagnostics["totals"], rel=1e-14)
-    assert numpy.sum(pos.evidence, axis=1) == pytest.approx([1.0, 1.0], rel=1e-12)  # eq. 5 at the interface...
+    assert numpy.sum(pos.evidence, axis=1) == pytest.approx(
+        [1.0, 1.0], rel=1e-12
+    )  # eq. 5 at the interface...
     if layer == "relu7":  # ...and the read-out is the interface itself
         assert numpy.sum(contrast.evidence, axis=1) == pytest.approx([0.0, 0.0], abs=1e-12)
 
@@ -291,7 +325,9 @@ def test_float32_is_within_spec_of_float64(cnn_lstm, clip, method, lstm_rule):
         assert g.maps.dtype == numpy.float32 and g.evidence.dtype == numpy.float32
         assert numpy.linalg.norm(g.maps - ref.maps) / numpy.linalg.norm(scale) <= 1e-4
     assert numpy.array_equal(by_arg.maps, by_model.maps)
-    frames = ground(sequential(CNN, (3, 12, 12), seed=0x7).astype("float32"), clip, 2, method="cEB", layer="input")
+    frames = ground(
+        sequential(CNN, (3, 12, 12), seed=0x7).astype("float32"), clip, 2, method="cEB", layer="input"
+    )
     assert frames.maps.dtype == numpy.float32
 
 
@@ -329,12 +365,12 @@ def test_oracle_caffe_rule_equals_the_closed_form(oracle):
     gates, cs, zg = [], [numpy.zeros(H)], []
     for t in range(T):
         z = W_x @ x[t] + b + W_h @ (cont[t] * h)
-        i, f, o, g = sig(z[:H]), sig(z[H:2 * H]), sig(z[2 * H:3 * H]), numpy.maximum(z[3 * H:], 0)
+        i, f, o, g = sig(z[:H]), sig(z[H : 2 * H]), sig(z[2 * H : 3 * H]), numpy.maximum(z[3 * H :], 0)
         c = cont[t] * f * c + i * g
         h = o * numpy.maximum(c, 0)
         gates.append((i, f, o, g))
         cs.append(c)
-        zg.append(z[3 * H:])
+        zg.append(z[3 * H :])
     p_hT = rng.uniform(0.0, 1.0, H)
     dz = numpy.zeros((T, 4 * H))
     kappa = p_hT * gates[-1][2] * (cs[-1] > 0)
@@ -343,9 +379,9 @@ def test_oracle_caffe_rule_equals_the_closed_form(oracle):
         if t < T - 1:
             kappa = gates[t + 1][1] * kappa
         dz[t, :H] = kappa * g * i * (1 - i)
-        dz[t, H:2 * H] = cont[t] * kappa * cs[t] * f * (1 - f)
-        dz[t, 3 * H:] = kappa * i * (zg[t] > 0)
-    dz[-1, 2 * H:3 * H] = p_hT * numpy.maximum(cs[-1], 0) * gates[-1][2] * (1 - gates[-1][2])
+        dz[t, H : 2 * H] = cont[t] * kappa * cs[t] * f * (1 - f)
+        dz[t, 3 * H :] = kappa * i * (zg[t] > 0)
+    dz[-1, 2 * H : 3 * H] = p_hT * numpy.maximum(cs[-1], 0) * gates[-1][2] * (1 - gates[-1][2])
     W_pos = numpy.maximum(W_x, 0)
     expect = x * ((dz / (x @ W_pos.T)) @ W_pos)
     p_h = numpy.zeros((T, H))

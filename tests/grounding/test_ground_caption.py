@@ -21,19 +21,33 @@ TOL = 1e-9  # docs/spec.md §7: float64 against an independent float64 oracle
 WORDS = ["a", "red", "blue", "square", "disk", "and", "slides", "pulses"]
 CAPTION = "a red square slides and a blue disk pulses"
 FRAMES = [
-    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu1", "relu"),
+    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
     ("pool1", "maxpool", {"kernel": 2}),
-    ("conv2", "conv", {"out_channels": 5, "kernel": 3, "padding": 1}), ("relu2", "relu"),
+    ("conv2", "conv", {"out_channels": 5, "kernel": 3, "padding": 1}),
+    ("relu2", "relu"),
     ("pool2", "avgpool", {"kernel": 2}),
-    ("flat", "flatten"), ("fc7", "fc", {"out_features": 12}), ("relu7", "relu"),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 12}),
+    ("relu7", "relu"),
 ]
 READOUTS = ("input", "conv1", "pool1", "conv2", "relu7")
 QUERIES = ["square", "red square", 5]  # a word, a phrase, a caption position (the second "a")
 
 
 def make(static_layer="lstm2", cell_act="relu", pool="mean", frames=FRAMES, seed=0x5C):
-    return captioner(frames, WORDS, (3, 8, 8), embed=5, hidden=(6, 7), static_layer=static_layer, pool=pool,
-                     cell_act=cell_act, seed=seed, meta={"readout": "conv2"})
+    return captioner(
+        frames,
+        WORDS,
+        (3, 8, 8),
+        embed=5,
+        hidden=(6, 7),
+        static_layer=static_layer,
+        pool=pool,
+        cell_act=cell_act,
+        seed=seed,
+        meta={"readout": "conv2"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +86,17 @@ def test_matches_oracle(oracle, clip, method, lstm_rule, static_layer):
     model = make(static_layer)
     ids = model.vocab.encode(CAPTION)
     for layer in READOUTS:
-        g = ground_caption(model, clip, QUERIES, caption=CAPTION, method=method, layer=layer, lstm_rule=lstm_rule,
-                           chunk_size=3, channel_maps=True)
+        g = ground_caption(
+            model,
+            clip,
+            QUERIES,
+            caption=CAPTION,
+            method=method,
+            layer=layer,
+            lstm_rule=lstm_rule,
+            chunk_size=3,
+            channel_maps=True,
+        )
         assert g.maps.shape[:2] == (3, 4) and g.maps.dtype == numpy.float64
         for k, q in enumerate(QUERIES):
             ref = oracle(model, clip, ids, _steps(model, q), method=method, layer=layer, lstm_rule=lstm_rule)
@@ -83,7 +106,8 @@ def test_matches_oracle(oracle, clip, method, lstm_rule, static_layer):
             assert numpy.linalg.norm(g.channel_maps[k] - ref["signal"]) / scale < TOL
             n = g.maps[k, 0].size
             assert numpy.linalg.norm(g.evidence[k] - ref["evidence"]) < TOL * n**0.5 * numpy.linalg.norm(
-                ref["positive_maps"])
+                ref["positive_maps"]
+            )
             assert rel_err(g.probs, ref["probs"]) < TOL
             if method != "BP-R":
                 assert g.diagnostics["totals"][k] == pytest.approx(ref["total"], rel=TOL)
@@ -111,8 +135,12 @@ def test_image_variant_matches_oracle(oracle, clip, lstm_rule):
     model = make("lstm2", pool=None)
     ids = model.vocab.encode(CAPTION)
     for method in ("EB-R", "cEB-R", "BP-R"):
-        g = ground_caption(model, clip[:1], "disk", caption=CAPTION, method=method, layer="pool1", lstm_rule=lstm_rule)
-        ref = oracle(model, clip[:1], ids, _steps(model, "disk"), method=method, layer="pool1", lstm_rule=lstm_rule)
+        g = ground_caption(
+            model, clip[:1], "disk", caption=CAPTION, method=method, layer="pool1", lstm_rule=lstm_rule
+        )
+        ref = oracle(
+            model, clip[:1], ids, _steps(model, "disk"), method=method, layer="pool1", lstm_rule=lstm_rule
+        )
         assert g.maps.shape == (1, 4, 4)
         assert oracle_err(g.maps, ref) < TOL
     with pytest.raises(ValueError, match="give one frame, got 4"):
@@ -156,7 +184,9 @@ def test_accounting_with_zero_denominators_and_signed_features(oracle, clip):
     P["predict.weight"] = P["predict.weight"].copy()
     P["predict.weight"][sq] = -numpy.abs(P["predict.weight"][sq])
     model = model._with_params(P)
-    g = ground_caption(model, clip, ["red", "square"], caption=CAPTION, method="cEB-R", layer="relu2", lstm_rule="eb")
+    g = ground_caption(
+        model, clip, ["red", "square"], caption=CAPTION, method="cEB-R", layer="relu2", lstm_rule="eb"
+    )
     d = g.diagnostics["decoder"]
     for k in range(2):
         assert _balance(d, k) == pytest.approx(1.0, rel=1e-12)
@@ -171,8 +201,12 @@ def test_accounting_with_zero_denominators_and_signed_features(oracle, clip):
     ref = oracle(model, clip, ids, _steps(model, "square"), method="cEB-R", layer="relu2", lstm_rule="eb")
     assert ref["total"] == 0 and numpy.linalg.norm(ref["maps"]) > 0
     assert rel_err(g.maps[1], ref["maps"]) < TOL
-    assert numpy.all(ground_caption(model, clip, "square", caption=CAPTION, method="EB-R", layer="relu2",
-                                    lstm_rule="eb").maps == 0)
+    assert numpy.all(
+        ground_caption(
+            model, clip, "square", caption=CAPTION, method="EB-R", layer="relu2", lstm_rule="eb"
+        ).maps
+        == 0
+    )
 
 
 def test_pool_loss_equals_the_signal_of_units_with_no_positive_sum(clip):
@@ -216,11 +250,21 @@ def test_ceb_r_is_the_difference_of_two_normalised_passes(clip):
 @pytest.mark.parametrize("method", ["cEB-R", "BP-R"])
 def test_chunked_equals_unchunked_and_recompute_equals_stored(clip, method):
     model = make("lstm2")
-    ref = ground_caption(model, clip, ["red", "disk"], caption=CAPTION, method=method, layer="conv2", chunk_size=4)
+    ref = ground_caption(
+        model, clip, ["red", "disk"], caption=CAPTION, method=method, layer="conv2", chunk_size=4
+    )
     assert ref.diagnostics["readout_recomputed"] is False
     for chunk, budget in ((1, 1 << 30), (3, 1 << 30), (3, 0)):
-        g = ground_caption(model, clip, ["red", "disk"], caption=CAPTION, method=method, layer="conv2",
-                           chunk_size=chunk, checkpoint_budget_bytes=budget)
+        g = ground_caption(
+            model,
+            clip,
+            ["red", "disk"],
+            caption=CAPTION,
+            method=method,
+            layer="conv2",
+            chunk_size=chunk,
+            checkpoint_budget_bytes=budget,
+        )
         assert g.diagnostics["readout_recomputed"] is (budget == 0)
         assert rel_err(g.maps, ref.maps) < 1e-13
 
@@ -229,11 +273,21 @@ def test_chunked_equals_unchunked_and_recompute_equals_stored(clip, method):
 def test_float32_is_within_spec_of_float64(clip, lstm_rule):
     model = make("lstm2")
     g64 = ground_caption(model, clip, ["red", "disk"], caption=CAPTION, layer="conv1", lstm_rule=lstm_rule)
-    g32 = ground_caption(model, clip.astype(numpy.float32), ["red", "disk"], caption=CAPTION, layer="conv1",
-                         lstm_rule=lstm_rule, dtype=numpy.float32)
+    g32 = ground_caption(
+        model,
+        clip.astype(numpy.float32),
+        ["red", "disk"],
+        caption=CAPTION,
+        layer="conv1",
+        lstm_rule=lstm_rule,
+        dtype=numpy.float32,
+    )
     assert g32.maps.dtype == numpy.float32
-    scale = numpy.linalg.norm(ground_caption(model, clip, ["red", "disk"], caption=CAPTION, layer="conv1",
-                                             lstm_rule=lstm_rule, method="EB-R").maps)
+    scale = numpy.linalg.norm(
+        ground_caption(
+            model, clip, ["red", "disk"], caption=CAPTION, layer="conv1", lstm_rule=lstm_rule, method="EB-R"
+        ).maps
+    )
     assert numpy.linalg.norm(g32.maps - g64.maps) / scale < 1e-4
     assert rel_err(g32.probs, g64.probs) < 1e-5
 
@@ -259,19 +313,22 @@ def test_result_fields_greedy_and_forced(clip):
 
 
 # ---- bad input -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("words, match", [
-    ("cat", "word 'cat' is not in the vocabulary"),
-    ("pulses cat", "word 'cat' is not in the vocabulary"),
-    ("disk", None),  # valid
-    ("slides", None),
-    ("bounce", "not in the vocabulary"),
-    (["red", "and"], None),
-    ("<eos>", "cannot ground the special token"),
-    (["red", ""], "an empty word query"),
-    ([], "an empty list of queries"),
-    (9, "caption position 9 is out of range for the 9-word caption"),
-    (-1, "caption position -1 is out of range"),
-])
+@pytest.mark.parametrize(
+    "words, match",
+    [
+        ("cat", "word 'cat' is not in the vocabulary"),
+        ("pulses cat", "word 'cat' is not in the vocabulary"),
+        ("disk", None),  # valid
+        ("slides", None),
+        ("bounce", "not in the vocabulary"),
+        (["red", "and"], None),
+        ("<eos>", "cannot ground the special token"),
+        (["red", ""], "an empty word query"),
+        ([], "an empty list of queries"),
+        (9, "caption position 9 is out of range for the 9-word caption"),
+        (-1, "caption position -1 is out of range"),
+    ],
+)
 def test_query_errors(clip, words, match):
     model = make("lstm2")
     if match is None:
@@ -335,10 +392,14 @@ def test_argument_errors(clip):
 
 # A frame part whose read-out conv1 sits below a block the fused read-out folds (relu1, conv2, relu2, pool2).
 FOLD_FRAMES = [
-    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-    ("conv2", "conv", {"out_channels": 5, "kernel": 3, "padding": 1}), ("relu2", "relu"),
+    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("conv2", "conv", {"out_channels": 5, "kernel": 3, "padding": 1}),
+    ("relu2", "relu"),
     ("pool2", "maxpool", {"kernel": 2}),
-    ("flat", "flatten"), ("fc7", "fc", {"out_features": 12}), ("relu7", "relu"),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 12}),
+    ("relu7", "relu"),
 ]
 
 

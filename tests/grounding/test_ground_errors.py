@@ -7,9 +7,14 @@ from ebr_ref.grounding.ground import ground
 from ebr_ref.models import sequential
 
 CNN_LSTM = [
-    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-    ("pool1", "maxpool", {"kernel": 2}), ("flat", "flatten"), ("fc7", "fc", {"out_features": 8}),
-    ("relu7", "relu"), ("lstm1", "lstm", {"hidden": 4}), ("lstm1_drop", "dropout"),
+    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("pool1", "maxpool", {"kernel": 2}),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 8}),
+    ("relu7", "relu"),
+    ("lstm1", "lstm", {"hidden": 4}),
+    ("lstm1_drop", "dropout"),
     ("fc8", "fc", {"out_features": 3}),
 ]
 CNN = CNN_LSTM[:6] + [("fc8", "fc", {"out_features": 3})]
@@ -133,7 +138,9 @@ def test_recurrent_method_on_a_cnn(cnn, clip, method):
 
 @pytest.mark.parametrize("method", ["EB", "cEB", "BP"])
 def test_frame_method_on_a_cnn_lstm(cnn_lstm, clip, method):
-    with pytest.raises(ValueError, match=f"method {method} is for a per-frame CNN classifier.*use {method}-R"):
+    with pytest.raises(
+        ValueError, match=f"method {method} is for a per-frame CNN classifier.*use {method}-R"
+    ):
         run(cnn_lstm, clip, method=method)
 
 
@@ -196,7 +203,9 @@ def test_bad_dtype(cnn_lstm, clip):
 
 
 def test_eb_rule_on_tanh_lstm_without_permission(clip):
-    layers = [lay if lay[0] != "lstm1" else ("lstm1", "lstm", {"hidden": 4, "cell_act": "tanh"}) for lay in CNN_LSTM]
+    layers = [
+        lay if lay[0] != "lstm1" else ("lstm1", "lstm", {"hidden": 4, "cell_act": "tanh"}) for lay in CNN_LSTM
+    ]
     model = sequential(layers, (3, 8, 8), seed=0xE4)
     with pytest.raises(ValueError, match="rule 'eb' needs cell_act='relu'.*allow_tanh"):
         run(model, clip, lstm_rule="eb")

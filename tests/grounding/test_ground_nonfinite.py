@@ -13,9 +13,14 @@ from ebr_ref.grounding.ground import NonFiniteResultError, ground
 from ebr_ref.models import sequential
 
 CNN_LSTM = [
-    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-    ("pool1", "maxpool", {"kernel": 2}), ("flat", "flatten"), ("fc7", "fc", {"out_features": 8}),
-    ("relu7", "relu"), ("lstm1", "lstm", {"hidden": 4}), ("fc8", "fc", {"out_features": 3}),
+    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("pool1", "maxpool", {"kernel": 2}),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 8}),
+    ("relu7", "relu"),
+    ("lstm1", "lstm", {"hidden": 4}),
+    ("fc8", "fc", {"out_features": 3}),
 ]
 CNN = CNN_LSTM[:6] + [("fc8", "fc", {"out_features": 3})]
 
@@ -32,14 +37,17 @@ def _with(model, name, edit):
     return sequential(layers, model.input_shape, params={**model.params, name: p})
 
 
-@pytest.mark.parametrize("layers, method", [(CNN_LSTM, "cEB-R"), (CNN_LSTM, "BP-R"), (CNN, "cEB"),
-                                            (CNN, "EB")])
+@pytest.mark.parametrize(
+    "layers, method", [(CNN_LSTM, "cEB-R"), (CNN_LSTM, "BP-R"), (CNN, "cEB"), (CNN, "EB")]
+)
 def test_a_nan_bias_is_an_error_not_a_detection(layers, method, clip):
     model = sequential(layers, (3, 8, 8), seed=0x4A5)
     assert numpy.isfinite(ground(model, clip, 1, method=method, layer="conv1").maps).all()
     bad = _with(model, "fc8.bias", lambda b: b.__setitem__(2, numpy.nan))
-    with numpy.errstate(invalid="ignore"), \
-            pytest.raises(NonFiniteResultError, match="ground: NaN or infinite values in the probs"):
+    with (
+        numpy.errstate(invalid="ignore"),
+        pytest.raises(NonFiniteResultError, match="ground: NaN or infinite values in the probs"),
+    ):
         ground(bad, clip, 1, method=method, layer="conv1")
 
 
@@ -48,8 +56,10 @@ def test_a_float32_overflow_is_an_error(clip):
     big = _with(model, "conv1.weight", lambda w: w.__imul__(numpy.float32(1e30)))
     big = _with(big, "fc7.weight", lambda w: w.__imul__(numpy.float32(1e30)))  # activations of 1e60: inf
     assert all(numpy.isfinite(v).all() for v in big.params.values())
-    with numpy.errstate(over="ignore", invalid="ignore"), \
-            pytest.raises(NonFiniteResultError, match="overflowed"):
+    with (
+        numpy.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteResultError, match="overflowed"),
+    ):
         ground(big, clip, [0, 1], method="cEB-R", layer="conv1")
     assert issubclass(NonFiniteResultError, ValueError)
 
@@ -58,8 +68,9 @@ def test_ground_caption_checks_its_result(clip):
     from ebr_ref.grounding.ground_caption import ground_caption
     from ebr_ref.models.caption import small_captioner
 
-    m = small_captioner(["a", "red", "square"], input_size=8, channels=(2, 2, 2), fc=4, embed=3,
-                        hidden=(3, 3), seed=0x4A7)
+    m = small_captioner(
+        ["a", "red", "square"], input_size=8, channels=(2, 2, 2), fc=4, embed=3, hidden=(3, 3), seed=0x4A7
+    )
     assert numpy.isfinite(ground_caption(m, clip, "red", caption="a red square").maps).all()
     m.params["embed.weight"] = m.params["embed.weight"].copy()
     m.params["embed.weight"][:] = numpy.nan

@@ -40,8 +40,13 @@ SETUP = textwrap.dedent("""
 
 def _run(code):
     """Run ``SETUP + code`` in a fresh interpreter; return the JSON it prints last."""
-    out = subprocess.run([sys.executable, "-c", SETUP + textwrap.dedent(code)], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", SETUP + textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -121,9 +126,14 @@ def test_a_reference_call_enters_only_reference_modules():
 
     assert not [path for path in entered if not reference(path)], sorted(entered)
     assert all(types == ["bool"] for types in fast.values()), fast  # path rules consulted, no fast path run
-    for needed in ("ebr_ref/grounding/ground.py", "ebr_ref/grounding/ground_caption.py",
-                   "ebr_ref/grounding/frame_cnn.py", "ebr_ref/grounding/algorithm.py",
-                   "ebr_ref/models/stack.py", "ebr_ref/layers/conv2d.py"):
+    for needed in (
+        "ebr_ref/grounding/ground.py",
+        "ebr_ref/grounding/ground_caption.py",
+        "ebr_ref/grounding/frame_cnn.py",
+        "ebr_ref/grounding/algorithm.py",
+        "ebr_ref/models/stack.py",
+        "ebr_ref/layers/conv2d.py",
+    ):
         assert needed in entered, needed
     assert {"normalise_by_total", "contrast"} <= set(entered["ebr_ref/grounding/algorithm.py"])
     assert {"eb_to_readout", "forward", "backward"} <= set(entered["ebr_ref/grounding/frame_cnn.py"])

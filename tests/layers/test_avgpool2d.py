@@ -70,7 +70,9 @@ def test_forward_eb_grad_match_naive_loops(xp, dtype, g, count_include_pad):
 
 def test_eb_drops_exactly_the_windows_with_nonpositive_sum():
     # S == 0 (all-zero window) and S < 0 (signed input) both lose their signal, unlike linear's Z == 0 test
-    x = numpy.array([[[[0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 3.0, 4.0], [-1.0, -2.0, 5.0, -6.0], [1.0, 1.0, 2.0, 1.0]]]])
+    x = numpy.array(
+        [[[[0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 3.0, 4.0], [-1.0, -2.0, 5.0, -6.0], [1.0, 1.0, 2.0, 1.0]]]]
+    )
     y, cache = avgpool2d_forward(x, 2)
     p_y = numpy.array([[[[1.0, 2.0], [4.0, 8.0]]]])
     p_x = avgpool2d_eb(p_y, cache)
@@ -137,15 +139,23 @@ def test_stacked_signals_equal_separate_calls(xp):
 def test_forward_and_grad_match_torch(ceil_mode, count_include_pad):
     torch = pytest.importorskip("torch")
     rng = numpy.random.default_rng(0x4B06)
-    for in_hw, k, s, p in [((7, 7), 3, 2, 1), ((6, 6), 3, 2, 1), ((6, 9), (2, 3), (2, 1), (1, 1)),
-                           ((8, 7), 2, 2, 0), ((5, 5), 3, 1, 1), ((7, 8), (3, 2), (3, 3), (1, 1)),
-                           ((5, 5), (3, 1), (2, 3), (1, 0))]:
+    for in_hw, k, s, p in [
+        ((7, 7), 3, 2, 1),
+        ((6, 6), 3, 2, 1),
+        ((6, 9), (2, 3), (2, 1), (1, 1)),
+        ((8, 7), 2, 2, 0),
+        ((5, 5), 3, 1, 1),
+        ((7, 8), (3, 2), (3, 3), (1, 1)),
+        ((5, 5), (3, 1), (2, 3), (1, 0)),
+    ]:
         x = rng.normal(size=(2, 3) + in_hw)
         y, cache = avgpool2d_forward(
             x, k, stride=s, padding=p, ceil_mode=ceil_mode, count_include_pad=count_include_pad
         )
         xt = torch.tensor(x, requires_grad=True)
-        yt = torch.nn.functional.avg_pool2d(xt, k, s, p, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+        yt = torch.nn.functional.avg_pool2d(
+            xt, k, s, p, ceil_mode=ceil_mode, count_include_pad=count_include_pad
+        )
         g_y = rng.normal(size=tuple(yt.shape))
         yt.backward(torch.tensor(g_y))
         assert y.shape == tuple(yt.shape)
@@ -178,8 +188,16 @@ def _geometry(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(g=_geometry(), N=st.integers(1, 2), C=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
-       cip=st.booleans(), signed=st.booleans(), a=st.floats(0.1, 10), b=st.floats(0.1, 10))
+@given(
+    g=_geometry(),
+    N=st.integers(1, 2),
+    C=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    cip=st.booleans(),
+    signed=st.booleans(),
+    a=st.floats(0.1, 10),
+    b=st.floats(0.1, 10),
+)
 def test_properties(g, N, C, seed, cip, signed, a, b):
     in_hw, kernel, stride, padding, ceil_mode = g
     rng = numpy.random.default_rng(seed)

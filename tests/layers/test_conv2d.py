@@ -87,7 +87,9 @@ def test_forward_matches_naive_loops(xp, dtype, path, case):
 def test_forward_accepts_non_contiguous_input(path):
     rng = numpy.random.default_rng(0xC1)
     x, W, b, geo = _make("plain", rng)
-    x_t = numpy.ascontiguousarray(x.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)  # same values, reversed strides
+    x_t = numpy.ascontiguousarray(x.transpose(3, 2, 1, 0)).transpose(
+        3, 2, 1, 0
+    )  # same values, reversed strides
     assert not x_t.flags.c_contiguous
     y, _ = conv2d_forward(x_t, W, b, **geo)
     assert rel_err(y, conv2d_naive(x, W, b, **geo)) < 1e-12
@@ -229,37 +231,88 @@ def test_inputs_not_modified_and_dtype_kept(xp, dtype, path):
 
 
 BAD = [
-    (lambda: conv2d_forward(numpy.ones((2, 3, 4)), numpy.ones((2, 3, 1, 1))), ValueError,
-     r"conv2d: input must be \(N, iC, iH, iW\), got shape \(2, 3, 4\)"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1))), ValueError, r"conv2d: W must be"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 2, 1, 1))), ValueError,
-     r"W must be \(oC, iC/groups, kH, kW\) = \(oC, 3, kH, kW\)"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 1, 1, 1)), groups=2), ValueError,
-     r"iC = 3 are not divisible by groups = 2"),
-    (lambda: conv2d_forward(numpy.ones((1, 4, 4, 4)), numpy.ones((3, 2, 1, 1)), groups=2), ValueError,
-     r"oC = 3 are not divisible by groups = 2"),
-    (lambda: conv2d_forward(numpy.ones((1, 4, 4, 4)), numpy.ones((4, 4, 1, 1)), groups=0), ValueError,
-     r"groups must be a positive int"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1)), numpy.ones(3)), ValueError,
-     r"conv2d: b must be \(2,\), got shape \(3,\)"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1), numpy.float32)), TypeError,
-     r"conv2d: expected one floating dtype .* x float64, W float32"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4), int), numpy.ones((2, 3, 1, 1), int)), TypeError,
-     r"conv2d: expected one floating dtype"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1)), stride=0), ValueError,
-     r"conv2d: kernel, stride and dilation must be >= 1"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1)), padding=-1), ValueError,
-     r"conv2d: padding must be >= 0"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1)), stride=1.5), ValueError,
-     r"conv2d: stride must be an int or a pair of ints"),
-    (lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 3, 3)), dilation=2), ValueError,
-     r"conv2d: input of size 4 \(padding 0\) is smaller than the kernel of effective size 5"),
-    (lambda: conv2d_adjoint(numpy.ones((1, 2, 4, 4)), numpy.ones((2, 3, 1, 1)), (1, 3, 5, 5)), ValueError,
-     r"conv2d_adjoint: signal of shape \(1, 2, 4, 4\) does not match the layer output \(1, 2, 5, 5\)"),
-    (lambda: conv2d_adjoint(numpy.ones((1, 2, 4, 4)), numpy.ones((2, 3, 1, 1)), (1, 4, 4, 4)), ValueError,
-     r"conv2d_adjoint: W must be"),
-    (lambda: conv2d_adjoint(numpy.ones((1, 2, 4, 4), numpy.float32), numpy.ones((2, 3, 1, 1)), (1, 3, 4, 4)),
-     TypeError, r"conv2d_adjoint: expected one floating dtype"),
+    (
+        lambda: conv2d_forward(numpy.ones((2, 3, 4)), numpy.ones((2, 3, 1, 1))),
+        ValueError,
+        r"conv2d: input must be \(N, iC, iH, iW\), got shape \(2, 3, 4\)",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1))),
+        ValueError,
+        r"conv2d: W must be",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 2, 1, 1))),
+        ValueError,
+        r"W must be \(oC, iC/groups, kH, kW\) = \(oC, 3, kH, kW\)",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 1, 1, 1)), groups=2),
+        ValueError,
+        r"iC = 3 are not divisible by groups = 2",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 4, 4, 4)), numpy.ones((3, 2, 1, 1)), groups=2),
+        ValueError,
+        r"oC = 3 are not divisible by groups = 2",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 4, 4, 4)), numpy.ones((4, 4, 1, 1)), groups=0),
+        ValueError,
+        r"groups must be a positive int",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1)), numpy.ones(3)),
+        ValueError,
+        r"conv2d: b must be \(2,\), got shape \(3,\)",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1), numpy.float32)),
+        TypeError,
+        r"conv2d: expected one floating dtype .* x float64, W float32",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4), int), numpy.ones((2, 3, 1, 1), int)),
+        TypeError,
+        r"conv2d: expected one floating dtype",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1)), stride=0),
+        ValueError,
+        r"conv2d: kernel, stride and dilation must be >= 1",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1)), padding=-1),
+        ValueError,
+        r"conv2d: padding must be >= 0",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 1, 1)), stride=1.5),
+        ValueError,
+        r"conv2d: stride must be an int or a pair of ints",
+    ),
+    (
+        lambda: conv2d_forward(numpy.ones((1, 3, 4, 4)), numpy.ones((2, 3, 3, 3)), dilation=2),
+        ValueError,
+        r"conv2d: input of size 4 \(padding 0\) is smaller than the kernel of effective size 5",
+    ),
+    (
+        lambda: conv2d_adjoint(numpy.ones((1, 2, 4, 4)), numpy.ones((2, 3, 1, 1)), (1, 3, 5, 5)),
+        ValueError,
+        r"conv2d_adjoint: signal of shape \(1, 2, 4, 4\) does not match the layer output \(1, 2, 5, 5\)",
+    ),
+    (
+        lambda: conv2d_adjoint(numpy.ones((1, 2, 4, 4)), numpy.ones((2, 3, 1, 1)), (1, 4, 4, 4)),
+        ValueError,
+        r"conv2d_adjoint: W must be",
+    ),
+    (
+        lambda: conv2d_adjoint(
+            numpy.ones((1, 2, 4, 4), numpy.float32), numpy.ones((2, 3, 1, 1)), (1, 3, 4, 4)
+        ),
+        TypeError,
+        r"conv2d_adjoint: expected one floating dtype",
+    ),
 ]
 
 
@@ -275,7 +328,9 @@ def test_eb_and_grad_reject_wrong_signals():
         conv2d_eb(numpy.ones((1, 2, 3, 3)), cache)
     with pytest.raises(ValueError, match=r"conv2d_grad: signal of shape \(2, 2, 2, 4, 4\)"):
         conv2d_grad(numpy.ones((2, 2, 2, 4, 4)), cache)
-    with pytest.raises(TypeError, match=r"conv2d_eb: expected one floating dtype .* signal float32, x float64"):
+    with pytest.raises(
+        TypeError, match=r"conv2d_eb: expected one floating dtype .* signal float32, x float64"
+    ):
         conv2d_eb(numpy.ones((1, 2, 4, 4), numpy.float32), cache)
 
 
@@ -287,14 +342,28 @@ def geometries(draw):
     iH = max(1, dH * (kH - 1) + 1 - 2 * pH) + draw(st.integers(0, 4))
     iW = max(1, dW * (kW - 1) + 1 - 2 * pW) + draw(st.integers(0, 4))
     stride = (draw(st.sampled_from([1, 1, 2, 3])), draw(st.sampled_from([1, 1, 2, 3])))  # favour stride 1
-    return (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)),
-            iH, iW, kH, kW, stride, (pH, pW), (dH, dW))
+    return (
+        draw(st.integers(1, 2)),
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 3)),
+        iH,
+        iW,
+        kH,
+        kW,
+        stride,
+        (pH, pW),
+        (dH, dW),
+    )
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    case=geometries(), path_name=st.sampled_from(PATHS), seed=st.integers(0, 2**32 - 1),
-    a=st.floats(0.1, 10), c=st.floats(0.1, 10),
+    case=geometries(),
+    path_name=st.sampled_from(PATHS),
+    seed=st.integers(0, 2**32 - 1),
+    a=st.floats(0.1, 10),
+    c=st.floats(0.1, 10),
 )
 def test_eb_properties(case, path_name, seed, a, c):
     rng = numpy.random.default_rng(seed)

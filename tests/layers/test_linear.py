@@ -48,7 +48,9 @@ def test_forward_matches_formula(xp, dtype):
     x, W, b, _ = _case(rng)
     y, _ = linear_forward(xp.asarray(x, dtype), xp.asarray(W, dtype), xp.asarray(b, dtype))
     assert y.dtype == dtype
-    expect = numpy.array([[sum(W[j, i] * x[n, i] for i in range(5)) + b[j] for j in range(4)] for n in range(3)])
+    expect = numpy.array(
+        [[sum(W[j, i] * x[n, i] for i in range(5)) + b[j] for j in range(4)] for n in range(3)]
+    )
     assert rel_err(y, expect) < RTOL[dtype]
 
 
@@ -118,8 +120,13 @@ def test_grad_matches_finite_differences():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    N=st.integers(1, 4), D=st.integers(1, 6), M=st.integers(1, 6),
-    seed=st.integers(0, 2**32 - 1), a=st.floats(0.1, 10), b=st.floats(0.1, 10), fast=st.booleans(),
+    N=st.integers(1, 4),
+    D=st.integers(1, 6),
+    M=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+    a=st.floats(0.1, 10),
+    b=st.floats(0.1, 10),
+    fast=st.booleans(),
 )
 def test_eb_properties(N, D, M, seed, a, b, fast):
     rng = numpy.random.default_rng(seed)

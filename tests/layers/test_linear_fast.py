@@ -118,8 +118,12 @@ def test_precomputed_w_pos_and_switch_off_skip_linear_fast(xp, monkeypatch, bloc
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    N=st.integers(1, 4), D=st.integers(1, 8), M=st.integers(1, 40), K=st.sampled_from([None, 1, 2, 3]),
-    block_elements=st.integers(1, 64), seed=st.integers(0, 2**32 - 1),
+    N=st.integers(1, 4),
+    D=st.integers(1, 8),
+    M=st.integers(1, 40),
+    K=st.sampled_from([None, 1, 2, 3]),
+    block_elements=st.integers(1, 64),
+    seed=st.integers(0, 2**32 - 1),
 )
 def test_blocked_equals_reference_on_random_layers(xp, N, D, M, K, block_elements, seed):
     rng = numpy.random.default_rng(seed)

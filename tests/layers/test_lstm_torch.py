@@ -36,7 +36,9 @@ def test_grad_matches_torch_autograd(cell_act, static):
     cont[3, 1] = cont[4, 2] = 0  # resets in the middle; step 0 continues from h0, c0
     h0, c0 = rng.uniform(0, 1, (3, 3)), rng.uniform(0, 1, (3, 3))
     g_h = rng.normal(size=(6, 3, 3))
-    _, cache = lstm_forward(x, LSTMParams(W_x, b, W_h, W_s), cont=cont, static=s, h0=h0, c0=c0, cell_act=cell_act)
+    _, cache = lstm_forward(
+        x, LSTMParams(W_x, b, W_h, W_s), cont=cont, static=s, h0=h0, c0=c0, cell_act=cell_act
+    )
     got = lstm_grad(g_h, cache)
     want = autograd_vjp(g_h, x, W_x, b, W_h, cont, h0, c0, cell_act, W_s, s)
     for name, a, w in zip(("g_x", "g_static", "g_h0", "g_c0"), got, want):
@@ -54,10 +56,10 @@ def test_gate_order_mapping_from_torch_is_explicit():
     code = {"i": 1.0, "f": 2.0, "g": 3.0, "o": 4.0}
     with torch.no_grad():
         for k, name in enumerate(("i", "f", "g", "o")):  # torch's documented order
-            lstm.weight_ih_l0[k * H:(k + 1) * H] = code[name]
-            lstm.weight_hh_l0[k * H:(k + 1) * H] = 10 * code[name]
-            lstm.bias_ih_l0[k * H:(k + 1) * H] = 100 * code[name]
-            lstm.bias_hh_l0[k * H:(k + 1) * H] = 1000 * code[name]
+            lstm.weight_ih_l0[k * H : (k + 1) * H] = code[name]
+            lstm.weight_hh_l0[k * H : (k + 1) * H] = 10 * code[name]
+            lstm.bias_ih_l0[k * H : (k + 1) * H] = 100 * code[name]
+            lstm.bias_hh_l0[k * H : (k + 1) * H] = 1000 * code[name]
     W_x, b, W_h = params_from_torch(lstm, 0, GATE_ORDER)
     for name in GATE_ORDER:
         sl = gate_slice(name, H)
@@ -129,7 +131,9 @@ def test_caffe_rule_matches_torch_oracle(cell_act, static):
     h0, c0 = rng.uniform(0, 1, (N, H)), rng.uniform(0, 1, (N, H))
     p_h = rng.uniform(0, 1, (T, N, H)) * (rng.uniform(size=(T, 1, 1)) < 0.5)
     p_h[-1] = rng.uniform(0, 1, (N, H))
-    _, cache = lstm_forward(x, LSTMParams(W_x, b, W_h, W_s), cont=cont, static=s, h0=h0, c0=c0, cell_act=cell_act)
+    _, cache = lstm_forward(
+        x, LSTMParams(W_x, b, W_h, W_s), cont=cont, static=s, h0=h0, c0=c0, cell_act=cell_act
+    )
     sig = lstm_eb(p_h, cache, rule="caffe")
     want = caffe_eb(p_h, x, W_x, b, W_h, cont, h0, c0, cell_act, W_s, s)
     assert rel_err(sig.p_x, want["p_x"]) < 1e-10
@@ -162,8 +166,13 @@ def test_caffe_rule_stacked_signals_match_torch_oracle():
 
 @settings(max_examples=20, deadline=None)
 @given(
-    T=st.integers(1, 5), N=st.integers(1, 3), D=st.integers(1, 4), H=st.integers(1, 3),
-    static=st.booleans(), seed=st.integers(0, 2**32 - 1), steps=st.lists(st.integers(0, 4), min_size=1, max_size=3),
+    T=st.integers(1, 5),
+    N=st.integers(1, 3),
+    D=st.integers(1, 4),
+    H=st.integers(1, 3),
+    static=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+    steps=st.lists(st.integers(0, 4), min_size=1, max_size=3),
 )
 def test_caffe_rule_and_grad_properties(T, N, D, H, static, seed, steps):
     rng = numpy.random.default_rng(seed)

@@ -136,9 +136,18 @@ def test_grad_matches_finite_differences():
 def test_forward_and_grad_match_torch(ceil_mode, integer_valued):
     torch = pytest.importorskip("torch")
     rng = numpy.random.default_rng(0x3A06)
-    for in_hw, k, s, p in [((7, 7), 3, 2, 1), ((6, 9), (2, 3), (2, 1), (1, 1)), ((8, 8), 2, 2, 0), ((5, 5), 3, 1, 1),
-                           ((5, 5), (3, 1), (2, 3), (1, 0))]:  # the last: Caffe's both-axes ceil correction
-        x = rng.integers(0, 3, (2, 3) + in_hw).astype(float) if integer_valued else rng.normal(size=(2, 3) + in_hw)
+    for in_hw, k, s, p in [
+        ((7, 7), 3, 2, 1),
+        ((6, 9), (2, 3), (2, 1), (1, 1)),
+        ((8, 8), 2, 2, 0),
+        ((5, 5), 3, 1, 1),
+        ((5, 5), (3, 1), (2, 3), (1, 0)),
+    ]:  # the last: Caffe's both-axes ceil correction
+        x = (
+            rng.integers(0, 3, (2, 3) + in_hw).astype(float)
+            if integer_valued
+            else rng.normal(size=(2, 3) + in_hw)
+        )
         y, cache = maxpool2d_forward(x, k, stride=s, padding=p, ceil_mode=ceil_mode)
         xt = torch.tensor(x, requires_grad=True)
         yt = torch.nn.functional.max_pool2d(xt, k, s, p, ceil_mode=ceil_mode)
@@ -188,8 +197,14 @@ def _geometry(draw):
 
 
 @settings(max_examples=80, deadline=None)
-@given(g=_geometry(), N=st.integers(1, 2), C=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
-       a=st.floats(0.1, 10), b=st.floats(0.1, 10))
+@given(
+    g=_geometry(),
+    N=st.integers(1, 2),
+    C=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    a=st.floats(0.1, 10),
+    b=st.floats(0.1, 10),
+)
 def test_properties(g, N, C, seed, a, b):
     in_hw, kernel, stride, padding, ceil_mode = g
     rng = numpy.random.default_rng(seed)

@@ -53,7 +53,9 @@ def test_relu_grad_matches_finite_differences_and_torch():
     y, cache = relu_forward(x)
     g_y = rng.normal(size=x.shape)
     assert rel_err(relu_grad(g_y, cache), numerical_vjp(lambda v: relu_forward(v)[0], x, g_y)) < 1e-9
-    xt = torch.tensor(numpy.concatenate([x.ravel(), [0.0]]), requires_grad=True)  # torch also gives 0 at x == 0
+    xt = torch.tensor(
+        numpy.concatenate([x.ravel(), [0.0]]), requires_grad=True
+    )  # torch also gives 0 at x == 0
     torch.relu(xt).backward(torch.ones_like(xt))
     _, cache0 = relu_forward(xt.detach().numpy())
     assert numpy.array_equal(relu_grad(numpy.ones(xt.shape), cache0), xt.grad.numpy())
@@ -205,8 +207,15 @@ def test_flatten_rejects_bad_shapes():
 
 
 @settings(max_examples=40, deadline=None)
-@given(N=st.integers(1, 3), C=st.integers(1, 5), H=st.integers(1, 4), W=st.integers(1, 4),
-       seed=st.integers(0, 2**32 - 1), a=st.floats(0.1, 10), b=st.floats(0.1, 10))
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 5),
+    H=st.integers(1, 4),
+    W=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    a=st.floats(0.1, 10),
+    b=st.floats(0.1, 10),
+)
 def test_pass_through_properties(N, C, H, W, seed, a, b):
     """Every pass-through EB is linear, non-negative on non-negative signals and conserves mass
     (ReLU: up to the signal masked where y == 0)."""

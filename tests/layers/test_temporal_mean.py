@@ -139,8 +139,13 @@ def test_errors():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    T=st.integers(1, 6), N=st.integers(1, 3), D=st.integers(1, 5),
-    seed=st.integers(0, 2**32 - 1), a=st.floats(0.1, 10), b=st.floats(0.1, 10), scale=st.floats(0.01, 100),
+    T=st.integers(1, 6),
+    N=st.integers(1, 3),
+    D=st.integers(1, 5),
+    seed=st.integers(0, 2**32 - 1),
+    a=st.floats(0.1, 10),
+    b=st.floats(0.1, 10),
+    scale=st.floats(0.01, 100),
 )
 def test_eb_properties(T, N, D, seed, a, b, scale):
     rng = numpy.random.default_rng(seed)

@@ -28,9 +28,16 @@ def _torch_net(model):
     for layer in model.layers:
         s, n, t = layer.settings, layer.name, layer.type
         if t == "conv":
-            m = nn.Conv2d(model.params[f"{n}.weight"].shape[1] * s["groups"], s["out_channels"], s["kernel"],
-                          stride=s["stride"], padding=s["padding"], dilation=s["dilation"], groups=s["groups"],
-                          dtype=torch.float64)
+            m = nn.Conv2d(
+                model.params[f"{n}.weight"].shape[1] * s["groups"],
+                s["out_channels"],
+                s["kernel"],
+                stride=s["stride"],
+                padding=s["padding"],
+                dilation=s["dilation"],
+                groups=s["groups"],
+                dtype=torch.float64,
+            )
         elif t == "fc":
             W = model.params[f"{n}.weight"]
             m = nn.Linear(W.shape[1], W.shape[0], dtype=torch.float64)
@@ -56,16 +63,27 @@ def _torch_net(model):
 
 def _vgg_style(seed, width=4, classes=5):
     layers = [
-        ("conv1_1", "conv", {"out_channels": width, "kernel": 3, "padding": 1}), ("relu1_1", "relu"),
-        ("conv1_2", "conv", {"out_channels": width, "kernel": 3, "padding": 1}), ("relu1_2", "relu"),
+        ("conv1_1", "conv", {"out_channels": width, "kernel": 3, "padding": 1}),
+        ("relu1_1", "relu"),
+        ("conv1_2", "conv", {"out_channels": width, "kernel": 3, "padding": 1}),
+        ("relu1_2", "relu"),
         ("pool1", "maxpool", {"kernel": 2}),
-        ("conv2_1", "conv", {"out_channels": 2 * width, "kernel": 3, "padding": 1}), ("relu2_1", "relu"),
-        ("conv2_2", "conv", {"out_channels": 2 * width, "kernel": 3, "stride": 1, "padding": 2, "dilation": 2}),
+        ("conv2_1", "conv", {"out_channels": 2 * width, "kernel": 3, "padding": 1}),
+        ("relu2_1", "relu"),
+        (
+            "conv2_2",
+            "conv",
+            {"out_channels": 2 * width, "kernel": 3, "stride": 1, "padding": 2, "dilation": 2},
+        ),
         ("relu2_2", "relu"),
         ("pool2", "avgpool", {"kernel": 2}),
         ("flatten", "flatten"),
-        ("fc6", "fc", {"out_features": 12}), ("relu6", "relu"), ("drop6", "dropout"),
-        ("fc7", "fc", {"out_features": 12}), ("relu7", "relu"), ("drop7", "dropout"),
+        ("fc6", "fc", {"out_features": 12}),
+        ("relu6", "relu"),
+        ("drop6", "dropout"),
+        ("fc7", "fc", {"out_features": 12}),
+        ("relu7", "relu"),
+        ("drop7", "dropout"),
         ("fc8", "fc", {"out_features": classes}),
     ]
     return sequential(layers, (3, 12, 12), seed=seed)

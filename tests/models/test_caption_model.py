@@ -1,7 +1,6 @@
 """The captioning model: vocabulary, builders, forward and greedy decoding against torch, files, the shipped model,
 and the synthetic captioning videos it is trained on."""
 
-from tests.paths import PACKAGE_DATA
 import hashlib
 import json
 import os
@@ -24,21 +23,35 @@ from ebr_ref.models.caption import (
 from ebr_ref.models.io import save_model
 from ebr_ref.synthetic.actions import render_action
 from ebr_ref.synthetic.captions import WORDS, make_caption_batch, make_caption_clip, vocabulary
+from tests.paths import PACKAGE_DATA
 
 from ..conftest import rel_err
 
 WORDS_SMALL = ["a", "red", "blue", "square", "disk", "and"]
 FRAMES = [
-    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-    ("pool1", "maxpool", {"kernel": 2}), ("flat", "flatten"), ("fc7", "fc", {"out_features": 10}), ("relu7", "relu"),
+    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("pool1", "maxpool", {"kernel": 2}),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 10}),
+    ("relu7", "relu"),
 ]
 DATA = str(PACKAGE_DATA)
 SHIPPED = os.path.join(DATA, "synthetic_captioner.npz")
 
 
 def make(static_layer="lstm2", cell_act="relu", pool="mean", seed=0xCA):
-    return captioner(FRAMES, WORDS_SMALL, (3, 6, 6), embed=4, hidden=(5, 6), static_layer=static_layer,
-                     cell_act=cell_act, pool=pool, seed=seed)
+    return captioner(
+        FRAMES,
+        WORDS_SMALL,
+        (3, 6, 6),
+        embed=4,
+        hidden=(5, 6),
+        static_layer=static_layer,
+        cell_act=cell_act,
+        pool=pool,
+        seed=seed,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +77,16 @@ def test_vocabulary_tokens_and_roundtrip():
     assert Vocabulary.from_tokens(v.tokens) == v and v != Vocabulary(WORDS_SMALL[::-1])
 
 
-@pytest.mark.parametrize("words, match", [
-    (["a", "a"], "duplicate word"), (["<eos>"], "special token"), (["two words"], "without whitespace"),
-    ([""], "non-empty string"), ([3], "non-empty string"),
-])
+@pytest.mark.parametrize(
+    "words, match",
+    [
+        (["a", "a"], "duplicate word"),
+        (["<eos>"], "special token"),
+        (["two words"], "without whitespace"),
+        ([""], "non-empty string"),
+        ([3], "non-empty string"),
+    ],
+)
 def test_vocabulary_rejects_bad_words(words, match):
     with pytest.raises(ValueError, match=match):
         Vocabulary(words)
@@ -143,8 +162,12 @@ def test_model_rejects_bad_structures(clip):
     with pytest.raises(ValueError, match="reserved layer name"):
         captioner([("predict", "flatten")] + FRAMES[3:], WORDS_SMALL, (3, 6, 6))
     with pytest.raises(TypeError, match="one floating dtype"):
-        CaptionModel(m.layers, dict(m.params, **{"embed.weight": m.params["embed.weight"].astype(numpy.float32)}),
-                     m.vocab, input_shape=(3, 6, 6))
+        CaptionModel(
+            m.layers,
+            dict(m.params, **{"embed.weight": m.params["embed.weight"].astype(numpy.float32)}),
+            m.vocab,
+            input_shape=(3, 6, 6),
+        )
     with pytest.raises(ValueError, match="give one frame, got 3"):
         make(pool=None).decode(clip)
 
@@ -219,8 +242,13 @@ def test_save_load_roundtrip_and_tampering(tmp_path, clip):
     path = tmp_path / "cap.npz"
     side = save_captioner(m, path, meta={"accuracy": 0.25})
     assert side["kind"] == "captioner" and side["vocabulary"][:2] == ["<bos>", "<eos>"]
-    assert side["decoder"] == {"embed": 4, "hidden": [5, 6], "static_layer": "lstm1", "pool": "mean",
-                               "cell_act": "relu"}
+    assert side["decoder"] == {
+        "embed": 4,
+        "hidden": [5, 6],
+        "static_layer": "lstm1",
+        "pool": "mean",
+        "cell_act": "relu",
+    }
     back = load_captioner(path)
     assert back.vocab == m.vocab and back.static_layer == "lstm1" and back.meta["accuracy"] == 0.25
     assert all(numpy.array_equal(back.params[k], m.params[k]) for k in m.params)
@@ -249,16 +277,20 @@ def test_save_load_roundtrip_and_tampering(tmp_path, clip):
 
 
 def test_ebr_ref_never_imports_torch():
-    code = ("import sys; import ebr_ref.models.caption, ebr_ref.grounding.ground_caption, ebr_ref.synthetic.captions, "
-            "ebr_ref.layers.temporal_mean; assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; import ebr_ref.models.caption, ebr_ref.grounding.ground_caption, ebr_ref.synthetic.captions, "
+        "ebr_ref.layers.temporal_mean; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.skipif(not os.path.exists(SHIPPED), reason="the shipped captioner is not built")
 def test_shipped_captioner_loads_with_ebr_ref_alone_and_matches_its_sha256():
-    code = ("import sys, json; from ebr_ref.models.caption import load_captioner; "
-            f"m = load_captioner({SHIPPED!r}); assert 'torch' not in sys.modules; "
-            "print(json.dumps([m.static_layer, m.cell_act, len(m.vocab), m.meta['readout']]))")
+    code = (
+        "import sys, json; from ebr_ref.models.caption import load_captioner; "
+        f"m = load_captioner({SHIPPED!r}); assert 'torch' not in sys.modules; "
+        "print(json.dumps([m.static_layer, m.cell_act, len(m.vocab), m.meta['readout']]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert json.loads(out) == ["lstm2", "relu", len(WORDS) + 2, "conv3"]
     with open(SHIPPED[:-4] + ".json") as f:
@@ -273,8 +305,13 @@ def test_shipped_captioner_loads_with_ebr_ref_alone_and_matches_its_sha256():
 def test_shipped_captioner_captions_validation_clips():
     m = load_captioner(SHIPPED)
     data = m.meta["data"]
-    frames, clips = make_caption_batch(8, seed=data["val_seed"], num_frames=data["num_frames"],
-                                       size=tuple(data["size"]), n_distractors=data["n_distractors"])
+    frames, clips = make_caption_batch(
+        8,
+        seed=data["val_seed"],
+        num_frames=data["num_frames"],
+        size=tuple(data["size"]),
+        n_distractors=data["n_distractors"],
+    )
     right = sum(m.decode(frames[n].astype(numpy.float64)).words == clips[n].words for n in range(8))
     assert right >= 7  # recorded exact-caption accuracy on 200 validation clips: see the sidecar's meta
     assert m.meta["accuracy"]["val_exact_caption"] >= 0.9
@@ -282,8 +319,8 @@ def test_shipped_captioner_captions_validation_clips():
 
 @pytest.mark.skipif(not os.path.exists(SHIPPED), reason="the shipped captioner is not built")
 def test_shipped_captioner_grounds_nouns_on_their_objects():
-    from ebr_ref.grounding.ground_caption import ground_caption
     from ebr_ref.evaluation.localize import pointing_game
+    from ebr_ref.grounding.ground_caption import ground_caption
 
     m = load_captioner(SHIPPED)
     frames, clips = make_caption_batch(6, seed=0x7E57, num_frames=8)
@@ -328,8 +365,9 @@ def test_clips_are_deterministic_and_well_formed():
 def test_boxes_hold_exactly_the_pixels_the_objects_changed():
     for seed in (0x1, 0x2, 0x3):
         c = make_caption_clip(seed, num_objects=3, num_frames=5)
-        scene = render_action(0, 5, rng=numpy.random.default_rng(seed), size=(64, 64), n_distractors=2,
-                              draw_actor=False).frames
+        scene = render_action(
+            0, 5, rng=numpy.random.default_rng(seed), size=(64, 64), n_distractors=2, draw_actor=False
+        ).frames
         changed = numpy.any(c.frames != scene, axis=1)  # (T, H, W)
         inside = numpy.zeros_like(changed)
         for o in c.objects:
@@ -344,8 +382,14 @@ def test_boxes_hold_exactly_the_pixels_the_objects_changed():
                 assert box[0].any() and box[-1].any() and box[:, 0].any() and box[:, -1].any()
                 if o.action != "flicker":  # drawn in its actor's colour (flicker dims it on some frames)
                     pixels = c.frames[t, :, y1 : y2 + 1, x1 : x2 + 1][:, box]  # (3, n)
-                    named = {"red": (0.95, 0.15, 0.15), "green": (0.15, 0.9, 0.2), "blue": (0.2, 0.35, 1.0),
-                             "yellow": (1.0, 0.9, 0.1), "magenta": (0.95, 0.2, 0.95), "cyan": (0.1, 0.95, 0.95)}
+                    named = {
+                        "red": (0.95, 0.15, 0.15),
+                        "green": (0.15, 0.9, 0.2),
+                        "blue": (0.2, 0.35, 1.0),
+                        "yellow": (1.0, 0.9, 0.1),
+                        "magenta": (0.95, 0.2, 0.95),
+                        "cyan": (0.1, 0.95, 0.95),
+                    }
                     assert numpy.abs(numpy.median(pixels, axis=1) - named[o.colour]).max() < 0.1
         assert not numpy.any(changed & ~inside)  # nothing changed outside the objects' boxes
 

@@ -20,16 +20,33 @@ import pytest
 
 from ebr_ref.models import load_model, save_model, sequential
 from ebr_ref.models.io import (
-    ModelFileError, NonFiniteError, _pending_path, check_finite, read_canonical, read_npy, read_npz,
-    read_sidecar, sidecar_path, stale_temporaries, write_canonical,
+    ModelFileError,
+    NonFiniteError,
+    _pending_path,
+    check_finite,
+    read_canonical,
+    read_npy,
+    read_npz,
+    read_sidecar,
+    sidecar_path,
+    stale_temporaries,
+    write_canonical,
 )
 from ebr_ref.tools.compare import read_theirs
 from tests.hostile_files import (
-    npy_bytes, patch_central_directory, reseal, run_python, write_zip,
+    npy_bytes,
+    patch_central_directory,
+    reseal,
+    run_python,
+    write_zip,
 )
 
-LAYERS = [("conv1", "conv", {"out_channels": 2, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-          ("flatten", "flatten"), ("fc8", "fc", {"out_features": 3})]
+LAYERS = [
+    ("conv1", "conv", {"out_channels": 2, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("flatten", "flatten"),
+    ("fc8", "fc", {"out_features": 3}),
+]
 
 
 def _model(seed=1):
@@ -53,18 +70,20 @@ def saved(tmp_path):
     return path
 
 
-_CHILD = ("import json, sys\n"
-          "from ebr_ref.models.io import load_model, read_npz, read_npy\n"
-          "from ebr_ref.tools.compare import read_theirs\n"
-          "fn = {'load_model': load_model, 'read_npz': read_npz, 'read_npy': read_npy,\n"
-          "      'read_theirs': read_theirs}\n"
-          "for name, path in json.loads(sys.argv[1]):\n"
-          "    try:\n"
-          "        fn[name](path)\n"
-          "        res = {'type': None}\n"
-          "    except BaseException as e:\n"
-          "        res = {'type': type(e).__name__, 'msg': str(e)}\n"
-          "    print(json.dumps(res), flush=True)\n")
+_CHILD = (
+    "import json, sys\n"
+    "from ebr_ref.models.io import load_model, read_npz, read_npy\n"
+    "from ebr_ref.tools.compare import read_theirs\n"
+    "fn = {'load_model': load_model, 'read_npz': read_npz, 'read_npy': read_npy,\n"
+    "      'read_theirs': read_theirs}\n"
+    "for name, path in json.loads(sys.argv[1]):\n"
+    "    try:\n"
+    "        fn[name](path)\n"
+    "        res = {'type': None}\n"
+    "    except BaseException as e:\n"
+    "        res = {'type': type(e).__name__, 'msg': str(e)}\n"
+    "    print(json.dumps(res), flush=True)\n"
+)
 
 
 def attack(*calls, limit=768 << 20):
@@ -101,24 +120,31 @@ def test_a_header_claiming_1e12_floats_is_refused_before_any_allocation(saved):
 
 
 def test_deflated_members_cannot_claim_more_than_deflate_expands_to(tmp_path):
-    p = write_zip(tmp_path / "d.npz", {"x.npy": npy_bytes((4,), data=b"\0" * 32)},
-                  compression=zipfile.ZIP_DEFLATED)
+    p = write_zip(
+        tmp_path / "d.npz", {"x.npy": npy_bytes((4,), data=b"\0" * 32)}, compression=zipfile.ZIP_DEFLATED
+    )
     assert read_npz(p)["x"].tolist() == [0.0] * 4
     patch_central_directory(p, "x.npy", file_size=4_000_000_000)
     (res,) = attack(("read_npz", p))
     refused(res, "member x.npy", "more than deflate can expand to")
 
 
-@pytest.mark.parametrize("corrupt, needle", [
-    (lambda p: patch_central_directory(p, "x.npy", method=99), "compression method 99 is not supported"),
-    (lambda p: patch_central_directory(p, "x.npy", method=12), "compression method 12 is not supported"),
-    (lambda p: patch_central_directory(p, "x.npy", file_size=10), "member x.npy"),
-    (lambda p: os.truncate(p, os.path.getsize(p) - 30), "not a readable .npz archive"),
-    (lambda p: os.truncate(p, 60), "not a readable .npz archive"),
-], ids=["method-99", "bzip2", "size-lie", "truncated-directory", "truncated-data"])
+@pytest.mark.parametrize(
+    "corrupt, needle",
+    [
+        (lambda p: patch_central_directory(p, "x.npy", method=99), "compression method 99 is not supported"),
+        (lambda p: patch_central_directory(p, "x.npy", method=12), "compression method 12 is not supported"),
+        (lambda p: patch_central_directory(p, "x.npy", file_size=10), "member x.npy"),
+        (lambda p: os.truncate(p, os.path.getsize(p) - 30), "not a readable .npz archive"),
+        (lambda p: os.truncate(p, 60), "not a readable .npz archive"),
+    ],
+    ids=["method-99", "bzip2", "size-lie", "truncated-directory", "truncated-data"],
+)
 def test_a_corrupt_zip_directory_is_one_clear_error(tmp_path, corrupt, needle):
-    p = write_zip(tmp_path / "c.npz", {"x.npy": npy_bytes((4,), data=b"\0" * 32),
-                                       "y.npy": npy_bytes((1,), data=b"\0" * 8)})
+    p = write_zip(
+        tmp_path / "c.npz",
+        {"x.npy": npy_bytes((4,), data=b"\0" * 32), "y.npy": npy_bytes((1,), data=b"\0" * 8)},
+    )
     corrupt(str(p))
     (res,) = attack(("read_npz", p))
     refused(res, "c.npz", needle)

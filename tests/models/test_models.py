@@ -59,8 +59,12 @@ def test_astype_and_to_return_new_models():
 
 
 def _tiny():
-    return [("conv1", "conv", {"out_channels": 2, "kernel": 3}), ("relu1", "relu"), ("flat", "flatten"),
-            ("fc8", "fc", {"out_features": 3})]
+    return [
+        ("conv1", "conv", {"out_channels": 2, "kernel": 3}),
+        ("relu1", "relu"),
+        ("flat", "flatten"),
+        ("fc8", "fc", {"out_features": 3}),
+    ]
 
 
 def test_model_rejects_bad_structures_and_params():
@@ -75,7 +79,9 @@ def test_model_rejects_bad_structures_and_params():
     with pytest.raises(ValueError, match="last layer must be the classifier"):
         sequential(_tiny()[:3], (1, 5, 5))
     with pytest.raises(ValueError, match="add a flatten layer"):
-        sequential([("c", "conv", {"out_channels": 2, "kernel": 3}), ("fc8", "fc", {"out_features": 3})], (1, 5, 5))
+        sequential(
+            [("c", "conv", {"out_channels": 2, "kernel": 3}), ("fc8", "fc", {"out_features": 3})], (1, 5, 5)
+        )
     good = sequential(_tiny(), (1, 5, 5))
     bad = dict(good.params)
     bad["conv1.weight"] = numpy.zeros((2, 1, 2, 2))
@@ -123,8 +129,11 @@ def test_canonical_roundtrip_and_tampering(tmp_path):
 
 def test_pool_shape_inference_matches_the_kernel_with_caffe_cross_axis_rule():
     # ceil mode, padding on one axis only: Caffe's correction applies to both axes
-    layers = [("pool", "maxpool", {"kernel": 2, "stride": 2, "padding": (1, 0), "ceil_mode": True}),
-              ("flat", "flatten"), ("fc8", "fc", {"out_features": 2})]
+    layers = [
+        ("pool", "maxpool", {"kernel": 2, "stride": 2, "padding": (1, 0), "ceil_mode": True}),
+        ("flat", "flatten"),
+        ("fc8", "fc", {"out_features": 2}),
+    ]
     m = sequential(layers, (1, 5, 6), seed=0)
     y, _ = m.run_forward(numpy.zeros((1, 1, 5, 6)), 0, 1)
     assert y.shape[1:] == m.shapes[0]
@@ -134,26 +143,38 @@ def test_ground_sees_weights_changed_between_calls():
     """No state is kept between driver calls: changing a weight in place changes the next result."""
     from ebr_ref.grounding.ground import ground
 
-    layers = _tiny()[:3] + [("fc7", "fc", {"out_features": 4}), ("relu7", "relu"), ("fc8", "fc", {"out_features": 3})]
+    layers = _tiny()[:3] + [
+        ("fc7", "fc", {"out_features": 4}),
+        ("relu7", "relu"),
+        ("fc8", "fc", {"out_features": 3}),
+    ]
     model = sequential(layers, (1, 5, 5), seed=2)
     x = numpy.random.default_rng(3).uniform(0, 1, (2, 1, 5, 5))
     first = ground(model, x, 1, method="cEB", layer="input").maps
     model.params["fc8.weight"] *= -1  # the released notebook's in-place negation
     fresh = sequential(layers, (1, 5, 5), params=dict(model.params))
-    assert numpy.array_equal(ground(model, x, 1, method="cEB", layer="input").maps,
-                             ground(fresh, x, 1, method="cEB", layer="input").maps)
+    assert numpy.array_equal(
+        ground(model, x, 1, method="cEB", layer="input").maps,
+        ground(fresh, x, 1, method="cEB", layer="input").maps,
+    )
     assert not numpy.allclose(ground(model, x, 1, method="cEB", layer="input").maps, first)
 
 
 def test_ground_reports_progress_per_chunk():
     from ebr_ref.grounding.ground import ground
 
-    layers = _tiny()[:3] + [("fc7", "fc", {"out_features": 4}), ("relu7", "relu"), ("lstm1", "lstm", {"hidden": 3}),
-                            ("fc8", "fc", {"out_features": 3})]
+    layers = _tiny()[:3] + [
+        ("fc7", "fc", {"out_features": 4}),
+        ("relu7", "relu"),
+        ("lstm1", "lstm", {"hidden": 3}),
+        ("fc8", "fc", {"out_features": 3}),
+    ]
     model = sequential(layers, (1, 5, 5), seed=4)
     x = numpy.random.default_rng(5).uniform(0, 1, (5, 1, 5, 5))
     seen = []
-    ground(model, x, 0, method="cEB-R", layer="conv1", chunk_size=2, progress=lambda d, t: seen.append((d, t)))
+    ground(
+        model, x, 0, method="cEB-R", layer="conv1", chunk_size=2, progress=lambda d, t: seen.append((d, t))
+    )
     assert seen == [(2, 10), (4, 10), (5, 10), (7, 10), (9, 10), (10, 10)]
 
 

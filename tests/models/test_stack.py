@@ -16,8 +16,10 @@ from ebr_ref.models.stack import EBPass, LayerStack, run_eb, run_grad
 
 LAYERS = [("fc1", "fc", {"out_features": 2}), ("relu1", "relu"), ("fc2", "fc", {"out_features": 2})]
 PARAMS = {
-    "fc1.weight": numpy.array([[1.0, -1.0, 2.0], [0.5, 1.0, -1.0]]), "fc1.bias": numpy.array([0.5, 0.0]),
-    "fc2.weight": numpy.array([[2.0, -1.0], [-1.0, -1.0]]), "fc2.bias": numpy.array([0.0, 0.0]),
+    "fc1.weight": numpy.array([[1.0, -1.0, 2.0], [0.5, 1.0, -1.0]]),
+    "fc1.bias": numpy.array([0.5, 0.0]),
+    "fc2.weight": numpy.array([[2.0, -1.0], [-1.0, -1.0]]),
+    "fc2.bias": numpy.array([0.0, 0.0]),
 }
 
 
@@ -69,8 +71,13 @@ def test_both_models_own_a_stack_by_composition():
     model = sequential(LAYERS, (3,), params=PARAMS)
     assert isinstance(model.stack, LayerStack) and model.stack.params is model.params
     assert model.stack.layers == model.layers and model.shapes == model.stack.shapes
-    frames = [("conv1", "conv", {"out_channels": 2, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-              ("flat", "flatten"), ("fc7", "fc", {"out_features": 4}), ("relu7", "relu")]
+    frames = [
+        ("conv1", "conv", {"out_channels": 2, "kernel": 3, "padding": 1}),
+        ("relu1", "relu"),
+        ("flat", "flatten"),
+        ("fc7", "fc", {"out_features": 4}),
+        ("relu7", "relu"),
+    ]
     cap = captioner(frames, ["a", "b"], (1, 4, 4), embed=3, hidden=(4, 5), seed=1)
     assert isinstance(cap.stack, LayerStack) and cap.stack.layers == cap.layers
     assert cap.stack.params is cap.params and cap.sequence_start == len(cap.layers)
@@ -81,4 +88,5 @@ def test_both_models_own_a_stack_by_composition():
         assert getattr(func, "__qualname__", "CaptionModel").split(".")[0] != Model.__name__, name
     with pytest.raises(ValueError, match="image model"):
         captioner(frames, ["a"], (1, 4, 4), embed=3, hidden=(4, 5), pool=None, seed=1).check_clip(
-            numpy.zeros((2, 1, 4, 4)))
+            numpy.zeros((2, 1, 4, 4))
+        )

@@ -53,7 +53,15 @@ def naive_forward(x, W_x, b, W_h, W_s=None, s=None, cont=None, h0=None, c0=None,
                 g = _act(pre["g"], cell_act)
                 c = k * f * c_prev[n, j] + i * g
                 h = o * _act(c, cell_act)
-                for name, val in (("i", i), ("f", f), ("o", o), ("g", g), ("zg", pre["g"]), ("c", c), ("h", h)):
+                for name, val in (
+                    ("i", i),
+                    ("f", f),
+                    ("o", o),
+                    ("g", g),
+                    ("zg", pre["g"]),
+                    ("c", c),
+                    ("h", h),
+                ):
                     out[name][t, n, j] = val
                 out["h_prev"][t, n, j] = h_prev[n, j]
                 out["c_prev"][t, n, j] = c_prev[n, j]

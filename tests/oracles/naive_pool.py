@@ -95,7 +95,9 @@ def naive_avgpool(x, kernel, stride, padding, ceil_mode, count_include_pad):
     y = numpy.zeros((N, C, oH, oW))
     for n in range(N):
         for c in range(C):
-            for oh, ow, h0, h1, w0, w1, pool_size, real_size in _windows((iH, iW), kernel, stride, padding, ceil_mode):
+            for oh, ow, h0, h1, w0, w1, pool_size, real_size in _windows(
+                (iH, iW), kernel, stride, padding, ceil_mode
+            ):
                 total = 0.0
                 for h in range(h0, h1):
                     for w in range(w0, w1):
@@ -110,7 +112,9 @@ def naive_avgpool_grad(g_y, in_hw, kernel, stride, padding, ceil_mode, count_inc
     g_x = numpy.zeros((N, C) + tuple(in_hw))
     for n in range(N):
         for c in range(C):
-            for oh, ow, h0, h1, w0, w1, pool_size, real_size in _windows(in_hw, kernel, stride, padding, ceil_mode):
+            for oh, ow, h0, h1, w0, w1, pool_size, real_size in _windows(
+                in_hw, kernel, stride, padding, ceil_mode
+            ):
                 d = pool_size if count_include_pad else real_size
                 for h in range(h0, h1):
                     for w in range(w0, w1):

@@ -258,6 +258,12 @@ def _ground(model, clip, caption_ids, steps, method, layer, lstm_rule, bos, eos)
     sig, pos = sig.detach().numpy(), pos.detach().numpy()
     maps = sig.sum(axis=1) if sig.ndim == 4 else sig
     pos_maps = pos.sum(axis=1) if pos.ndim == 4 else pos
-    out.update(signal=sig, maps=maps, evidence=maps.reshape(maps.shape[0], -1).sum(axis=1), positive_maps=pos_maps,
-               positive_signal=pos, probs=probs.numpy())
+    out.update(
+        signal=sig,
+        maps=maps,
+        evidence=maps.reshape(maps.shape[0], -1).sum(axis=1),
+        positive_maps=pos_maps,
+        positive_signal=pos,
+        probs=probs.numpy(),
+    )
     return out

@@ -187,8 +187,15 @@ def _lstm_eb_conserving(x, p_h, P, name, s, cont):
 def _forward_layer(layer, P, x, cont):
     s, t, n = layer.settings, layer.type, layer.name
     if t == "conv":
-        return F.conv2d(x, P[f"{n}.weight"], P.get(f"{n}.bias"), stride=_pair(s["stride"]),
-                        padding=_pair(s["padding"]), dilation=_pair(s["dilation"]), groups=s["groups"])
+        return F.conv2d(
+            x,
+            P[f"{n}.weight"],
+            P.get(f"{n}.bias"),
+            stride=_pair(s["stride"]),
+            padding=_pair(s["padding"]),
+            dilation=_pair(s["dilation"]),
+            groups=s["groups"],
+        )
     if t == "fc":
         y = x @ P[f"{n}.weight"].T
         return y + P[f"{n}.bias"] if f"{n}.bias" in P else y
@@ -231,8 +238,15 @@ def _eb_layer(layer, P, a, p, cont, *, lstm_rule, negate=False):
         W_pos = P[f"{n}.weight"].clamp(min=0)
 
         def f_pos(v):
-            return F.conv2d(v, W_pos, None, stride=_pair(s["stride"]), padding=_pair(s["padding"]),
-                            dilation=_pair(s["dilation"]), groups=s["groups"])
+            return F.conv2d(
+                v,
+                W_pos,
+                None,
+                stride=_pair(s["stride"]),
+                padding=_pair(s["padding"]),
+                dilation=_pair(s["dilation"]),
+                groups=s["groups"],
+            )
 
         return _eb_positive_map(f_pos, a, p, lambda z: z != 0)
     if t == "avgpool":
@@ -285,10 +299,20 @@ def oracle_ground(model, clip, target, *, method, layer, lstm_rule="caffe", seed
         ``total``, ``total_dual`` (eq.-5 totals; None where not applicable).
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: extra threads only spin (and slow down badly on a loaded machine)
+    torch.set_num_threads(
+        1
+    )  # tiny tensors: extra threads only spin (and slow down badly on a loaded machine)
     try:
-        return _oracle_ground(model, clip, target, method=method, layer=layer, lstm_rule=lstm_rule,
-                              seed_steps=seed_steps, cont=cont)
+        return _oracle_ground(
+            model,
+            clip,
+            target,
+            method=method,
+            layer=layer,
+            lstm_rule=lstm_rule,
+            seed_steps=seed_steps,
+            cont=cont,
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -335,8 +359,9 @@ def _oracle_ground(model, clip, target, *, method, layer, lstm_rule, seed_steps,
 
             def down(p, hi, lo, negate_top=False):
                 for k in range(hi - 1, lo - 1, -1):
-                    p = _eb_layer(layers[k], P, acts[k], p, cont, lstm_rule=lstm_rule,
-                                  negate=negate_top and k == L - 1)
+                    p = _eb_layer(
+                        layers[k], P, acts[k], p, cont, lstm_rule=lstm_rule, negate=negate_top and k == L - 1
+                    )
                 return p
 
             p_pos = down(seed, L, stop)

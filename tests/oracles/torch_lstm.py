@@ -20,7 +20,7 @@ def torch_block_perm(order):
 def permute_blocks(a, perm):
     """Reorder the 4 blocks of the leading axis of ``a`` (NumPy) by ``perm``."""
     H = a.shape[0] // 4
-    return numpy.concatenate([a[p * H:(p + 1) * H] for p in perm], axis=0)
+    return numpy.concatenate([a[p * H : (p + 1) * H] for p in perm], axis=0)
 
 
 def params_from_torch(lstm, layer, order):
@@ -40,7 +40,9 @@ def _t(a, grad=False):
     return None if a is None else torch.tensor(numpy.asarray(a, dtype=numpy.float64), requires_grad=grad)
 
 
-def unrolled(x, W_x, b, W_h, cont, h0, c0, cell_act, W_s=None, s=None, cut_recurrent=False, split_inputs=False):
+def unrolled(
+    x, W_x, b, W_h, cont, h0, c0, cell_act, W_s=None, s=None, cut_recurrent=False, split_inputs=False
+):
     """Hand-unrolled Caffe/SPEC LSTM in torch; returns ``(h (T,N,H), leaves)``.
 
     ``cut_recurrent`` detaches ``W_h (cont h_{t-1})`` (the branch receives no
@@ -66,7 +68,7 @@ def unrolled(x, W_x, b, W_h, cont, h0, c0, cell_act, W_s=None, s=None, cut_recur
     leaves["h0"] = _t(numpy.zeros((N, H)) if h0 is None else h0, grad=True)
     leaves["c0"] = _t(numpy.zeros((N, H)) if c0 is None else c0, grad=True)
     h_prev, c_prev = leaves["h0"], leaves["c0"]
-    blk = lambda z, name: z[:, CAFFE_BLOCK[name] * H:(CAFFE_BLOCK[name] + 1) * H]  # noqa: E731
+    blk = lambda z, name: z[:, CAFFE_BLOCK[name] * H : (CAFFE_BLOCK[name] + 1) * H]  # noqa: E731
     hs = []
     for t in range(T):
         k = cont[t][:, None]

@@ -31,7 +31,7 @@ def lstm_ref(x, W_x, b, W_h, *, cell_act="tanh", cont=None):
     for t in range(T):
         k = 1.0 if cont is None else cont[t]
         z = x[t] @ W_x.T + b + (k * h) @ W_h.T
-        i, f, o, g = (z[:, j * H:(j + 1) * H] for j in range(4))
+        i, f, o, g = (z[:, j * H : (j + 1) * H] for j in range(4))
         i, f, o, g = _sigmoid(i), _sigmoid(f), _sigmoid(o), act(g)
         c = k * f * c + i * g
         h = o * act(c)
@@ -60,9 +60,9 @@ def caffe_lstm_torch(x, W_xc, b_c, W_hc, cont, *, cell_act="relu"):
         h_conted = cont[t][:, None] * h  # Scale layer h_conted_{t-1}
         gate = h_conted @ W_hc.T + x_transform[t]  # Eltwise SUM of transform_t and the x slice
         i = torch.sigmoid(gate[:, :H])
-        f = torch.sigmoid(gate[:, H:2 * H]) * cont[t][:, None]  # LSTMUnit folds cont into f
-        o = torch.sigmoid(gate[:, 2 * H:3 * H])
-        g = act(gate[:, 3 * H:])
+        f = torch.sigmoid(gate[:, H : 2 * H]) * cont[t][:, None]  # LSTMUnit folds cont into f
+        o = torch.sigmoid(gate[:, 2 * H : 3 * H])
+        g = act(gate[:, 3 * H :])
         c = f * c + i * g
         h = o * act(c)
         hs.append(h)
@@ -84,15 +84,28 @@ def torch_spec_forward(layers, params, x):
     for k, L in enumerate(layers):
         t, n = L["type"], L["name"]
         if t == "conv":
-            h = F.conv2d(h, p(f"{n}.weight"), p(f"{n}.bias") if L["bias"] else None, stride=L["stride"],
-                         padding=L["padding"], dilation=L["dilation"], groups=L["groups"])
+            h = F.conv2d(
+                h,
+                p(f"{n}.weight"),
+                p(f"{n}.bias") if L["bias"] else None,
+                stride=L["stride"],
+                padding=L["padding"],
+                dilation=L["dilation"],
+                groups=L["groups"],
+            )
         elif t == "relu":
             h = torch.relu(h)
         elif t == "maxpool":
             h = F.max_pool2d(h, L["kernel"], L["stride"], L["padding"], ceil_mode=L["ceil_mode"])
         elif t == "avgpool":
-            h = F.avg_pool2d(h, L["kernel"], L["stride"], L["padding"], ceil_mode=L["ceil_mode"],
-                             count_include_pad=L["count_include_pad"])
+            h = F.avg_pool2d(
+                h,
+                L["kernel"],
+                L["stride"],
+                L["padding"],
+                ceil_mode=L["ceil_mode"],
+                count_include_pad=L["count_include_pad"],
+            )
         elif t == "lrn":
             h = F.local_response_norm(h, L["size"], L["alpha"], L["beta"], L["k"])
         elif t == "dropout":
