@@ -105,18 +105,22 @@ def main():
         lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size)
     )
     print(
-        f"T={args.frames}, 224x224, float32, vgg16_lstm({args.classes}), chunk {args.chunk_size}, {args.device}"
+        f"T={args.frames}, 224x224, float32, vgg16_lstm({args.classes}), "
+        f"chunk {args.chunk_size}, {args.device}"
     )
     print(f"forward pass                         : {t_fwd:7.2f} s")
     print(
-        f"cEB-R to conv5_1 (forward included)  : {t_ceb:7.2f} s   ratio {t_ceb / t_fwd:.2f}x forward (required <= 2.0)"
+        f"cEB-R to conv5_1 (forward included)  : {t_ceb:7.2f} s   "
+        f"ratio {t_ceb / t_fwd:.2f}x forward (required <= 2.0)"
     )
     t_multi, g = _timed(
         lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size)
     )
     print(
-        f"cEB-R, {args.classes} targets in one call    : {t_multi:7.2f} s   ratio {t_multi / t_ceb:.2f}x single target "
-        f"(required <= 3.0); maps {g.maps.shape}; fused: {', '.join(g.diagnostics['fused_readout'] or ['none'])}"
+        f"cEB-R, {args.classes} targets in one call    : {t_multi:7.2f} s   "
+        f"ratio {t_multi / t_ceb:.2f}x single target "
+        f"(required <= 3.0); maps {g.maps.shape}; "
+        f"fused: {', '.join(g.diagnostics['fused_readout'] or ['none'])}"
     )
     if args.unfused:
         t_plain, g0 = _timed(
@@ -132,7 +136,8 @@ def main():
         )
         err = numpy.abs(g.maps - g0.maps).max() / numpy.abs(g0.maps).max()
         print(
-            f"cEB-R, {args.classes} targets, unfused      : {t_plain:7.2f} s   ratio {t_plain / t_ceb:.2f}x single target; "
+            f"cEB-R, {args.classes} targets, unfused      : {t_plain:7.2f} s   "
+            f"ratio {t_plain / t_ceb:.2f}x single target; "
             f"fused vs unfused max |diff| / max |map| = {err:.1e}"
         )
     print(f"T     seconds   s/frame   peak host RSS (GiB)   ({args.scaling_targets} target(s) per call)")

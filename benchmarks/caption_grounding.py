@@ -208,8 +208,8 @@ def report(args, model, acc, names, tallies, per_word, words, shares, n_clips):
         return "–" if t == 0 else f"{a:.3f}"
 
     lines = [
-        "| method | nouns: spatial | nouns: temporal | verbs: spatial | verbs: temporal | nouns: peak on another "
-        "object | time per word |",
+        "| method | nouns: spatial | nouns: temporal | verbs: spatial | verbs: temporal "
+        "| nouns: peak on another object | time per word |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in names:
@@ -255,7 +255,8 @@ def main():
     print("\n".join(lines))
     share = {k: float(numpy.mean(v)) for k, v in shares.items()}
     print(
-        f"EB-R (eb rule): mean share of the signal that left through the word embeddings: nouns {share['noun']:.3f}, "
+        "EB-R (eb rule): mean share of the signal that left through the word embeddings: "
+        f"nouns {share['noun']:.3f}, "
         f"verbs {share['verb']:.3f}"
     )
     if args.out:
@@ -275,17 +276,21 @@ def write_markdown(args, model, exact, word_acc, lines, ns, nt, words, share, ta
     text = f"""# Caption grounding on synthetic videos (paper §4.2, §6)
 
 Regenerate: `{cmd}` (after `python benchmarks/train_captioner.py`, which writes the shipped model).
-API: `ebr_ref.grounding.ground_caption.ground_caption(model, clip, words, caption=None, method="cEB-R", ...)`; model:
+API: `ebr_ref.grounding.ground_caption.ground_caption(model, clip, words, caption=None, \
+method="cEB-R", ...)`; model:
 `ebr_ref.models.caption` (`load_captioner`, `small_captioner`, `vgg16_captioner`).
 
 ## Setup
 
 - **Model**: `ebr_ref/data/synthetic_captioner` (`small_captioner`): per frame conv {ch} (3x3, ReLU, 2x2 max
-  pools), fc6/fc7 of {model.feature_dim} units; the mean of the frames' fc7 features enters lstm2 as its static
-  input (Caffe's `W_xc_static`); {model.embed_dim}-d word embedding; two ReLU-cell LSTMs of {model.hidden[0]} units
+  pools), fc6/fc7 of {model.feature_dim} units; the mean of the frames' fc7 features enters lstm2 as its \
+static
+  input (Caffe's `W_xc_static`); {model.embed_dim}-d word embedding; two ReLU-cell LSTMs of \
+{model.hidden[0]} units
   (the paper's cell); a classifier over {len(model.vocab)} tokens. Trained by `benchmarks/train_captioner.py`
   (torch on the CPU, {m["training"]["steps"]} steps of {m["training"]["batch"]} clips from
-  {m["data"]["train_clips"]} training clips, {m["training"]["seconds"]:.0f} s). Validation accuracy recorded in its
+  {m["data"]["train_clips"]} training clips, {m["training"]["seconds"]:.0f} s). Validation accuracy \
+recorded in its
   sidecar (ebr_ref's greedy decoding, {m["data"]["val_clips"]} clips): exact caption
   {m["accuracy"]["val_exact_caption"]:.3f}, words {m["accuracy"]["val_word"]:.3f}.
 - **Data**: {args.clips} test clips of `ebr_ref.synthetic.captions` (seed `{TEST_SEED:#x}`, never used in
@@ -325,13 +330,15 @@ fraction of frames where the object is present).
 
 With the conserving `eb` rule, on average **{share["noun"]:.3f}** of a noun's seed (EB-R) left the visual path
 through the word-embedding input of the decoder (`diagnostics["decoder"]["word_share"]`), and
-**{share["verb"]:.3f}** of a verb's; the rest reached the video feature and, by the average-pool rule, the frames.
+**{share["verb"]:.3f}** of a verb's; the rest reached the video feature and, by the average-pool rule, \
+the frames.
 
 Observations on this run:
 
 - Space: cEB-R with the conserving rule points best at a noun's object ({acc(ceb, ("spatial", "noun")):.3f}).
   EB-R's maps are salient but not discriminative: {acc(eb, ("other", "noun")):.3f} of its noun-frames peak on
-  *another* object of the caption, against {acc(ceb, ("other", "noun")):.3f} for cEB-R; the contrast of eqs. 6-7
+  *another* object of the caption, against {acc(ceb, ("other", "noun")):.3f} for cEB-R; the contrast of \
+eqs. 6-7
   removes the evidence shared by all the caption's words, as the paper argues.
 - Time: EB-R ({acc(eb, ("temporal", "noun")):.3f}) and occlusion's one-frame-alone score
   ({acc("occlusion", ("temporal", "noun")):.3f}) find the frames of a partly present object best; cEB-R
@@ -354,7 +361,8 @@ Observations on this run:
   feature is the static input of one LSTM and receives its `p_static` (rule `caffe`: the full gate signal,
   the released code's GPU path). Signal reaching the embedded input words leaves the visual path; it is
   reported per step (`words_per_step`) and as `word_share`.
-- Frames: the video feature's signal is distributed to the frames by the average-pool rule of docs/spec.md §2 (in
+- Frames: the video feature's signal is distributed to the frames by the average-pool rule of \
+docs/spec.md §2 (in
   proportion to each frame's activation, 0 where the sum over frames is not positive); then eq. 5 divides
   by the grand total over frames and units, per query. cEB-R negates the vocabulary classifier's weights
   (bias untouched) and subtracts the two normalised passes at the frames (eqs. 6-7). An image captioner

@@ -252,7 +252,8 @@ def main():
             print(f"step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - t0:.0f} s", flush=True)
         if args.eval_every and step % args.eval_every == 0 and step:
             print(
-                f"   val token accuracy (teacher forcing) {token_accuracy(net, val_frames, val_clips, vocab):.3f}",
+                "   val token accuracy (teacher forcing) "
+                f"{token_accuracy(net, val_frames, val_clips, vocab):.3f}",
                 flush=True,
             )
     train_seconds = time.perf_counter() - t0
@@ -266,12 +267,15 @@ def main():
     )
     exact, word_acc = caption_accuracy(model, val_frames, val_clips)
     print(
-        f"ebr_ref greedy decoding on {args.val} validation clips: exact caption {exact:.3f}, words {word_acc:.3f}"
+        f"ebr_ref greedy decoding on {args.val} validation clips: "
+        f"exact caption {exact:.3f}, words {word_acc:.3f}"
     )
     meta = {
         "name": "synthetic_captioner",
         "readout": "conv3",
-        "preprocessing": "frames of ebr_ref.synthetic.captions as rendered: RGB in [0, 1], no mean, no scaling",
+        "preprocessing": (
+            "frames of ebr_ref.synthetic.captions as rendered: RGB in [0, 1], no mean, no scaling"
+        ),
         "data": {
             "generator": "ebr_ref.synthetic.captions.make_caption_batch",
             "train_seed": TRAIN_SEED,
@@ -299,7 +303,8 @@ def main():
     }
     side = save_captioner(model, args.out, meta=meta)
     print(
-        f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.2f} MiB, sha256 {side['params_sha256'][:16]}...)"
+        f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.2f} MiB, "
+        f"sha256 {side['params_sha256'][:16]}...)"
     )
 
 

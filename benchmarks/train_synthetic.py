@@ -315,7 +315,8 @@ def train_lstm(cnn, cfg, log):
             seen += idx.numel()
         if epoch % 5 == 4 or epoch == cfg["lstm_epochs"] - 1:
             log(
-                f"lstm epoch {epoch + 1}: loss {total / seen:.4f}, train per-step accuracy {correct / (seen * T):.4f}"
+                f"lstm epoch {epoch + 1}: loss {total / seen:.4f}, "
+                f"train per-step accuracy {correct / (seen * T):.4f}"
             )
     model.eval()
     return model, {"clips": n, "frames_per_clip": T, "frames": n * T}
@@ -372,7 +373,8 @@ def evaluate(ebr_cnn, ebr_lstm, n, seed):
 
 
 def evaluate_steps(ebr_lstm, n, seed):
-    """Per-step accuracy of the CNN-LSTM on ``n`` GT+rand and ``n`` rand+GT clips (the action of each frame)."""
+    """Per-step accuracy of the CNN-LSTM on ``n`` GT+rand and ``n`` rand+GT clips (the action of each
+    frame)."""
     correct = total = 0
     for kind, s in zip(("GT+rand", "rand+GT"), numpy.random.SeedSequence(seed).spawn(2)):
         _, clips = synthetic.make_batch(n, kind, seed=s, num_frames=CLIP_FRAMES)
@@ -449,8 +451,10 @@ def main(argv=None):
     if max(errs.values()) > 1e-5:
         raise SystemExit(f"ebr_ref's forward differs from torch's: {errs}")
     log(
-        f"test: cnn per-frame accuracy {cnn_test['accuracy']:.4f} ({cnn_test['correct']}/{cnn_test['frames']}), "
-        f"cnn-lstm per-clip accuracy {lstm_test['accuracy']:.4f} ({lstm_test['correct']}/{lstm_test['clips']})"
+        f"test: cnn per-frame accuracy {cnn_test['accuracy']:.4f} "
+        f"({cnn_test['correct']}/{cnn_test['frames']}), "
+        f"cnn-lstm per-clip accuracy {lstm_test['accuracy']:.4f} "
+        f"({lstm_test['correct']}/{lstm_test['clips']})"
     )
     log(f"two-action clips: cnn-lstm per-step accuracy {lstm_steps['accuracy']:.4f}")
     log(

@@ -198,7 +198,10 @@ def _survey(model, readout_index, in_shape):
                 pair(s["dilation"], "dilation"),
             )
             if stride != (1, 1) or s["groups"] != 1:
-                return f"layer {layer.name!r} has stride {stride} and groups {s['groups']} (stride 1, one group needed)"
+                return (
+                    f"layer {layer.name!r} has stride {stride} and groups {s['groups']} "
+                    "(stride 1, one group needed)"
+                )
             oC, oH, oW = out_shape
             fold += nh * nw * C * oC * kH * kW * P
             plain += C * oC * kH * kW * oH * oW
@@ -346,7 +349,8 @@ def _scale(F, A, lo, n_off, out_hw, *, xp):
 
 
 def _through_conv(F, W, n_off, dil, nhw, *, xp):
-    """``F'[a + d u, b + d v] += W[:, :, u, v] @ F[a, b]`` over channels: offsets of the conv's output signal."""
+    """``F'[a + d u, b + d v] += W[:, :, u, v] @ F[a, b]`` over channels: offsets of the conv's output
+    signal."""
     n, h, w = nhw
     oC, iC, kH, kW = W.shape
     if F is None:  # the channel sum itself: 1 for every input channel
@@ -375,7 +379,8 @@ def _winner_cells(pool, *, xp):
 
 
 def _scatter_pool(F, winners, lo, n_off, hw, G, *, xp):
-    """``G[n, pos, c, cell] = F[pos - winner(c, cell), c, n, pos]`` for the map rows ``pos < h w`` of ``G (n, R, C, oh ow)``."""
+    """``G[n, pos, c, cell] = F[pos - winner(c, cell), c, n, pos]`` for the map rows ``pos < h w`` of
+    ``G (n, R, C, oh ow)``."""
     h, w = hw
     n, R, C, cells = G.shape
     ii, jj = winners  # (n, C, oh, ow)

@@ -105,7 +105,8 @@ class DecoderSignals(NamedTuple):
 
 
 def decoder_eb(seed, cache, *, rule, negate=False, allow_tanh=False):
-    """Excitation backward through the captioning decoder, from the word logits to the video feature and the words.
+    """Excitation backward through the captioning decoder, from the word logits to the video feature and
+    the words.
 
     Parameters
     ----------
@@ -152,7 +153,8 @@ def decoder_eb(seed, cache, *, rule, negate=False, allow_tanh=False):
 
 
 def decoder_grad(seed, cache):
-    """Gradient of ``<seed, logits>`` with respect to the video feature ``(K, N, D)`` (BP-R; recurrent paths kept)."""
+    """Gradient of ``<seed, logits>`` with respect to the video feature ``(K, N, D)`` (BP-R; recurrent
+    paths kept)."""
     K, S, N, V = seed.shape
     g_h = linear_grad(seed.reshape(K, S * N, V), cache.predict).reshape(K, S, N, -1)  # (K, S, N, H2)
     gr2 = lstm_grad(g_h, cache.lstm2)
@@ -254,9 +256,9 @@ def ground_caption(
         Keep the read-out layer's activations between the two CNN passes when
         they take at most this many bytes; otherwise recompute them.
     fused_readout : {"auto", True, False}
-        As in :func:`ebr_ref.grounding.ground.ground` (its parameter of that name): fold the layers from the read-out
-        layer up to the next max pooling into one matrix per frame when many
-        queries make it cheaper.
+        As in :func:`ebr_ref.grounding.ground.ground` (its parameter of that name): fold the
+        layers from the read-out layer up to the next max pooling into one matrix per frame
+        when many queries make it cheaper.
 
     Returns
     -------

@@ -108,7 +108,8 @@ def pool_out_hw(in_hw, kernel, stride, padding, ceil_mode, name="pool"):
             o -= 1  # Caffe drops such a last window on both axes when either axis is padded
         if (o - 1) * s - p >= i:
             raise ValueError(
-                f"{name}: with ceil_mode the last window along {axis} starts at {(o - 1) * s - p} >= {axis} = {i} "
+                f"{name}: with ceil_mode the last window along {axis} "
+                f"starts at {(o - 1) * s - p} >= {axis} = {i} "
                 f"and covers no input (Caffe's ceil rule with stride {s} > kernel {k} and no padding); "
                 "use ceil_mode=False or pad the input"
             )

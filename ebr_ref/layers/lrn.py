@@ -6,7 +6,8 @@ channels, ``H, W`` spatial size, ``n`` the window size (``size``, Caffe's
 
 Shapes: ``x (N, C, H, W)``, ``y`` the same, with
 
-    scale[c] = k + (alpha / n) * sum_{c' = c - (n-1)/2}^{c + (n-1)/2} x[c']^2     (channels outside [0, C) count 0)
+    scale[c] = k + (alpha / n) * sum_{c' = c - (n-1)/2}^{c + (n-1)/2} x[c']^2
+               (channels outside [0, C) count 0)
     y[c]     = x[c] * scale[c]^(-beta)
 
 at every ``(n, h, w)`` (Caffe's ``lrn_layer.cpp``; Krizhevsky et al. 2012 with

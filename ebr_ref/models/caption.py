@@ -1,4 +1,5 @@
-"""The video captioning model of paper §4.2: frames -> CNN to fc7 -> mean over time -> two-layer LSTM -> words.
+"""The video captioning model of paper §4.2: frames -> CNN to fc7 -> mean over time ->
+two-layer LSTM -> words.
 
 Structure (Venugopalan et al. NAACL 2015, the model grounded in paper §4.2 and §6)::
 
@@ -389,7 +390,8 @@ class CaptionModel:
         return self.xp.concatenate(out, axis=0)
 
     def pool_features(self, feats):
-        """The video feature ``(D,)`` of the frames' features ``(T, D)``, and the pooling cache (None if no pooling)."""
+        """The video feature ``(D,)`` of the frames' features ``(T, D)``, and the pooling cache (None if no
+        pooling)."""
         if self.pool is None:
             if feats.shape[0] != 1:
                 raise ValueError(f"an image captioner takes one frame, got {feats.shape[0]}")
@@ -532,7 +534,8 @@ class CaptionModel:
         return Decoded(words, ids, lg, backend.to_numpy(softmax(lg)), True)
 
     def decode(self, clip, *, max_len=30, caption=None, chunk_size=16):
-        """Greedy caption of a preprocessed clip ``(T, C, H, W)``, or the outputs along a forced ``caption``."""
+        """Greedy caption of a preprocessed clip ``(T, C, H, W)``, or the outputs along a forced
+        ``caption``."""
         v = self.video_feature(clip, chunk_size=chunk_size)
         if caption is not None:
             return self.force_features(v, caption)

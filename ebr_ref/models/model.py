@@ -75,7 +75,8 @@ class Model:
         for k in lstm_idx:
             if self.layers[k]["static_input"]:
                 raise ValueError(
-                    f"model: lstm layer {self.layers[k].name!r} has a static input; an action Model feeds none "
+                    f"model: lstm layer {self.layers[k].name!r} has a static input; "
+                    "an action Model feeds none "
                     "(use ebr_ref.models.caption for a decoder with a static video feature)"
                 )
         self.sequence_start = lstm_idx[0] if lstm_idx else len(self.layers)

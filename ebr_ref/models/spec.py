@@ -69,7 +69,8 @@ class Layer:
     def __post_init__(self):
         if self.type not in _DEFAULTS:
             raise ValueError(
-                f"layer {self.name!r}: unknown layer type {self.type!r}; known types: {', '.join(LAYER_TYPES)}"
+                f"layer {self.name!r}: unknown layer type {self.type!r}; "
+                f"known types: {', '.join(LAYER_TYPES)}"
             )
         missing = [k for k in _REQUIRED.get(self.type, ()) if k not in self.settings]
         if missing:
@@ -166,7 +167,8 @@ def infer_shapes(layers, input_shape):
         elif t in ("fc", "lstm"):
             if len(shape) != 1:
                 raise ValueError(
-                    f"layer {layer.name!r} ({t}) needs a flat input; add a flatten layer before it (got {shape})"
+                    f"layer {layer.name!r} ({t}) needs a flat input; "
+                    f"add a flatten layer before it (got {shape})"
                 )
             shape = (s["out_features"],) if t == "fc" else (s["hidden"],)
         shapes.append(shape)
@@ -178,7 +180,7 @@ def param_shapes(layers, input_shape):
     shapes = infer_shapes(layers, input_shape)
     ins = [tuple(input_shape)] + shapes[:-1]
     out = {}
-    for layer, x_shape, y_shape in zip(layers, ins, shapes):
+    for layer, x_shape, _y_shape in zip(layers, ins, shapes):
         s = layer.settings
         if layer.type == "conv":
             kH, kW = pair(s["kernel"], "kernel")

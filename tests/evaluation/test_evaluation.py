@@ -1,4 +1,5 @@
-"""evaluation: pointing accuracy, temporal IoU, AP / mAP against hand-worked cases and transcribed toolkits."""
+"""evaluation: pointing accuracy, temporal IoU, AP / mAP against hand-worked cases and transcribed
+toolkits."""
 
 from fractions import Fraction
 

@@ -1,4 +1,5 @@
-"""The fused channel-sum read-out (ebr_ref.grounding.fused_readout) against the unfused passes and the torch oracle.
+"""The fused channel-sum read-out (ebr_ref.grounding.fused_readout) against the unfused passes and the
+torch oracle.
 
 The fused path never runs a per-target conv adjoint: it builds, per frame, the
 matrix from the signal at a max pooling's output to the channel sums at the
@@ -312,7 +313,8 @@ def test_fused_readout_argument_errors(lstm_model, clip):
 
 @pytest.mark.parametrize("method", ["EB", "cEB"])
 def test_signed_input_pixels(cnn_model, method):
-    """Mean-subtracted pixels: x and the first layer's Z take both signs; the fold follows the same algebra."""
+    """Mean-subtracted pixels: x and the first layer's Z take both signs; the fold follows the same
+    algebra."""
     clip = numpy.random.default_rng(0x5E).uniform(-1.0, 1.0, (3,) + SHAPE)
     fused, plain = _both(cnn_model, clip, method, "input")
     assert (plain.maps < 0).any() and (plain.maps > 0).any()

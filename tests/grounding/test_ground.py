@@ -85,7 +85,8 @@ def clip():
 
 
 def oracle_err(maps, ref):
-    """Normwise error against the oracle; contrastive results relative to the positive pass (docs/spec.md §7)."""
+    """Normwise error against the oracle; contrastive results relative to the positive pass
+    (docs/spec.md §7)."""
     scale = numpy.linalg.norm(ref["positive_maps"])
     assert scale > 0, "degenerate case: the oracle's positive pass is zero"
     return numpy.linalg.norm(maps - ref["maps"]) / scale
@@ -165,7 +166,8 @@ def test_tanh_lstm_eb_rule_needs_explicit_permission(oracle):
     )
     ref = oracle(model, clip, 1, method="cEB-R", layer="conv2", lstm_rule="eb", seed_steps=[1, 3])
     # With tanh, assumption A1 fails: the rule's denominators mix signs and can nearly cancel, so rounding
-    # differences between BLAS builds are amplified (6.5e-10 here, 3.7e-8 with NumPy 2.5 on a 16-core machine).
+    # differences between BLAS builds are amplified (6.5e-10 here, 3.7e-8 with NumPy 2.5 on a 16-core
+    # machine).
     assert oracle_err(g.maps, ref) < 1e-6
 
 
@@ -411,7 +413,8 @@ def test_oracle_maxpool_routes_ties_to_the_first_maximum(oracle):
 
 @pytest.mark.oracle
 @pytest.mark.parametrize(
-    # (H, k, s, p, ceil, floor): ceil((H + 2p - k)/s) + 1, minus 1 when p > 0 and (o-1)s >= H + p (docs/spec.md §2)
+    # (H, k, s, p, ceil, floor): ceil((H + 2p - k)/s) + 1, minus 1 when p > 0 and (o-1)s >= H + p
+    # (docs/spec.md §2)
     "size, k, s, p, ceil, floor",
     [(6, 3, 2, 0, 3, 2), (7, 3, 2, 1, 4, 4), (13, 3, 2, 0, 6, 6), (5, 2, 2, 1, 3, 3), (8, 3, 3, 1, 3, 3)],
 )

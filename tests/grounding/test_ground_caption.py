@@ -1,4 +1,5 @@
-"""ground_caption(): caption grounding (paper §4.2, docs/spec.md §5) against an independent float64 torch oracle.
+"""ground_caption(): caption grounding (paper §4.2, docs/spec.md §5) against an independent float64
+torch oracle.
 
 The oracle (tests/oracles/torch_caption.py) reads only the captioner's frame
 layer list, parameters and decoder settings, and recomputes the CNN, the mean
@@ -176,8 +177,8 @@ def test_eb_rule_accounting_adds_up_to_the_seed(clip, static_layer):
 
 
 def test_accounting_with_zero_denominators_and_signed_features(oracle, clip):
-    # fc7 without ReLU: signed video features, so some units have sum_t x <= 0 and lose their signal at the pooling;
-    # the vocabulary row of "square" has no positive weight: its seed is lost at the classifier.
+    # fc7 without ReLU: signed video features, so some units have sum_t x <= 0 and lose their signal at the
+    # pooling; the vocabulary row of "square" has no positive weight: its seed is lost at the classifier.
     model = make("lstm2", frames=FRAMES[:-1], seed=0x5D)
     P = dict(model.params)
     sq = model.vocab.index("square")
@@ -196,7 +197,8 @@ def test_accounting_with_zero_denominators_and_signed_features(oracle, clip):
     assert d["pool_lost"][0] != 0  # signed features: signal lost where sum_t x <= 0
     assert d["lost"]["predict"][1] == 1.0 and d["video"][1] == 0 and d["words"][1] == 0
     assert g.diagnostics["zero_totals"] == [{"pass": "positive", "target_index": 1}]
-    # a zero positive total makes that term zero: the map is minus the dual pass (docs/spec.md §5.3), as the oracle
+    # a zero positive total makes that term zero: the map is minus the dual pass (docs/spec.md §5.3), as the
+    # oracle
     ids = model.vocab.encode(CAPTION)
     ref = oracle(model, clip, ids, _steps(model, "square"), method="cEB-R", layer="relu2", lstm_rule="eb")
     assert ref["total"] == 0 and numpy.linalg.norm(ref["maps"]) > 0

@@ -37,7 +37,8 @@ def _forward(x, g, count_include_pad=True):
 
 def test_ceil_window_clipped_at_the_padded_border_golden():
     # hand-derived (Caffe's pooling_layer.cpp AVE): 6x6 ones, kernel 3, stride 2, pad 1, ceil -> 4x4 outputs.
-    # Rows of the windows: [-1, 2) real 2 of size 3; [1, 4) 3 of 3; [3, 6) 3 of 3; [5, min(8, 7)) real 1 of size 2.
+    # Rows of the windows: [-1, 2) real 2 of size 3; [1, 4) 3 of 3; [3, 6) 3 of 3;
+    # [5, min(8, 7)) real 1 of size 2.
     y, _ = avgpool2d_forward(numpy.ones((1, 1, 6, 6)), 3, stride=2, padding=1, ceil_mode=True)
     r = numpy.array([2 / 3, 1.0, 1.0, 1 / 2])
     assert y.shape == (1, 1, 4, 4)
@@ -116,7 +117,7 @@ def test_grad_matches_finite_differences():
             x = rng.normal(size=(2, 2) + g[0])
             y, cache = _forward(x, g, cip)
             g_y = rng.normal(size=y.shape)
-            expect = numerical_vjp(lambda v: _forward(v, g, cip)[0], x, g_y)
+            expect = numerical_vjp(lambda v, g=g, cip=cip: _forward(v, g, cip)[0], x, g_y)
             assert rel_err(avgpool2d_grad(g_y, cache), expect) < 1e-8
 
 

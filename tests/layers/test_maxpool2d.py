@@ -126,7 +126,7 @@ def test_grad_matches_finite_differences():
         x = x + rng.uniform(-0.2, 0.2, x.shape) / size  # distinct values in [0, 1), gaps >= 0.6 / size >> h
         y, cache = _forward(x, g)
         g_y = rng.normal(size=y.shape)
-        expect = numerical_vjp(lambda v: _forward(v, g)[0], x, g_y)
+        expect = numerical_vjp(lambda v, g=g: _forward(v, g)[0], x, g_y)
         assert rel_err(maxpool2d_grad(g_y, cache), expect) < 1e-8
 
 

@@ -1,4 +1,5 @@
-"""temporal_mean: EB against naive loops, the S <= 0 rule, conservation, properties; gradient by finite differences."""
+"""temporal_mean: EB against naive loops, the S <= 0 rule, conservation, properties; gradient by finite
+differences."""
 
 import doctest
 

@@ -1,5 +1,5 @@
-"""The captioning model: vocabulary, builders, forward and greedy decoding against torch, files, the shipped model,
-and the synthetic captioning videos it is trained on."""
+"""The captioning model: vocabulary, builders, forward and greedy decoding against torch, files, the
+shipped model, and the synthetic captioning videos it is trained on."""
 
 import hashlib
 import json
@@ -278,8 +278,9 @@ def test_save_load_roundtrip_and_tampering(tmp_path, clip):
 
 def test_ebr_ref_never_imports_torch():
     code = (
-        "import sys; import ebr_ref.models.caption, ebr_ref.grounding.ground_caption, ebr_ref.synthetic.captions, "
-        "ebr_ref.layers.temporal_mean; assert 'torch' not in sys.modules, 'torch imported'"
+        "import sys; import ebr_ref.models.caption, ebr_ref.grounding.ground_caption, "
+        "ebr_ref.synthetic.captions, ebr_ref.layers.temporal_mean; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -14,7 +14,8 @@ def _pair(v):
 
 
 def conv2d_naive(x, W, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """``y[n, o, i, j] = b[o] + sum_{c,u,v} W[o, c, u, v] x[n, g iCg + c, i sH + u dH - pH, j sW + v dW - pW]``.
+    """``y[n, o, i, j] = b[o] + sum_{c,u,v} W[o, c, u, v]
+    x[n, g iCg + c, i sH + u dH - pH, j sW + v dW - pW]``.
 
     Float64 NumPy in and out; cells outside the input count as 0.
     """

@@ -53,7 +53,8 @@ def _ratio(num, den, ok):
 
 # ---- pooling geometry (docs/spec.md §2) -----------------------------------------------------------------
 def pool_out_size(size, kernel, stride, padding, ceil_mode):
-    """Floor rule, or Caffe's ceil rule ``ceil((H + 2p - k)/s) + 1``, minus 1 if ``p > 0`` and ``(o-1)s >= H + p``."""
+    """Floor rule, or Caffe's ceil rule ``ceil((H + 2p - k)/s) + 1``, minus 1 if ``p > 0`` and
+    ``(o-1)s >= H + p``."""
     if not ceil_mode:
         return (size + 2 * padding - kernel) // stride + 1
     o = -(-(size + 2 * padding - kernel) // stride) + 1
@@ -142,7 +143,8 @@ def _lstm_forward(x, P, name, s, cont):
 
 
 def _lstm_eb_caffe(x, p_h, P, name, s, cont):
-    """The released code: gradient of the cell with ``W_h h_{t-1}`` detached, then linear EB through ``W_x``."""
+    """The released code: gradient of the cell with ``W_h h_{t-1}`` detached, then linear EB through
+    ``W_x``."""
     W_x = P[f"{name}.W_x"]
     with torch.enable_grad():
         zx = (x @ W_x.T + P[f"{name}.b"]).detach().requires_grad_(True)
@@ -155,7 +157,8 @@ def _lstm_eb_caffe(x, p_h, P, name, s, cont):
 
 
 def _lstm_eb_conserving(x, p_h, P, name, s, cont):
-    """docs/spec.md §4 rule ``"eb"``: h -> c, c -> {c_prev, g} in proportion, g -> {x, h_prev} linear EB (g rows)."""
+    """docs/spec.md §4 rule ``"eb"``: h -> c, c -> {c_prev, g} in proportion, g -> {x, h_prev} linear EB
+    (g rows)."""
     W_x, W_h = P[f"{name}.W_x"], P[f"{name}.W_h"]
     H = W_h.shape[1]
     act = _act(s["cell_act"])

@@ -275,7 +275,8 @@ def vgg16_prototxt(widths, fc_sizes, num_classes, input_size, *, style="v2", lst
         out.append('name: "lstm_joints"' if lstm_hidden else 'name: "vgg16"')
         batch = T if lstm_hidden else 1
         out.append(
-            f'layer {{ name: "data" type: "DummyData" top: "data"\n  dummy_data_param {{ shape {{ dim: {batch} '
+            'layer { name: "data" type: "DummyData" top: "data"\n'
+            f"  dummy_data_param {{ shape {{ dim: {batch} "
             f"dim: 3 dim: {input_size} dim: {input_size} }} }} }}"
         )
         if lstm_hidden:
