@@ -1,8 +1,9 @@
-"""``ebr-ref compare``: check another implementation's maps and per-layer signals against this engine.
+"""``ebr-ref compare``: check another implementation's run against this engine, point by point.
 
 See :mod:`ebr_ref.tools.compare` for the ``.npz`` layout and the error measures.
-Exit status 0 when every entry is within ``--rtol``, 1 otherwise, 2 for a user
-mistake.
+``--case DIR`` takes the model, the clip and the settings from a case of the
+conformance suite (``ebr-ref conformance export``). Exit status 0 when every
+point is within its tolerance, 1 otherwise, 2 for a user mistake.
 """
 
 from __future__ import annotations
@@ -11,36 +12,51 @@ import os
 
 import numpy
 
-from ..tools.compare import compare, format_report, read_theirs
+from ..tools.compare import FLOAT32_RTOL, FLOAT64_RTOL, compare, format_report, read_theirs
 from ..tools.video import MAX_FRAME_PIXELS, VideoError, clip_for_model, read_frames
 from ._common import (
-    UserError, describe_model, load_any_model, parse_seed_steps, require_classifier, resolve_targets, user_errors,
+    UserError, describe_model, load_any_model, parse_seed_steps, positive_int, resolve_targets, user_errors,
 )
-from .ground import add_model_args
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub, parents):
     p = sub.add_parser(
-        "compare", parents=parents, help="compare another implementation's maps/signals with this engine's",
-        description="Recompute the maps, evidence, probabilities and per-layer signals stored in THEIRS.npz with "
-                    "this engine (float64) and print, per entry, the max absolute and relative errors and where the "
-                    "largest difference is. Keys: clip, target, method, lstm_rule, seed_steps, cont, layer, logits, "
-                    "probs, maps, evidence, signal/<layer> (docs/verify-your-implementation.md).",
+        "compare", parents=parents,
+        help="compare another implementation's run with this engine's, point by point",
+        description="Trace the run THEIRS.npz describes with this engine (float64) and compare every point "
+                    "it holds: the forward of every layer, the LSTM's gates and states, the seed, the signal "
+                    "at every layer in both passes, the LSTM's per-step signals, the eq.-5 totals, the "
+                    "contrast, the maps. Points are walked in the order of computation; the report names the "
+                    "first that differs, with its step, where the difference is largest and the convention "
+                    "likely involved (docs/verify-your-implementation.md).",
     )
     p.add_argument("theirs", metavar="THEIRS.npz")
-    add_model_args(p)
-    p.add_argument("--clip", help="the clip, when THEIRS.npz has none: .npy (T, C, H, W) preprocessed, .npz with a "
-                                  "'clip' entry, or a video / frame folder (fitted and preprocessed for the model)")
+    g = p.add_argument_group("model (--model or --case)")
+    g.add_argument("--model", help="shipped model name, ebr_ref .npz, or a checkpoint to convert")
+    g.add_argument("--case", metavar="DIR", help="a case folder of the conformance suite: its model, clip, "
+                                                 "settings and tolerance (instead of --model)")
+    g.add_argument("--prototxt", help="Caffe deploy prototxt (for a .caffemodel)")
+    g.add_argument("--source", help="weights_io converter when it cannot be detected (caffe, "
+                                    "torchvision_vgg16, ...)")
+    g.add_argument("--input-size", type=positive_int,
+                   help="input size for a checkpoint converted on the fly (not for an ebr_ref .npz)")
+    p.add_argument("--clip", help="the clip, when THEIRS.npz has none: .npy (T, C, H, W) preprocessed, .npz "
+                                  "with a 'clip' entry, or a video / frame folder (fitted and preprocessed "
+                                  "for the model)")
     p.add_argument("--target", action="append", help="class name or index (overrides THEIRS.npz)")
+    p.add_argument("--words", action="append", help="a captioner's query: word, phrase or caption position")
+    p.add_argument("--caption", help="a captioner's caption to force (overrides THEIRS.npz)")
     p.add_argument("--method", help="overrides THEIRS.npz")
     p.add_argument("--layer", help="read-out layer of 'maps' (overrides THEIRS.npz)")
     p.add_argument("--lstm-rule", choices=("caffe", "eb"), help="overrides THEIRS.npz")
     p.add_argument("--seed-steps", help="overrides THEIRS.npz")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
                    help="this engine's dtype (default float64, the reference)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="pass threshold on the normwise relative error (1e-4)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="pass threshold on the normwise relative error of every point (default by the dtype "
+                        f"of their arrays: {FLOAT64_RTOL:g} for float64, {FLOAT32_RTOL:g} for float32)")
     p.set_defaults(run=run)
     return p
 
@@ -70,23 +86,45 @@ def _load_clip(path, model, max_pixels=MAX_FRAME_PIXELS):
 def run(args, console):
     with user_errors():
         theirs = read_theirs(args.theirs)
-    model, how = load_any_model(args.model, prototxt=args.prototxt, source=args.source,
-                                options={"input_size": args.input_size} if args.input_size else None)
-    require_classifier(model, "compare")
-    clip = _load_clip(args.clip, model) if args.clip is not None else None
-    target = None
+    case = {}
+    if args.case is not None:
+        from ..tools.conformance import load_case
+
+        if args.model is not None:
+            raise UserError("give --case or --model, not both (a case holds its model)")
+        with user_errors(f"--case {args.case}"):
+            model, case = load_case(args.case)
+        how = f"conformance case {case.pop('name')}"
+    elif args.model is None:
+        raise UserError("no model: give --model MODEL (or --case DIR, a case of the conformance suite)")
+    else:
+        model, how = load_any_model(args.model, prototxt=args.prototxt, source=args.source,
+                                    options={"input_size": args.input_size} if args.input_size else None)
+    captioner = hasattr(model, "vocab")
+    clip = _load_clip(args.clip, model) if args.clip is not None else case.get("clip")
+    target = words = None
     if args.target:
+        if captioner:
+            raise UserError("--target is for classifiers; a captioner takes --words")
         t = resolve_targets(args.target, model)
         target = t[0] if len(t) == 1 else t
+    if args.words:
+        if not captioner:
+            raise UserError("--words is for captioners; a classifier takes --target")
+        words = args.words[0] if len(args.words) == 1 else list(args.words)
     steps = parse_seed_steps(args.seed_steps) if args.seed_steps is not None else None
-    if not args.rtol > 0:
+    if args.rtol is not None and not args.rtol > 0:
         raise UserError(f"--rtol must be positive, got {args.rtol}")
+    given = {"target": target, "words": words, "caption": args.caption, "method": args.method,
+             "layer": args.layer, "lstm_rule": args.lstm_rule, "seed_steps": steps}
+    kw = {k: (v if v is not None else case.get(k)) for k, v in given.items()}
     with user_errors(), numpy.errstate(over="ignore", invalid="ignore"):
-        report = compare(theirs, model, clip=clip, target=target, method=args.method, layer=args.layer,
-                         lstm_rule=args.lstm_rule, seed_steps=steps, dtype=args.dtype, rtol=args.rtol,
-                         progress=console.progress)
-    if not report.rows:
-        raise UserError(f"{args.theirs}: nothing to compare (no logits, probs, maps, evidence or signal/<layer> entry)")
+        report = compare(theirs, model, clip=clip, cont=case.get("cont"), dtype=args.dtype,
+                         rtol=args.rtol if args.rtol is not None else case.get("rtol"),
+                         progress=console.progress, **kw)
+    if not any(r.compared for r in report.rows):
+        raise UserError(f"{args.theirs}: nothing to compare (no point of the engine's trace: logits, probs, "
+                        "maps, evidence, signal/<layer>, ...; docs/verify-your-implementation.md lists them)")
     print(f"model {describe_model(model)} [{how}]")
     print(format_report(report))
     return 0 if report.ok else 1

@@ -250,12 +250,14 @@ def _unstack(stacked, *arrays):
     return tuple(a if (stacked or a is None) else a[0] for a in arrays)
 
 
-def _cell_backward(G, cache, *, recurrent, xp):
+def _cell_backward(G, cache, *, recurrent, xp, record=None):
     """Back through the unrolled cells: ``dz (K, T, N, 4H)``, and what reaches ``h0``, ``c0``.
 
     ``G (K, T, N, H)`` arrives at the hidden states. With ``recurrent`` the
     gate signal also flows through ``W_h`` to ``h_{t-1}`` (the true gradient);
-    without it that branch receives nothing (the released code's EB).
+    without it that branch receives nothing (the released code's EB). A
+    ``record`` dict receives the per-step totals at ``h_t`` and ``c_t`` and what
+    the recurrent branch sends to ``h_{t-1}`` (:func:`lstm_eb`'s ``record``).
     """
     gates, cont, c_prev, act_c, W_h = cache.gates, cache.cont, cache.c_prev, cache.act_c, cache.params.W_h
     K, T, N, H = G.shape
@@ -273,6 +275,7 @@ def _cell_backward(G, cache, *, recurrent, xp):
     dz = xp.empty((K, T, N, 4 * H), dtype=G.dtype)
     dh_rec = xp.zeros((K, N, H), dtype=G.dtype)  # arriving at h_t from step t+1
     dc = xp.zeros((K, N, H), dtype=G.dtype)  # arriving at c_t from step t+1
+    steps = _per_step(record, ("p_h", "p_c", "p_rec"), (K, T, N, H), G.dtype, xp=xp)  # None without a record
     for t in range(T - 1, -1, -1):
         dh = G[:, t] + dh_rec  # (K, N, H)
         kappa = dc + dh * B[t]  # (K, N, H)  total signal at c_t
@@ -281,10 +284,29 @@ def _cell_backward(G, cache, *, recurrent, xp):
         dc = kappa * keep[t]  # (K, N, H)  to c_{t-1}
         if recurrent:
             dh_rec = k[t] * (dz[:, t] @ W_h)  # (K, N, H)  through W_h (cont_t h_{t-1})
+        if steps is not None:  # zeros for p_rec without the recurrent path
+            steps["p_h"][:, t], steps["p_c"][:, t], steps["p_rec"][:, t] = dh, kappa, dh_rec
     return dz, dh_rec, dc
 
 
-def lstm_grad(g_h, cache):
+def _per_step(record, names, shape, dtype, *, xp):
+    """``record`` with a zero array of ``shape`` under each of ``names`` (filled step by step), or None."""
+    if record is None:
+        return None
+    for name in names:
+        record[name] = xp.zeros(shape, dtype=dtype)
+    return record
+
+
+def _unstack_record(record, stacked):
+    """Drop the recorded signals' leading ``K`` axis (``Z`` has none) when ``p_h`` had none."""
+    if record is not None and not stacked:
+        for name in record:
+            if name != "Z":
+                record[name] = record[name][0]
+
+
+def lstm_grad(g_h, cache, *, record=None):
     """Gradient of ``<g_h, h>`` with respect to the inputs (BP-R), recurrent path included.
 
     Parameters
@@ -292,6 +314,11 @@ def lstm_grad(g_h, cache):
     g_h : array of shape (T, N, H) or (K, T, N, H)
         Gradient arriving at every hidden state (zero where nothing arrives).
     cache : LSTMCache
+    record : dict, optional
+        Filled with the per-step gradients under the names of :func:`lstm_eb`'s
+        ``record``: ``p_h`` (total at ``h_t``), ``p_c`` (total at ``c_t``),
+        ``p_rec`` (what ``W_h`` sends to ``h_{t-1}``), ``dz`` (at the gate
+        pre-activations). Nothing returned changes.
 
     Returns
     -------
@@ -310,13 +337,16 @@ def lstm_grad(g_h, cache):
     G, stacked = _stack(g_h, cache, "lstm_grad")
     W_x, _, _, W_s = cache.params
     K, T, N, H = G.shape
-    dz, g_h0, g_c0 = _cell_backward(G, cache, recurrent=True, xp=xp)  # (K, T, N, 4H)
+    dz, g_h0, g_c0 = _cell_backward(G, cache, recurrent=True, xp=xp, record=record)  # (K, T, N, 4H)
     g_x = (dz.reshape(K * T * N, 4 * H) @ W_x).reshape(K, T, N, -1)  # (K, T, N, D)
     g_s = None if cache.static is None else dz.sum(axis=1) @ W_s  # (K, N, D_s)
+    if record is not None:
+        record["dz"] = dz
+        _unstack_record(record, stacked)
     return LSTMGrads(*_unstack(stacked, g_x, g_s, g_h0, g_c0))
 
 
-def lstm_eb(p_h, cache, *, rule, allow_tanh=False):
+def lstm_eb(p_h, cache, *, rule, allow_tanh=False, record=None):
     """Excitation backward through the unrolled LSTM, by one of two named rules.
 
     Parameters
@@ -331,6 +361,18 @@ def lstm_eb(p_h, cache, *, rule, allow_tanh=False):
     allow_tanh : bool
         Allow ``rule="eb"`` on a tanh cell (assumption A1 of the paper fails:
         ``g``, ``c``, ``h`` can be negative, so signals can be signed).
+    record : dict, optional
+        Filled with the rule's per-step quantities (named as in docs/lstm.md
+        §2's table), each ``(T, N, ...)`` with the leading ``K``
+        axis when ``p_h`` has it: ``p_h`` (``P(h_t)``, the total at ``h_t``),
+        ``p_c`` (``P(c_t)``; ``kappa_t`` for ``"caffe"``), ``p_rec`` (what the
+        recurrent branch ``W_h h_{t-1}`` receives at step ``t``; zeros for
+        ``"caffe"``), ``lost`` ``(T, N)``, the normaliser ``Z`` (never with a
+        ``K`` axis) and, for ``"eb"``, ``p_g`` (``P(g_t)``) with the g-block ``Z
+        (T, N, H)``, for ``"caffe"``, ``dz`` (the gate signals ``(T, N, 4H)`` in
+        :data:`GATE_ORDER`) with ``Z = W_x+ x_t (T, N, 4H)``. For the
+        reference's trace (:mod:`ebr_ref.grounding.trace`); nothing returned
+        changes.
 
     Returns
     -------
@@ -386,10 +428,12 @@ def lstm_eb(p_h, cache, *, rule, allow_tanh=False):
     xp = get_xp(p_h, cache.x)
     P, stacked = _stack(p_h, cache, "lstm_eb")
     run = _eb_conserving if rule == "eb" else _eb_caffe
-    return LSTMSignals(*_unstack(stacked, *run(P, cache, xp=xp)), rule)
+    out = run(P, cache, xp=xp, record=record)
+    _unstack_record(record, stacked)
+    return LSTMSignals(*_unstack(stacked, *out), rule)
 
 
-def _eb_conserving(P, cache, *, xp):
+def _eb_conserving(P, cache, *, xp, record=None):
     """Rule "eb": returns ``(p_x, p_static, p_h0, p_c0, lost)``, each with the K axis."""
     x, static, gates, h_in = cache.x, cache.static, cache.gates, cache.h_in
     W_x, _, W_h, W_s = cache.params
@@ -412,6 +456,7 @@ def _eb_conserving(P, cache, *, xp):
     lost = xp.empty((K, T, N), dtype=P.dtype)
     p_hrec = xp.zeros((K, N, H), dtype=P.dtype)  # arriving at h_t from step t+1
     p_c = xp.zeros((K, N, H), dtype=P.dtype)  # arriving at c_t from step t+1
+    steps = _per_step(record, ("p_h", "p_c", "p_g", "p_rec"), (K, T, N, H), P.dtype, xp=xp)  # or None
     for t in range(T - 1, -1, -1):
         p_ht = P[:, t] + p_hrec  # (K, N, H)
         p_ct = p_c + xp.where(alive[t], p_ht, 0)  # (K, N, H)  h_t -> c_t (gate o is a weight)
@@ -421,18 +466,23 @@ def _eb_conserving(P, cache, *, xp):
         p_hrec = h_in[t] * (q[:, t] @ Wh_pos)  # (K, N, H)  steps 3-4 for h_{t-1}
         dropped = xp.where(alive[t], 0, p_ht) + xp.where(den[t] == 0, p_ct, 0) + xp.where(z[t] == 0, p_g, 0)
         lost[:, t] = dropped.sum(axis=-1)  # (K, N)
+        if steps is not None:
+            steps["p_h"][:, t], steps["p_c"][:, t] = p_ht, p_ct
+            steps["p_g"][:, t], steps["p_rec"][:, t] = p_g, p_hrec
+    if record is not None:
+        record["Z"], record["lost"] = z, lost  # (T, N, H), (K, T, N)
     p_x = x * (q.reshape(K * T * N, H) @ Wx_pos).reshape(K, T, N, D)  # (K, T, N, D)  steps 3-4, all steps
     p_s = None if static is None else static * (q.sum(axis=1) @ Ws_pos)  # (K, N, D_s)
     return p_x, p_s, p_hrec, p_c, lost
 
 
-def _eb_caffe(P, cache, *, xp):
+def _eb_caffe(P, cache, *, xp, record=None):
     """Rule "caffe": returns ``(p_x, p_static, p_h0, p_c0, lost)``, each with the K axis."""
     x, static = cache.x, cache.static
     W_x, _, _, W_s = cache.params
     K, T, N, H = P.shape
     D = x.shape[-1]
-    dz, _, p_c0 = _cell_backward(P, cache, recurrent=False, xp=xp)  # (K, T, N, 4H)  recurrent branch gets 0
+    dz, _, p_c0 = _cell_backward(P, cache, recurrent=False, xp=xp, record=record)  # (K, T, N, 4H)  W_h gets 0
     Wx_pos = xp.maximum(W_x, 0)  # (4H, D)
     z = (x.reshape(T * N, D) @ Wx_pos.T).reshape(T, N, 4 * H)  # (T, N, 4H)  step 1, no bias, no W_h term
     s = safe_divide(dz, z, xp=xp)  # (K, T, N, 4H)  step 2
@@ -444,4 +494,6 @@ def _eb_caffe(P, cache, *, xp):
         z_s = static @ Ws_pos.T  # (N, 4H)  step 1
         p_s = static * (safe_divide(dz.sum(axis=1), z_s, xp=xp) @ Ws_pos)  # (K, N, D_s)  steps 2-4
         lost = lost + xp.where(z_s == 0, dz, 0).sum(axis=-1)  # (K, T, N)
+    if record is not None:
+        record["dz"], record["Z"], record["lost"] = dz, z, lost  # (K, T, N, 4H), (T, N, 4H), (K, T, N)
     return p_x, p_s, xp.zeros((K, N, H), dtype=P.dtype), p_c0, lost

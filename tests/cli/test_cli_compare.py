@@ -75,24 +75,46 @@ def ran(tmp_path_factory):
     return d, text, outputs
 
 
+def _rows(out):
+    """``{point: fields}`` of the rows of a printed report's table (a row's second field is its shape)."""
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("  ") and len(parts) > 4 and re.fullmatch(r"\d+(x\d+)*|\(\)", parts[1]):
+            rows[parts[0]] = parts
+    return rows
+
+
+def _printed_names(block):
+    return [line.split()[0] for line in block.splitlines()
+            if line.startswith("  ") and line.split() and line.split()[0] not in ("point", "...")]
+
+
 def test_page_example_agrees_to_float64_rounding(ran):
     d, text, (make, cmp) = ran
     assert make.returncode == 0, make.stderr
-    assert make.stdout.strip() == "wrote theirs.npz"
+    commands = _between(text, "commands").splitlines()
+    assert make.stdout.strip() == commands[1] == "wrote theirs.npz (49 points)"
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     printed = _printed_after(text, "<!-- verify-example: commands end -->")
-    assert _last_line(cmp.stdout) == _last_line(printed) == "9/9 entries within rel <= 0.0001"
-    entries = ("probs", "signal/", "maps", "evidence")
-    names = [line.split()[0] for line in cmp.stdout.splitlines() if line.strip().startswith(entries)]
-    assert names == ["probs", "signal/relu7", "signal/pool2", "signal/conv2", "maps", "evidence", "signal/pool1",
-                     "signal/conv1", "signal/input"]
-    for line in cmp.stdout.splitlines():
-        if line.strip().startswith(tuple(names)):
-            rel = float(line.split()[4])
-            assert rel < 1e-13, line  # "about 1e-16"
+    assert _last_line(cmp.stdout) == _last_line(printed) == "49/49 entries within tolerance"
+    rows = _rows(cmp.stdout)
+    assert len(rows) == 49
+    names = list(rows)
+    shown = _printed_names(printed)  # the page leaves rows out ('...'), in the same order
+    assert shown == [n for n in names if n in shown] and len(shown) >= 15
+    for name in ("forward/conv1", "lstm/lstm1/gates", "logits", "lstm/lstm1/dz", "totals/positive",
+                 "signal_dual/lstm1", "signal/relu7", "maps", "signal/input"):
+        assert name in names
+    assert names.index("logits") < names.index("seed") < names.index("lstm/lstm1/p_h") < names.index(
+        "totals/positive") < names.index("signal_dual/fc8") < names.index("signal/relu7") < names.index(
+        "signal/input")  # computation order
+    for name, parts in rows.items():
+        assert parts[-1] == "ok" and float(parts[3]) < 1e-13, (name, parts)  # "about 1e-16"
+    assert "FIRST DIFFERENCE" not in cmp.stdout
 
 
-def test_page_bug_example_points_at_fc7(ran):
+def test_page_bug_example_names_fc8(ran):
     d, text, _ = ran
     r = subprocess.run([sys.executable, "port_check.py", "--bias-in-z"], cwd=d, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -100,11 +122,16 @@ def test_page_bug_example_points_at_fc7(ran):
                          cwd=d, capture_output=True, text=True)
     assert cmp.returncode == 1
     printed = _printed_after(text, "$ python port_check.py --bias-in-z")
-    assert _last_line(cmp.stdout) == _last_line(printed)
-    assert _last_line(cmp.stdout).endswith("signal/pool2")
-    ok = {line.split()[0]: line.rstrip().endswith("ok") for line in cmp.stdout.splitlines()
-          if line.strip().startswith(("probs", "signal/", "maps", "evidence"))}
-    assert ok["probs"] and ok["signal/relu7"] and not ok["signal/pool2"] and not ok["signal/input"]
+    assert cmp.stdout.strip().splitlines()[-4:] == printed.strip().splitlines()  # the page shows the tail
+    last = _last_line(cmp.stdout)
+    assert last.endswith("first difference (forward entries, then backward order): signal/lstm1")
+    assert "FIRST DIFFERENCE: signal/lstm1 (backward pass)" in cmp.stdout
+    assert "produced by the rule of fc8 (fc)" in cmp.stdout and "WITHOUT the bias" in cmp.stdout
+    rows = _rows(cmp.stdout)
+    forward = [parts for n, parts in rows.items() if n.startswith(("forward/", "lstm/lstm1/gates"))]
+    assert len(forward) == 12 and all(parts[-1] == "ok" for parts in forward)
+    assert rows["signal/fc8"][-1] == "ok" and rows["signal/lstm1"][-1] == "DIFFERS"
+    assert rows["signal/input"][-1] == "DIFFERS"
 
 
 def test_page_python_api_block(ran):
@@ -113,7 +140,7 @@ def test_page_python_api_block(ran):
     assert "from ebr_ref.tools.compare import" in code
     r = subprocess.run([sys.executable, "-c", code], cwd=d / "api", capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "9/9 entries within" in r.stdout
+    assert "49/49 entries within" in r.stdout
 
 
 # ---- the error measures on hand values ----------------------------------------------------------------
