@@ -8,6 +8,8 @@ fresh subprocess each, times
 * ``read_tensors`` + touching every byte (what the page cache costs),
 * ``convert`` (one copy per tensor into canonical layouts, the SHA-256 of the
   file included),
+* ``ebr-ref convert FILE --out model.npz`` (convert, build the model, write
+  the canonical pair): its peak RSS should equal ``convert``'s,
 
 and reports the peak of NumPy/Python heap allocations (``tracemalloc``) and the
 process's peak resident set (``VmHWM``; file pages read through the memory map
@@ -34,7 +36,8 @@ import time
 
 import numpy
 
-FORMATS = ["caffe", "torch_zip", "torch_legacy", "safetensors", "hdf5_keras", "onnx", "canonical_npz"]
+FORMATS = ["caffe", "torch_zip", "torch_legacy", "safetensors", "hdf5_keras", "keras_v3", "onnx",
+           "canonical_npz"]
 _BLOCKS = [(1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3)]
 
 
@@ -150,6 +153,8 @@ def write(fmt, path, params):
                 g.attrs["weight_names"] = numpy.array([f"{kn}_W_1:0".encode(), f"{kn}_b_1:0".encode()])
                 g[f"{kn}_W_1:0"] = numpy.ascontiguousarray(K)
                 g[f"{kn}_b_1:0"] = b
+    elif fmt == "keras_v3":
+        write_keras_archive(path, params)
     elif fmt == "onnx":
         import onnx
         from onnx import TensorProto, helper, numpy_helper
@@ -180,6 +185,54 @@ def write(fmt, path, params):
         save_canonical(path, params, {"architecture": vgg16_layers(1000, ceil_mode=False), "input_shape": [3, 224, 224]})
     else:
         raise ValueError(fmt)
+
+
+def _keras_vgg16_config():
+    """Keras 3's config.json of applications.VGG16 (as a Sequential model)."""
+    layers = [{"class_name": "InputLayer", "config": {"batch_shape": [None, 224, 224, 3], "name": "input"}}]
+    for b, w, n in _BLOCKS:
+        for k in range(1, n + 1):
+            layers.append({"class_name": "Conv2D", "config": {
+                "name": f"block{b}_conv{k}", "filters": w, "kernel_size": [3, 3], "strides": [1, 1],
+                "padding": "same", "data_format": "channels_last", "dilation_rate": [1, 1], "groups": 1,
+                "activation": "relu", "use_bias": True}})
+        layers.append({"class_name": "MaxPooling2D", "config": {"name": f"block{b}_pool", "pool_size": [2, 2],
+                                                                "strides": [2, 2], "padding": "valid"}})
+    layers.append({"class_name": "Flatten", "config": {"name": "flatten", "data_format": "channels_last"}})
+    for name, units, act in (("fc1", 4096, "relu"), ("fc2", 4096, "relu"), ("predictions", 1000, "softmax")):
+        layers.append({"class_name": "Dense", "config": {"name": name, "units": units, "activation": act,
+                                                          "use_bias": True}})
+    return {"class_name": "Sequential", "config": {"name": "vgg16", "layers": layers}}
+
+
+def write_keras_archive(path, params):
+    """A Keras 3 ``.keras`` archive of VGG16 (h5py and zipfile; members stored, as Keras does)."""
+    import zipfile
+
+    import h5py
+
+    keras = {f"conv{b}_{k}": f"block{b}_conv{k}" for b, _w, n in _BLOCKS for k in range(1, n + 1)}
+    keras.update(fc6="fc1", fc7="fc2", fc8="predictions")
+    h5 = path + ".weights.h5"
+    with h5py.File(h5, "w") as f:
+        g = f.create_group("layers")
+        for c, kn in keras.items():
+            W, b = params[f"{c}.weight"], params[f"{c}.bias"]
+            if W.ndim == 4:
+                K = W.transpose(2, 3, 1, 0)
+            elif c == "fc6":
+                K = W.reshape(4096, 512, 7, 7).transpose(2, 3, 1, 0).reshape(25088, 4096)
+            else:
+                K = W.T
+            v = g.create_group(kn).create_group("vars")
+            v.attrs["name"] = kn
+            v["0"] = numpy.ascontiguousarray(K)
+            v["1"] = b
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        z.writestr("config.json", json.dumps(_keras_vgg16_config()))
+        z.write(h5, "model.weights.h5")
+    os.unlink(h5)
 
 
 def _peak_rss_mb(resource):
@@ -216,6 +269,16 @@ def measure(fmt, path, what):
         out["read_rss_mb"] = _peak_rss_mb(resource)
         return out
     kw = {"caffe": {"prototxt": path + ".prototxt"}, "hdf5_keras": {"source": "keras_vgg16"}}.get(fmt, {})
+    if what == "cli":
+        from ebr_ref.cli import main
+
+        with tempfile.TemporaryDirectory(prefix="bench-cli-") as d:
+            argv = ["convert", path, "--out", os.path.join(d, "m.npz")]
+            for k, v in kw.items():
+                argv += [f"--{k}", v]
+            t0 = time.perf_counter()
+            rc = main(argv)
+            return {"cli_rc": rc, "cli_s": time.perf_counter() - t0, "cli_rss_mb": _peak_rss_mb(resource)}
     t0 = time.perf_counter()
     params, meta = weights_io.convert(path, **kw)
     out["convert_s"] = time.perf_counter() - t0
@@ -243,16 +306,16 @@ def main():
     d = args.dir or tempfile.mkdtemp(prefix="bench-wio-")
     params = vgg16_tensors()
     print(f"{'format':15s} {'file MB':>8s} {'read s':>7s} {'read+touch s':>12s} {'convert s':>9s} "
-          f"{'heap peak MB':>12s} {'copies':>6s} {'RSS MB':>11s}")
+          f"{'heap peak MB':>12s} {'copies':>6s} {'RSS MB':>7s} {'CLI RSS MB':>10s}")
     for fmt in args.formats.split(","):
         ext = {"caffe": ".caffemodel", "torch_zip": ".pth", "torch_legacy": ".pth", "safetensors": ".safetensors",
-               "hdf5_keras": ".h5", "onnx": ".onnx", "canonical_npz": ".npz"}[fmt]
+               "hdf5_keras": ".h5", "keras_v3": ".keras", "onnx": ".onnx", "canonical_npz": ".npz"}[fmt]
         path = os.path.join(d, f"vgg16_{fmt}{ext}")
         t0 = time.perf_counter()
         write(fmt, path, params)
         wt = time.perf_counter() - t0
         r = {}
-        for what in ("read", "convert"):
+        for what in ("read", "convert") + (("cli",) if fmt != "canonical_npz" else ()):
             res = subprocess.run([sys.executable, os.path.abspath(__file__), "--measure", fmt, path, what],
                                  capture_output=True, text=True)
             if res.returncode:
@@ -260,11 +323,12 @@ def main():
                 break
             r.update(json.loads(res.stdout.strip().splitlines()[-1]))
         else:
-            print(f"{fmt:15s} {r['file_mb']:8.0f} {r['read_s']:7.3f} {r['read_touch_s']:12.3f} {r['convert_s']:9.3f} "
-                  f"{r['convert_heap_peak_mb']:12.0f} {r['copies']:6.2f} {r['convert_rss_mb']:11.0f}   "
-                  f"(written in {wt:.1f} s)")
+            cli = f"{r['cli_rss_mb']:10.0f}" if "cli_rss_mb" in r else f"{'-':>10s}"
+            print(f"{fmt:15s} {r['file_mb']:8.0f} {r['read_s']:7.3f} {r['read_touch_s']:12.3f} "
+                  f"{r['convert_s']:9.3f} {r['convert_heap_peak_mb']:12.0f} {r['copies']:6.2f} "
+                  f"{r['convert_rss_mb']:7.0f} {cli}   (written in {wt:.1f} s)")
         if not args.keep:
-            for p in (path, path + ".prototxt", path + ".json"):
+            for p in (path, path + ".prototxt", path + ".json", os.path.splitext(path)[0] + ".json"):
                 if os.path.exists(p):
                     os.unlink(p)
 

@@ -1,8 +1,10 @@
 """weights_io: import pretrained weights from standard checkpoints into ebr_ref models.
 
-Readers for Caffe, PyTorch, safetensors, Keras HDF5, ONNX and NumPy files that
-need none of those frameworks (NumPy only; memory-mapped where the format
-allows), and converters into ebr_ref's canonical names and layouts. This
+Readers for Caffe, PyTorch, safetensors, Keras (HDF5 and ``.keras``), ONNX and
+NumPy files that need none of those frameworks (NumPy only; memory-mapped where
+the format allows), and converters into ebr_ref's canonical names and layouts
+(ONNX graphs as torch's exporters write them, Keras models with their
+architecture, VGG16/LSTM state dicts, Caffe nets). This
 package uses ebr_ref (geometry, backend, model builders); ebr_ref never
 imports it.
 

@@ -56,6 +56,18 @@ class Buffer:
         self.budget = AMPLIFICATION * self.size + BUDGET_SLACK
         self.spent = 0
         self._spans = _Spans()  # byte ranges claimed by zip members and HDF5 chunks
+        self._root = None  # the file this buffer is a member of (its budget is charged)
+
+    def member(self, data, what: str) -> Buffer:
+        """A buffer over ``data``, a member of this file (a view of its bytes, or inflated from them).
+
+        Errors name this file; whatever the member's readers produce beyond
+        views is charged to this file's budget (:meth:`charge`), so an archive's
+        members together stay within the bound of the archive.
+        """
+        b = Buffer(data, self.path)
+        b._root = self if self._root is None else self._root
+        return b
 
     def error(self, detail: str) -> CheckpointError:
         """A :class:`CheckpointError` naming this buffer's file."""
@@ -68,6 +80,9 @@ class Buffer:
         will copy is handed out), so a file that claims more is refused without
         the allocation.
         """
+        if self._root is not None:
+            self._root.charge(nbytes, what)
+            return
         self.spent += int(nbytes)
         if self.spent > self.budget:
             raise self.error(

@@ -59,7 +59,7 @@ def flatten_dag(root, expand, path, *, sep=".", what="checkpoint", max_depth=MAX
                 "shared by many parents (a pickle's memo, HDF5 hard links) multiply the paths",
             )
 
-    def rec(node, depth, where):
+    def rec(node, depth, where, walk):
         e = expand(node)
         if e is None:
             return ()
@@ -80,11 +80,14 @@ def flatten_dag(root, expand, path, *, sep=".", what="checkpoint", max_depth=MAX
         for name, child in items():
             name = str(name)
             spend(1, where)
-            below = rec(child, depth + 1, f"{where}{sep}{name}" if where else name)
+            below = walk(child, depth + 1, f"{where}{sep}{name}" if where else name, walk)
             spend(len(below), where)
             out.extend((f"{name}{sep}{rel}" if rel else name, v) for rel, v in below)
         active.discard(key)
         memo[key] = out
         return out
 
-    return list(rec(root, 0, ""))
+    # rec is handed itself instead of naming itself: a function that refers to itself through its closure
+    # cell is a reference cycle, which would keep expand's containers (and through them the memory-mapped
+    # file) alive after the walk until the garbage collector runs
+    return list(rec(root, 0, "", rec))

@@ -7,6 +7,7 @@ import os
 from .canonical import load_canonical, sidecar_path
 from .convert_caffe import convert_caffe
 from .convert_keras import convert_keras_lstm, convert_keras_vgg16, read_keras
+from .convert_keras_model import convert_keras
 from .convert_onnx import convert_onnx
 from .convert_torch import convert_torch_lstm, convert_torchvision_vgg16
 from .errors import CheckpointError
@@ -21,6 +22,7 @@ SOURCES = {
     "torch_lstm": convert_torch_lstm,
     "keras_vgg16": convert_keras_vgg16,
     "keras_lstm": convert_keras_lstm,
+    "keras": convert_keras,
     "onnx": convert_onnx,
     "canonical": None,
 }
@@ -35,6 +37,8 @@ def detect_source(path, prototxt=None) -> str:
         raise buf.error("a Caffe .caffemodel needs its prototxt: convert(path, prototxt=...)")
     if fmt == "onnx":
         return "onnx"
+    if fmt == "keras":
+        return "keras"
     if fmt == "npz" and os.path.exists(sidecar_path(path)):
         return "canonical"
     if fmt == "hdf5":
@@ -45,10 +49,14 @@ def detect_source(path, prototxt=None) -> str:
         klayers, config, _ = guarded(buf, fmt, read_keras, buf)
         if "block1_conv1" in klayers:
             return "keras_vgg16"
-        if config and any(c.get("class_name") == "LSTM" for c in config.values()) or any(
-                "lstm" in k.lower() for k in klayers):
+        classes = {c.get("class_name") for c in (config or {}).values()} - {"InputLayer"}
+        if config and classes - {"LSTM"}:
+            return "keras"  # a full model with its architecture
+        if config and "LSTM" in classes or any("lstm" in k.lower() for k in klayers):
             return "keras_lstm"
-        raise buf.error("cannot tell which Keras model this is; pass source='keras_vgg16' or 'keras_lstm'")
+        raise buf.error("cannot tell which Keras model this is (a weights-only file without its "
+                        "architecture); pass source='keras_vgg16' or 'keras_lstm', or save the model with "
+                        "model.save('x.keras')")
     tensors = guarded(buf, fmt, _tensors, buf, fmt)
     if any(k.endswith("features.0.weight") for k in tensors):
         return "torchvision_vgg16"
@@ -74,7 +82,10 @@ def convert(path, *, source=None, prototxt=None, **options):
         * ``"torch_lstm"`` -- ``nn.LSTM``/``nn.LSTMCell`` weights;
         * ``"keras_vgg16"`` -- Keras applications VGG16 (legacy, full-model or Keras 3 ``.h5``);
         * ``"keras_lstm"`` -- one Keras ``LSTM`` layer;
-        * ``"onnx"`` -- an ONNX graph (Conv/Gemm/LSTM chain);
+        * ``"keras"`` -- a Keras model with its architecture (``.keras``
+          archive, or ``model.save("x.h5")``): CNNs and CNN-LSTMs;
+        * ``"onnx"`` -- an ONNX graph as torch's exporters write it (constant
+          subgraphs folded; the Conv/Gemm/LSTM chain matched to layers);
         * ``"canonical"`` -- this project's ``.npz`` + sidecar.
 
         Detected from the file when None (and ``"caffe"`` when ``prototxt`` is given).

@@ -111,6 +111,11 @@ def _keras3_layers(group: H5Group, out, depth):
         arrays = _vars(vars_g)
         if not arrays and "cell" in g and "vars" in g["cell"]:  # RNN layers keep weights in their cell
             arrays = _vars(g["cell"]["vars"])
+        if not arrays and "layer" in g and isinstance(g["layer"], H5Group):  # TimeDistributed's layer
+            inner = g["layer"]
+            arrays = _vars(inner["vars"]) if "vars" in inner else []
+            if not arrays and "cell" in inner and "vars" in inner["cell"]:
+                arrays = _vars(inner["cell"]["vars"])
         if "layers" in g:  # a nested model
             _keras3_layers(g["layers"], out, depth + 1)
         if name in out:

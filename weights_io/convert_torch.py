@@ -15,7 +15,8 @@ from .presets import preset
 from .readers import guarded, open_checked, _tensors
 from .spec import Tracer, make_layer, trace
 
-__all__ = ["convert_torchvision_vgg16", "convert_torch_lstm", "vgg16_layers", "TORCHVISION_VGG16_MAP"]
+__all__ = ["convert_torchvision_vgg16", "convert_torch_lstm", "vgg16_layers", "adaptive_avgpool",
+           "TORCHVISION_VGG16_MAP"]
 
 _VGG16_BLOCKS = [(1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3)]
 
@@ -64,6 +65,43 @@ def vgg16_layers(num_classes=1000, *, ceil_mode, dropout=True, include_top=True,
     return layers
 
 
+def _input_hw(size, path):
+    """``(H, W)`` from an int or a pair."""
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        h, w = size
+    else:
+        h = w = size
+    for v in (h, w):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise CheckpointError(path, f"input_size must be a positive int or a pair of them, got {size!r}")
+    return int(h), int(w)
+
+
+def adaptive_avgpool(in_hw, out_hw, path, image_hw, name="avgpool"):
+    """The engine layer for ``AdaptiveAvgPool2d(out_hw)`` on an ``in_hw`` map: None (identity) or an avgpool.
+
+    torch's adaptive windows along an axis of ``n`` cells pooled to ``m`` are
+    ``[floor(i n / m), ceil((i + 1) n / m))``: uniform and disjoint -- an
+    average pooling with ``kernel = stride = n / m`` -- exactly when ``m``
+    divides ``n``; otherwise they overlap and differ in size, which no engine
+    layer represents (the message names the input sizes that work).
+    """
+    (n_h, n_w), (m_h, m_w) = in_hw, out_hw
+    if (n_h, n_w) == (m_h, m_w):
+        return None
+    if n_h % m_h == 0 and n_w % m_w == 0:
+        k = [n_h // m_h, n_w // m_w]
+        return make_layer(name, "avgpool", kernel=k, stride=k, padding=0, ceil_mode=False,
+                          count_include_pad=True)
+    raise CheckpointError(path, (
+        f"input size {image_hw[0]}x{image_hw[1]} gives a {n_h}x{n_w} pool5 map; torchvision's "
+        f"AdaptiveAvgPool2d(({m_h}, {m_w})) is represented exactly only when pool5 is {m_h}k x {m_w}k "
+        "(uniform windows: an average pooling, or the identity for k = 1), i.e. for input sizes 224..255, "
+        "448..479, 672..703, ... (32*7k to 32*7k + 31 pixels per side); other sizes would need an adaptive "
+        "pooling layer (overlapping windows), which the engine does not have: resize the frames to one of "
+        "these sizes"))
+
+
 def _out_dim(t, what, path):
     if t is None:
         raise CheckpointError(path, f"tensor {what} is missing")
@@ -104,8 +142,10 @@ def convert_torchvision_vgg16(path, *, prefix=None, preprocessing="torchvision",
     and its ``Linear`` weights ``(out, in)``; ``classifier.0`` expects the
     pool5 map flattened C, H, W, like Caffe's fc6. Pools are floor-mode
     (``MaxPool2d(2, 2)``). torchvision's ``AdaptiveAvgPool2d((7, 7))`` is the
-    identity for inputs whose pool5 map is 7x7 (224..255 pixels), which is
-    therefore required; it is not a layer of the spec.
+    identity for inputs whose pool5 map is 7x7 (224..255 pixels; no layer)
+    and an average pooling with kernel = stride = k for a 7k x 7k map (448..479,
+    672..703... pixels; a layer ``avgpool`` after ``pool5``); other sizes are
+    refused with the list of supported ones (:func:`adaptive_avgpool`).
 
     Parameters
     ----------
@@ -116,7 +156,8 @@ def convert_torchvision_vgg16(path, *, prefix=None, preprocessing="torchvision",
         ``"torchvision"`` (IMAGENET1K_V1) or ``"torchvision_features"``
         (the Caffe-style IMAGENET1K_FEATURES port).
     dtype : numpy dtype, optional
-    input_size : int
+    input_size : int or (int, int)
+        The frame size (square when an int).
     strict : bool
         Refuse unexpected keys under the prefix (e.g. BatchNorm of vgg16_bn).
 
@@ -135,12 +176,13 @@ def convert_torchvision_vgg16(path, *, prefix=None, preprocessing="torchvision",
               for c in TORCHVISION_VGG16_MAP if c.startswith("conv")]
     fc_sizes = [_out_dim(sd.get(f"classifier.{i}.weight"), f"{prefix}classifier.{i}.weight", P) for i in (0, 3, 6)]
     layers = vgg16_layers(fc_sizes[2], ceil_mode=False, widths=widths, fc_sizes=fc_sizes[:2])
-    input_shape = (3, input_size, input_size)
+    input_shape = (3,) + _input_hw(input_size, P)
+    shapes, _ = trace(layers, input_shape, P)
+    at = [L["name"] for L in layers].index("pool5")
+    adaptive = adaptive_avgpool(shapes[at][1:], (7, 7), P, input_shape[1:])
+    if adaptive is not None:
+        layers.insert(at + 1, adaptive)
     shapes, expect = trace(layers, input_shape, P)
-    pool5 = shapes[[L["name"] for L in layers].index("pool5")]
-    if pool5[1:] != (7, 7):
-        raise CheckpointError(P, f"input_size {input_size} gives a {pool5[1]}x{pool5[2]} pool5 map; torchvision's "
-                                 "AdaptiveAvgPool2d((7, 7)) is only the identity for 7x7 (input 224..255)")
     params, name_map, transforms = {}, {}, {}
     for canon, tv in TORCHVISION_VGG16_MAP.items():
         for field in ("weight", "bias"):

@@ -119,7 +119,13 @@ class H5File:
             raise buf.error(f"unsupported HDF5 superblock version {version}")
         if root is None:
             raise buf.error("HDF5 root group address is undefined")
-        self.root = H5Group(self, root, "/")
+        self._root = root
+
+    @property
+    def root(self) -> H5Group:
+        """The root group (a new object each time: the file keeps no reference to its objects, so no
+        reference cycle keeps the file's memory map alive after the last array taken from it is gone)."""
+        return H5Group(self, self._root, "/")
 
     def _check_sizes(self):
         if self.O not in (2, 4, 8) or self.L not in (2, 4, 8):

@@ -26,7 +26,7 @@ import numpy
 from ._buffer import Buffer, open_buffer, widen_bf16
 from .protowire import as_int, as_string, fields_by_number, iter_fields, packed_varints, repeated_numbers
 
-__all__ = ["OnnxGraph", "OnnxNode", "read_onnx", "onnx_tensors", "looks_like_onnx"]
+__all__ = ["OnnxGraph", "OnnxNode", "read_onnx", "read_onnx_model", "onnx_tensors", "looks_like_onnx"]
 
 # TensorProto.DataType -> numpy dtype ("bf16" widened to float32)
 _ONNX_DTYPES = {1: "<f4", 2: "u1", 3: "i1", 4: "<u2", 5: "<i2", 6: "<i4", 7: "<i8", 9: "?", 10: "<f2",
@@ -261,12 +261,35 @@ class _Reader:
 
 def read_onnx(buf: Buffer) -> OnnxGraph:
     """Parse a ``ModelProto``; return its main graph."""
-    f = fields_by_number(buf, 0, buf.size, "ModelProto", wanted={7})
+    return read_onnx_model(buf)[0]
+
+
+def read_onnx_model(buf: Buffer):
+    """Parse a ``ModelProto``.
+
+    Returns
+    -------
+    graph : OnnxGraph
+    opsets : dict
+        ``{domain: version}`` of ``opset_import`` (``""`` is the default domain).
+    external_bytes : int
+        The total size of the external data files the initializers were read from.
+    """
+    f = fields_by_number(buf, 0, buf.size, "ModelProto", wanted={7, 8})
     if 7 not in f or f[7][-1].wire != 2:
         raise buf.error("not an ONNX model (no graph field)")
+    opsets = {}
+    for o in f.get(8, []):
+        if o.wire != 2:
+            raise buf.error(f"opset_import has wire type {o.wire}")
+        g = fields_by_number(buf, o.value, o.value + o.length, "opset_import", wanted={1, 2})
+        domain = as_string(buf, g[1][-1], "opset_import domain") if 1 in g else ""
+        opsets[domain] = as_int(buf, g[2][-1], "opset_import version") if 2 in g else 0
     g = f[7][-1]
     base = os.path.dirname(os.path.abspath(buf.path)) if buf.path else None
-    return _Reader(buf, base).graph(g.value, g.value + g.length, "graph")
+    reader = _Reader(buf, base)
+    graph = reader.graph(g.value, g.value + g.length, "graph")
+    return graph, opsets, sum(e.size for e in reader._external.values())
 
 
 def onnx_tensors(graph: OnnxGraph, buf: Buffer) -> dict:
@@ -284,17 +307,29 @@ def onnx_tensors(graph: OnnxGraph, buf: Buffer) -> dict:
                 raise buf.error(f"two tensors are both named {name!r}")
         out[name] = arr
 
-    def rec(g, qual, depth):
-        for k, v in g.initializers.items():
-            add(k, v, qual)
-        for n in g.nodes:
-            if n.op_type == "Constant" and isinstance(n.attrs.get("value"), numpy.ndarray) and n.outputs:
-                add(n.outputs[0], n.attrs["value"], qual or n.name)
-            for an, av in n.attrs.items():
-                subs = av if isinstance(av, list) else [av]
-                for s in subs:
-                    if isinstance(s, OnnxGraph):
-                        rec(s, f"{n.name or n.op_type}/{an}", depth + 1)
-
-    rec(graph, "", 0)
+    # an explicit stack of generators (depth first, as the file nests them), not a recursive closure: a
+    # closure that refers to itself is a reference cycle, which would keep the memory-mapped file alive
+    # after the caller drops the arrays (until the garbage collector runs)
+    stack = [_graph_items(graph, "")]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif isinstance(item[0], OnnxGraph):
+            stack.append(_graph_items(*item))
+        else:
+            add(*item)
     return out
+
+
+def _graph_items(g, qual):
+    """``(name, array, qualifier)`` of a graph's tensors; ``(subgraph, qualifier)`` where one is nested."""
+    for k, v in g.initializers.items():
+        yield k, v, qual
+    for n in g.nodes:
+        if n.op_type == "Constant" and isinstance(n.attrs.get("value"), numpy.ndarray) and n.outputs:
+            yield n.outputs[0], n.attrs["value"], qual or n.name
+        for an, av in n.attrs.items():
+            for sub in av if isinstance(av, list) else [av]:
+                if isinstance(sub, OnnxGraph):
+                    yield sub, f"{n.name or n.op_type}/{an}"

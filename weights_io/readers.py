@@ -10,6 +10,8 @@ torch         a zip with ``<prefix>/data.pkl``; or the legacy pickled      the s
 npz           a zip whose members are all ``.npy``                         the member names without ``.npy``
 hdf5          the HDF5 signature ``\\x89HDF\\r\\n\\x1a\\n`` (Keras,        the dataset paths, e.g.
               Caffe ``.caffemodel.h5``)                                    ``block1_conv1/block1_conv1_W_1:0``
+keras         a zip with ``config.json`` and ``model.weights.h5``          the dataset paths of
+              (Keras 3 ``.keras``)                                         ``model.weights.h5``
 safetensors   a little-endian u64 header length followed by ``{``          the header's names
 onnx          protobuf whose top-level fields are a ``ModelProto``'s       initializer names (and Constant
               (``ir_version`` varint 1, ``graph`` message 7)               node outputs)
@@ -24,17 +26,20 @@ from ._buffer import Buffer, open_buffer
 from .caffe_binary import looks_like_caffe, read_caffemodel
 from .errors import CheckpointError
 from .hdf5 import H5File, find_superblock
+from .keras_archive import is_keras_archive, read_keras_archive
 from .onnx_reader import looks_like_onnx, onnx_tensors, read_onnx
 from .safetensors_npz import looks_like_safetensors, read_npz, read_safetensors
 from .torch_pickle import LEGACY_MAGIC_PREFIX, open_zip, read_torch_legacy, read_torch_zip
 
 __all__ = ["FORMATS", "detect_format", "read_tensors", "guarded", "normalise_format"]
 
-FORMATS = ("caffe", "torch", "safetensors", "hdf5", "onnx", "npz")
+FORMATS = ("caffe", "torch", "safetensors", "hdf5", "keras", "onnx", "npz")
 _ALIASES = {
-    "caffemodel": "caffe", "pt": "torch", "pth": "torch", "pytorch": "torch", "h5": "hdf5", "keras": "hdf5",
+    "caffemodel": "caffe", "pt": "torch", "pth": "torch", "pytorch": "torch", "h5": "hdf5",
     "st": "safetensors",
 }
+# a declared format that also accepts these contents: Keras' HDF5 files are Keras files too
+_ACCEPTS = {("keras", "hdf5")}
 
 
 def normalise_format(fmt):
@@ -76,7 +81,10 @@ def _detect(buf: Buffer):
             return "npz"
         if any(n.endswith("constants.pkl") for n in names):
             return "torch"
-        raise buf.error(f"a zip archive that is neither a torch checkpoint nor an .npz (members: {names[:5]})")
+        if is_keras_archive(names):
+            return "keras"
+        raise buf.error(f"a zip archive that is neither a torch checkpoint, an .npz nor a Keras .keras "
+                        f"archive (members: {names[:5]})")
     if head.startswith(LEGACY_MAGIC_PREFIX):
         return "torch"
     if buf.size > 262 and bytes(buf.view[257:262]) == b"ustar":
@@ -127,6 +135,9 @@ def _tensors(buf: Buffer, fmt: str) -> dict:
         return onnx_tensors(read_onnx(buf), buf)
     if fmt == "hdf5":
         return {path: ds.read() for path, ds in H5File(buf).root.walk() if ds.is_numeric}
+    if fmt == "keras":
+        weights = read_keras_archive(buf)[2]
+        return {path: ds.read() for path, ds in H5File(weights).root.walk() if ds.is_numeric}
     if fmt == "caffe":
         _, layers = read_caffemodel(buf)
         out = {}
@@ -156,7 +167,7 @@ def open_checked(path, format=None):
         if declared is not None:
             raise CheckpointError(buf.path, f"the file is not a valid {declared} file ({e.detail})") from None
         raise
-    if declared is not None and declared != found:
+    if declared is not None and declared != found and (declared, found) not in _ACCEPTS:
         raise buf.error(f"the file was declared as {declared} but its contents are {found}")
     return buf, found
 
@@ -168,15 +179,17 @@ def read_tensors(path, *, format=None) -> dict:
     ----------
     path : str or os.PathLike
     format : str, optional
-        One of ``FORMATS`` (aliases: ``pt``, ``pth``, ``h5``, ``keras``,
-        ``caffemodel``). When given, the file's contents must match it.
+        One of ``FORMATS`` (aliases: ``pt``, ``pth``, ``h5``, ``caffemodel``).
+        When given, the file's contents must match it (``keras`` also
+        accepts Keras' HDF5 files).
 
     Returns
     -------
     dict of str to numpy.ndarray
         Read-only arrays; where the format stores raw little-endian data
         (torch, safetensors, npz stored members, contiguous HDF5 datasets,
-        ONNX ``raw_data``, Caffe packed blobs) they are views of a memory map
+        also inside a ``.keras`` archive, ONNX ``raw_data``, Caffe packed
+        blobs) they are views of a memory map
         of the file (no copy; ``.copy()`` for a writable array). Caffe blobs
         keep their stored shape (legacy 4-d shapes included). bfloat16 is
         widened to float32.

@@ -241,6 +241,43 @@ def test_torchvision_vgg16_errors_name_the_tensor(tmp_path):
         convert(p, source="torchvision_vgg16", input_size=128)
 
 
+@pytest.mark.parametrize("size,kernel", [(224, None), (255, None), (448, [2, 2]), ((448, 224), [2, 1]),
+                                         (672, [3, 3])])
+def test_torchvision_vgg16_adaptive_avgpool(tmp_path, size, kernel):
+    """AdaptiveAvgPool2d((7, 7)) on a 7k x 7k pool5 map is an average pooling with kernel = stride = k (no
+    layer for k = 1); the converted model then equals torchvision's forward at that size (float64, 1e-12)."""
+    pytest.importorskip("torchvision")
+    from ebr_ref.models import from_spec
+
+    net = _small_vgg(dtype=torch.float64)
+    path = tmp_path / "vgg.pth"
+    torch.save(net.state_dict(), path)
+    params, meta = convert(path, input_size=size)
+    names = [L["name"] for L in meta["architecture"]]
+    pools = [L for L in meta["architecture"] if L["name"] == "avgpool"]
+    if kernel is None:
+        assert not pools
+    else:
+        assert names[names.index("pool5") + 1] == "avgpool"
+        assert pools[0]["kernel"] == kernel and pools[0]["stride"] == kernel and pools[0]["count_include_pad"]
+    h, w = (size, size) if isinstance(size, int) else size
+    x = numpy.random.default_rng(SEED).standard_normal((1, 3, h, w))
+    model = from_spec(meta["architecture"], params, meta)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    got = model.logits(x)
+    assert numpy.linalg.norm(got - want) <= 1e-12 * numpy.linalg.norm(want)
+
+
+@pytest.mark.parametrize("size", [32, 128, 256, 300, 447, 480])
+def test_torchvision_vgg16_unsupported_sizes_are_named(tmp_path, size):
+    net = _small_vgg()
+    path = tmp_path / "vgg.pth"
+    torch.save(net.state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"pool5 map.*224\.\.255, 448\.\.479, 672\.\.703"):
+        convert(path, input_size=size)
+
+
 # --------------------------------------------------------------------------- nn.LSTM
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
