@@ -29,7 +29,8 @@ from ._common import Console, Terminated, UserError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("demo", "ground", "caption", "convert", "inspect", "compare", "make-dataset", "evaluate")
+_COMMANDS = ("demo", "ground", "caption", "convert", "inspect", "compare", "make-dataset", "evaluate",
+             "conformance")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +45,8 @@ def build_parser():
     from importlib import import_module
 
     common = _Parser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars and no summary (warnings still go to stderr)")
     common.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     parser = _Parser(prog="ebr-ref", description="Excitation Backprop for RNNs: ground a video model's decision in "
                                                  "space and time (Bargal et al., CVPR 2018).")
@@ -99,7 +101,7 @@ def _main(argv):
             parser.print_help()
             return 2
         prog = f"ebr-ref {args.command}"
-        return int(args.run(args, Console(args.quiet)) or 0)
+        return int(args.run(args, Console(args.quiet, prog=prog)) or 0)
     except UserError as e:
         if debug:
             raise

@@ -17,7 +17,10 @@ import numpy
 __all__ = [
     "UserError", "Console", "load_any_model", "is_canonical_model", "resolve_targets", "parse_interval",
     "parse_seed_steps", "jsonable", "prepare_out_dir", "describe_model", "user_errors", "require_classifier",
-    "require_cli_extra", "Terminated",
+    "require_cli_extra", "Terminated", "synthetic_training", "synthetic_dataset_of", "readout_layer",
+    "check_method",
+    "check_seed_steps", "check_interval", "positive_int", "nonnegative_int", "positive_float", "seed_int",
+    "warn_if_synthetic_model", "SYNTHETIC_TITLE",
 ]
 
 
@@ -67,16 +70,25 @@ class Console:
     """Informational output (stdout) and progress bars (tqdm on stderr), both silenced by ``--quiet``.
 
     Bars appear only on a terminal (``tqdm(disable=None)``), so logs and pipes
-    stay clean; they are cleared when done (``leave=False``).
+    stay clean; they are cleared when done (``leave=False``). Warnings
+    (:meth:`warn`) go to stderr as one line each, also with ``--quiet``.
     """
 
-    def __init__(self, quiet=False):
+    def __init__(self, quiet=False, prog="ebr-ref"):
         self.quiet = bool(quiet)
+        self.prog = prog
         self.t0 = time.perf_counter()
+        self.warnings = []
 
     def info(self, msg=""):
         if not self.quiet:
             print(msg, flush=True)
+
+    def warn(self, msg):
+        """``<prog>: warning: <msg>`` on stderr, one line (printed with ``--quiet`` too)."""
+        line = " ".join(str(msg).split())
+        self.warnings.append(line)
+        print(f"{self.prog}: warning: {line}", file=sys.stderr, flush=True)
 
     def progress(self, iterable=None, *, total=None, desc=None):
         """``tqdm(iterable)`` or the iterable itself when quiet or tqdm is missing."""
@@ -182,8 +194,11 @@ def _captioner_nonfinite(path):
         raise ValueError(f"{sidecar_path(path)}: missing field {e.args[0]!r}") from None
 
 
-def load_any_model(spec, *, prototxt=None, source=None, options=None):
+def load_any_model(spec, *, prototxt=None, source=None, options=None, option="--model"):
     """A model from a shipped name, an ebr_ref canonical ``.npz``, or a foreign checkpoint.
+
+    ``option`` is how the command line names ``spec`` in messages (``--model``,
+    ``--caption-model``; None for ``convert``, whose checkpoint is positional).
 
     Returns
     -------
@@ -199,15 +214,16 @@ def load_any_model(spec, *, prototxt=None, source=None, options=None):
     from ..models.shipped import data_dir
 
     spec = os.fspath(spec)
+    named = f"{option} {spec}" if option else spec
     if not os.path.exists(spec):
         if os.sep not in spec and not spec.endswith(".npz") and spec in shipped_names():
             return _load_canonical(os.path.join(data_dir(), spec + ".npz")), "shipped"
         names = ", ".join(shipped_names()) or "none"
-        raise UserError(f"{spec}: no such file (shipped model names: {names})")
+        raise UserError(f"{named}: no such file (shipped model names: {names})")
     if os.path.isdir(spec):
-        raise UserError(f"{spec}: is a folder; --model takes a checkpoint file or a shipped model name")
+        raise UserError(f"{named}: is a folder; expected a checkpoint file or a shipped model name")
     if prototxt is not None and not os.path.isfile(prototxt):
-        raise UserError(f"{prototxt}: no such prototxt file")
+        raise UserError(f"--prototxt {prototxt}: no such file")
     if prototxt is None and source is None and canonical_kind(spec) in ("classifier", "captioner"):
         return _load_canonical(spec), "canonical"
     try:
@@ -292,6 +308,18 @@ def parse_interval(text, what="--interval"):
     return a, b
 
 
+def check_interval(interval, T, what="--interval"):
+    """A UserError when a ground-truth interval does not lie within the ``T`` kept frames (never clipped)."""
+    if interval is None:
+        return None
+    a, b = interval
+    if b > T - 1:
+        where = "starts" if a > T - 1 else "ends"
+        raise UserError(f"{what} {a}:{b} {where} after the clip's last kept frame ({T - 1}); the clip has "
+                        f"{T} kept frames, numbered from 0 after --start and --every")
+    return interval
+
+
 def parse_seed_steps(text):
     """``last``, ``all`` or a comma-separated list of steps."""
     if text in ("last", "all"):
@@ -302,6 +330,20 @@ def parse_seed_steps(text):
         raise UserError(f"--seed-steps must be 'last', 'all' or steps like 3,7,11; got {text!r}") from None
     if not steps:
         raise UserError("--seed-steps: an empty list of steps")
+    bad = [t for t in steps if t < 0]
+    if bad:
+        raise UserError(f"--seed-steps {text}: steps are frame indices >= 0; got {', '.join(map(str, bad))}")
+    return steps
+
+
+def check_seed_steps(steps, T, text):
+    """A UserError naming ``--seed-steps`` when a listed step is not one of the ``T`` kept frames."""
+    if isinstance(steps, str):
+        return steps
+    bad = [t for t in steps if not 0 <= t < T]
+    if bad:
+        raise UserError(f"--seed-steps {text}: step(s) {', '.join(map(str, bad))} out of range for a clip of "
+                        f"{T} frames (steps 0..{T - 1})")
     return steps
 
 
@@ -355,3 +397,165 @@ def prepare_out_dir(path):
     if not os.access(path, os.W_OK):
         raise UserError(f"--out {path}: the folder is not writable")
     return path
+
+
+# ---- option types and checks that name the option --------------------------------------------------------
+def _int_type(lo, what):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse_error(f"expected an integer {what}, got {text!r}") from None
+        if v < lo:
+            raise argparse_error(f"expected an integer {what}, got {v}")
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+def argparse_error(msg):
+    import argparse
+
+    return argparse.ArgumentTypeError(msg)
+
+
+positive_int = _int_type(1, ">= 1")
+nonnegative_int = _int_type(0, ">= 0")
+
+
+def positive_float(text):
+    """An argparse type: a finite number > 0 (frame rates)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse_error(f"expected a number > 0, got {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse_error(f"expected a finite number > 0, got {text!r}")
+    return v
+
+
+def seed_int(text):
+    """An argparse type: a non-negative integer, decimal or 0x hexadecimal (random seeds)."""
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse_error(f"expected a non-negative integer (decimal or 0x hex), got {text!r}") from None
+    if v < 0:
+        raise argparse_error(f"expected a non-negative integer (decimal or 0x hex), got {text!r}")
+    return v
+
+
+positive_float.__name__ = "number"
+seed_int.__name__ = "seed"
+
+
+def _conv_layers(model):
+    return [layer.name for layer in model.layers if layer.type == "conv"]
+
+
+def readout_layer(model, layer):
+    """The read-out layer of a run (``--layer``, else the sidecar's ``readout``, else ``conv5_1``), checked.
+
+    Raises a UserError naming ``--layer`` (and the model's convolution layers)
+    when the layer does not exist, or lies in the sequence part of a CNN-LSTM
+    or at the classifier's output; for a model without a default read-out
+    layer, the message says to choose one with ``--layer``.
+    """
+    names = list(model.layer_names)
+    chosen = layer if layer is not None else model.meta.get("readout", "conv5_1")
+    convs = ", ".join(_conv_layers(model)) or "none"
+    if chosen != "input" and chosen not in names:
+        if layer is None:
+            raise UserError(f"this model has no default read-out layer (its sidecar names no 'readout' and "
+                            f"it has no layer {chosen!r}): choose one with --layer; its convolution layers: "
+                            f"{convs} (or 'input' for the pixels)")
+        raise UserError(f"--layer {layer}: not a layer of this model; its convolution layers: {convs} (or "
+                        f"'input' for the pixels); all its layers: {', '.join(names)}")
+    if chosen == "input" or not hasattr(model, "num_classes"):
+        return chosen
+    k = names.index(chosen)
+    how = f"--layer {layer}" if layer is not None else f"the default read-out layer {chosen!r}"
+    if model.is_recurrent and k >= model.sequence_start:
+        raise UserError(f"{how}: in the sequence part of the model; choose a layer of the CNN part (up to "
+                        f"{names[model.sequence_start - 1]!r}; its convolution layers: {convs}) or 'input'")
+    if k >= len(names) - 1:
+        raise UserError(f"{how}: the classifier's output; choose a layer below it (convolution layers: "
+                        f"{convs})")
+    return chosen
+
+
+def check_method(model, method):
+    """A UserError naming ``--method`` when the method does not fit the model (recurrent or per-frame)."""
+    if method is None:
+        return
+    recurrent = method.endswith("-R")
+    if recurrent and not model.is_recurrent:
+        raise UserError(f"--method {method} needs a CNN-LSTM; this model is a per-frame CNN, not recurrent "
+                        f"(use --method {method[:-2]})")
+    if not recurrent and model.is_recurrent:
+        raise UserError(f"--method {method} is for a per-frame CNN; this model is recurrent, a CNN-LSTM (use "
+                        f"--method {method}-R)")
+
+
+def synthetic_training(meta, _depth=0):
+    """The generator of the synthetic clips a model was trained on, as its sidecar records it, or None.
+
+    The shipped models' sidecars name the data generator of their training
+    and test clips (``"generator": "ebr_ref.synthetic.make_batch(...)"``,
+    ``"ebr_ref.synthetic.captions.make_caption_batch"``); any ``generator``
+    entry in a module of ``ebr_ref.synthetic`` counts.
+    """
+    if _depth > 5:
+        return None
+    if isinstance(meta, dict):
+        gen = meta.get("generator")
+        if isinstance(gen, str) and gen.startswith("ebr_ref.synthetic"):
+            return gen.split("(", 1)[0]
+        items = list(meta.values())
+    elif isinstance(meta, (list, tuple)):
+        items = list(meta)
+    else:
+        return None
+    for v in items[:100]:
+        found = synthetic_training(v, _depth + 1)
+        if found:
+            return found
+    return None
+
+
+def synthetic_dataset_of(path, levels=3):
+    """The folder of an ``ebr-ref make-dataset`` dataset holding ``path``, or None."""
+    import json
+
+    d = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(d):
+        d = os.path.dirname(d)
+    for _ in range(levels):
+        spec = os.path.join(d, "synthetic.json")
+        if os.path.isfile(spec) and os.path.getsize(spec) < 1 << 20:
+            try:
+                with open(spec, encoding="utf-8") as f:
+                    if json.load(f).get("format") == "ebr_ref synthetic dataset":
+                        return d
+            except (OSError, ValueError, AttributeError, RecursionError):
+                pass
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return None
+
+
+SYNTHETIC_TITLE = "  (model trained on synthetic clips: its output means nothing on this input)"
+
+
+def warn_if_synthetic_model(console, model, input_path):
+    """Warn (one line on stderr) when a model trained on synthetic clips is run on other input."""
+    gen = synthetic_training(model.meta)
+    if gen is None or synthetic_dataset_of(input_path) is not None:
+        return None
+    name = model.meta.get("name", "this model")
+    msg = (f"{name} was trained on synthetic clips ({gen}), not on real footage: on other input its maps, "
+           "evidence and detected segments say nothing about the video")
+    console.warn(msg)
+    return msg

@@ -7,14 +7,19 @@ and the probability of the target per step. For every item the output folder
 receives
 
 * ``<tag>_overlay.gif`` and ``<tag>_overlay.mp4`` (MP4 when imageio-ffmpeg is
-  installed): the frames with the heatmap, the map's peak, and a timeline
-  strip (evidence per frame, ground truth in green, detection in white);
-* ``<tag>_frames.png``: a contact sheet of every frame with its heatmap;
+  installed): the frames with the heatmap, the map's peak (coloured by the
+  pointing game where boxes are given), a timeline strip (evidence per frame,
+  ground truth in green, detection in orange) and a legend;
+* ``<tag>_frames.png``: a contact sheet of every frame with its heatmap, with a legend;
 
 and, for all items together, ``evidence.png`` (per-frame evidence with the
-detected segment against the ground truth), ``summary.png`` (per target a row
-of evenly spaced frames with their heatmaps, above the evidence plot: paper
-Fig. 5 style), ``results.json`` and ``results.npz``.
+detected segment against the ground truth, a legend per panel), ``summary.png``
+(its title and legend, per target a row of evenly spaced frames with their
+heatmaps, always including the frame of the largest evidence, above the
+evidence plot: paper Fig. 5 style), ``results.json`` and ``results.npz``.
+Every picture explains its own marks; :func:`notes` says in words what the
+summary table cannot (a peak outside the ground truth, evidence that is
+numerically zero).
 """
 
 from __future__ import annotations
@@ -28,15 +33,27 @@ import numpy
 from .. import __version__
 from ..evaluation.metrics import temporal_iou
 from ..evaluation.localize import ground_known_length, ground_unknown_length, pointing_game, temporal_pointing_hit
+from ..models.io import signals_held
+from ..tools.viz import ZERO_RTOL, evidence_scale, numerically_zero
 from ._common import UserError, jsonable
 
-__all__ = ["analyse", "write_outputs", "print_summary", "tag_of"]
+__all__ = ["analyse", "write_outputs", "print_summary", "tag_of", "word_tag", "notes"]
 
 
 def tag_of(prefix, index, name):
     """A file-name tag such as ``class-3-bounce``."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "x"
     return f"{prefix}-{index}-{safe}"[:80]
+
+
+def word_tag(steps, word):
+    """The tag of a grounded caption word, the same in ``caption`` and ``demo``: ``word-<position>-<word>``.
+
+    ``steps`` are the caption positions (0-based) the word was seeded at: one
+    position (``word-2-slides``), or several joined by ``_`` when a word queried
+    by its text occurs more than once (``word-0_4-a``).
+    """
+    return tag_of("word", "_".join(str(int(k)) for k in steps), word)
 
 
 def analyse(item, input_size):
@@ -46,14 +63,18 @@ def analyse(item, input_size):
     if numpy.all(numpy.isfinite(S)):
         item["detected"] = ground_unknown_length(S)
         item["peak_frame"] = int(numpy.argmax(S))
+        m = numpy.asarray(item["maps"], dtype=numpy.float64)
+        scale = evidence_scale(m) if numpy.all(numpy.isfinite(m)) else None
+        item["zero_frames"] = numerically_zero(S, scale=scale)
     else:
         item["detected"], item["peak_frame"] = None, None
     gt = item.get("gt")
     if gt is not None:
-        gt = (int(gt[0]), min(int(gt[1]), T - 1))
+        gt = (int(gt[0]), int(gt[1]))
         item["gt"] = gt
-        if gt[0] >= T:
-            raise UserError(f"ground-truth interval {gt} starts after the clip's last frame ({T - 1})")
+        if gt[1] >= T:
+            raise UserError(f"ground-truth interval [{gt[0]}, {gt[1]}] ends after the clip's last frame "
+                            f"({T - 1})")
         if item["detected"] is not None:
             item["iou"] = temporal_iou(item["detected"], gt)
             L = gt[1] - gt[0] + 1
@@ -69,6 +90,42 @@ def analyse(item, input_size):
                             "accuracy": hits / (hits + misses) if hits + misses else None,
                             "per_frame": outcome.tolist()}
     return item
+
+
+def _runs(frames):
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    out, k = [], 0
+    while k < len(frames):
+        j = k
+        while j + 1 < len(frames) and frames[j + 1] == frames[j] + 1:
+            j += 1
+        out.append(str(frames[k]) if j == k else f"{frames[k]}-{frames[j]}")
+        k = j + 1
+    return ", ".join(out)
+
+
+def notes(items):
+    """Plain-language notes on what a reader sees in the table and the pictures (one line each)."""
+    lines = []
+    for it in items:
+        name = it["name"]
+        T = len(it["evidence"])
+        peak, gt = it.get("peak_frame"), it.get("gt")
+        if peak is not None and gt is not None and not gt[0] <= peak <= gt[1]:
+            off = gt[0] - peak if peak < gt[0] else peak - gt[1]
+            side = "before" if peak < gt[0] else "after"
+            frames = f"{off} frame{'s' * (off != 1)}"
+            lines.append(f"{name}: the largest evidence S is at frame {peak}, {frames} {side} its ground "
+                         f"truth [{gt[0]}, {gt[1]}] ('peak in GT: no'); the evidence plot marks it")
+        zero = it.get("zero_frames") or []
+        if zero:
+            det = it.get("detected")
+            inside = sum(1 for t in zero if det is not None and det[0] <= t <= det[1])
+            extra = f"; {inside} of them lie in the detected segment" if inside else ""
+            lines.append(f"{name}: S is numerically zero (|S| <= {ZERO_RTOL:g} x the largest sum |map| of a "
+                         f"frame) on {len(zero)} of {T} frames ({_runs(zero)}): no evidence either way "
+                         f"there{extra} (hatched grey in the evidence plot)")
+    return lines
 
 
 def _write(console, what, fn, *args, **kwargs):
@@ -103,7 +160,8 @@ def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=Tr
     for it in items:
         own = {}
         if spatial:
-            kw = dict(gt=it.get("gt"), detected=it.get("detected"), scale=scale)
+            pointing = (it.get("pointing") or {}).get("per_frame")
+            kw = dict(gt=it.get("gt"), detected=it.get("detected"), scale=scale, pointing=pointing)
             frames = it.get("display", display)  # an item may carry its own clip (the demo's caption part)
             anim = viz.annotate_frames(frames, it["maps"], it["evidence"], title=it["name"], **kw)
             own["gif"] = _write(console, "the GIF", viz.write_gif, os.path.join(out, f"{it['tag']}_overlay.gif"),
@@ -114,20 +172,14 @@ def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=Tr
                 if p is not None:
                     own["mp4"] = p
                 bar.update(1)
-            sheet = viz.contact_sheet(frames, it["maps"], it["evidence"], title=f"{title}  {it['name']}".strip(), **kw)
+            head = f"{it['name']}  |  {title}" if title else it["name"]
+            sheet = viz.contact_sheet(frames, it["maps"], it["evidence"], title=head, **kw)
             own["contact_sheet"] = _write(console, "the contact sheet", viz.write_png,
                                           os.path.join(out, f"{it['tag']}_frames.png"), sheet)
             bar.update(1)
         files[it["tag"]] = own
-    panels = [{"name": _panel_title(it), "evidence": it["evidence"], "detected": it.get("detected"),
-               "gt": it.get("gt"), "prob": it.get("prob")} for it in items]
-    files["evidence_plot"] = _write(console, "the evidence plot", viz.evidence_plot,
-                                    os.path.join(out, "evidence.png"), panels, title=title)
-    if spatial:
-        rows = [{"name": _panel_title(it), "frames": it.get("display", display), "maps": it["maps"],
-                 "gt": it.get("gt"), "detected": it.get("detected"), "scale": scale} for it in items]
-        files["summary"] = _write(console, "the summary figure", viz.write_png, os.path.join(out, "summary.png"),
-                                  viz.summary_figure(rows, files["evidence_plot"]))
+    with signals_held():  # matplotlib's weakref callbacks: see _plots
+        _plots(console, out, files, items, display, scale, spatial, title)
     bar.update(1)
     bar.close()
     if arrays is not None:
@@ -143,6 +195,36 @@ def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=Tr
         results.setdefault("ebr_ref_version", __version__)
         _write(console, "results.json", _dump_json, path, results)
     return files
+
+
+def _plots(console, out, files, items, display, scale, spatial, title):
+    """``evidence.png`` and ``summary.png``.
+
+    Run with SIGINT and SIGTERM held back, and the garbage collected before they
+    are let through: matplotlib frees its figures through weakref callbacks, and
+    the exception a signal raises inside such a callback (Ctrl-C, or SIGTERM,
+    which the command line turns into an exception) would be printed as an
+    ignored traceback instead of stopping the run.
+    """
+    import gc
+    import io
+
+    from ..tools import viz
+
+    panels = [{"name": _panel_title(it), "evidence": it["evidence"], "detected": it.get("detected"),
+               "gt": it.get("gt"), "prob": it.get("prob"), "zero": it.get("zero_frames")} for it in items]
+    files["evidence_plot"] = _write(console, "the evidence plot", viz.evidence_plot,
+                                    os.path.join(out, "evidence.png"), panels, title=title)
+    if spatial:
+        rows = [{"name": _panel_title(it), "frames": it.get("display", display), "maps": it["maps"],
+                 "gt": it.get("gt"), "detected": it.get("detected"), "scale": scale,
+                 "pointing": (it.get("pointing") or {}).get("per_frame"), "largest": it.get("peak_frame")}
+                for it in items]
+        plot = viz.evidence_plot(io.BytesIO(), panels)  # untitled: the summary's title is at its top
+        plot.seek(0)
+        files["summary"] = _write(console, "the summary figure", viz.write_png, os.path.join(out, "summary.png"),
+                                  viz.summary_figure(rows, plot, title=title))
+    gc.collect()
 
 
 def _savez(path, arrays):
@@ -173,8 +255,10 @@ def _panel_title(it):
 def item_json(it):
     """The JSON entry of one item (no large arrays except the evidence)."""
     keys = ("tag", "name", "index", "detected", "peak_frame", "gt", "iou", "detected_known_length",
-            "iou_known_length", "temporal_pointing_hit", "pointing", "word_step")
+            "iou_known_length", "temporal_pointing_hit", "pointing", "word_step", "object")
     out = {k: it[k] for k in keys if k in it}
+    if "zero_frames" in it:
+        out["zero_evidence_frames"] = list(it["zero_frames"])
     out["evidence"] = numpy.asarray(it["evidence"]).tolist()
     if it.get("prob") is not None:
         out["prob"] = numpy.asarray(it["prob"]).tolist()
@@ -195,7 +279,33 @@ def print_summary(console, items, files, out):
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         console.info("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-    names = []
-    for k, v in files.items():
-        names.extend(os.path.basename(p) for p in (v.values() if isinstance(v, dict) else [v]))
-    console.info(f"wrote {len(names)} files to {out}: {', '.join(names)}")
+    for line in notes(items):
+        console.info(_wrap(f"note: {line}"))
+    console.info(files_line(files, out))
+
+
+def _wrap(text, width=100):
+    """One message as lines of at most ``width`` characters, continuation lines indented."""
+    import textwrap
+
+    return textwrap.fill(text, width=width, subsequent_indent="  ", break_on_hyphens=False,
+                         break_long_words=False)
+
+
+def files_line(files, out):
+    """``wrote N files to OUT: ...``: the shared files, then each per-target kind once, with the tags."""
+    shared, per, tags = [], [], []
+    for key, v in files.items():
+        if isinstance(v, dict):
+            tags.append(key)
+            for p in v.values():
+                kind = os.path.basename(p)[len(key):]
+                if kind not in per:
+                    per.append(kind)
+        else:
+            shared.append(os.path.basename(v))
+    n = len(shared) + sum(len(v) for v in files.values() if isinstance(v, dict))
+    line = f"wrote {n} files to {out}: {', '.join(shared)}"
+    if tags and per:
+        line += f"; per target {', '.join('TAG' + k for k in per)} for TAG = {', '.join(tags)}"
+    return _wrap(line)

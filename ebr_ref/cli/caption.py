@@ -16,9 +16,12 @@ import numpy
 
 from .. import backend
 from ..tools.video import VideoError, clip_for_model
-from ._common import UserError, describe_model, load_any_model, parse_interval, require_cli_extra, user_errors
+from ._common import (
+    SYNTHETIC_TITLE, UserError, check_interval, describe_model, load_any_model, parse_interval, positive_int,
+    readout_layer, require_cli_extra, user_errors, warn_if_synthetic_model,
+)
 from ._outputs import OutputSet
-from ._report import analyse, item_json, print_summary, tag_of, write_outputs
+from ._report import analyse, item_json, print_summary, word_tag, write_outputs
 from .ground import add_input_args, add_output_args, read_input
 
 __all__ = ["add_parser", "run", "ground_words", "CAPTION_METHODS"]
@@ -35,28 +38,35 @@ def add_parser(sub, parents):
     )
     p.add_argument("input", metavar="VIDEO_OR_FRAME_DIR", help="a video file or a folder of images")
     p.add_argument("--model", required=True, help="a captioner .npz (ebr_ref canonical) or a shipped captioner name")
-    p.add_argument("--words", nargs="+", help="words (or caption positions) to ground; default every distinct word")
+    p.add_argument("--words", nargs="+",
+                   help="words (or 0-based caption positions) to ground; default every distinct word of the "
+                        "caption")
     p.add_argument("--caption", help="ground this caption instead of the decoded one")
     p.add_argument("--interval", action="append",
                    help="ground truth START:END of the matching --words item (kept frames, inclusive); repeat")
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=CAPTION_METHODS, default="cEB-R", help="cEB-R (default), EB-R or BP-R")
-    g.add_argument("--layer", help="read-out layer (default: the model's meta 'readout')")
-    g.add_argument("--lstm-rule", choices=("caffe", "eb"), default="caffe", help="EB rule through both LSTMs")
-    g.add_argument("--max-len", type=int, default=30, help="longest decoded caption (default 30)")
-    g.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    g.add_argument("--layer", help="read-out layer (default: the model's meta 'readout', else conv5_1); "
+                                   "'input' for pixels")
+    g.add_argument("--lstm-rule", choices=("caffe", "eb"), default="caffe",
+                   help="EB rule through both LSTMs: 'caffe' (the released code, default) or 'eb' "
+                        "(conserving)")
+    g.add_argument("--max-len", type=positive_int, default=30, help="longest decoded caption (default 30)")
+    g.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu (NumPy, default) or gpu (CuPy)")
     g.add_argument("--dtype", choices=("float32", "float64"), help="run in this dtype (default: the model's)")
-    g.add_argument("--chunk-size", type=int, default=8, help="frames per CNN chunk (default 8)")
+    g.add_argument("--chunk-size", type=positive_int, default=8,
+                   help="frames per CNN chunk (memory; default 8)")
     add_input_args(p)
     add_output_args(p)
     p.set_defaults(run=run)
     return p
 
 
-def load_captioner_arg(spec, args):
-    model, how = load_any_model(spec)
+def load_captioner_arg(spec, args, option="--model"):
+    model, how = load_any_model(spec, option=option)
     if not hasattr(model, "vocab"):
-        raise UserError(f"{spec}: a classifier, not a captioner; use 'ebr-ref ground'")
+        raise UserError(f"{option} {spec}: a classifier, not a captioner; use 'ebr-ref ground'")
     if args.dtype is not None:
         model = model.astype(args.dtype)
     if args.device == "gpu":
@@ -67,9 +77,18 @@ def load_captioner_arg(spec, args):
 
 
 def _words_arg(words):
+    """The ``--words`` queries: a caption position (a number) or a word; repeated items once."""
     if words is None:
         return None
-    return [int(w) if w.isdigit() else w for w in words]
+    return list(dict.fromkeys(int(w) if w.isdigit() else w for w in words))
+
+
+def _query_error(e, caption):
+    """A ground_caption error about a query, naming ``--words`` (or ``--caption``)."""
+    msg = " ".join(str(e).split())
+    if msg.startswith(("word ", "caption position", "an empty word", "cannot ground the special")):
+        return UserError(f"--words: {msg}")
+    return None
 
 
 def ground_words(model, clip, words, args, console, *, caption=None, gts=None, boxes=None, input_size):
@@ -81,10 +100,7 @@ def ground_words(model, clip, words, args, console, *, caption=None, gts=None, b
     """
     from ..grounding.ground_caption import ground_caption
 
-    if args.chunk_size < 1:
-        raise UserError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
-    if args.max_len < 1:
-        raise UserError(f"--max-len must be positive, got {args.max_len}")
+    layer = readout_layer(model, args.layer)
     t0 = time.perf_counter()
     decoded = "forced" if caption is not None else "greedy"
     if words is None:
@@ -98,21 +114,24 @@ def ground_words(model, clip, words, args, console, *, caption=None, gts=None, b
             raise UserError("the model's caption is empty (it emitted <eos> first): nothing to ground; pass --caption")
         words = list(dict.fromkeys(cap_words))
         caption = cap_words
-    with console.stage(f"{args.method} for {len(words)} word(s) on {clip.shape[0]} frames"), user_errors(), \
-            numpy.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, as one line
-        res = ground_caption(model, clip, list(words), caption=caption, method=args.method, layer=args.layer,
-                             lstm_rule=args.lstm_rule, max_len=args.max_len, chunk_size=args.chunk_size)
+    stage = f"{args.method} for {len(words)} word(s) on {clip.shape[0]} frames"
+    try:
+        with console.stage(stage), user_errors(), \
+                numpy.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, as one line
+            res = ground_caption(model, clip, list(words), caption=caption, method=args.method, layer=layer,
+                                 lstm_rule=args.lstm_rule, max_len=args.max_len, chunk_size=args.chunk_size)
+    except UserError as e:
+        raise (_query_error(e, caption) or e) from None
     seconds = time.perf_counter() - t0
     res.diagnostics["decoded"] = decoded
     items = []
     for k, w in enumerate(res.targets):
-        steps = res.query_steps[k]
-        if isinstance(w, str):
-            word, name = w, f"'{w}' (caption steps {steps})"
-        else:
-            word, name = res.caption[w], f"'{res.caption[w]}' (caption word {w})"
+        steps = list(res.query_steps[k])
+        word = w if isinstance(w, str) else res.caption[w]
+        where = f"caption word{'s' * (len(steps) > 1)} {', '.join(map(str, steps))}"
+        name = f"'{word}' ({where})"
         items.append(analyse({
-            "tag": tag_of("word", k, word), "name": name, "index": k,
+            "tag": word_tag(steps, word), "name": name, "index": k,
             "maps": res.maps[k], "evidence": res.evidence[k], "word_step": steps,
             "gt": gts[k] if gts is not None and k < len(gts) else None,
             "boxes": boxes[k] if boxes is not None and k < len(boxes) else None,
@@ -128,8 +147,14 @@ def caption_json(res):
 
 def run(args, console):
     require_cli_extra()
-    model, how = load_captioner_arg(args.model, args)
     intervals = [parse_interval(v) for v in (args.interval or [])]
+    queries = _words_arg(args.words)
+    if intervals and (queries is None or len(intervals) > len(queries)):
+        n = 0 if queries is None else len(queries)
+        raise UserError(f"{len(intervals)} --interval but {n} --words item(s) (each --interval belongs to "
+                        "the --words item in the same position)")
+    model, how = load_captioner_arg(args.model, args)
+    readout_layer(model, args.layer)
     if args.caption is not None:
         with user_errors("--caption"):
             model.vocab.split(args.caption)  # a word outside the vocabulary is refused before any work
@@ -144,8 +169,12 @@ def run(args, console):
             clip, display = clip_for_model(frames, model, fit=args.fit, preprocessing=pre)
         except VideoError as e:
             raise UserError(str(e)) from None
-        res, items, seconds = ground_words(model, clip, _words_arg(args.words), args, console,
+        for iv in intervals:
+            check_interval(iv, clip.shape[0], "--interval")
+        res, items, seconds = ground_words(model, clip, queries, args, console,
                                            caption=args.caption, gts=intervals, input_size=display.shape[1:3])
+        # after every check that can fail, so that a mistake stays the one line on stderr
+        synthetic_note = warn_if_synthetic_model(console, model, args.input)
         results = {
             "command": "caption",
             "model": {"spec": args.model, "loaded_as": how, "name": model.meta.get("name")},
@@ -156,6 +185,7 @@ def run(args, console):
                       "decoded_size": list(info["size"]), "model_size": list(display.shape[1:3]),
                       "fit": args.fit},
             **caption_json(res), "targets": [item_json(it) for it in items], "diagnostics": res.diagnostics,
+            "warnings": list(console.warnings),
             "timing_s": {"ground": round(seconds, 3)},
         }
         arrays = {"maps": res.maps, "evidence": res.evidence, "word_probs_per_step": res.probs, "clip": clip,
@@ -164,7 +194,8 @@ def run(args, console):
                   "lstm_rule": numpy.str_(args.lstm_rule)}
         files = write_outputs(outs.stage, display, items, console=console, fps=args.fps or 4.0,
                               scale=args.scale, mp4=not args.no_mp4, results=results, arrays=arrays,
-                              title=f"{args.method} at {res.layer}")
+                              title=f"{args.method} at {res.layer}"
+                              + (SYNTHETIC_TITLE if synthetic_note else ""))
         outs.commit()
     files = outs.final(files)
     console.info(f"model {describe_model(model)} [{how}]")

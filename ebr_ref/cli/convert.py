@@ -7,14 +7,16 @@ shape against the architecture) and writes it with
 sidecar that every other command loads with ebr_ref alone. The pair is
 committed as one unit (:mod:`ebr_ref.models.io`: an existing pair stays
 loadable until the new one is whole); an existing pair is replaced only with
-``--overwrite``; parameters with NaN or infinite values are refused.
+``--overwrite``; parameters with NaN or infinite values are refused. The
+folder of ``--out`` is created when missing (as ``ground`` and ``demo`` create
+theirs), and removed again when the conversion fails.
 """
 
 from __future__ import annotations
 
 import os
 
-from ._common import UserError, describe_model, load_any_model, user_errors
+from ._common import UserError, describe_model, load_any_model, positive_int, user_errors
 
 __all__ = ["add_parser", "run"]
 
@@ -25,15 +27,19 @@ def add_parser(sub, parents):
         description="Convert a checkpoint that weights_io reads (Caffe .caffemodel + prototxt, torchvision VGG16, "
                     "PyTorch/Keras LSTM, Keras VGG16, ONNX) into ebr_ref's canonical .npz + .json sidecar.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="the checkpoint to convert (.caffemodel, .pt/.pth, .h5, .onnx, .safetensors, "
+                        ".npz...)")
     p.add_argument("--prototxt", help="Caffe deploy prototxt (for a .caffemodel)")
     p.add_argument("--source", help="converter, when it cannot be detected (see 'ebr-ref inspect')")
     p.add_argument("--preprocessing", help="preprocessing preset recorded in the sidecar (e.g. caffe_vgg16, lrcn, "
                                            "torchvision, identity)")
-    p.add_argument("--input-size", type=int, help="input size (square) for converters that take one")
+    p.add_argument("--input-size", type=positive_int, help="input size (square) for converters that take one")
     p.add_argument("--class-names", help="text file with one class name per line, stored in the sidecar")
     p.add_argument("--dtype", choices=("float32", "float64"), help="store the parameters in this dtype")
-    p.add_argument("--out", required=True, help="output .npz (the sidecar is written next to it as .json)")
+    p.add_argument("--out", required=True,
+                   help="output .npz (the sidecar is written next to it as .json; its folder is created when "
+                        "missing)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing .npz/.json pair (refused otherwise)")
     p.set_defaults(run=run)
@@ -51,18 +57,43 @@ def _refuse_existing(out, overwrite):
             raise UserError(f"--out {out}: {p} exists; pass --overwrite to replace it")
 
 
-def run(args, console):
-    from ..models import save_model
+def _missing_folders(out, d):
+    """The folders from ``d`` up that do not exist (innermost first); a UserError for a file in the way."""
+    missing = []
+    while not os.path.isdir(d):
+        if os.path.lexists(d):
+            raise UserError(f"--out {out}: {d} exists and is not a folder")
+        missing.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return missing
 
+
+def run(args, console):
     out = os.fspath(args.out)
     if not out.endswith(".npz"):
         raise UserError(f"--out {out}: canonical model files end in .npz")
-    d = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(d):
-        raise UserError(f"--out {out}: the folder {d} does not exist")
     if not os.path.exists(args.checkpoint):
         raise UserError(f"{args.checkpoint}: no such file")
-    _refuse_existing(out, args.overwrite)
+    missing = _missing_folders(out, os.path.dirname(os.path.abspath(out)))
+    if not missing:
+        _refuse_existing(out, args.overwrite)
+    try:
+        return _convert(args, console, out, missing)
+    except BaseException:
+        for d in missing:  # innermost first: only the folders this run created, and only when empty
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+        raise
+
+
+def _convert(args, console, out, missing):
+    from ..models import save_model
+
     names = None
     if args.class_names is not None:
         try:
@@ -76,7 +107,15 @@ def run(args, console):
     if args.input_size is not None:
         options["input_size"] = args.input_size
     with console.stage("converting"):
-        model, how = load_any_model(args.checkpoint, prototxt=args.prototxt, source=args.source, options=options)
+        model, how = load_any_model(args.checkpoint, prototxt=args.prototxt, source=args.source,
+                                    options=options, option=None)
+    if not how.startswith("converted"):
+        given = [o for o, v in (("--input-size", args.input_size), ("--preprocessing", args.preprocessing))
+                 if v]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise UserError(f"{' and '.join(given)} {verb} to a checkpoint a converter reads; "
+                            f"{args.checkpoint} is already an ebr_ref model ({how})")
     if args.dtype is not None:
         model = model.astype(args.dtype)
     meta = {}
@@ -84,10 +123,20 @@ def run(args, console):
         if len(names) != model.num_classes:
             raise UserError(f"--class-names: {len(names)} names for a model with {model.num_classes} classes")
         meta["class_names"] = names
+    if missing:
+        try:
+            os.makedirs(missing[0])
+        except OSError as e:
+            why = e.strerror or e
+            raise UserError(f"--out {out}: cannot create the folder {missing[0]} ({why})") from None
     _refuse_existing(out, args.overwrite)  # again: the conversion may have taken a while
     with user_errors(f"--out {out}"):
         save_model(model, out, meta=meta)
     console.info(f"{args.checkpoint} [{how}] -> {out} (+ {os.path.splitext(out)[0]}.json)")
     console.info(f"model {describe_model(model)}; {len(model.layers)} layers, "
                  f"{sum(int(v.size) for v in model.params.values()):,} parameters")
+    if "readout" not in model.meta and "conv5_1" not in model.layer_names:
+        convs = ", ".join(n.name for n in model.layers if n.type == "conv") or "none"
+        console.info(f"note: no default read-out layer (the sidecar names no 'readout' and there is no "
+                     f"conv5_1): pass --layer to ground and caption; its convolution layers: {convs}")
     return 0

@@ -7,7 +7,8 @@ classes in one cEB-R call (paper Fig. 5 style), each class seeded at every
 step (``--seed-steps all``: the last step alone holds the second action); each
 class's evidence is localised in time (unknown length, paper §4.1) and scored
 against that action's frames and boxes. When the shipped captioner (``synthetic_captioner``)
-is present, the clip is captioned and one word of the caption is grounded too.
+is present, a synthetic captioning clip is captioned and the caption's nouns (paper §4.2, §6) are
+grounded too, each scored against its object's frames and boxes.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from .. import synthetic
 from ..models import shipped_names
 from ..tools.video import preprocess, preprocessing_of
 from ._common import (
-    UserError, class_names, describe_model, load_any_model, require_classifier, require_cli_extra,
+    UserError, class_names, describe_model, load_any_model, require_classifier, require_cli_extra, seed_int,
     user_errors,
 )
 from ._outputs import OutputSet
-from ._report import analyse, item_json, print_summary, tag_of, write_outputs
+from ._report import _wrap, analyse, item_json, print_summary, tag_of, write_outputs
 from .ground import (
-    add_engine_args, add_output_args, describe_prediction, ground_arrays, predicted, prepare_model, run_ground,
+    add_engine_args, add_output_args, check_engine_args, describe_prediction, ground_arrays, predicted,
+    prepare_model, run_ground,
 )
 
 __all__ = ["add_parser", "run", "DEFAULT_SEED", "ACTION_MODEL", "CAPTION_MODEL"]
@@ -35,29 +37,45 @@ ACTION_MODEL = "synthetic_cnn_lstm"
 CAPTION_MODEL = "synthetic_captioner"
 DEFAULT_SEED = 0xDE30
 DEFAULT_FRAMES = 24
+MAX_FRAMES = 256  # a demo, not a benchmark: the contact sheets stay readable
 
 
 def add_parser(sub, parents):
     p = sub.add_parser(
         "demo", parents=parents, help="ground two actions of a synthetic clip with the shipped models",
-        description="Ground the two actions of a synthetic two-action clip with the shipped CNN-LSTM (and a word "
-                    "of a generated caption with the shipped captioner), writing overlays, a contact sheet, the "
-                    "evidence plot, results.json and results.npz. No network, about 10 s on 2 CPU cores.",
+        description="Ground the two actions of a synthetic two-action clip with the shipped CNN-LSTM (and "
+                    "the nouns of a generated caption with the shipped captioner), writing overlays, a "
+                    "contact sheet, the evidence plot, a summary picture, results.json and results.npz. No "
+                    "network, about 10 s on 2 CPU cores.",
     )
     p.add_argument("--model", default=ACTION_MODEL, help=f"action model (default: the shipped {ACTION_MODEL})")
-    p.add_argument("--seed", type=lambda s: int(s, 0), default=DEFAULT_SEED,
-                   help=f"seed of the synthetic clip (default {DEFAULT_SEED:#x})")
-    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"clip length (default {DEFAULT_FRAMES})")
+    p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED,
+                   help=f"seed of the synthetic clips, decimal or 0x hex (default {DEFAULT_SEED:#x})")
+    p.add_argument("--frames", type=_frames_arg, default=DEFAULT_FRAMES,
+                   help=f"clip length, 4 to {MAX_FRAMES} (default {DEFAULT_FRAMES})")
     p.add_argument("--caption-model", default=CAPTION_MODEL,
                    help=f"captioner for the caption part (default: the shipped {CAPTION_MODEL})")
     p.add_argument("--no-caption", action="store_true", help="skip the caption part")
-    add_engine_args(p)
-    add_output_args(p, out_default="ebr_ref_demo")
     # Two actions in one clip: seed every step (one grand total per class), not only the last one, whose
     # LSTM state holds the second action (measured on 10 clips with the shipped model: temporal IoU of the
     # first action 0.84 with "all" against 0.19 with "last").
-    p.set_defaults(run=run, seed_steps="all")
+    add_engine_args(p, seed_steps_default="all")
+    add_output_args(p, out_default="ebr_ref_demo")
+    p.set_defaults(run=run)
     return p
+
+
+def _frames_arg(text):
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 4 to {MAX_FRAMES}, got {text!r}") \
+            from None
+    if not 4 <= v <= MAX_FRAMES:
+        raise argparse.ArgumentTypeError(f"expected an integer from 4 to {MAX_FRAMES}, got {v}")
+    return v
 
 
 def _display(frames):
@@ -80,15 +98,14 @@ def _interval_of_class(clip, c):
 def run(args, console):
     require_cli_extra()
     t_start = time.perf_counter()
-    if args.frames < 4:
-        raise UserError(f"--frames must be at least 4, got {args.frames}")
     if args.model == ACTION_MODEL and ACTION_MODEL not in shipped_names():
         raise UserError(f"the shipped model {ACTION_MODEL} is not installed (ebr_ref/data); reinstall ebr_ref")
     model, how = load_any_model(args.model)
     model = prepare_model(require_classifier(model, "demo"), args)
     if not model.is_recurrent or model.num_classes != synthetic.NUM_CLASSES or model.input_shape[0] != 3:
-        raise UserError(f"the demo needs a CNN-LSTM over the {synthetic.NUM_CLASSES} synthetic actions; "
-                        f"got {describe_model(model)}")
+        raise UserError(f"--model {args.model}: the demo needs a CNN-LSTM over the {synthetic.NUM_CLASSES} "
+                        f"synthetic actions; got {describe_model(model)}")
+    check_engine_args(model, args)
     with OutputSet(args.out, overwrite=args.overwrite) as outs:
         size = model.input_shape[1:]
         with console.stage("rendering the synthetic clip"), user_errors("synthetic clip"):
@@ -143,7 +160,7 @@ def run(args, console):
     console.info(describe_prediction(model, pred))
     console.info(f"{method} at {g.layer}, LSTM rule {args.lstm_rule}: {t_ground:.2f} s")
     if caption is not None:
-        console.info(caption["summary"])
+        console.info(_wrap(caption["summary"]))
     elif not args.no_caption:
         console.info(f"caption: skipped ({_caption_missing_reason()})")
     print_summary(console, items, files, args.out)
@@ -157,37 +174,36 @@ def _caption_missing_reason():
     return "ebr_ref.grounding.ground_caption is not available"
 
 
-def _choose_word(words, probs, objects, T):
-    """The caption word to ground: a motion word of an object present in part of the clip (temporal
-    grounding has something to find), else any word that names an object, else the most confident word.
+def _nouns(words, objects):
+    """The caption's nouns (paper §4.2, §6), each with the object it names: ``[(position, object), ...]``.
 
-    Returns ``(position, object or None)``.
+    A noun is a word that is the shape of one of the clip's objects; each
+    object is matched once, in caption order.
     """
-    def owner(w):
-        for ob in objects:
-            if w in (ob.verb, ob.colour, ob.shape):
-                return ob
-        return None
+    out, used = [], set()
+    for k, w in enumerate(words):
+        for i, ob in enumerate(objects):
+            if i not in used and w == ob.shape:
+                out.append((k, ob))
+                used.add(i)
+                break
+    return out
 
+
+def _fallback_word(words, probs):
+    """No noun of an object in the caption: its most confident word other than 'a', 'an', 'and', 'the'."""
     ranked = sorted(range(len(words)), key=lambda k: -probs[k])
     content = [k for k in ranked if words[k] not in ("a", "an", "and", "the")]
-    ranked = content or ranked
-    for k in ranked:
-        ob = owner(words[k])
-        if ob is not None and words[k] == ob.verb and tuple(ob.interval) != (0, T - 1):
-            return k, ob
-    for k in ranked:
-        if owner(words[k]) is not None:
-            return k, owner(words[k])
-    return ranked[0], None
+    return (content or ranked)[0]
 
 
 def _caption_part(args, console, size):
-    """Caption a synthetic captioning clip with the shipped captioner and ground one word of the caption.
+    """Caption a synthetic captioning clip with the shipped captioner and ground the caption's nouns.
 
     The clip (:func:`ebr_ref.synthetic.captions.make_caption_clip`, two objects, each present in part
-    of the clip) has word-level ground truth: the chosen word is scored against its object's frames
-    and boxes. Returns None when the shipped captioner is not installed.
+    of the clip) has word-level ground truth: each noun is scored against its object's frames and
+    boxes, whatever comes out. When the caption names no object of the clip, its most confident word
+    is grounded, without ground truth. Returns None when the shipped captioner is not installed.
     """
     spec = args.caption_model
     if spec == CAPTION_MODEL and CAPTION_MODEL not in shipped_names():
@@ -197,7 +213,7 @@ def _caption_part(args, console, size):
     from ..synthetic.captions import make_caption_clip
     from .caption import caption_json, ground_words
 
-    model, _ = load_any_model(spec)
+    model, _ = load_any_model(spec, option="--caption-model")
     if not hasattr(model, "vocab"):
         raise UserError(f"--caption-model {spec}: not a captioner")
     with console.stage("rendering the captioning clip"), user_errors("captioning clip"):
@@ -209,23 +225,34 @@ def _caption_part(args, console, size):
     with console.stage("decoding the caption"), user_errors("captioner"):
         decoded = model.decode(x)
     words = list(decoded.words)
+    name = model.meta.get("name", spec)
     if not words:
-        return {"caption": "", "items": [], "summary": "caption: the captioner emitted an empty caption"}
+        return {"caption": "", "items": [],
+                "summary": f"caption ({name}): the captioner emitted an empty caption"}
     probs = numpy.asarray(decoded.probs)[numpy.arange(len(words)), decoded.ids[: len(words)]]
-    pos, ob = _choose_word(words, probs, cc.objects, x.shape[0])
-    res, items, seconds = ground_words(model, x, [pos], ns, console, caption=words,
-                                       gts=[None if ob is None else ob.interval],
-                                       boxes=[None if ob is None else ob.boxes], input_size=tuple(x.shape[2:]))
+    nouns = _nouns(words, cc.objects)
+    if nouns:
+        positions, objects = [k for k, _ in nouns], [ob for _, ob in nouns]
+    else:
+        positions, objects = [_fallback_word(words, probs)], [None]
+    res, items, seconds = ground_words(model, x, positions, ns, console, caption=words,
+                                       gts=[None if ob is None else ob.interval for ob in objects],
+                                       boxes=[None if ob is None else ob.boxes for ob in objects],
+                                       input_size=tuple(x.shape[2:]))
     res.diagnostics["decoded"] = "greedy"
-    for it in items:
+    for it, ob in zip(items, objects):
         it["display"] = _display(cc.frames)
-        it["tag"] = tag_of("caption-word", pos, words[pos])
-    it = items[0]
-    det, gt = it.get("detected"), it.get("gt")
-    summary = (f"caption (greedy, {model.meta.get('name', spec)}) of a two-object clip: \"{' '.join(words)}\" "
-               f"(ground truth: \"{cc.caption}\"); grounded '{words[pos]}' (p={probs[pos]:.2f}) with cEB-R in "
-               f"{seconds:.2f} s: detected {'-' if det is None else list(det)}"
-               + (f", its object is present in {list(gt)}" if gt is not None else ""))
-    return {**caption_json(res), "model": spec, "word": words[pos], "position": pos,
-            "ground_truth_caption": cc.caption, "seed": args.seed, "frames": int(x.shape[0]),
+        if ob is not None:
+            it["object"] = {"action": ob.action, "colour": ob.colour, "shape": ob.shape, "verb": ob.verb}
+    quoted = ", ".join(f"'{words[k]}'" for k in positions)
+    if nouns:
+        what = f"its noun{'s' * (len(positions) > 1)} {quoted}"
+    else:
+        what = f"{quoted} (no noun of an object found)"
+    summary = (f"caption (greedy, {name}) of a two-object clip: \"{' '.join(words)}\" (ground truth: "
+               f"\"{cc.caption}\"); grounded {what} with cEB-R in {seconds:.2f} s"
+               + (", each against its object's frames and boxes" if nouns else ""))
+    return {**caption_json(res), "model": spec, "words": [words[k] for k in positions],
+            "positions": positions, "ground_truth_caption": cc.caption, "seed": args.seed,
+            "frames": int(x.shape[0]),
             "items": items, "maps": res.maps, "evidence": res.evidence, "clip": x, "summary": summary}

@@ -18,8 +18,10 @@ from ..grounding.ground import METHODS, ground
 from ..layers.lstm import LSTM_RULES
 from ..tools.video import MAX_FRAME_PIXELS, VideoError, clip_for_model, fit_boxes, read_frames
 from ._common import (
-    UserError, class_names, describe_model, load_any_model, parse_interval, parse_seed_steps,
-    require_classifier, require_cli_extra, resolve_targets, user_errors,
+    SYNTHETIC_TITLE, UserError, check_interval, check_method, check_seed_steps, class_names, describe_model,
+    load_any_model, nonnegative_int, parse_interval, parse_seed_steps, positive_float, positive_int,
+    readout_layer, require_classifier, require_cli_extra, resolve_targets, user_errors,
+    warn_if_synthetic_model,
 )
 from ._outputs import OutputSet
 from ._report import analyse, item_json, print_summary, tag_of, write_outputs
@@ -27,23 +29,30 @@ from ._report import analyse, item_json, print_summary, tag_of, write_outputs
 __all__ = ["add_parser", "run", "add_engine_args", "add_output_args", "run_ground", "predicted", "ground_arrays"]
 
 
-def add_engine_args(p, *, method_default=None):
+def add_engine_args(p, *, method_default=None, seed_steps_default="last"):
     g = p.add_argument_group("method")
     g.add_argument("--method", choices=METHODS, default=method_default,
                    help="grounding method (default: cEB-R for a CNN-LSTM, cEB for a per-frame CNN)")
     g.add_argument("--layer", help="read-out layer (default: the model's meta 'readout', else conv5_1); 'input' for pixels")
     g.add_argument("--lstm-rule", choices=LSTM_RULES, default="caffe",
                    help="EB rule through the LSTM: 'caffe' (the released code, default) or 'eb' (conserving)")
-    g.add_argument("--seed-steps", default="last", help="steps seeded with the target: last (default), all, or 3,7,11")
+    others = ", ".join(v for v in ("last", "all") if v != seed_steps_default)
+    g.add_argument("--seed-steps", default=seed_steps_default,
+                   help=f"steps seeded with the target: {seed_steps_default} (default), {others}, or a list "
+                        "such as 3,7,11")
     g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu (NumPy, default) or gpu (CuPy)")
     g.add_argument("--dtype", choices=("float32", "float64"), help="run in this dtype (default: the model's)")
-    g.add_argument("--chunk-size", type=int, default=8, help="frames per CNN chunk (memory; default 8)")
+    g.add_argument("--chunk-size", type=positive_int, default=8,
+                   help="frames per CNN chunk (memory; default 8)")
 
 
 def add_output_args(p, *, out_default=None):
     g = p.add_argument_group("output")
-    g.add_argument("--out", default=out_default, required=out_default is None, help="output folder (created)")
-    g.add_argument("--fps", type=float, default=None, help="frame rate of the animations (default: 4 fps)")
+    g.add_argument("--out", default=out_default, required=out_default is None,
+                   help="output folder (created, with its parents, when missing)"
+                        + (f"; default ./{out_default}" if out_default else ""))
+    g.add_argument("--fps", type=positive_float, default=None,
+                   help="frame rate of the animations (default: 4 fps)")
     g.add_argument("--scale", choices=("clip", "frame"), default="clip",
                    help="heatmap display scale: one for the clip (its positive cells' 99th percentile; default) "
                         "or each frame's maximum")
@@ -54,14 +63,14 @@ def add_output_args(p, *, out_default=None):
 
 def add_input_args(p):
     g = p.add_argument_group("input")
-    g.add_argument("--every", type=int, default=1, help="keep every N-th frame (default 1)")
-    g.add_argument("--start", type=int, default=0, help="first frame to keep (default 0)")
-    g.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames")
+    g.add_argument("--every", type=positive_int, default=1, help="keep every N-th frame (default 1)")
+    g.add_argument("--start", type=nonnegative_int, default=0, help="first decoded frame to keep (default 0)")
+    g.add_argument("--max-frames", type=positive_int, default=None, help="keep at most this many frames")
     g.add_argument("--fit", choices=("crop", "stretch"), default="crop",
                    help="resize to the model's input: cover and centre-crop (default) or stretch")
     g.add_argument("--preprocessing", help="override the model's preprocessing: JSON "
                    '{"channel_order": "BGR", "scale": 255, "mean": [...], "std": [...]} or "identity"')
-    g.add_argument("--max-frame-pixels", type=int, default=MAX_FRAME_PIXELS,
+    g.add_argument("--max-frame-pixels", type=positive_int, default=MAX_FRAME_PIXELS,
                    help=f"refuse frames larger than this many pixels, checked before decoding "
                         f"(default {MAX_FRAME_PIXELS:,}: 4096 x 4096)")
 
@@ -71,7 +80,8 @@ def add_model_args(p):
     g.add_argument("--model", required=True, help="shipped model name, ebr_ref .npz, or a checkpoint to convert")
     g.add_argument("--prototxt", help="Caffe deploy prototxt (for a .caffemodel)")
     g.add_argument("--source", help="weights_io converter when it cannot be detected (caffe, torchvision_vgg16, ...)")
-    g.add_argument("--input-size", type=int, help="input size for a converted checkpoint")
+    g.add_argument("--input-size", type=positive_int,
+                   help="input size for a checkpoint converted on the fly (not for an ebr_ref .npz)")
 
 
 def add_parser(sub, parents):
@@ -147,12 +157,18 @@ def default_method(model, method):
     return "cEB-R" if model.is_recurrent else "cEB"
 
 
+def check_engine_args(model, args):
+    """Check ``--method``, ``--layer`` and ``--seed-steps`` against the model before any work; the layer."""
+    check_method(model, args.method)
+    parse_seed_steps(args.seed_steps)
+    return readout_layer(model, args.layer)
+
+
 def run_ground(model, clip, targets, args, console, *, cont=None):
     """Call :func:`ebr_ref.grounding.ground.ground` with the command-line settings; user mistakes become UserError."""
     method = default_method(model, args.method)
-    seed_steps = parse_seed_steps(args.seed_steps)
-    if args.chunk_size < 1:
-        raise UserError(f"--chunk-size must be a positive integer, got {args.chunk_size}")
+    layer = check_engine_args(model, args)
+    seed_steps = check_seed_steps(parse_seed_steps(args.seed_steps), clip.shape[0], args.seed_steps)
     t0 = time.perf_counter()
     bar = console.progress(total=clip.shape[0] * (2 if method.endswith("-R") else 1),
                            desc=f"{method} on {clip.shape[0]} frames")
@@ -166,7 +182,7 @@ def run_ground(model, clip, targets, args, console, *, cont=None):
     try:
         # an overflow shows as NonFiniteResultError (one line), not as numpy's warnings on the way to it
         with user_errors(), numpy.errstate(over="ignore", invalid="ignore"):
-            g = ground(model, clip, targets, method=method, layer=args.layer, lstm_rule=args.lstm_rule,
+            g = ground(model, clip, targets, method=method, layer=layer, lstm_rule=args.lstm_rule,
                        seed_steps=seed_steps, chunk_size=args.chunk_size, cont=cont, progress=report)
     finally:
         bar.close()
@@ -214,18 +230,31 @@ def ground_arrays(g, clip, display, method, args, targets):
     return out
 
 
+def check_input_size_option(args, how):
+    """``--input-size`` applies to a checkpoint converted on the fly only: refuse it for other models."""
+    if getattr(args, "input_size", None) is not None and not how.startswith("converted"):
+        kind = "a shipped ebr_ref model" if how == "shipped" else "an ebr_ref model"
+        raise UserError(f"--input-size applies to a checkpoint converted on the fly; {args.model} is {kind}, "
+                        "whose input size is fixed")
+
+
 def run(args, console):
     require_cli_extra()
-    model, how = load_any_model(args.model, prototxt=args.prototxt, source=args.source, options=model_options(args))
-    model = prepare_model(require_classifier(model, "ground"), args)
-    targets = resolve_targets(args.target, model)
     intervals = [parse_interval(v) for v in (args.interval or [])]
-    if len(intervals) > len(targets) or len(args.boxes or []) > len(targets):
-        raise UserError(f"{len(targets)} target(s) but {len(intervals)} --interval and {len(args.boxes or [])} --boxes")
     pre = _preprocessing_arg(args.preprocessing)
+    parse_seed_steps(args.seed_steps)
     for path in args.boxes or []:
         if not os.path.isfile(path):
             raise UserError(f"--boxes {path}: no such file")
+    model, how = load_any_model(args.model, prototxt=args.prototxt, source=args.source, options=model_options(args))
+    check_input_size_option(args, how)
+    model = prepare_model(require_classifier(model, "ground"), args)
+    targets = resolve_targets(args.target, model)
+    if len(intervals) > len(targets) or len(args.boxes or []) > len(targets):
+        n_boxes = len(args.boxes or [])
+        raise UserError(f"{len(targets)} --target but {len(intervals)} --interval and {n_boxes} --boxes "
+                        "(each --interval and --boxes belongs to the --target in the same position)")
+    check_engine_args(model, args)
     with OutputSet(args.out, overwrite=args.overwrite) as outs:
         t0 = time.perf_counter()
         frames, info = read_input(args, console)
@@ -234,6 +263,9 @@ def run(args, console):
         except VideoError as e:
             raise UserError(str(e)) from None
         t_read = time.perf_counter() - t0
+        for iv in intervals:
+            check_interval(iv, clip.shape[0], "--interval")
+        check_seed_steps(parse_seed_steps(args.seed_steps), clip.shape[0], args.seed_steps)
         boxes = [_read_boxes(path, info, frames.shape[1:3], display.shape[1:3], args.fit)
                  for path in (args.boxes or [])]
         g, method, t_ground = run_ground(model, clip, targets, args, console)
@@ -246,6 +278,8 @@ def run(args, console):
                 "prob": g.probs[:, c], "gt": intervals[k] if k < len(intervals) else None,
                 "boxes": boxes[k] if k < len(boxes) else None,
             }, display.shape[1:3]))
+        # after every check that can fail, so that a mistake stays the one line on stderr
+        synthetic_note = warn_if_synthetic_model(console, model, args.input)
         fps = args.fps or 4.0
         pred = predicted(model, g.probs)
         results = {
@@ -259,6 +293,7 @@ def run(args, console):
                       "decoded_size": list(info["size"]), "model_size": list(display.shape[1:3]),
                       "fit": args.fit},
             "predicted": pred, "targets": [item_json(it) for it in items], "diagnostics": g.diagnostics,
+            "warnings": list(console.warnings),
             "timing_s": {"read": round(t_read, 3), "ground": round(t_ground, 3)},
         }
         arrays = ground_arrays(g, clip, display, method, args, targets)
@@ -268,7 +303,7 @@ def run(args, console):
                                 "'ebr-ref compare --clip VIDEO' rebuilds it"]
         files = write_outputs(outs.stage, display, items, console=console, fps=fps, scale=args.scale,
                               mp4=not args.no_mp4, results=results, arrays=arrays,
-                              title=f"{method} at {g.layer}")
+                              title=f"{method} at {g.layer}" + (SYNTHETIC_TITLE if synthetic_note else ""))
         outs.commit()
     files = outs.final(files)
     console.info(f"model {describe_model(model)} [{how}]")
@@ -280,13 +315,19 @@ def run(args, console):
 
 
 def read_input(args, console):
-    """Decode ``args.input`` with the frame-selection options; VideoError becomes UserError."""
-    if args.max_frame_pixels < 1:
-        raise UserError(f"--max-frame-pixels must be positive, got {args.max_frame_pixels}")
+    """Decode ``args.input`` with the frame-selection options; VideoError becomes UserError.
+
+    The options were checked by argparse (``--every``, ``--max-frames``,
+    ``--max-frame-pixels`` >= 1, ``--start`` >= 0); a ``--start`` past the end
+    of the input is reported naming ``--start``.
+    """
     try:
         return read_frames(args.input, every=args.every, max_frames=args.max_frames, start=args.start,
                            progress=console.progress, max_pixels=args.max_frame_pixels)
     except VideoError as e:
+        if args.start > 0 and str(e).startswith(f"{args.input}: no frames"):
+            raise UserError(f"--start {args.start}: there is no frame {args.start} in {args.input} (frames "
+                            "are numbered from 0)") from None
         raise UserError(str(e)) from None
 
 

@@ -26,7 +26,8 @@ def add_parser(sub, parents):
         description="List every tensor of a checkpoint (name, shape, dtype) and the architecture a converter infers "
                     "(layers, output shapes, input shape, preprocessing).",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a checkpoint of any format weights_io reads, or an ebr_ref .npz")
     p.add_argument("--prototxt", help="Caffe deploy prototxt (for a .caffemodel)")
     p.add_argument("--source", help="converter, when it cannot be detected")
     p.add_argument("--max-tensors", type=int, default=200, help="list at most this many tensors (default 200)")
@@ -82,6 +83,10 @@ def run(args, console):
         raise UserError(f"{path}: no such file")
     if os.path.isdir(path):
         raise UserError(f"{path}: is a folder, not a checkpoint file")
+    if args.prototxt is not None and not os.path.isfile(args.prototxt):
+        raise UserError(f"--prototxt {args.prototxt}: no such file")
+    if args.max_tensors < 0:
+        raise UserError(f"--max-tensors must be >= 0, got {args.max_tensors}")
     size = os.path.getsize(path)
     if args.prototxt is None and args.source is None and is_canonical_model(path):
         model = _load_canonical(path, allow_nonfinite=True)

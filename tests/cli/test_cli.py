@@ -224,7 +224,10 @@ def test_demo_with_a_given_model(assets):
     assert doc["command"] == "demo" and len(doc["targets"]) == 3
     assert "caption (greedy" in r.stdout and doc["caption"]["caption"] == " ".join(["red"] * 30)
     word = doc["targets"][2]  # the caption word, on its own clip (two objects, word-level ground truth)
-    assert word["tag"].startswith("caption-word-") and doc["caption"]["word"] == "red" and "'red'" in word["name"]
+    # this captioner names no object ('red' 30 times): its most confident word is grounded, without a truth
+    assert doc["caption"]["words"] == ["red"] and "'red'" in word["name"] and word.get("gt") is None
+    pos = doc["caption"]["positions"][0]
+    assert word["tag"] == f"word-{pos}-red" and f"(caption word {pos})" in word["name"]
     with PIL.open(out / doc["files"][word["tag"]]["gif"]) as im:
         assert im.n_frames == T
     assert numpy.load(out / "results.npz")["caption_maps"].shape == (1, T, 8, 8)
@@ -244,6 +247,18 @@ def test_demo_default_runs_with_the_shipped_models(tmp_path):
     out = tmp_path / "ebr_ref_demo"
     doc = json.loads((out / "results.json").read_text())
     assert doc["model"]["loaded_as"] == "shipped" and len(doc["targets"]) >= 2
+    assert r.stderr == ""  # synthetic models on synthetic clips: no warning
+    from ebr_ref.synthetic.captions import SHAPES
+
+    cap = doc["caption"]  # the caption's nouns, each scored against its object's frames and boxes
+    words = cap["caption"].split()
+    assert cap["words"] and all(w in SHAPES.values() for w in cap["words"])
+    assert [words[k] for k in cap["positions"]] == cap["words"]
+    nouns = [t for t in doc["targets"] if t["tag"].startswith("word-")]
+    assert [t["tag"] for t in nouns] == [f"word-{k}-{w}" for k, w in zip(cap["positions"], cap["words"])]
+    for t in nouns:
+        assert t["object"]["shape"] in t["name"] and t["gt"] is not None
+        assert t["pointing"]["hits"] + t["pointing"]["misses"] == t["gt"][1] - t["gt"][0] + 1
     for v in doc["files"].values():
         for f in (v.values() if isinstance(v, dict) else [v]):
             assert (out / f).stat().st_size > 0
@@ -289,7 +304,8 @@ def test_caption_grounds_each_word(assets):
     doc = json.loads((out / "results.json").read_text())
     assert doc["caption"] == "a red square slides" and doc["decoded"] == "forced"
     assert [t["word_step"] for t in doc["targets"]] == [[1], [3]]
-    assert set(doc["files"]) >= {"word-0-red", "word-1-slides", "evidence_plot", "json", "npz"}
+    # one tag scheme for caption words (as the demo's): the word's caption position
+    assert set(doc["files"]) >= {"word-1-red", "word-3-slides", "evidence_plot", "json", "npz"}
     assert numpy.load(out / "results.npz")["maps"].shape == (2, T, 8, 8)
     # a captioner is not a classifier, and the other way round
     assert_user_error(run_cli("ground", assets["frames"], "--model", cap, "--target", "0", "--out", out), "captioner")
@@ -311,7 +327,46 @@ def _bad(assets, tmp):
     empty = tmp / "empty_dir"
     empty.mkdir(exist_ok=True)
     m, f, o = assets["model"], assets["frames"], tmp / "o"
+    no_readout = tmp / "no_readout.npz"  # no sidecar 'readout', no conv5_1 (a converted model can be so)
+    save_model(sequential(TINY_LSTM, (3, 32, 32), seed=1, meta={"preprocessing": IDENTITY}), no_readout)
+    cap = _captioner(tmp / "cap.npz")
+    g = ("ground", f, "--model", m, "--target", "0", "--out", o)
+    c = ("caption", f, "--model", cap, "--caption", "a red square slides", "--out", o)
     return [
+        # every message names the option the user typed
+        ((*g, "--every", "0"), "argument --every"),
+        ((*g, "--start", "-1"), "argument --start"),
+        ((*g, "--max-frames", "0"), "argument --max-frames"),
+        ((*g, "--max-frame-pixels", "0"), "argument --max-frame-pixels"),
+        ((*g, "--chunk-size", "0"), "argument --chunk-size"),
+        ((*g, "--fps", "-1"), "argument --fps"),
+        ((*g, "--fps", "nan"), "argument --fps"),
+        ((*g, "--start", "1000"), "--start 1000"),
+        ((*g, "--seed-steps", "500"), "--seed-steps 500"),
+        ((*g, "--seed-steps", "-3"), "--seed-steps -3"),
+        ((*g, "--interval", "5:200"), "--interval 5:200"),
+        ((*g, "--interval", "1:2", "--interval", "3:4"), "--interval"),
+        ((*g, "--layer", "fc8"), "--layer fc8"),
+        ((*g, "--layer", "nope"), "--layer nope"),
+        ((*g, "--input-size", "5"), "--input-size"),
+        (("ground", f, "--model", no_readout, "--target", "0", "--out", o), "--layer"),
+        (("ground", f, "--model", tmp / "nomodel.npz", "--target", "0", "--out", o), "--model"),
+        (("demo", "--seed", "x", "--out", o), "argument --seed"),
+        (("demo", "--seed", "-1", "--out", o), "argument --seed"),
+        (("demo", "--frames", "100000", "--out", o), "argument --frames"),
+        (("demo", "--caption-model", tmp / "nocap.npz", "--out", o), "--caption-model"),
+        (("demo", "--caption-model", m, "--out", o), "--caption-model"),
+        (("demo", "--method", "EB", "--out", o), "--method EB"),
+        (("demo", "--seed-steps", "99", "--out", o), "--seed-steps 99"),
+        ((*c, "--words", "blue"), "--words"),
+        ((*c, "--words", "9"), "--words"),
+        ((*c, "--max-len", "0"), "argument --max-len"),
+        ((*c, "--chunk-size", "0"), "argument --chunk-size"),
+        ((*c, "--words", "red", "--interval", "1:2", "--interval", "3:4"), "--interval"),
+        ((*c, "--words", "red", "--interval", "5:200"), "--interval 5:200"),
+        ((*c, "--layer", "nope"), "--layer nope"),
+        (("convert", m, "--input-size", "5", "--out", tmp / "y.npz"), "--input-size"),
+
         (("ground", tmp / "missing.mp4", "--model", m, "--target", "0", "--out", o), "missing.mp4"),
         (("ground", f, "--model", tmp / "nomodel.npz", "--target", "0", "--out", o), "nomodel.npz"),
         (("ground", f, "--model", junk, "--target", "0", "--out", o), "junk.pt"),

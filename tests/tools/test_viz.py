@@ -103,9 +103,18 @@ def test_contact_sheet_layout_and_pngs(tmp_path):
     T = 10
     f = numpy.full((T, 16, 32, 3), 100, dtype=numpy.uint8)
     maps = numpy.random.default_rng(0xC0).normal(size=(T, 4, 8))
-    img = viz.contact_sheet(f, maps, maps.sum(axis=(1, 2)), title="t", gt=(2, 4), detected=(3, 3), cols=4, tile=64)
+    kw = dict(title="t", gt=(2, 4), detected=(3, 3), cols=4, tile=64)
+    bare = viz.contact_sheet(f, maps, maps.sum(axis=(1, 2)), legend=False, **kw)
     rows = 3
-    assert img.shape == (22 + rows * (32 + 4 + 18), 4 * (64 + 4), 3)
+    assert bare.shape == (22 + rows * (32 + 4 + 18), 4 * (64 + 4), 3)
+    img = viz.contact_sheet(f, maps, maps.sum(axis=(1, 2)), **kw)  # the legend goes between title and tiles
+    key = viz.legend_image(viz.legend_entries(gt=(2, 4), detected=(3, 3),
+                                              largest=f"yellow label: the largest S (frame "
+                                                      f"{int(numpy.argmax(maps.sum(axis=(1, 2))))})"),
+                           4 * (64 + 4), background=(24, 24, 24))
+    assert img.shape == (bare.shape[0] + key.shape[0], bare.shape[1], 3)
+    numpy.testing.assert_array_equal(img[22 : 22 + key.shape[0]], key)
+    numpy.testing.assert_array_equal(img[22 + key.shape[0] :], bare[22:])
     p = viz.write_png(str(tmp_path / "s.png"), img)
     with PIL.open(p) as im:
         assert im.size == (img.shape[1], img.shape[0]) and im.mode == "RGB"
@@ -144,19 +153,81 @@ def test_summary_figure_layout(tmp_path):
     plot = viz.evidence_plot(str(tmp_path / "e.png"), [{"name": "a", "evidence": numpy.ones(T)}])
     rows = [{"name": "a", "frames": f, "maps": maps, "gt": (0, 4), "detected": (2, 3)},
             {"name": "b", "frames": f[:3], "maps": maps[:3]}]
-    img = viz.summary_figure(rows, plot, frames_per_row=5, tile=40)
+    img = viz.summary_figure(rows, plot, frames_per_row=5, tile=40, legend=False)
     with PIL.open(plot) as im:
         pw, ph = im.size
     row_w = [5 * (80 + 4) + 4, 3 * (80 + 4) + 4]  # frames 2:1, 40 px high
-    assert img.shape == (2 * (40 + 40) + ph, max(row_w + [pw]), 3)
+    width = max(row_w + [pw])
+    assert img.shape == (2 * (40 + 40) + ph, width, 3)
     assert numpy.all(img[18, 2] == viz.GT_COLOUR)  # the first frame of row a is framed in green
+    # with a title (24 px) and the legend of the marks above the rows
+    full = viz.summary_figure(rows, plot, frames_per_row=5, tile=40, title="x")
+    key = viz.legend_image(viz.legend_entries(gt=True, detected=True), width)
+    assert full.shape == (24 + key.shape[0] + img.shape[0], width, 3)
+    numpy.testing.assert_array_equal(full[24 : 24 + key.shape[0]], key)
+    numpy.testing.assert_array_equal(full[24 + key.shape[0] :], img)
 
 
 def test_evidence_plot_png(tmp_path):
     pytest.importorskip("matplotlib")
     S = numpy.sin(numpy.arange(12.0))
-    panels = [{"name": "a", "evidence": S, "detected": (1, 3), "gt": (0, 4), "prob": numpy.linspace(0, 1, 12)},
-              {"name": "b", "evidence": -S, "detected": None, "gt": None}]
+    panels = [{"name": "a", "evidence": S, "detected": (1, 3), "gt": (0, 4),
+               "prob": numpy.linspace(0, 1, 12)},
+              {"name": "b", "evidence": -S, "detected": None, "gt": None, "zero": [0, 1, 2, 7]}]
     p = viz.evidence_plot(str(tmp_path / "e.png"), panels, title="x")
     with PIL.open(p) as im:
-        assert im.format == "PNG" and im.size == (800, int(100 * (2.4 * 2 + 0.6)))
+        assert im.format == "PNG" and im.size == (800, int(100 * (2.75 * 2 + 0.45)))
+
+
+def test_evidence_plot_explains_every_mark():
+    pytest.importorskip("matplotlib")
+    S = numpy.sin(numpy.arange(12.0))
+    panels = [{"name": "a", "evidence": S, "detected": (1, 3), "gt": (0, 4),
+               "prob": numpy.linspace(0, 1, 12)},
+              {"name": "b", "evidence": -S, "zero": [0, 1, 2, 7]}]
+    fig = viz.evidence_figure(panels, title="run")
+    main = [ax for ax in fig.axes if ax.get_legend() is not None]
+    assert len(main) == 2 and fig.get_suptitle() == "run"
+    labels = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in main]
+    assert labels[0] == ["S > 0", "S < 0", "ground truth [0, 4]", "detected [1, 3]", "largest S (frame 8)",
+                         "probability per step (right axis)"]  # sin(8) = 0.989 is the largest
+    assert labels[1] == ["S > 0", "S < 0", "S numerically zero (4 frames)", "largest S (frame 11)"]
+    # the numerically-zero frames are hatched: runs 0-2 and 7
+    hatched = [pa for pa in main[1].patches if pa.get_hatch()]
+    spans = [(round(pa.get_x() + 0.5), round(pa.get_x() + pa.get_width() - 0.5)) for pa in hatched]
+    assert spans == [(0, 2), (7, 7)]
+
+
+def test_numerically_zero():
+    assert viz.numerically_zero([1e-14, -0.5, 2e-9, 0.1]) == [0, 2]
+    assert viz.numerically_zero([0.0, 0.0]) == [0, 1]  # no evidence at all: every frame
+    assert viz.numerically_zero([1.0, -1e-6, 1.1e-6]) == [1]  # the bound is inclusive, relative to max |S|
+
+
+def test_pointing_outcomes_and_legends_in_every_picture():
+    T, H, W = 4, 16, 16
+    f = numpy.full((T, H, W, 3), 90, dtype=numpy.uint8)
+    maps = numpy.zeros((T, 4, 4))
+    maps[:, 1, 2] = 1.0  # the peak cell: x = (2 + 0.5) * 4 - 0.5 = 9.5, y = 5.5 in frame pixels
+    maps[3] = -1.0  # no positive evidence: no peak marker unless the frame is scored
+    pointing = numpy.array([1, -1, 0, 0])
+    entries = viz.legend_entries(gt=(0, 1), detected=(1, 2), pointing=pointing)
+    texts = [e[2] for e in entries]
+    assert texts == ["evidence for the target (clamped at 0)", "green frame: ground truth [0, 1]",
+                     "orange bar: detected [1, 2]", "map peak in the target's box (hit)",
+                     "map peak outside the box (miss)", "map peak, frame without a box"]
+    hits_only = [e[2] for e in viz.legend_entries(pointing=numpy.array([1, 1]))][1:]
+    assert hits_only == ["map peak in the target's box (hit)"]
+    sheet = viz.contact_sheet(f, maps, maps.sum(axis=(1, 2)), gt=(0, 1), detected=(1, 2), pointing=pointing,
+                              cols=4, tile=64, legend=False)
+    k = 64 / W  # tiles are 64 px for 16 px frames; the cross is centred on the peak
+    for t, colour in ((0, viz.HIT_COLOUR), (1, viz.MISS_COLOUR), (2, viz.PEAK_COLOUR)):
+        x, y = 2 + t * 68 + round(10 * k), 2 + round(6 * k)
+        assert tuple(sheet[y, x]) == colour, (t, tuple(sheet[y, x]))
+    x3, y3 = 2 + 3 * 68 + round(10 * k), 2 + round(6 * k)
+    assert tuple(sheet[y3, x3]) not in (viz.HIT_COLOUR, viz.MISS_COLOUR, viz.PEAK_COLOUR)
+    anim = viz.annotate_frames(f, maps, maps.sum(axis=(1, 2)), gt=(0, 1), pointing=pointing, min_size=64)
+    bare = viz.annotate_frames(f, maps, maps.sum(axis=(1, 2)), gt=(0, 1), pointing=pointing, min_size=64,
+                               legend=False)
+    assert anim.shape[1] > bare.shape[1] and anim.shape[1] % 16 == 0  # the legend below the timeline
+    assert tuple(anim[0, round(6 * k), round(10 * k)]) == viz.HIT_COLOUR
