@@ -238,7 +238,12 @@ def load_any_model(spec, *, prototxt=None, source=None, options=None, option="--
         from ..models import from_spec
         from ..models.io import check_finite
 
-        params = {k: numpy.array(v) for k, v in params.items()}
+        # a converter's arrays are fresh and writable: kept as they are (no second copy of the weights);
+        # read-only or memory-mapped ones are copied
+        params = {
+            k: v if isinstance(v, numpy.ndarray) and v.flags.writeable and v.flags.c_contiguous else numpy.array(v)
+            for k, v in params.items()
+        }
         check_finite(params, spec)
         model = from_spec(arch, params, meta)
         return model, f"converted ({meta.get('source', {}).get('converter', source or 'auto')})"

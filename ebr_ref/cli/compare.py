@@ -32,7 +32,7 @@ def add_parser(sub, parents):
                     "first that differs, with its step, where the difference is largest and the convention "
                     "likely involved (docs/verify-your-implementation.md).",
     )
-    p.add_argument("theirs", metavar="THEIRS.npz")
+    p.add_argument("theirs", metavar="THEIRS.npz", help="what the other implementation computed for one clip (.npz)")
     g = p.add_argument_group("model (--model or --case)")
     g.add_argument("--model", help="shipped model name, ebr_ref .npz, or a checkpoint to convert")
     g.add_argument("--case", metavar="DIR", help="a case folder of the conformance suite: its model, clip, "
