@@ -36,8 +36,16 @@ import time
 
 import numpy
 
-FORMATS = ["caffe", "torch_zip", "torch_legacy", "safetensors", "hdf5_keras", "keras_v3", "onnx",
-           "canonical_npz"]
+FORMATS = [
+    "caffe",
+    "torch_zip",
+    "torch_legacy",
+    "safetensors",
+    "hdf5_keras",
+    "keras_v3",
+    "onnx",
+    "canonical_npz",
+]
 _BLOCKS = [(1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3)]
 
 
@@ -89,21 +97,30 @@ def write_caffe(path, params):
             for h, d in blobs:
                 f.write(_ld(6, len(h) + len(d)) + h)
                 f.write(d)
-    proto = ['name: "VGG_ILSVRC_16_layers"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 224\ninput_dim: 224']
+    proto = [
+        'name: "VGG_ILSVRC_16_layers"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\n'
+        "input_dim: 224\ninput_dim: 224"
+    ]
     prev = "data"
     for b, w, n in _BLOCKS:
         for k in range(1, n + 1):
             nm = f"conv{b}_{k}"
-            proto.append(f'layers {{ bottom: "{prev}" top: "{nm}" name: "{nm}" type: CONVOLUTION '
-                         f'convolution_param {{ num_output: {w} pad: 1 kernel_size: 3 }} }}')
+            proto.append(
+                f'layers {{ bottom: "{prev}" top: "{nm}" name: "{nm}" type: CONVOLUTION '
+                f"convolution_param {{ num_output: {w} pad: 1 kernel_size: 3 }} }}"
+            )
             proto.append(f'layers {{ bottom: "{nm}" top: "{nm}" name: "relu{b}_{k}" type: RELU }}')
             prev = nm
-        proto.append(f'layers {{ bottom: "{prev}" top: "pool{b}" name: "pool{b}" type: POOLING '
-                     'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }')
+        proto.append(
+            f'layers {{ bottom: "{prev}" top: "pool{b}" name: "pool{b}" type: POOLING '
+            "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }"
+        )
         prev = f"pool{b}"
     for nm, o in (("fc6", 4096), ("fc7", 4096), ("fc8", 1000)):
-        proto.append(f'layers {{ bottom: "{prev}" top: "{nm}" name: "{nm}" type: INNER_PRODUCT '
-                     f'inner_product_param {{ num_output: {o} }} }}')
+        proto.append(
+            f'layers {{ bottom: "{prev}" top: "{nm}" name: "{nm}" type: INNER_PRODUCT '
+            f"inner_product_param {{ num_output: {o} }} }}"
+        )
         prev = nm
     with open(path + ".prototxt", "w") as f:
         f.write("\n".join(proto) + "\n")
@@ -163,10 +180,14 @@ def write(fmt, path, params):
         for b, _w, n in _BLOCKS:
             for k in range(1, n + 1):
                 c = f"conv{b}_{k}"
-                nodes += [helper.make_node("Conv", [prev, f"{c}.weight", f"{c}.bias"], [c], pads=[1, 1, 1, 1]),
-                          helper.make_node("Relu", [c], [c + "_r"])]
+                nodes += [
+                    helper.make_node("Conv", [prev, f"{c}.weight", f"{c}.bias"], [c], pads=[1, 1, 1, 1]),
+                    helper.make_node("Relu", [c], [c + "_r"]),
+                ]
                 prev = c + "_r"
-            nodes.append(helper.make_node("MaxPool", [prev], [f"pool{b}"], kernel_shape=[2, 2], strides=[2, 2]))
+            nodes.append(
+                helper.make_node("MaxPool", [prev], [f"pool{b}"], kernel_shape=[2, 2], strides=[2, 2])
+            )
             prev = f"pool{b}"
         nodes.append(helper.make_node("Flatten", [prev], ["flat"]))
         prev = "flat"
@@ -174,15 +195,22 @@ def write(fmt, path, params):
             nodes.append(helper.make_node("Gemm", [prev, f"{c}.weight", f"{c}.bias"], [c], transB=1))
             prev = c
         inits = [numpy_helper.from_array(v, k) for k, v in params.items()]
-        graph = helper.make_graph(nodes, "vgg16", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
-                                  [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 1000])], inits)
+        graph = helper.make_graph(
+            nodes,
+            "vgg16",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+            [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 1000])],
+            inits,
+        )
         onnx.save(helper.make_model(graph), path)
     elif fmt == "canonical_npz":
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         from weights_io import save_canonical
         from weights_io.convert_torch import vgg16_layers
 
-        save_canonical(path, params, {"architecture": vgg16_layers(1000, ceil_mode=False), "input_shape": [3, 224, 224]})
+        save_canonical(
+            path, params, {"architecture": vgg16_layers(1000, ceil_mode=False), "input_shape": [3, 224, 224]}
+        )
     else:
         raise ValueError(fmt)
 
@@ -192,16 +220,42 @@ def _keras_vgg16_config():
     layers = [{"class_name": "InputLayer", "config": {"batch_shape": [None, 224, 224, 3], "name": "input"}}]
     for b, w, n in _BLOCKS:
         for k in range(1, n + 1):
-            layers.append({"class_name": "Conv2D", "config": {
-                "name": f"block{b}_conv{k}", "filters": w, "kernel_size": [3, 3], "strides": [1, 1],
-                "padding": "same", "data_format": "channels_last", "dilation_rate": [1, 1], "groups": 1,
-                "activation": "relu", "use_bias": True}})
-        layers.append({"class_name": "MaxPooling2D", "config": {"name": f"block{b}_pool", "pool_size": [2, 2],
-                                                                "strides": [2, 2], "padding": "valid"}})
+            layers.append(
+                {
+                    "class_name": "Conv2D",
+                    "config": {
+                        "name": f"block{b}_conv{k}",
+                        "filters": w,
+                        "kernel_size": [3, 3],
+                        "strides": [1, 1],
+                        "padding": "same",
+                        "data_format": "channels_last",
+                        "dilation_rate": [1, 1],
+                        "groups": 1,
+                        "activation": "relu",
+                        "use_bias": True,
+                    },
+                }
+            )
+        layers.append(
+            {
+                "class_name": "MaxPooling2D",
+                "config": {
+                    "name": f"block{b}_pool",
+                    "pool_size": [2, 2],
+                    "strides": [2, 2],
+                    "padding": "valid",
+                },
+            }
+        )
     layers.append({"class_name": "Flatten", "config": {"name": "flatten", "data_format": "channels_last"}})
     for name, units, act in (("fc1", 4096, "relu"), ("fc2", 4096, "relu"), ("predictions", 1000, "softmax")):
-        layers.append({"class_name": "Dense", "config": {"name": name, "units": units, "activation": act,
-                                                          "use_bias": True}})
+        layers.append(
+            {
+                "class_name": "Dense",
+                "config": {"name": name, "units": units, "activation": act, "use_bias": True},
+            }
+        )
     return {"class_name": "Sequential", "config": {"name": "vgg16", "layers": layers}}
 
 
@@ -260,7 +314,7 @@ def measure(fmt, path, what):
         t0 = time.perf_counter()
         tensors = weights_io.read_tensors(path)
         out["read_s"] = time.perf_counter() - t0
-        out["read_heap_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2 ** 20
+        out["read_heap_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
         t0 = time.perf_counter()
         for a in tensors.values():  # one byte per page: faults every page of the map in
             if a.size:
@@ -284,9 +338,9 @@ def measure(fmt, path, what):
     out["convert_s"] = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
     nbytes = sum(p.nbytes for p in params.values())
-    out["file_mb"] = os.path.getsize(path) / 2 ** 20
-    out["param_mb"] = nbytes / 2 ** 20
-    out["convert_heap_peak_mb"] = peak / 2 ** 20
+    out["file_mb"] = os.path.getsize(path) / 2**20
+    out["param_mb"] = nbytes / 2**20
+    out["convert_heap_peak_mb"] = peak / 2**20
     out["copies"] = peak / nbytes
     out["convert_rss_mb"] = _peak_rss_mb(resource)
     out["n_params"] = len(params)
@@ -305,28 +359,43 @@ def main():
         return
     d = args.dir or tempfile.mkdtemp(prefix="bench-wio-")
     params = vgg16_tensors()
-    print(f"{'format':15s} {'file MB':>8s} {'read s':>7s} {'read+touch s':>12s} {'convert s':>9s} "
-          f"{'heap peak MB':>12s} {'copies':>6s} {'RSS MB':>7s} {'CLI RSS MB':>10s}")
+    print(
+        f"{'format':15s} {'file MB':>8s} {'read s':>7s} {'read+touch s':>12s} {'convert s':>9s} "
+        f"{'heap peak MB':>12s} {'copies':>6s} {'RSS MB':>7s} {'CLI RSS MB':>10s}"
+    )
     for fmt in args.formats.split(","):
-        ext = {"caffe": ".caffemodel", "torch_zip": ".pth", "torch_legacy": ".pth", "safetensors": ".safetensors",
-               "hdf5_keras": ".h5", "keras_v3": ".keras", "onnx": ".onnx", "canonical_npz": ".npz"}[fmt]
+        ext = {
+            "caffe": ".caffemodel",
+            "torch_zip": ".pth",
+            "torch_legacy": ".pth",
+            "safetensors": ".safetensors",
+            "hdf5_keras": ".h5",
+            "keras_v3": ".keras",
+            "onnx": ".onnx",
+            "canonical_npz": ".npz",
+        }[fmt]
         path = os.path.join(d, f"vgg16_{fmt}{ext}")
         t0 = time.perf_counter()
         write(fmt, path, params)
         wt = time.perf_counter() - t0
         r = {}
         for what in ("read", "convert") + (("cli",) if fmt != "canonical_npz" else ()):
-            res = subprocess.run([sys.executable, os.path.abspath(__file__), "--measure", fmt, path, what],
-                                 capture_output=True, text=True)
+            res = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--measure", fmt, path, what],
+                capture_output=True,
+                text=True,
+            )
             if res.returncode:
                 print(f"{fmt}: {what} failed\n{res.stderr[-2000:]}")
                 break
             r.update(json.loads(res.stdout.strip().splitlines()[-1]))
         else:
             cli = f"{r['cli_rss_mb']:10.0f}" if "cli_rss_mb" in r else f"{'-':>10s}"
-            print(f"{fmt:15s} {r['file_mb']:8.0f} {r['read_s']:7.3f} {r['read_touch_s']:12.3f} "
-                  f"{r['convert_s']:9.3f} {r['convert_heap_peak_mb']:12.0f} {r['copies']:6.2f} "
-                  f"{r['convert_rss_mb']:7.0f} {cli}   (written in {wt:.1f} s)")
+            print(
+                f"{fmt:15s} {r['file_mb']:8.0f} {r['read_s']:7.3f} {r['read_touch_s']:12.3f} "
+                f"{r['convert_s']:9.3f} {r['convert_heap_peak_mb']:12.0f} {r['copies']:6.2f} "
+                f"{r['convert_rss_mb']:7.0f} {cli}   (written in {wt:.1f} s)"
+            )
         if not args.keep:
             for p in (path, path + ".prototxt", path + ".json", os.path.splitext(path)[0] + ".json"):
                 if os.path.exists(p):

@@ -31,8 +31,10 @@ DEMO_PNG = os.path.join(HERE, "images", "demo.png")
 # name -> (command as shown, with the prompt's "ebr-ref" for "python -m ebr_ref"; setup of the folder)
 SAMPLES = {
     "target-error": ("ebr-ref ground clip.mp4 --model synthetic_cnn_lstm --target Jump --out out", None),
-    "warning": ("ebr-ref ground my_frames/ --model synthetic_cnn_lstm --target rotate --out out --quiet",
-                "noise_frames"),
+    "warning": (
+        "ebr-ref ground my_frames/ --model synthetic_cnn_lstm --target rotate --out out --quiet",
+        "noise_frames",
+    ),
     "demo": ("ebr-ref demo", None),
 }
 _SECONDS = re.compile(r"\b\d+(\.\d+)? s\b")
@@ -58,8 +60,15 @@ def run_sample(name, folder):
         _noise_frames(folder)
     argv = shlex.split(shown)[1:]
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    r = subprocess.run([sys.executable, "-m", "ebr_ref", *argv], cwd=folder, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "ebr_ref", *argv],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     return f"$ {shown}\n{r.stdout.rstrip()}\n"
 
 
@@ -74,8 +83,11 @@ def generate(folder):
 
 
 def _block(name):
-    return re.compile(rf"(<!-- sample: {re.escape(name)} begin -->\n```console\n)(.*?)(```\n<!-- sample: "
-                      rf"{re.escape(name)} end -->)", re.S)
+    return re.compile(
+        rf"(<!-- sample: {re.escape(name)} begin -->\n```console\n)(.*?)(```\n<!-- sample: "
+        rf"{re.escape(name)} end -->)",
+        re.S,
+    )
 
 
 def page_samples(text):
@@ -110,7 +122,8 @@ def save_demo_png(src, dest=DEMO_PNG):
     with Image.open(src) as im:
         rgb = im.convert("RGB")
     rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(
-        dest, format="PNG", optimize=True)
+        dest, format="PNG", optimize=True
+    )
 
 
 def png_size(path):

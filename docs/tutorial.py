@@ -86,8 +86,16 @@ clip = synthetic.make_clip("rand+GT", seed=4, num_frames=16)
 names = synthetic.ACTIONS
 target = int(clip.label)
 frames = numpy.rint(clip.frames.transpose(0, 2, 3, 1) * 255).astype(numpy.uint8)  # (T, H, W, 3) for display
-print("frames", clip.frames.shape, "| first half:", names[clip.rand_label], "| GT:", names[target],
-      "in frames", clip.interval)
+print(
+    "frames",
+    clip.frames.shape,
+    "| first half:",
+    names[clip.rand_label],
+    "| GT:",
+    names[target],
+    "in frames",
+    clip.interval,
+)
 print("read-out layer of both models:", lstm.meta["readout"], "| layers:", ", ".join(lstm.layer_names))
 
 
@@ -111,9 +119,15 @@ def map_row(g, title, every=2):
             side.set(color="#28c83c" if gt else "0.7", linewidth=3 if gt else 0.5)
         ax.set_title(f"t={t}\nS={rounded(g.evidence[t]):+.3f}", fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.text(0.5, 0.0, "heat: evidence for the target, clamped at 0 (one scale for the clip); green border: "
-             "ground-truth frame; S: the frame's evidence (sum of its signed map)", ha="center", va="bottom",
-             fontsize=6.5)
+    fig.text(
+        0.5,
+        0.0,
+        "heat: evidence for the target, clamped at 0 (one scale for the clip); green border: "
+        "ground-truth frame; S: the frame's evidence (sum of its signed map)",
+        ha="center",
+        va="bottom",
+        fontsize=6.5,
+    )
     return fig
 
 
@@ -145,8 +159,10 @@ print("signal lost per layer at zero denominators:", lost_per_layer(eb))
 ceb = ground(cnn, clip.frames, target, method="cEB")
 show(map_row(ceb, f"cEB on synthetic_cnn, target '{names[target]}'"), "ceb")
 scale = viz.evidence_scale(ceb.maps)  # the largest sum of |map| over a frame
-print(f"a frame's sum of |map|: up to {scale:.3f}; every |S| below 1e-12 of that:",
-      bool(numpy.all(numpy.abs(ceb.evidence) < 1e-12 * scale)))
+print(
+    f"a frame's sum of |map|: up to {scale:.3f}; every |S| below 1e-12 of that:",
+    bool(numpy.all(numpy.abs(ceb.evidence) < 1e-12 * scale)),
+)
 
 # %% [markdown]
 # ## 4. EB-R: through the LSTM, over time
@@ -179,8 +195,12 @@ print("eq.-5 grand total (before the division):", round(ebr.diagnostics["totals"
 cebr = ground(lstm, clip.frames, target, method="cEB-R")
 show(map_row(cebr, f"cEB-R on synthetic_cnn_lstm, target '{names[target]}', seeded at the last step"), "cebr")
 print("S per frame:", rounded(cebr.evidence))
-print("eq.-5 grand totals: target", round(cebr.diagnostics["totals"][0], 4), "| dual",
-      round(cebr.diagnostics["totals_dual"][0], 4))
+print(
+    "eq.-5 grand totals: target",
+    round(cebr.diagnostics["totals"][0], 4),
+    "| dual",
+    round(cebr.diagnostics["totals_dual"][0], 4),
+)
 
 # %% [markdown]
 # ## 6. The signal lost per layer
@@ -206,11 +226,20 @@ for name, g in (("EB", eb), ("cEB", ceb), ("EB-R", ebr), ("cEB-R", cebr)):
     det = ground_unknown_length(g.evidence)
     hits = pointing_game(g.maps, clip.boxes, (64, 64))
     iou = temporal_iou(det, clip.interval)
-    rows.append(f"{name:>6}: detected {det}, temporal IoU {iou:.2f}, pointing game {(hits == 1).sum()}/"
-                f"{(hits != 0).sum()}")
-    panels.append({"name": f"{name}  |  detected {list(det)}  |  IoU {iou:.2f}", "evidence": g.evidence,
-                   "detected": det, "gt": clip.interval, "prob": g.probs[:, target],
-                   "zero": viz.numerically_zero(g.evidence, scale=viz.evidence_scale(g.maps))})
+    rows.append(
+        f"{name:>6}: detected {det}, temporal IoU {iou:.2f}, pointing game {(hits == 1).sum()}/"
+        f"{(hits != 0).sum()}"
+    )
+    panels.append(
+        {
+            "name": f"{name}  |  detected {list(det)}  |  IoU {iou:.2f}",
+            "evidence": g.evidence,
+            "detected": det,
+            "gt": clip.interval,
+            "prob": g.probs[:, target],
+            "zero": viz.numerically_zero(g.evidence, scale=viz.evidence_scale(g.maps)),
+        }
+    )
 print(f"ground truth: frames {clip.interval}")
 print("\n".join(rows))
 fig = viz.evidence_figure(panels, title=f"per-frame evidence S for '{names[target]}'")
@@ -239,12 +268,23 @@ for rule in ("caffe", "eb"):
     g = ground(lstm, clip.frames, target, method="cEB-R", lstm_rule=rule)
     det = ground_unknown_length(g.evidence)
     last = abs(g.evidence[-1]) / numpy.abs(g.evidence).sum()
-    print(f"{rule:>5}: grand totals {g.diagnostics['totals'][0]:.4f} / {g.diagnostics['totals_dual'][0]:.4f} "
-          f"(target / dual); lost in the target's pass: {lost_per_layer(g)}")
-    print(f"       share of |S| in the last frame {last:.2f}; detected {det}, IoU "
-          f"{temporal_iou(det, clip.interval):.2f}")
-    panels.append({"name": f"cEB-R, lstm_rule='{rule}'  |  detected {list(det)}", "evidence": g.evidence,
-                   "detected": det, "gt": clip.interval, "prob": g.probs[:, target]})
+    print(
+        f"{rule:>5}: grand totals {g.diagnostics['totals'][0]:.4f} / {g.diagnostics['totals_dual'][0]:.4f} "
+        f"(target / dual); lost in the target's pass: {lost_per_layer(g)}"
+    )
+    print(
+        f"       share of |S| in the last frame {last:.2f}; detected {det}, IoU "
+        f"{temporal_iou(det, clip.interval):.2f}"
+    )
+    panels.append(
+        {
+            "name": f"cEB-R, lstm_rule='{rule}'  |  detected {list(det)}",
+            "evidence": g.evidence,
+            "detected": det,
+            "gt": clip.interval,
+            "prob": g.probs[:, target],
+        }
+    )
 fig = viz.evidence_figure(panels, title="the same clip, the two LSTM rules")
 fig.set_dpi(80)
 show(fig, "rules")

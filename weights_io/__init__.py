@@ -28,7 +28,20 @@ from .readers import FORMATS, detect_format, read_tensors
 from .spec import make_layer
 
 __all__ = [
-    "CheckpointError", "read_tensors", "detect_format", "FORMATS", "convert", "detect_source", "SOURCES",
-    "load_model", "save_canonical", "load_canonical", "sidecar_path", "GATE_ORDER", "SOURCE_GATE_ORDERS",
-    "gate_blocks", "PRESETS", "make_layer",
+    "CheckpointError",
+    "read_tensors",
+    "detect_format",
+    "FORMATS",
+    "convert",
+    "detect_source",
+    "SOURCES",
+    "load_model",
+    "save_canonical",
+    "load_canonical",
+    "sidecar_path",
+    "GATE_ORDER",
+    "SOURCE_GATE_ORDERS",
+    "gate_blocks",
+    "PRESETS",
+    "make_layer",
 ]

@@ -103,8 +103,9 @@ class Buffer:
         clash = self._spans.add(start, max(end, start + 1), key, what)
         if clash is not None:
             s, e, desc = clash
-            raise self.error(f"{what} shares bytes [{max(s, start)}, {min(e, end)}) with {desc} "
-                             "(an overlapping archive)")
+            raise self.error(
+                f"{what} shares bytes [{max(s, start)}, {min(e, end)}) with {desc} (an overlapping archive)"
+            )
 
     def check(self, offset: int, length: int, what: str) -> None:
         """Raise unless ``[offset, offset + length)`` lies inside the buffer."""
@@ -175,10 +176,16 @@ class _Spans:
         i = bisect.bisect_right(starts, start)
         # the spans never overlap, so only the neighbours of the new one can: the last span that starts
         # at or before it, and the first one that starts after it
-        before = (starts[i - 1], items[i - 1]) if i > 0 else (
-            (self.starts[b - 1][-1], self.items[b - 1][-1]) if b > 0 else None)
-        after = (starts[i], items[i]) if i < len(starts) else (
-            (self.starts[b + 1][0], self.items[b + 1][0]) if b + 1 < len(self.starts) else None)
+        before = (
+            (starts[i - 1], items[i - 1])
+            if i > 0
+            else ((self.starts[b - 1][-1], self.items[b - 1][-1]) if b > 0 else None)
+        )
+        after = (
+            (starts[i], items[i])
+            if i < len(starts)
+            else ((self.starts[b + 1][0], self.items[b + 1][0]) if b + 1 < len(self.starts) else None)
+        )
         if before is not None and before[0] == start and before[1][0] == end and before[1][1] == key:
             return None
         for near in (before, after):
@@ -189,9 +196,9 @@ class _Spans:
         self.firsts[b] = starts[0]
         if len(starts) > 2 * self._BLOCK:
             half = self._BLOCK
-            self.starts[b:b + 1] = [starts[:half], starts[half:]]
-            self.items[b:b + 1] = [items[:half], items[half:]]
-            self.firsts[b:b + 1] = [starts[0], starts[half]]
+            self.starts[b : b + 1] = [starts[:half], starts[half:]]
+            self.items[b : b + 1] = [items[:half], items[half:]]
+            self.firsts[b : b + 1] = [starts[0], starts[half]]
         return None
 
 
@@ -208,9 +215,13 @@ def widen_bf16(bits) -> numpy.ndarray:
 
 
 def _kind(mode) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"

@@ -15,8 +15,18 @@ from .errors import CheckpointError
 from .gates import GATE_ORDER, gate_blocks
 from .spec import check_params, pool_rounding, trace
 
-__all__ = ["param", "lstm_params", "source_info", "finish", "META_VERSION", "interpreting", "show", "as_int",
-           "as_float", "as_str"]
+__all__ = [
+    "param",
+    "lstm_params",
+    "source_info",
+    "finish",
+    "META_VERSION",
+    "interpreting",
+    "show",
+    "as_int",
+    "as_float",
+    "as_str",
+]
 
 META_VERSION = 1
 
@@ -86,7 +96,11 @@ def param(src, *, dtype=None, shape=None, transpose=None):
     a = src if shape is None else src.reshape(shape)
     if transpose is not None:
         a = a.transpose(transpose)
-    dt = numpy.dtype(dtype) if dtype is not None else (a.dtype if a.dtype.kind == "f" else numpy.dtype("float32"))
+    dt = (
+        numpy.dtype(dtype)
+        if dtype is not None
+        else (a.dtype if a.dtype.kind == "f" else numpy.dtype("float32"))
+    )
     out = numpy.empty(a.shape, dt.newbyteorder("="))
     numpy.copyto(out, a, casting="unsafe")
     return out
@@ -126,7 +140,7 @@ def lstm_params(H, source_order, *, W_x, W_h, b_parts, W_s=None, dtype=None, tra
         src_rows = src.T if transposed else src  # (4H, D) view
         out = numpy.empty(src_rows.shape, dt().newbyteorder("="))
         for k, s in enumerate(blocks):
-            out[k * H:(k + 1) * H] = src_rows[s * H:(s + 1) * H]
+            out[k * H : (k + 1) * H] = src_rows[s * H : (s + 1) * H]
         return out
 
     out = {"W_x": rows(W_x), "W_h": rows(W_h)}
@@ -135,7 +149,7 @@ def lstm_params(H, source_order, *, W_x, W_h, b_parts, W_s=None, dtype=None, tra
     b = numpy.zeros((4 * H,), dt().newbyteorder("="))
     for part in b_parts:
         for k, s in enumerate(blocks):
-            b[k * H:(k + 1) * H] += part[s * H:(s + 1) * H]
+            b[k * H : (k + 1) * H] += part[s * H : (s + 1) * H]
     out["b"] = b
     return out
 

@@ -80,20 +80,26 @@ def load_canonical(path, *, verify: bool = True):
     if verify:
         digest = hashlib.sha256(buf.view).hexdigest()
         if digest != side.get("params_sha256"):
-            raise buf.error(f"SHA-256 {digest} differs from the sidecar's {side.get('params_sha256')} "
-                            "(the .npz or the sidecar was changed)")
+            raise buf.error(
+                f"SHA-256 {digest} differs from the sidecar's {side.get('params_sha256')} "
+                "(the .npz or the sidecar was changed)"
+            )
     params = guarded(buf, fmt, read_npz, buf)
     listed = side.get("params", {})
     if not isinstance(listed, dict):
         raise CheckpointError(sidecar_path(path), "sidecar 'params' is not an object")
     missing, extra = sorted(set(listed) - set(params)), sorted(set(params) - set(listed))
     if missing or extra:
-        raise buf.error(f"arrays missing from the .npz: {missing or 'none'}; not in the sidecar: {extra or 'none'}")
+        raise buf.error(
+            f"arrays missing from the .npz: {missing or 'none'}; not in the sidecar: {extra or 'none'}"
+        )
     for k, info in listed.items():
         a = params[k]
         if list(a.shape) != list(info.get("shape", [])) or a.dtype.str != info.get("dtype"):
-            raise buf.error(f"parameter {k}: sidecar says {info.get('shape')} {info.get('dtype')}, "
-                            f"the .npz has {list(a.shape)} {a.dtype.str}")
+            raise buf.error(
+                f"parameter {k}: sidecar says {info.get('shape')} {info.get('dtype')}, "
+                f"the .npz has {list(a.shape)} {a.dtype.str}"
+            )
     meta = dict(side.get("meta") or {})
     for k in ("architecture", "input_shape"):
         if k in side:

@@ -43,8 +43,15 @@ def detect_source(path, prototxt=None) -> str:
         return "canonical"
     if fmt == "hdf5":
         root = guarded(buf, fmt, lambda: H5File(buf).root)
-        if guarded(buf, fmt, lambda: "data" in root.members() and "layers" not in root.members()
-                   and not any(k.startswith("layer_names") for k in root.attrs)):
+        if guarded(
+            buf,
+            fmt,
+            lambda: (
+                "data" in root.members()
+                and "layers" not in root.members()
+                and not any(k.startswith("layer_names") for k in root.attrs)
+            ),
+        ):
             raise buf.error("a Caffe HDF5 snapshot needs its prototxt: convert(path, prototxt=...)")
         klayers, config, _ = guarded(buf, fmt, read_keras, buf)
         if "block1_conv1" in klayers:
@@ -54,15 +61,19 @@ def detect_source(path, prototxt=None) -> str:
             return "keras"  # a full model with its architecture
         if config and "LSTM" in classes or any("lstm" in k.lower() for k in klayers):
             return "keras_lstm"
-        raise buf.error("cannot tell which Keras model this is (a weights-only file without its "
-                        "architecture); pass source='keras_vgg16' or 'keras_lstm', or save the model with "
-                        "model.save('x.keras')")
+        raise buf.error(
+            "cannot tell which Keras model this is (a weights-only file without its "
+            "architecture); pass source='keras_vgg16' or 'keras_lstm', or save the model with "
+            "model.save('x.keras')"
+        )
     tensors = guarded(buf, fmt, _tensors, buf, fmt)
     if any(k.endswith("features.0.weight") for k in tensors):
         return "torchvision_vgg16"
     if any(k.endswith("weight_ih_l0") or k.endswith("weight_ih") for k in tensors):
         return "torch_lstm"
-    raise buf.error(f"cannot tell which model this {fmt} file holds; pass source= (one of {', '.join(SOURCES)})")
+    raise buf.error(
+        f"cannot tell which model this {fmt} file holds; pass source= (one of {', '.join(SOURCES)})"
+    )
 
 
 def convert(path, *, source=None, prototxt=None, **options):

@@ -50,19 +50,55 @@ __all__ = ["convert_caffe", "caffe_layers_from_prototxt", "DEFAULT_RENAME"]
 # Caffe layer names that differ from ebr_ref's canonical names.
 DEFAULT_RENAME = {"fc8-final": "fc8"}
 
-_DATA_TYPES = {"Input", "DummyData", "Data", "ImageData", "HDF5Data", "MemoryData", "Python", "WindowData",
-               "VideoData"}
-_SKIP_TYPES = {"EuclideanLoss", "SoftmaxWithLoss", "SoftmaxLoss", "Accuracy", "Silence", "HingeLoss",
-               "SigmoidCrossEntropyLoss", "MultinomialLogisticLoss", "InfogainLoss", "ContrastiveLoss"}
-_SUPPORTED = ("Convolution", "InnerProduct", "Pooling", "ReLU", "LRN", "Dropout", "Flatten", "LSTM", "Reshape",
-              "Softmax")
+_DATA_TYPES = {
+    "Input",
+    "DummyData",
+    "Data",
+    "ImageData",
+    "HDF5Data",
+    "MemoryData",
+    "Python",
+    "WindowData",
+    "VideoData",
+}
+_SKIP_TYPES = {
+    "EuclideanLoss",
+    "SoftmaxWithLoss",
+    "SoftmaxLoss",
+    "Accuracy",
+    "Silence",
+    "HingeLoss",
+    "SigmoidCrossEntropyLoss",
+    "MultinomialLogisticLoss",
+    "InfogainLoss",
+    "ContrastiveLoss",
+}
+_SUPPORTED = (
+    "Convolution",
+    "InnerProduct",
+    "Pooling",
+    "ReLU",
+    "LRN",
+    "Dropout",
+    "Flatten",
+    "LSTM",
+    "Reshape",
+    "Softmax",
+)
 
 
 class _PLayer:
     """A prototxt layer normalised to V2 names."""
 
     def __init__(self, name, type, bottoms, tops, msg, version):
-        self.name, self.type, self.bottoms, self.tops, self.msg, self.version = name, type, bottoms, tops, msg, version
+        self.name, self.type, self.bottoms, self.tops, self.msg, self.version = (
+            name,
+            type,
+            bottoms,
+            tops,
+            msg,
+            version,
+        )
 
 
 def _phase_ok(msg: Message) -> bool:
@@ -95,8 +131,16 @@ def caffe_layers_from_prototxt(net: Message, path=None):
             what = f"layer #{k}"
             name = as_str(msg.get1("name", ""), path, what, "name")
             what = f"layer {name!r}"
-            out.append(_PLayer(name, as_str(msg.get1("type", ""), path, what, "type"),
-                               _names(msg, "bottom", path, what), _names(msg, "top", path, what), msg, 2))
+            out.append(
+                _PLayer(
+                    name,
+                    as_str(msg.get1("type", ""), path, what, "type"),
+                    _names(msg, "bottom", path, what),
+                    _names(msg, "top", path, what),
+                    msg,
+                    2,
+                )
+            )
     for k, msg in enumerate(net.getall("layers")):
         if not isinstance(msg, Message) or not _phase_ok(msg):
             continue
@@ -106,8 +150,16 @@ def caffe_layers_from_prototxt(net: Message, path=None):
             t0 = as_str(v0.get1("type", ""), path, what, "type")
             name = as_str(v0.get1("name", msg.get1("name", "")), path, what, "name")
             what = f"layer {name!r}"
-            out.append(_PLayer(name, V0_TYPES.get(t0, t0), _names(msg, "bottom", path, what),
-                               _names(msg, "top", path, what), _v0_to_v2(v0, V0_TYPES.get(t0, t0)), 0))
+            out.append(
+                _PLayer(
+                    name,
+                    V0_TYPES.get(t0, t0),
+                    _names(msg, "bottom", path, what),
+                    _names(msg, "top", path, what),
+                    _v0_to_v2(v0, V0_TYPES.get(t0, t0)),
+                    0,
+                )
+            )
             continue
         name = as_str(msg.get1("name", ""), path, what, "name")
         what = f"layer {name!r}"
@@ -128,8 +180,14 @@ def _v0_to_v2(v0: Message, typ: str) -> Message:
     g = v0.get1
     if typ == "Convolution":
         p = Message()
-        for src, dst in (("num_output", "num_output"), ("biasterm", "bias_term"), ("kernelsize", "kernel_size"),
-                         ("pad", "pad"), ("stride", "stride"), ("group", "group")):
+        for src, dst in (
+            ("num_output", "num_output"),
+            ("biasterm", "bias_term"),
+            ("kernelsize", "kernel_size"),
+            ("pad", "pad"),
+            ("stride", "stride"),
+            ("group", "group"),
+        ):
             if g(src) is not None:
                 p[dst] = [g(src)]
         m["convolution_param"] = [p]
@@ -141,7 +199,12 @@ def _v0_to_v2(v0: Message, typ: str) -> Message:
         m["inner_product_param"] = [p]
     elif typ == "Pooling":
         p = Message()
-        for src, dst in (("pool", "pool"), ("kernelsize", "kernel_size"), ("stride", "stride"), ("pad", "pad")):
+        for src, dst in (
+            ("pool", "pool"),
+            ("kernelsize", "kernel_size"),
+            ("stride", "stride"),
+            ("pad", "pad"),
+        ):
             if g(src) is not None:
                 p[dst] = [g(src)]
         m["pooling_param"] = [p]
@@ -197,8 +260,9 @@ def _dims(shape_msg, path=None, what="shape", lo=-1) -> list:
     if shape_msg is None:
         return []
     if not isinstance(shape_msg, Message):
-        raise CheckpointError(path, f"{what}: expected a shape message {{ dim: ... }}, found "
-                                    f"{show(shape_msg)}")
+        raise CheckpointError(
+            path, f"{what}: expected a shape message {{ dim: ... }}, found {show(shape_msg)}"
+        )
     return [as_int(d, path, what, "dim", lo) for d in shape_msg.getall("dim")]
 
 
@@ -209,8 +273,10 @@ def _hw(p: Message, base: str, default, what, path):
     if h is not None or w is not None:
         if h is None or w is None:
             raise CheckpointError(path, f"{what}: {base}_h and {base}_w must be given together")
-        return [as_int(h, path, what, f"{base}_h", lo, _INT32),
-                as_int(w, path, what, f"{base}_w", lo, _INT32)]
+        return [
+            as_int(h, path, what, f"{base}_h", lo, _INT32),
+            as_int(w, path, what, f"{base}_w", lo, _INT32),
+        ]
     key = {"kernel": "kernel_size", "pad": "pad", "stride": "stride", "dilation": "dilation"}[base]
     vals = [as_int(v, path, what, key, lo, _INT32) for v in p.getall(key)]
     if not vals:
@@ -234,7 +300,7 @@ def _net_inputs(net: Message, layers, path):
         if i < len(in_shapes):
             shapes[n] = _dims(in_shapes[i], path, f"input_shape of {n!r}", 0)
         elif len(dims) >= 4 * (i + 1):
-            shapes[n] = dims[4 * i:4 * i + 4]
+            shapes[n] = dims[4 * i : 4 * i + 4]
         else:
             shapes[n] = []
     for L in layers:
@@ -246,13 +312,24 @@ def _net_inputs(net: Message, layers, path):
             p = _sub(L, "dummy_data_param")
             ss = p.getall("shape")
             if not ss and p.getall("num"):
-                ss = [Message(dim=[p.getall(k)[i] if i < len(p.getall(k)) else 1 for k in
-                                   ("num", "channels", "height", "width")]) for i in range(len(p.getall("num")))]
+                ss = [
+                    Message(
+                        dim=[
+                            p.getall(k)[i] if i < len(p.getall(k)) else 1
+                            for k in ("num", "channels", "height", "width")
+                        ]
+                    )
+                    for i in range(len(p.getall("num")))
+                ]
         else:
             ss = []
         for i, top in enumerate(L.tops):
-            shapes[top] = _dims(ss[i] if i < len(ss) else (ss[0] if len(ss) == 1 else None), path,
-                                f"layer {L.name!r} ({L.type}) shape", 0)
+            shapes[top] = _dims(
+                ss[i] if i < len(ss) else (ss[0] if len(ss) == 1 else None),
+                path,
+                f"layer {L.name!r} ({L.type}) shape",
+                0,
+            )
     return shapes
 
 
@@ -262,13 +339,14 @@ def _read_weights(path, strict_fmt=None):
     if fmt == "caffe":
         _, layers = guarded(buf, fmt, read_caffemodel, buf)
         out = {}
-        for k, L in enumerate(layers):
+        for L in layers:
             if L.name in out and out[L.name][1] and L.blobs:
                 raise buf.error(f"two layers named {L.name!r} both hold weights")
             if L.blobs or L.name not in out:
                 out[L.name] = (L.type, L.blobs, L.legacy)
         return buf, fmt, out
     if fmt == "hdf5":
+
         def read_h5():
             root = H5File(buf).root
             if "data" not in root:
@@ -280,12 +358,15 @@ def _read_weights(path, strict_fmt=None):
                 blobs = {}
                 for bname in g.members():
                     if not bname.isdigit():
-                        raise buf.error(f"Caffe snapshot layer {lname!r}: blob name {bname!r} is not an index")
+                        raise buf.error(
+                            f"Caffe snapshot layer {lname!r}: blob name {bname!r} is not an index"
+                        )
                     blobs[int(bname)] = g.child(bname).read()
                 if sorted(blobs) != list(range(len(blobs))):
                     raise buf.error(f"Caffe snapshot layer {lname!r}: blob indices {sorted(blobs)} have gaps")
                 out[lname] = ("", [blobs[i] for i in range(len(blobs))], [False] * len(blobs))
             return out
+
         return buf, "caffe_h5", guarded(buf, "hdf5", read_h5)
     raise buf.error(f"expected a Caffe .caffemodel or .caffemodel.h5, found a {fmt} file")
 
@@ -300,13 +381,24 @@ def _blob(buf, lname, blobs, legacy, i, expected, role):
     else:
         want = tuple(expected)
     if found != want:
-        raise buf.error(f"layer {lname!r} blob {i} ({role}): expected shape {tuple(expected)}"
-                        f"{' (legacy ' + str(want) + ')' if want != tuple(expected) else ''}, found {found}")
+        raise buf.error(
+            f"layer {lname!r} blob {i} ({role}): expected shape {tuple(expected)}"
+            f"{' (legacy ' + str(want) + ')' if want != tuple(expected) else ''}, found {found}"
+        )
     return b.reshape(expected)
 
 
-def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing=None, strict=True, dtype=None,
-                  input_shape=None):
+def convert_caffe(
+    path,
+    *,
+    prototxt,
+    rename=None,
+    cell_act="relu",
+    preprocessing=None,
+    strict=True,
+    dtype=None,
+    input_shape=None,
+):
     """Convert a Caffe net (prototxt + weights) into canonical parameters.
 
     Parameters
@@ -360,7 +452,9 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
     if input_shape is None:
         dims = inputs.get(data_blob)
         if not dims or len(dims) < 2:
-            raise CheckpointError(P, f"no shape is declared for the input blob {data_blob!r}; pass input_shape=(C, H, W)")
+            raise CheckpointError(
+                P, f"no shape is declared for the input blob {data_blob!r}; pass input_shape=(C, H, W)"
+            )
         input_shape = tuple(dims[1:])
     input_shape = tuple(int(d) for d in input_shape)
     side = {b for b in inputs if b != data_blob}  # clip markers and other secondary inputs
@@ -398,12 +492,17 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
                 side.update(L.tops)
                 skipped.append(L.name)
                 continue
-            raise CheckpointError(P, f"{what}: only Reshape/Split may act on the secondary input {L.bottoms[0]!r}")
+            raise CheckpointError(
+                P, f"{what}: only Reshape/Split may act on the secondary input {L.bottoms[0]!r}"
+            )
         if output is not None:
             raise CheckpointError(P, f"{what}: layers after the final Softmax are not supported")
         if not L.bottoms or L.bottoms[0] != cur:
-            raise CheckpointError(P, f"{what}: reads blob {L.bottoms[:1]} but the previous output is {cur!r}; "
-                                     "only linear chains of layers are supported")
+            raise CheckpointError(
+                P,
+                f"{what}: reads blob {L.bottoms[:1]} but the previous output is {cur!r}; "
+                "only linear chains of layers are supported",
+            )
         if len(L.tops) != 1:
             raise CheckpointError(P, f"{what}: has {len(L.tops)} tops; expected 1")
         with interpreting(P, what):
@@ -413,17 +512,25 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
                 p = _sub(L, "convolution_param")
                 if _int(p, "axis", 1, what, P, -_INT32) != 1:
                     raise CheckpointError(P, f"{what}: convolution axis {p.get1('axis')} is not supported")
-                spec = make_layer(name, "conv", out_channels=_int(p, "num_output", 0, what, P),
-                                  kernel=_hw(p, "kernel", None, what, P), stride=_hw(p, "stride", 1, what, P),
-                                  padding=_hw(p, "pad", 0, what, P), dilation=_hw(p, "dilation", 1, what, P),
-                                  groups=_int(p, "group", 1, what, P, 1),
-                                  bias=_bool(p.get1("bias_term", True), what, P, "bias_term"))
+                spec = make_layer(
+                    name,
+                    "conv",
+                    out_channels=_int(p, "num_output", 0, what, P),
+                    kernel=_hw(p, "kernel", None, what, P),
+                    stride=_hw(p, "stride", 1, what, P),
+                    padding=_hw(p, "pad", 0, what, P),
+                    dilation=_hw(p, "dilation", 1, what, P),
+                    groups=_int(p, "group", 1, what, P, 1),
+                    bias=_bool(p.get1("bias_term", True), what, P, "bias_term"),
+                )
                 _, expect = add(spec)
                 blobs, legacy = weights_of(L)
                 nb = 2 if spec["bias"] else 1
                 if len(blobs) != nb:
-                    raise buf.error(f"{what}: expected {nb} blobs (weight{', bias' if nb == 2 else ''}), "
-                                    f"found {len(blobs)}")
+                    raise buf.error(
+                        f"{what}: expected {nb} blobs (weight{', bias' if nb == 2 else ''}), "
+                        f"found {len(blobs)}"
+                    )
                 w = f"{name}.weight"
                 params[w] = param(_blob(buf, L.name, blobs, legacy, 0, expect[w], "weight"), dtype=dt)
                 name_map[w], transforms[w] = f"{L.name}/0", "none"
@@ -435,14 +542,21 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
                 p = _sub(L, "inner_product_param")
                 axis = _int(p, "axis", 1, what, P, -_INT32)
                 if axis != n_batch_axes:
-                    raise CheckpointError(P, f"{what}: axis {axis} is not supported here (expected "
-                                             f"{n_batch_axes}: the layer must act on whole samples or time "
-                                             "steps)")
+                    raise CheckpointError(
+                        P,
+                        f"{what}: axis {axis} is not supported here (expected "
+                        f"{n_batch_axes}: the layer must act on whole samples or time "
+                        "steps)",
+                    )
                 if len(cur_shape) > 1:
                     fl = "flatten" if "flatten" not in tracer.names else f"{name}_flatten"
                     add(make_layer(fl, "flatten"))
-                spec = make_layer(name, "fc", out_features=_int(p, "num_output", 0, what, P),
-                                  bias=_bool(p.get1("bias_term", True), what, P, "bias_term"))
+                spec = make_layer(
+                    name,
+                    "fc",
+                    out_features=_int(p, "num_output", 0, what, P),
+                    bias=_bool(p.get1("bias_term", True), what, P, "bias_term"),
+                )
                 _, expect = add(spec)
                 blobs, legacy = weights_of(L)
                 nb = 2 if spec["bias"] else 1
@@ -471,8 +585,9 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
                 ceil = _enum(p, "round_mode", "CEIL", what, P) in ("CEIL", 0)
                 if _bool(p.get1("global_pooling", False), what, P, "global_pooling"):
                     if len(cur_shape) != 3:
-                        raise CheckpointError(P, f"{what}: global pooling needs a (C, H, W) input, got "
-                                                 f"{cur_shape}")
+                        raise CheckpointError(
+                            P, f"{what}: global pooling needs a (C, H, W) input, got {cur_shape}"
+                        )
                     k, s, pad = [cur_shape[1], cur_shape[2]], [1, 1], [0, 0]
                 else:
                     k, s = _hw(p, "kernel", None, what, P), _hw(p, "stride", 1, what, P)
@@ -487,9 +602,16 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
                 p = _sub(L, "lrn_param")
                 if _enum(p, "norm_region", "ACROSS_CHANNELS", what, P) not in ("ACROSS_CHANNELS", 0):
                     raise CheckpointError(P, f"{what}: WITHIN_CHANNEL LRN is not supported")
-                add(make_layer(name, "lrn", size=_int(p, "local_size", 5, what, P, 1),
-                               alpha=_float(p, "alpha", 1.0, what, P), beta=_float(p, "beta", 0.75, what, P),
-                               k=_float(p, "k", 1.0, what, P)))
+                add(
+                    make_layer(
+                        name,
+                        "lrn",
+                        size=_int(p, "local_size", 5, what, P, 1),
+                        alpha=_float(p, "alpha", 1.0, what, P),
+                        beta=_float(p, "beta", 0.75, what, P),
+                        k=_float(p, "k", 1.0, what, P),
+                    )
+                )
             elif L.type == "Dropout":
                 ratio = _float(_sub(L, "dropout_param"), "dropout_ratio", 0.5, what, P)
                 add(make_layer(name, "dropout", p=ratio))
@@ -501,11 +623,20 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
                 dims = _dims(_sub(L, "reshape_param").get1("shape"), P, f"{what} reshape_param shape")
                 # the next layer that is neither skipped nor on a secondary input (one scan: a second
                 # Reshape to a sequence is refused below)
-                nxt = next((M for M in compute[idx + 1:]
-                            if M.type not in _SKIP_TYPES and not (M.bottoms and M.bottoms[0] in side)), None)
+                nxt = next(
+                    (
+                        M
+                        for M in compute[idx + 1 :]
+                        if M.type not in _SKIP_TYPES and not (M.bottoms and M.bottoms[0] in side)
+                    ),
+                    None,
+                )
                 if n_batch_axes != 1 or len(dims) != 3 or nxt is None or nxt.type != "LSTM":
-                    raise CheckpointError(P, f"{what}: only a Reshape to (T, N, D) in front of an LSTM is "
-                                             f"supported, found shape {dims}")
+                    raise CheckpointError(
+                        P,
+                        f"{what}: only a Reshape to (T, N, D) in front of an LSTM is "
+                        f"supported, found shape {dims}",
+                    )
                 D = 1
                 for d in cur_shape:
                     D *= d
@@ -523,19 +654,23 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
                 if _bool(p.get1("expose_hidden", False), what, P, "expose_hidden"):
                     raise CheckpointError(P, f"{what}: expose_hidden is not supported")
                 if len(L.bottoms) not in (2, 3):
-                    raise CheckpointError(P, f"{what}: expected bottoms (x, cont[, x_static]), found "
-                                             f"{L.bottoms}")
+                    raise CheckpointError(
+                        P, f"{what}: expected bottoms (x, cont[, x_static]), found {L.bottoms}"
+                    )
                 if L.bottoms[1] not in side:
-                    raise CheckpointError(P, f"{what}: the clip-marker bottom {L.bottoms[1]!r} is not a "
-                                             "net input")
+                    raise CheckpointError(
+                        P, f"{what}: the clip-marker bottom {L.bottoms[1]!r} is not a net input"
+                    )
                 H = _int(p, "num_output", 0, what, P)
                 blobs, legacy = weights_of(L)
                 static = len(L.bottoms) == 3
                 nb = 4 if static else 3
                 if len(blobs) != nb:
-                    raise buf.error(f"{what}: expected {nb} blobs (W_xc, "
-                                    f"b_c{', W_xc_static' if static else ''}, W_hc), "
-                                    f"found {len(blobs)}")
+                    raise buf.error(
+                        f"{what}: expected {nb} blobs (W_xc, "
+                        f"b_c{', W_xc_static' if static else ''}, W_hc), "
+                        f"found {len(blobs)}"
+                    )
                 settings = {"hidden": H, "cell_act": cell_act}
                 if static:
                     if blobs[2].ndim < 1:
@@ -558,14 +693,17 @@ def convert_caffe(path, *, prototxt, rename=None, cell_act="relu", preprocessing
                 axis = _int(_sub(L, "softmax_param"), "axis", 1, what, P, -_INT32)
                 output = {"type": "softmax", "axis": axis}
             else:
-                raise CheckpointError(P, f"{what}: unsupported layer type {L.type!r} "
-                                         f"(supported: {', '.join(_SUPPORTED)})")
+                raise CheckpointError(
+                    P, f"{what}: unsupported layer type {L.type!r} (supported: {', '.join(_SUPPORTED)})"
+                )
         cur = L.tops[0]
 
     unused = sorted(k for k, (_t, blobs, _l) in weights.items() if blobs and k not in used)
     if unused and strict:
-        raise buf.error(f"weights for layers that the prototxt does not use: {unused} "
-                        "(pass strict=False to ignore them, as Caffe does)")
+        raise buf.error(
+            f"weights for layers that the prototxt does not use: {unused} "
+            "(pass strict=False to ignore them, as Caffe does)"
+        )
     has_lstm = any(x["type"] == "lstm" for x in layers)
     pre = preset(preprocessing if preprocessing is not None else ("lrcn" if has_lstm else "caffe_vgg16"))
     pbuf = open_buffer(prototxt)

@@ -32,7 +32,11 @@ from .spec import make_layer, trace
 __all__ = ["read_keras", "convert_keras_vgg16", "convert_keras_lstm", "KERAS_VGG16_MAP"]
 
 KERAS_VGG16_MAP = dict(
-    [(f"conv{b}_{k}", f"block{b}_conv{k}") for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for k in range(1, n + 1)]
+    [
+        (f"conv{b}_{k}", f"block{b}_conv{k}")
+        for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+        for k in range(1, n + 1)
+    ]
     + [("fc6", "fc1"), ("fc7", "fc2"), ("fc8", "predictions")]
 )
 
@@ -219,6 +223,7 @@ def convert_keras_vgg16(path, *, preprocessing="keras_vgg16", dtype=None, input_
         if len(arrs) != 1:
             raise CheckpointError(P, "layer 'predictions': expected one 2-d kernel")
         num_classes = int(arrs[0].shape[1])
+
     def out_dim(kname):
         if kname not in klayers:
             raise CheckpointError(P, f"Keras layer {kname!r} is missing")
@@ -229,8 +234,14 @@ def convert_keras_vgg16(path, *, preprocessing="keras_vgg16", dtype=None, input_
 
     widths = [out_dim(KERAS_VGG16_MAP[c]) for c in KERAS_VGG16_MAP if c.startswith("conv")]
     fc_sizes = [out_dim("fc1"), out_dim("fc2")] if include_top else None
-    layers = vgg16_layers(num_classes or 0, ceil_mode=False, dropout=False, include_top=include_top,
-                          widths=widths, fc_sizes=fc_sizes)
+    layers = vgg16_layers(
+        num_classes or 0,
+        ceil_mode=False,
+        dropout=False,
+        include_top=include_top,
+        widths=widths,
+        fc_sizes=fc_sizes,
+    )
     input_shape = (3, int(size[0]), int(size[1]))
     shapes, expect = trace(layers, input_shape, P)
     lnames = [L["name"] for L in layers]
@@ -245,8 +256,11 @@ def convert_keras_vgg16(path, *, preprocessing="keras_vgg16", dtype=None, input_
         kern = [(n, a) for n, a in ws if a.ndim >= 2]
         bias = [(n, a) for n, a in ws if a.ndim == 1]
         if len(ws) != 2 or len(kern) != 1 or len(bias) != 1:
-            raise CheckpointError(P, f"Keras layer {kname!r}: expected a kernel and a bias, found "
-                                     f"{[(n, tuple(a.shape)) for n, a in ws]}")
+            raise CheckpointError(
+                P,
+                f"Keras layer {kname!r}: expected a kernel and a bias, found "
+                f"{[(n, tuple(a.shape)) for n, a in ws]}",
+            )
         (kn, K), (bn, b) = kern[0], bias[0]
         wk, bk = f"{canon}.weight", f"{canon}.bias"
         out_c, rest = expect[wk][0], expect[wk][1:]
@@ -256,20 +270,30 @@ def convert_keras_vgg16(path, *, preprocessing="keras_vgg16", dtype=None, input_
             args = {"transpose": (3, 2, 0, 1)}
         elif canon == "fc6" and not channels_first:
             want = (H5 * W5 * C5, out_c)
-            tr = f"kernel rows H,W,C -> reshape({H5}, {W5}, {C5}, {out_c}).transpose(3, 2, 0, 1).reshape({out_c}, {C5 * H5 * W5})"
+            tr = (
+                f"kernel rows H,W,C -> reshape({H5}, {W5}, {C5}, {out_c}).transpose(3, 2, 0, 1)"
+                f".reshape({out_c}, {C5 * H5 * W5})"
+            )
             args = None
         else:
             want = (rest[0], out_c)
             tr = "kernel (in, out) -> transpose"
             args = {"transpose": (1, 0)}
         if tuple(K.shape) != want:
-            raise CheckpointError(P, f"Keras weight {kname}/{kn} (for {wk}): expected shape {want}, found {tuple(K.shape)}")
+            raise CheckpointError(
+                P, f"Keras weight {kname}/{kn} (for {wk}): expected shape {want}, found {tuple(K.shape)}"
+            )
         if args is None:
-            params[wk] = param(K, dtype=dtype, shape=(H5, W5, C5, out_c), transpose=(3, 2, 0, 1)).reshape(expect[wk])
+            params[wk] = param(K, dtype=dtype, shape=(H5, W5, C5, out_c), transpose=(3, 2, 0, 1)).reshape(
+                expect[wk]
+            )
         else:
             params[wk] = param(K, dtype=dtype, **args)
         if tuple(b.shape) != expect[bk]:
-            raise CheckpointError(P, f"Keras weight {kname}/{bn} (for {bk}): expected shape {expect[bk]}, found {tuple(b.shape)}")
+            raise CheckpointError(
+                P,
+                f"Keras weight {kname}/{bn} (for {bk}): expected shape {expect[bk]}, found {tuple(b.shape)}",
+            )
         params[bk] = param(b, dtype=dtype)
         name_map[wk], name_map[bk] = f"{kname}/{kn}", f"{kname}/{bn}"
         transforms[wk], transforms[bk] = tr, "none"
@@ -290,7 +314,12 @@ def convert_keras_vgg16(path, *, preprocessing="keras_vgg16", dtype=None, input_
     return finish(params, layers, input_shape, meta, P)
 
 
-_KERAS1_ORDER = ("i", "c", "f", "o")  # Keras 1 stored W_i, U_i, b_i, W_c, U_c, b_c, W_f, U_f, b_f, W_o, U_o, b_o
+_KERAS1_ORDER = (
+    "i",
+    "c",
+    "f",
+    "o",
+)  # Keras 1 stored W_i, U_i, b_i, W_c, U_c, b_c, W_f, U_f, b_f, W_o, U_o, b_o
 
 
 def convert_keras_lstm(path, *, layer=None, name="lstm1", cell_act=None, dtype=None):
@@ -332,8 +361,10 @@ def convert_keras_lstm(path, *, layer=None, name="lstm1", cell_act=None, dtype=N
         if config and lname in config:
             if config[lname].get("class_name") == "LSTM":
                 cands.append(lname)
-        elif len(ws) in (2, 3, 12) and (len(ws) == 12 or (ws[0][1].ndim == 2 and ws[1][1].ndim == 2
-                                                         and ws[1][1].shape[1] == 4 * ws[1][1].shape[0])):
+        elif len(ws) in (2, 3, 12) and (
+            len(ws) == 12
+            or (ws[0][1].ndim == 2 and ws[1][1].ndim == 2 and ws[1][1].shape[1] == 4 * ws[1][1].shape[0])
+        ):
             cands.append(lname)
     if layer is None:
         if len(cands) != 1:
@@ -344,61 +375,92 @@ def convert_keras_lstm(path, *, layer=None, name="lstm1", cell_act=None, dtype=N
     conf = _conf(config, layer)
     act = conf.get("activation", None)
     if act is not None and not isinstance(act, str):
-        raise CheckpointError(P, f"layer {layer!r}: model_config activation must be a string, found "
-                                 f"{show(act)}")
+        raise CheckpointError(
+            P, f"layer {layer!r}: model_config activation must be a string, found {show(act)}"
+        )
     if conf.get("recurrent_activation", "sigmoid") != "sigmoid":
-        raise CheckpointError(P, f"layer {layer!r}: recurrent_activation {conf['recurrent_activation']!r} is not "
-                                 "supported (only sigmoid)")
+        raise CheckpointError(
+            P,
+            f"layer {layer!r}: recurrent_activation {conf['recurrent_activation']!r} is not "
+            "supported (only sigmoid)",
+        )
     if conf.get("go_backwards", False):
         raise CheckpointError(P, f"layer {layer!r}: go_backwards is not supported")
     if cell_act is None:
         cell_act = act or "tanh"
     elif act is not None and act != cell_act:
-        raise CheckpointError(P, f"layer {layer!r}: the file says activation={act!r}, cell_act={cell_act!r} was asked")
+        raise CheckpointError(
+            P, f"layer {layer!r}: the file says activation={act!r}, cell_act={cell_act!r} was asked"
+        )
     if cell_act not in ("tanh", "relu"):
         raise CheckpointError(P, f"layer {layer!r}: activation {cell_act!r} is not supported (tanh or relu)")
     ws = klayers[layer]
     if len(ws) == 12:
-        arr = {f"{kind}_{g}": ws[3 * j + m][1] for j, g in enumerate(_KERAS1_ORDER)
-               for m, kind in enumerate(("W", "U", "b"))}
+        arr = {
+            f"{kind}_{g}": ws[3 * j + m][1]
+            for j, g in enumerate(_KERAS1_ORDER)
+            for m, kind in enumerate(("W", "U", "b"))
+        }
         if arr["W_i"].ndim != 2:
             raise CheckpointError(P, f"layer {layer!r}: W_i has shape {arr['W_i'].shape}, expected (D, H)")
         D, H = arr["W_i"].shape
         want = {"W": (D, H), "U": (H, H), "b": (H,)}
         for k, a in arr.items():
             if tuple(a.shape) != want[k[0]]:
-                raise CheckpointError(P, f"layer {layer!r}: Keras 1 array {k} has shape {tuple(a.shape)}, "
-                                         f"expected {want[k[0]]}")
+                raise CheckpointError(
+                    P, f"layer {layer!r}: Keras 1 array {k} has shape {tuple(a.shape)}, expected {want[k[0]]}"
+                )
         dt = numpy.dtype(dtype) if dtype is not None else arr["W_i"].dtype
         W_x = numpy.empty((4 * H, D), dt)
         W_h = numpy.empty((4 * H, H), dt)
         b = numpy.empty((4 * H,), dt)
         for k, g in enumerate("ifoc"):
-            for src, dst, kind in ((arr[f"W_{g}"].T, W_x, "W"), (arr[f"U_{g}"].T, W_h, "U"), (arr[f"b_{g}"], b, "b")):
-                dst[k * H:(k + 1) * H] = src
+            for src, dst, _kind in (
+                (arr[f"W_{g}"].T, W_x, "W"),
+                (arr[f"U_{g}"].T, W_h, "U"),
+                (arr[f"b_{g}"], b, "b"),
+            ):
+                dst[k * H : (k + 1) * H] = src
         lp = {"W_x": W_x, "W_h": W_h, "b": b}
-        tr = {"W_x": "[W_i.T; W_f.T; W_o.T; W_c.T] (Keras 1: 12 arrays)", "W_h": "[U_i.T; U_f.T; U_o.T; U_c.T]",
-              "b": "[b_i; b_f; b_o; b_c]"}
+        tr = {
+            "W_x": "[W_i.T; W_f.T; W_o.T; W_c.T] (Keras 1: 12 arrays)",
+            "W_h": "[U_i.T; U_f.T; U_o.T; U_c.T]",
+            "b": "[b_i; b_f; b_o; b_c]",
+        }
         src_names = {"W_x": f"{layer}/W_*", "W_h": f"{layer}/U_*", "b": f"{layer}/b_*"}
         input_shape = (D,)
     else:
         if len(ws) not in (2, 3):
-            raise CheckpointError(P, f"layer {layer!r}: expected kernel, recurrent_kernel[, bias], found {len(ws)} arrays")
+            raise CheckpointError(
+                P, f"layer {layer!r}: expected kernel, recurrent_kernel[, bias], found {len(ws)} arrays"
+            )
         (kn, K), (rn, R) = ws[0], ws[1]
         if R.ndim != 2 or R.shape[1] != 4 * R.shape[0] or K.ndim != 2 or K.shape[1] != R.shape[1]:
-            raise CheckpointError(P, f"layer {layer!r}: kernel {tuple(K.shape)} / recurrent_kernel {tuple(R.shape)} "
-                                     "are not (D, 4H) / (H, 4H)")
+            raise CheckpointError(
+                P,
+                f"layer {layer!r}: kernel {tuple(K.shape)} / recurrent_kernel {tuple(R.shape)} "
+                "are not (D, 4H) / (H, 4H)",
+            )
         H = int(R.shape[0])
         bias = []
         if len(ws) == 3:
             if tuple(ws[2][1].shape) != (4 * H,):
-                raise CheckpointError(P, f"layer {layer!r}: bias shape {tuple(ws[2][1].shape)}, expected {(4 * H,)}")
+                raise CheckpointError(
+                    P, f"layer {layer!r}: bias shape {tuple(ws[2][1].shape)}, expected {(4 * H,)}"
+                )
             bias = [ws[2][1]]
         lp = lstm_params(H, "ifco", W_x=K, W_h=R, b_parts=bias, dtype=dtype, transposed=True)
         blocks = "column blocks i,f,c,o -> i,f,o,g ([0,1,3,2]), then transpose"
-        tr = {"W_x": f"kernel: {blocks}", "W_h": f"recurrent_kernel: {blocks}",
-              "b": "bias: blocks [0,1,3,2]" if bias else "zeros (use_bias=False)"}
-        src_names = {"W_x": f"{layer}/{kn}", "W_h": f"{layer}/{rn}", "b": f"{layer}/{ws[2][0]}" if bias else ""}
+        tr = {
+            "W_x": f"kernel: {blocks}",
+            "W_h": f"recurrent_kernel: {blocks}",
+            "b": "bias: blocks [0,1,3,2]" if bias else "zeros (use_bias=False)",
+        }
+        src_names = {
+            "W_x": f"{layer}/{kn}",
+            "W_h": f"{layer}/{rn}",
+            "b": f"{layer}/{ws[2][0]}" if bias else "",
+        }
         input_shape = (int(K.shape[0]),)
     layers = [make_layer(name, "lstm", hidden=H, cell_act=cell_act)]
     params = {f"{name}.{k}": v for k, v in lp.items()}

@@ -97,9 +97,11 @@ def read_keras_model(path):
     attrs = guarded(buf, fmt, lambda: root.attrs)
     raw = attrs.get("model_config")
     if not isinstance(raw, str):
-        raise buf.error("this Keras file holds weights only (no model_config attribute): the architecture is "
-                        "unknown; save the model with model.save('x.keras'), or use source='keras_vgg16' / "
-                        "'keras_lstm'")
+        raise buf.error(
+            "this Keras file holds weights only (no model_config attribute): the architecture is "
+            "unknown; save the model with model.save('x.keras'), or use source='keras_vgg16' / "
+            "'keras_lstm'"
+        )
     buf.charge(8 * len(raw), "model_config (parsed)")
     try:
         config = json.loads(raw)
@@ -108,8 +110,13 @@ def read_keras_model(path):
     except ValueError as e:
         raise buf.error(f"model_config attribute is not valid JSON ({e})") from None
     version = attrs.get("keras_version")
-    return buf, fmt, config, klayers, {"layout": layout, "keras_version": version if isinstance(version, str)
-                                       else None}
+    return (
+        buf,
+        fmt,
+        config,
+        klayers,
+        {"layout": layout, "keras_version": version if isinstance(version, str) else None},
+    )
 
 
 def _d(v, P, what):
@@ -137,8 +144,11 @@ def _sources(L, P, what):
     if not isinstance(nodes, list):
         raise CheckpointError(P, f"{what}: inbound_nodes must be a list")
     if len(nodes) > 1:
-        raise CheckpointError(P, f"{what}: the layer is called {len(nodes)} times (a shared layer); only "
-                                 "chains of layers called once are supported")
+        raise CheckpointError(
+            P,
+            f"{what}: the layer is called {len(nodes)} times (a shared layer); only "
+            "chains of layers called once are supported",
+        )
     if not nodes:
         return []
     node = nodes[0]
@@ -161,8 +171,9 @@ def _endpoint(v, P, what):
         return v[0]
     if isinstance(v, list) and len(v) == 1 and isinstance(v[0], list) and v[0] and isinstance(v[0][0], str):
         return v[0][0]
-    raise CheckpointError(P, f"{what}: only models with one input and one output are supported (found "
-                             f"{show(v)})")
+    raise CheckpointError(
+        P, f"{what}: only models with one input and one output are supported (found {show(v)})"
+    )
 
 
 def _chain(config, P):
@@ -172,8 +183,9 @@ def _chain(config, P):
     conf = _d(config.get("config"), P, "the model config's 'config'")
     layers = conf.get("layers")
     if cls not in _MODELS or not isinstance(layers, list):
-        raise CheckpointError(P, f"the model is a {cls!r}; only Sequential and functional models are "
-                                 "supported")
+        raise CheckpointError(
+            P, f"the model is a {cls!r}; only Sequential and functional models are supported"
+        )
     layers = [_d(L, P, "a layer config") for L in layers]
     if cls == "Sequential":
         return layers, config
@@ -181,8 +193,9 @@ def _chain(config, P):
     for L in layers:
         nm = L.get("name") or _d(L.get("config", {}), P, "a layer's config").get("name")
         if not isinstance(nm, str) or nm in by_name:
-            raise CheckpointError(P, "a layer of the functional model has no name or a repeated one "
-                                     f"({show(nm)})")
+            raise CheckpointError(
+                P, f"a layer of the functional model has no name or a repeated one ({show(nm)})"
+            )
         by_name[nm] = L
     start = _endpoint(conf.get("input_layers"), P, "input_layers")
     end = _endpoint(conf.get("output_layers"), P, "output_layers")
@@ -190,20 +203,28 @@ def _chain(config, P):
     for nm, L in by_name.items():
         srcs = _sources(L, P, f"layer {nm!r}")
         if len(srcs) > 1:
-            raise CheckpointError(P, f"layer {nm!r} ({L.get('class_name')}) joins {len(srcs)} inputs {srcs}; "
-                                     "only " "chains of layers are supported")
+            raise CheckpointError(
+                P,
+                f"layer {nm!r} ({L.get('class_name')}) joins {len(srcs)} inputs {srcs}; "
+                "only "
+                "chains of layers are supported",
+            )
         for s in srcs:
             if s in consumer:
-                raise CheckpointError(P, f"the output of layer {s!r} feeds both {consumer[s]!r} and {nm!r}; "
-                                         "only chains of layers are supported (the model branches)")
+                raise CheckpointError(
+                    P,
+                    f"the output of layer {s!r} feeds both {consumer[s]!r} and {nm!r}; "
+                    "only chains of layers are supported (the model branches)",
+                )
             consumer[s] = nm
     if start not in by_name or end not in by_name:
         raise CheckpointError(P, f"input layer {start!r} or output layer {end!r} is not among the layers")
     order, cur = [start], start
     while cur != end:
         if cur not in consumer:
-            raise CheckpointError(P, f"the chain from {start!r} stops at {cur!r} before the output layer "
-                                     f"{end!r}")
+            raise CheckpointError(
+                P, f"the chain from {start!r} stops at {cur!r} before the output layer {end!r}"
+            )
         cur = consumer[cur]
         order.append(cur)
         if len(order) > len(by_name):
@@ -235,8 +256,11 @@ def _input_shape(layers, config, P):
     c = config.get("config", {})
     if isinstance(c, dict) and c.get("build_input_shape") is not None:
         return _shape_list(c["build_input_shape"], P, "build_input_shape")
-    raise CheckpointError(P, "the model config does not give the input shape (no InputLayer, batch_shape or "
-                             "build_input_shape); pass input_shape=")
+    raise CheckpointError(
+        P,
+        "the model config does not give the input shape (no InputLayer, batch_shape or "
+        "build_input_shape); pass input_shape=",
+    )
 
 
 class _Keras:
@@ -276,8 +300,11 @@ class _Keras:
             raise CheckpointError(self.P, f"{what}: no weights for the layer in the file")
         ws = self.weights[lname]
         if not n_min <= len(ws) <= n_max:
-            raise CheckpointError(self.P, f"{what}: expected {n_min}..{n_max} weight arrays, found "
-                                          f"{[(n, tuple(a.shape)) for n, a in ws]}")
+            raise CheckpointError(
+                self.P,
+                f"{what}: expected {n_min}..{n_max} weight arrays, found "
+                f"{[(n, tuple(a.shape)) for n, a in ws]}",
+            )
         self.used.add(lname)
         return ws
 
@@ -293,16 +320,24 @@ class _Keras:
         elif act == "softmax" and last:
             self.output = {"type": "softmax", "axis": -1}
         else:
-            raise CheckpointError(self.P, f"{what}: activation {show(act)} is not supported (relu, linear, "
-                                          "or softmax on the last layer)")
+            raise CheckpointError(
+                self.P,
+                f"{what}: activation {show(act)} is not supported (relu, linear, "
+                "or softmax on the last layer)",
+            )
 
     def _same_pad(self, size, k, s, d, what):
         out = -(-size // s)
         total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
         if total % 2:
-            raise CheckpointError(self.P, f"{what}: padding='same' pads this {size}-wide input "
-                                          "asymmetrically " f"({total // 2} and {total - total // 2}); no "
-                                          "engine layer does " "that")
+            raise CheckpointError(
+                self.P,
+                f"{what}: padding='same' pads this {size}-wide input "
+                "asymmetrically "
+                f"({total // 2} and {total - total // 2}); no "
+                "engine layer does "
+                "that",
+            )
         return total // 2
 
     # ---------------------------------------------------------------- the chain
@@ -312,7 +347,8 @@ class _Keras:
         rank = len(batch) - 1
         self.channels_first = any(
             isinstance(L.get("config"), dict) and _inner(L)[1].get("data_format") == "channels_first"
-            for L in layers)
+            for L in layers
+        )
         if rank in (3, 4):
             spatial = batch[-3:]
             if self.channels_first:
@@ -325,8 +361,9 @@ class _Keras:
             feat = (batch[-1],)
             self.time = rank == 2
         else:
-            raise CheckpointError(P, f"input batch shape {batch}: expected (H, W, C), (T, H, W, C), (T, D) "
-                                     "or (D,)")
+            raise CheckpointError(
+                P, f"input batch shape {batch}: expected (H, W, C), (T, H, W, C), (T, D) or (D,)"
+            )
         if not all(isinstance(v, int) and v > 0 for v in feat):
             raise CheckpointError(P, f"input batch shape {batch} has unknown sizes; pass input_shape=")
         self.tracer = Tracer(feat, P)
@@ -363,15 +400,35 @@ class _Keras:
             bias = bool(c.get("use_bias", True))
             ws = self._arrays(lname, what, 1 + bias, 1 + bias)
             name = self._name("conv", lname, idx)
-            _, expect = tr.add(make_layer(name, "conv", out_channels=filters, kernel=k, stride=s, padding=pad,
-                                          dilation=d, groups=groups, bias=bias))
+            _, expect = tr.add(
+                make_layer(
+                    name,
+                    "conv",
+                    out_channels=filters,
+                    kernel=k,
+                    stride=s,
+                    padding=pad,
+                    dilation=d,
+                    groups=groups,
+                    bias=bias,
+                )
+            )
             K = ws[0][1]
             want = expect[f"{name}.weight"]
             if tuple(K.shape) != (want[2], want[3], want[1], want[0]):
-                raise CheckpointError(P, f"{what}: kernel {ws[0][0]!r} has shape {tuple(K.shape)}, expected "
-                                         f"{(want[2], want[3], want[1], want[0])}")
-            self._put(name, "weight", K, f"{lname}/{ws[0][0]}",
-                      "kernel (kH, kW, iC, oC) -> transpose(3, 2, 0, 1)", transpose=(3, 2, 0, 1))
+                raise CheckpointError(
+                    P,
+                    f"{what}: kernel {ws[0][0]!r} has shape {tuple(K.shape)}, expected "
+                    f"{(want[2], want[3], want[1], want[0])}",
+                )
+            self._put(
+                name,
+                "weight",
+                K,
+                f"{lname}/{ws[0][0]}",
+                "kernel (kH, kW, iC, oC) -> transpose(3, 2, 0, 1)",
+                transpose=(3, 2, 0, 1),
+            )
             if bias:
                 self._bias(name, ws[1], lname, filters, what)
             self._activation(c, what, last)
@@ -388,8 +445,17 @@ class _Keras:
                 raise CheckpointError(P, f"{what}: padding {show(mode)} is not supported")
             kind = "maxpool" if cls.startswith("Max") else "avgpool"
             extra = {"count_include_pad": False} if kind == "avgpool" else {}
-            tr.add(make_layer(self._name(kind, lname, idx), kind, kernel=k, stride=s, padding=pad,
-                              ceil_mode=False, **extra))
+            tr.add(
+                make_layer(
+                    self._name(kind, lname, idx),
+                    kind,
+                    kernel=k,
+                    stride=s,
+                    padding=pad,
+                    ceil_mode=False,
+                    **extra,
+                )
+            )
         elif cls in ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D"):
             if len(shape) != 3:
                 raise CheckpointError(P, f"{what}: needs an image input, found features of shape {shape}")
@@ -397,8 +463,17 @@ class _Keras:
                 raise CheckpointError(P, f"{what}: keepdims=True is not supported")
             kind = "maxpool" if "Max" in cls else "avgpool"
             extra = {"count_include_pad": True} if kind == "avgpool" else {}
-            tr.add(make_layer(self._name(kind, lname, idx), kind, kernel=[shape[1], shape[2]], stride=1,
-                              padding=0, ceil_mode=False, **extra))
+            tr.add(
+                make_layer(
+                    self._name(kind, lname, idx),
+                    kind,
+                    kernel=[shape[1], shape[2]],
+                    stride=1,
+                    padding=0,
+                    ceil_mode=False,
+                    **extra,
+                )
+            )
             tr.add(make_layer(self._name("flatten", None, idx), "flatten"))
         elif cls == "Flatten":
             if len(shape) == 3:
@@ -407,8 +482,11 @@ class _Keras:
                     self.pending = shape
         elif cls == "Dense":
             if len(shape) != 1:
-                raise CheckpointError(P, f"{what}: a Dense layer on an image (per pixel) has no engine "
-                                         "layer; add a Flatten before it")
+                raise CheckpointError(
+                    P,
+                    f"{what}: a Dense layer on an image (per pixel) has no engine "
+                    "layer; add a Flatten before it",
+                )
             units = self._int(c, "units", what)
             bias = bool(c.get("use_bias", True))
             ws = self._arrays(lname, what, 1 + bias, 1 + bias)
@@ -417,18 +495,32 @@ class _Keras:
             K = ws[0][1]
             D = shape[0]
             if tuple(K.shape) != (D, units):
-                raise CheckpointError(P, f"{what}: kernel {ws[0][0]!r} has shape {tuple(K.shape)}, expected "
-                                         f"{(D, units)}")
+                raise CheckpointError(
+                    P, f"{what}: kernel {ws[0][0]!r} has shape {tuple(K.shape)}, expected {(D, units)}"
+                )
             if self.pending is not None:
                 C, H, W = self.pending
-                self._put(name, "weight", K, f"{lname}/{ws[0][0]}",
-                          f"kernel rows H,W,C -> reshape({H}, {W}, {C}, {units}).transpose(3, 2, 0, 1)"
-                          f".reshape({units}, {C * H * W})", shape=(H, W, C, units), transpose=(3, 2, 0, 1),
-                          final=(units, D))
+                self._put(
+                    name,
+                    "weight",
+                    K,
+                    f"{lname}/{ws[0][0]}",
+                    f"kernel rows H,W,C -> reshape({H}, {W}, {C}, {units}).transpose(3, 2, 0, 1)"
+                    f".reshape({units}, {C * H * W})",
+                    shape=(H, W, C, units),
+                    transpose=(3, 2, 0, 1),
+                    final=(units, D),
+                )
                 self.pending = None
             else:
-                self._put(name, "weight", K, f"{lname}/{ws[0][0]}", "kernel (in, out) -> transpose",
-                          transpose=(1, 0))
+                self._put(
+                    name,
+                    "weight",
+                    K,
+                    f"{lname}/{ws[0][0]}",
+                    "kernel (in, out) -> transpose",
+                    transpose=(1, 0),
+                )
             if bias:
                 self._bias(name, ws[1], lname, units, what)
             self._activation(c, what, last)
@@ -436,11 +528,14 @@ class _Keras:
             rate = as_float(c.get("rate", 0.5), P, what, "'rate'")
             tr.add(make_layer(self._name("dropout", lname, idx), "dropout", p=rate))
         elif cls == "ReLU":
-            if (c.get("max_value") is not None or as_float(c.get("negative_slope", 0.0) or 0.0, P, what,
-                                                            "'negative_slope'") != 0
-                    or as_float(c.get("threshold", 0.0) or 0.0, P, what, "'threshold'") != 0):
-                raise CheckpointError(P, f"{what}: only a plain ReLU (no max_value, slope or threshold) is "
-                                         "supported")
+            if (
+                c.get("max_value") is not None
+                or as_float(c.get("negative_slope", 0.0) or 0.0, P, what, "'negative_slope'") != 0
+                or as_float(c.get("threshold", 0.0) or 0.0, P, what, "'threshold'") != 0
+            ):
+                raise CheckpointError(
+                    P, f"{what}: only a plain ReLU (no max_value, slope or threshold) is supported"
+                )
             tr.add(make_layer(self._name("relu", lname, idx), "relu"))
         elif cls == "Activation":
             self._activation(c, what, last)
@@ -449,8 +544,11 @@ class _Keras:
         elif cls == "LSTM":
             self.lstm(idx, c, lname, what)
         else:
-            raise CheckpointError(P, f"{what}: layer class {cls!r} is not supported (Conv2D, pooling, "
-                                     "Flatten, Dense, Dropout, ReLU/Activation, LSTM, TimeDistributed)")
+            raise CheckpointError(
+                P,
+                f"{what}: layer class {cls!r} is not supported (Conv2D, pooling, "
+                "Flatten, Dense, Dropout, ReLU/Activation, LSTM, TimeDistributed)",
+            )
 
     def lstm(self, idx, c, lname, what):
         P, tr = self.P, self.tracer
@@ -458,35 +556,44 @@ class _Keras:
         if not self.time:
             raise CheckpointError(P, f"{what}: the model's input has no time axis")
         if len(shape) != 1:
-            raise CheckpointError(P, f"{what}: needs a flat input at every step (add a "
-                                     "TimeDistributed(Flatten()))")
+            raise CheckpointError(
+                P, f"{what}: needs a flat input at every step (add a TimeDistributed(Flatten()))"
+            )
         if self.lstm_seen and self.sequence_output == "last":
             raise CheckpointError(P, f"{what}: follows an LSTM that returns only its last step")
         for key in ("go_backwards", "return_state", "stateful", "time_major"):
             if c.get(key):
                 raise CheckpointError(P, f"{what}: {key}=True is not supported")
         if c.get("recurrent_activation", "sigmoid") != "sigmoid":
-            raise CheckpointError(P, f"{what}: recurrent_activation {show(c.get('recurrent_activation'))} "
-                                     "is not supported (only sigmoid)")
+            raise CheckpointError(
+                P,
+                f"{what}: recurrent_activation {show(c.get('recurrent_activation'))} "
+                "is not supported (only sigmoid)",
+            )
         act = c.get("activation", "tanh")
         if act not in ("tanh", "relu"):
             raise CheckpointError(P, f"{what}: activation {show(act)} is not supported (tanh or relu)")
         if self.cell_act is not None and self.cell_act != act:
-            raise CheckpointError(P, f"{what}: the file says activation={act!r}, cell_act={self.cell_act!r} "
-                                     "was asked")
+            raise CheckpointError(
+                P, f"{what}: the file says activation={act!r}, cell_act={self.cell_act!r} was asked"
+            )
         units = self._int(c, "units", what)
         bias = bool(c.get("use_bias", True))
         ws = self._arrays(lname, what, 2 + bias, 2 + bias)
         (kn, K), (rn, R) = ws[0], ws[1]
         D = shape[0]
         if tuple(K.shape) != (D, 4 * units) or tuple(R.shape) != (units, 4 * units):
-            raise CheckpointError(P, f"{what}: kernel {tuple(K.shape)} / recurrent_kernel {tuple(R.shape)}, "
-                                     "expected " f"{(D, 4 * units)} / {(units, 4 * units)}")
+            raise CheckpointError(
+                P,
+                f"{what}: kernel {tuple(K.shape)} / recurrent_kernel {tuple(R.shape)}, "
+                "expected "
+                f"{(D, 4 * units)} / {(units, 4 * units)}",
+            )
         tr_x = "kernel: column blocks i,f,c,o -> i,f,o,g ([0,1,3,2]), then transpose"
         if self.pending is not None:
             C, H, W = self.pending
             K = K.reshape(H, W, C, 4 * units).transpose(2, 0, 1, 3).reshape(D, 4 * units)
-            tr_x = f"kernel rows H,W,C -> C,H,W (reshape({H}, {W}, {C}, 4H)), then " + tr_x[len("kernel: "):]
+            tr_x = f"kernel rows H,W,C -> C,H,W (reshape({H}, {W}, {C}, 4H)), then " + tr_x[len("kernel: ") :]
             self.pending = None
         b = [ws[2][1]] if bias else []
         if bias and tuple(b[0].shape) != (4 * units,):
@@ -495,9 +602,11 @@ class _Keras:
         tr.add(make_layer(name, "lstm", hidden=units, cell_act=act))
         lp = lstm_params(units, "ifco", W_x=K, W_h=R, b_parts=b, dtype=self.dtype, transposed=True)
         blocks = "column blocks i,f,c,o -> i,f,o,g ([0,1,3,2]), then transpose"
-        for field, src, how in (("W_x", kn, tr_x), ("W_h", rn, f"recurrent_kernel: {blocks}"),
-                                ("b", ws[2][0] if bias else "", "bias: blocks [0,1,3,2]" if bias
-                                 else "zeros (use_bias=False)")):
+        for field, src, how in (
+            ("W_x", kn, tr_x),
+            ("W_h", rn, f"recurrent_kernel: {blocks}"),
+            ("b", ws[2][0] if bias else "", "bias: blocks [0,1,3,2]" if bias else "zeros (use_bias=False)"),
+        ):
             k = f"{name}.{field}"
             self.params[k], self.transforms[k] = lp[field], how
             self.name_map[k] = f"{lname}/{src}" if src else ""
@@ -530,8 +639,18 @@ def _inner(L):
     return cls, c, False
 
 
-def convert_keras(path, *, names="auto", rename=None, preprocessing=None, dtype=None, input_shape=None,
-                  input_size=None, cell_act=None, name=None):
+def convert_keras(
+    path,
+    *,
+    names="auto",
+    rename=None,
+    preprocessing=None,
+    dtype=None,
+    input_shape=None,
+    input_size=None,
+    cell_act=None,
+    name=None,
+):
     """Convert a Keras model saved with its architecture (see the module docstring).
 
     Parameters
@@ -583,8 +702,9 @@ def convert_keras(path, *, names="auto", rename=None, preprocessing=None, dtype=
     feat = conv.run(layers, batch)
     extra = sorted(k for k, ws in weights.items() if ws and k not in conv.used)
     if extra:
-        raise CheckpointError(P, "the file holds weights of layers that are not on the model's chain: "
-                                 f"{extra[:8]}")
+        raise CheckpointError(
+            P, f"the file holds weights of layers that are not on the model's chain: {extra[:8]}"
+        )
     mconf = config.get("config", {}) if isinstance(config.get("config"), dict) else {}
     stem = os.path.splitext(os.path.basename(P))[0]
     model_name = name or (mconf.get("name") if isinstance(mconf.get("name"), str) else stem)
@@ -599,9 +719,12 @@ def convert_keras(path, *, names="auto", rename=None, preprocessing=None, dtype=
         "output": conv.output,
         "name_map": conv.name_map,
         "transforms": conv.transforms,
-        "keras": {"layout": info["layout"], "keras_version": info["keras_version"],
-                  "data_format": "channels_first" if conv.channels_first else "channels_last",
-                  "sequence_output": (conv.sequence_output or "all") if has_lstm else None},
+        "keras": {
+            "layout": info["layout"],
+            "keras_version": info["keras_version"],
+            "data_format": "channels_first" if conv.channels_first else "channels_last",
+            "sequence_output": (conv.sequence_output or "all") if has_lstm else None,
+        },
     }
     return finish(conv.params, conv.tracer.layers, feat, meta, P)
 

@@ -82,22 +82,35 @@ from .spec import Tracer, make_layer
 
 __all__ = ["convert_onnx", "onnx_folded_constants"]
 
-_LAYERS = ("Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "LRN", "Dropout", "Gemm", "MatMul",
-           "Add", "LSTM", "Softmax", "LogSoftmax")
+_LAYERS = (
+    "Conv",
+    "Relu",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "LRN",
+    "Dropout",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "LSTM",
+    "Softmax",
+    "LogSoftmax",
+)
 _LAYOUT = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast", "Expand")
 _SUPPORTED = _LAYERS + _LAYOUT + ("Shape", "Size", "Constant")
 _WHY = {
     "Gather": "it selects part of the data (e.g. one time step of an LSTM's output); the engine's model "
-              "keeps every frame and classifies every step (the last step's logits are the last row)",
+    "keeps every frame and classifies every step (the last step's logits are the last row)",
     "Slice": "it selects part of the data (e.g. the last time step); the engine's model keeps every frame "
-             "and classifies every step (the last step's logits are the last row)",
+    "and classifies every step (the last step's logits are the last row)",
     "Concat": "it joins data paths (a concatenation); only linear chains of layers are supported",
     "Sum": "it joins data paths; only linear chains of layers are supported",
     "Sub": "it shifts the data (preprocessing inside the model?); give it as preprocessing=, not as a node",
     "Mul": "it scales the data (preprocessing inside the model?); give it as preprocessing=, not as a node",
     "Div": "it scales the data (preprocessing inside the model?); give it as preprocessing=, not as a node",
     "BatchNormalization": "the engine has no batch-norm layer (fold it into the convolution before "
-                          "exporting)",
+    "exporting)",
 }
 _GENERIC_NAMES = {"", "main_graph", "torch_jit", "torch-jit-export", "torch_jit_export"}  # torch's exporters
 _INT32 = (1 << 31) - 1
@@ -233,8 +246,9 @@ class _Converter:
             elif ax.kind == "F":
                 roles.append("features")
             else:
-                roles.append("time" if self.time is not None and ax.labels == self.time and ax.labels
-                             else "frames")
+                roles.append(
+                    "time" if self.time is not None and ax.labels == self.time and ax.labels else "frames"
+                )
         return f"shape {tuple(d.shape)} ({', '.join(roles)})" if d.axes else f"shape {tuple(d.shape)}"
 
     def _name(self, kind, n, idx):
@@ -291,8 +305,10 @@ class _Converter:
             if not feat or not all(isinstance(v, int) and v > 0 for v in feat):
                 raise self.err(f"graph input {name!r} has shape {dims}; pass input_shape=")
         if ns not in (1, 2) or len(feat) not in (1, 3):
-            raise self.err(f"graph input {name!r} of shape {dims} with features {feat}: expected (N, C, H, "
-                           "W), (B, T, C, H, W), (T, B, D), (B, T, D) or (N, D)")
+            raise self.err(
+                f"graph input {name!r} of shape {dims} with features {feat}: expected (N, C, H, "
+                "W), (B, T, C, H, W), (T, B, D), (B, T, D) or (N, D)"
+            )
         free = iter(assume)
         self.assumed = {}
         axes, shape = [], []
@@ -313,8 +329,12 @@ class _Converter:
             shape.append(v)
         self.eng = tuple(feat)
         self.tracer = Tracer(self.eng, P)
-        self.input_info = {"name": name, "shape": dims, "sample_axes": list(range(ns)),
-                           "assumed_sizes": {str(k): v for k, v in self.assumed.items()}}
+        self.input_info = {
+            "name": name,
+            "shape": dims,
+            "sample_axes": list(range(ns)),
+            "assumed_sizes": {str(k): v for k, v in self.assumed.items()},
+        }
         self.values[name] = _Data(tuple(axes), tuple(shape), 0)
         self.head = name
         return tuple(feat)
@@ -329,8 +349,10 @@ class _Converter:
                 if not o:
                     continue
                 if o in produced or o in self.values:
-                    raise self.err(f"node {n.name or i!r} ({n.op_type}): its output {o!r} is also produced "
-                                   "elsewhere (an ONNX value is assigned once)")
+                    raise self.err(
+                        f"node {n.name or i!r} ({n.op_type}): its output {o!r} is also produced "
+                        "elsewhere (an ONNX value is assigned once)"
+                    )
                 produced[o] = i
         deps = [{produced[x] for x in n.inputs if x in produced} for n in nodes]
         if all(j < i for i, d in enumerate(deps) for j in d):
@@ -372,13 +394,17 @@ class _Converter:
         op = n.op_type
         if not n.outputs or not n.outputs[0]:
             if op == "LSTM" and any(n.outputs):
-                raise self.err(f"{what}: only the LSTM's final state (Y_h/Y_c) is used; the engine's model "
-                               "classifies the LSTM's output at every step (Y) -- apply the head to every "
-                               "step; the last step's logits are then the last row")
+                raise self.err(
+                    f"{what}: only the LSTM's final state (Y_h/Y_c) is used; the engine's model "
+                    "classifies the LSTM's output at every step (Y) -- apply the head to every "
+                    "step; the last step's logits are then the last row"
+                )
             raise self.err(f"{what}: the node has no output (its 'output' field is empty)")
         if n.domain not in ("", "ai.onnx"):
-            raise self.err(f"{what}: op {op!r} of the domain {n.domain!r} is not supported (standard ONNX "
-                           "operators only)")
+            raise self.err(
+                f"{what}: op {op!r} of the domain {n.domain!r} is not supported (standard ONNX "
+                "operators only)"
+            )
         if op == "Constant":
             self.values[n.outputs[0]] = self.constant(n, what)
             return
@@ -388,19 +414,25 @@ class _Converter:
                 ins.append(None)
                 continue
             if x not in self.values:
-                raise self.err(f"{what}: input {x!r} is neither an initializer of a supported type, the "
-                               "graph input nor the output of a node")
+                raise self.err(
+                    f"{what}: input {x!r} is neither an initializer of a supported type, the "
+                    "graph input nor the output of a node"
+                )
             ins.append(self.values[x])
         datas = [k for k, v in enumerate(ins) if isinstance(v, _Data)]
         if op not in ("Shape", "Size") and any(ins[k].state for k in datas):
             k = next(k for k in datas if ins[k].state)
-            raise self.err(f"{what}: reads {n.inputs[k]!r}, an LSTM's final state (Y_h/Y_c); the engine's "
-                           "model classifies the LSTM's output at every step (Y) -- apply the head to every "
-                           "step; the last step's logits are then the last row")
+            raise self.err(
+                f"{what}: reads {n.inputs[k]!r}, an LSTM's final state (Y_h/Y_c); the engine's "
+                "model classifies the LSTM's output at every step (Y) -- apply the head to every "
+                "step; the last step's logits are then the last row"
+            )
         if not datas:
             if op not in FOLDABLE:
-                raise self.err(f"{what}: unsupported op type {op!r} (on constants; supported: "
-                               f"{', '.join(sorted(FOLDABLE))})")
+                raise self.err(
+                    f"{what}: unsupported op type {op!r} (on constants; supported: "
+                    f"{', '.join(sorted(FOLDABLE))})"
+                )
             self.fold(n, ins, what)
         elif op in ("Shape", "Size"):
             if datas != [0]:
@@ -412,8 +444,10 @@ class _Converter:
             self.layer(idx, n, ins, datas, what)
         else:
             why = _WHY.get(op, "no engine layer computes it")
-            raise self.err(f"{what}: unsupported op type {op!r} on the data: {why} (supported: "
-                           f"{', '.join(_SUPPORTED)}, and constant subgraphs)")
+            raise self.err(
+                f"{what}: unsupported op type {op!r} on the data: {why} (supported: "
+                f"{', '.join(_SUPPORTED)}, and constant subgraphs)"
+            )
 
     def constant(self, n, what):
         a = n.attrs
@@ -421,8 +455,11 @@ class _Converter:
             return a["value"]
         for key, dt in (("value_float", numpy.float32), ("value_int", numpy.int64)):
             if key in a:
-                v = (as_float(a[key], self.P, what, f"attribute {key!r}") if dt is numpy.float32 else
-                     _attr_int(a, key, None, what, self.P))
+                v = (
+                    as_float(a[key], self.P, what, f"attribute {key!r}")
+                    if dt is numpy.float32
+                    else _attr_int(a, key, None, what, self.P)
+                )
                 return numpy.array(v, dt)
         if "value_ints" in a:
             return numpy.array(_attr_ints(a, "value_ints", what, self.P, -_INT64 - 1, _INT64), numpy.int64)
@@ -465,8 +502,10 @@ class _Converter:
         if isinstance(v, _Data):
             raise self.err(f"{what}: its {role} input {n.inputs[i]!r} is computed from the data values")
         if v.dtype.kind not in "iu" or v.ndim != 1:
-            raise self.err(f"{what}: the {role} input {n.inputs[i]!r} must be a 1-d integer tensor, found "
-                           f"shape {v.shape} of {v.dtype}")
+            raise self.err(
+                f"{what}: the {role} input {n.inputs[i]!r} must be a 1-d integer tensor, found "
+                f"shape {v.shape} of {v.dtype}"
+            )
         return [int(x) for x in v]
 
     # ------------------------------------------------------------------ layout ops on the data
@@ -512,14 +551,21 @@ class _Converter:
                 axes_v = self.ints_input(n, 1, "axes", what)
             rank = len(d.shape)
             if op == "Squeeze":
-                drop = ({k for k, s in enumerate(d.shape) if s == 1} if axes_v is None else
-                        {ctx.axis(x, rank) for x in axes_v})
+                drop = (
+                    {k for k, s in enumerate(d.shape) if s == 1}
+                    if axes_v is None
+                    else {ctx.axis(x, rank) for x in axes_v}
+                )
                 if any(d.shape[k] != 1 for k in drop):
-                    raise self.err(f"{what}: squeezes axes {sorted(drop)} of {self._describe(d)}, which are "
-                                   "not all of size 1")
+                    raise self.err(
+                        f"{what}: squeezes axes {sorted(drop)} of {self._describe(d)}, which are "
+                        "not all of size 1"
+                    )
                 keep = [k for k in range(rank) if k not in drop]
-                out = d._replace(shape=tuple(d.shape[k] for k in keep),
-                                 axes=tuple(d.axes[k] for k in keep) if tracked else None)
+                out = d._replace(
+                    shape=tuple(d.shape[k] for k in keep),
+                    axes=tuple(d.axes[k] for k in keep) if tracked else None,
+                )
             else:
                 if not axes_v:
                     raise self.err(f"{what}: Unsqueeze needs axes")
@@ -552,8 +598,10 @@ class _Converter:
                 p *= flat[i][2]
                 i += 1
             if p != t:
-                raise self.err(f"{what}: reshapes {self._describe(d)} to {tuple(target)}, which splits an "
-                               "axis; only merging axes (a flatten) has an engine layer")
+                raise self.err(
+                    f"{what}: reshapes {self._describe(d)} to {tuple(target)}, which splits an "
+                    "axis; only merging axes (a flatten) has an engine layer"
+                )
             kinds = {g[0] for g in group}
             if kinds == {"s"}:
                 axes.append(_Axis("S", tuple(g[1] for g in group)))
@@ -562,8 +610,10 @@ class _Converter:
                 axes.append(_Axis("F", (), idx))
                 merged = merged or (len(idx) > 1 and sorted(idx) == self._nonunit())
             else:
-                raise self.err(f"{what}: reshapes {self._describe(d)} to {tuple(target)}, which merges "
-                               "frames or time steps with features; no engine layer does that")
+                raise self.err(
+                    f"{what}: reshapes {self._describe(d)} to {tuple(target)}, which merges "
+                    "frames or time steps with features; no engine layer does that"
+                )
         out = _Data(tuple(axes), tuple(target), d.serial)
         if merged and len(self.eng) > 1:
             out = self.flatten(out, what, n.outputs[0], n.name)
@@ -586,8 +636,10 @@ class _Converter:
         nm = self.namer("flatten", node_name, len(self.tracer.layers), "flatten")
         self._add(make_layer(self.rename.get(nm, nm), "flatten"))
         self.eng = (_prod(self.eng),)
-        axes = [ax if ax.kind != "F" else (_Axis("F", (), (0,)) if at else _UNIT)
-                for ax, at in zip(d.axes, atoms, strict=True)]
+        axes = [
+            ax if ax.kind != "F" else (_Axis("F", (), (0,)) if at else _UNIT)
+            for ax, at in zip(d.axes, atoms, strict=True)
+        ]
         return self._new_data(axes, d.shape, out_name)
 
     def permuted(self, W, rows_out):
@@ -604,8 +656,10 @@ class _Converter:
         else:
             view = dict(shape=(*sizes, n_out), transpose=(len(sizes), *axes))
         out = param(W, dtype=self.dtype, **view).reshape(n_out, _prod(sizes))
-        how = (f"columns reordered from the graph's flattened feature order (sizes {sizes}) to C, H, W (axes "
-               f"{axes})")
+        how = (
+            f"columns reordered from the graph's flattened feature order (sizes {sizes}) to C, H, W (axes "
+            f"{axes})"
+        )
         return out, how
 
     def flat_last(self, d, what, out_name):
@@ -615,8 +669,9 @@ class _Converter:
         others = any(kind == "f" for at in atoms[:-1] for kind, _, _ in at)
         samples_last = atoms and any(kind == "s" for kind, _, _ in atoms[-1])
         if not atoms or others or sorted(feats_last) != self._nonunit() or samples_last:
-            raise self.err(f"{what}: needs every feature in the last axis of its input, found "
-                           f"{self._describe(d)}")
+            raise self.err(
+                f"{what}: needs every feature in the last axis of its input, found {self._describe(d)}"
+            )
         if len(self.eng) > 1:
             d = self.flatten(d, what, out_name)
         axes = tuple(_UNIT if ax.kind == "F" else ax for ax in d.axes[:-1]) + (_Axis("F", (), (0,)),)
@@ -624,27 +679,37 @@ class _Converter:
 
     def frame(self, d, what):
         """Check that ``d`` is ``(N, C, H, W)``: frames on axis 0, the features in engine order."""
-        ok = (len(self.eng) == 3 and len(d.axes) == 4 and tuple(d.shape[1:]) == self.eng
-              and d.axes[0].kind != "F")
+        ok = (
+            len(self.eng) == 3
+            and len(d.axes) == 4
+            and tuple(d.shape[1:]) == self.eng
+            and d.axes[0].kind != "F"
+        )
         if ok:
             atoms = self._atoms(d)
             ok = not any(kind == "f" for kind, _, _ in atoms[0]) and all(
                 [k for kind, k, _ in atoms[j + 1] if kind == "f"] == ([j] if self.eng[j] != 1 else [])
-                for j in range(3))
+                for j in range(3)
+            )
         if not ok:
-            raise self.err(f"{what}: needs an (N, C, H, W) input with the frames on axis 0, found "
-                           f"{self._describe(d)}")
+            raise self.err(
+                f"{what}: needs an (N, C, H, W) input with the frames on axis 0, found {self._describe(d)}"
+            )
 
     def take(self, d, name, what):
         if self.final is not None:
             raise self.err(f"{what}: nodes after the final Softmax are not supported")
         if d.state:
-            raise self.err(f"{what}: reads {name!r}, an LSTM's final state (Y_h/Y_c); the engine's model "
-                           "classifies the LSTM's output at every step (Y) -- apply the head to every step; "
-                           "the last step's logits are then the last row")
+            raise self.err(
+                f"{what}: reads {name!r}, an LSTM's final state (Y_h/Y_c); the engine's model "
+                "classifies the LSTM's output at every step (Y) -- apply the head to every step; "
+                "the last step's logits are then the last row"
+            )
         if d.serial != self.serial or d.axes is None:
-            raise self.err(f"{what}: reads {name!r} but the layer chain continued at {self.head!r}; only "
-                           "linear chains are supported (the data path branches here)")
+            raise self.err(
+                f"{what}: reads {name!r} but the layer chain continued at {self.head!r}; only "
+                "linear chains are supported (the data path branches here)"
+            )
 
     # ------------------------------------------------------------------ layers
     def layer(self, idx, n, ins, datas, what):
@@ -652,11 +717,14 @@ class _Converter:
         if op == "Add":
             return self.add(n, ins, datas, what)
         if len(datas) > 1:
-            raise self.err(f"{what}: joins two data paths ({[n.inputs[k] for k in datas]}); only linear "
-                           "chains are supported")
+            raise self.err(
+                f"{what}: joins two data paths ({[n.inputs[k] for k in datas]}); only linear "
+                "chains are supported"
+            )
         if datas != [0]:
-            raise self.err(f"{what}: the data is its input {datas[0]}, not its input 0; no engine layer "
-                           "computes that")
+            raise self.err(
+                f"{what}: the data is its input {datas[0]}, not its input 0; no engine layer computes that"
+            )
         d = ins[0]
         self.take(d, n.inputs[0], what)
         out_name = n.outputs[0]
@@ -671,19 +739,28 @@ class _Converter:
                 raise self.err(f"{what}: weight of shape {W.shape}; only 2-d convolutions are supported")
             name = self._name("conv", n, idx)
             kernel = _pair(a, "kernel_shape", [int(s) for s in W.shape[2:]], what, P)
-            shapes, expect = self._add(make_layer(
-                name, "conv", out_channels=int(W.shape[0]), kernel=kernel,
-                stride=_pair(a, "strides", 1, what, P), padding=_pads(a, what, P),
-                dilation=_pair(a, "dilations", 1, what, P),
-                groups=_attr_int(a, "group", 1, what, P, 1, _INT32), bias=B is not None))
+            shapes, expect = self._add(
+                make_layer(
+                    name,
+                    "conv",
+                    out_channels=int(W.shape[0]),
+                    kernel=kernel,
+                    stride=_pair(a, "strides", 1, what, P),
+                    padding=_pads(a, what, P),
+                    dilation=_pair(a, "dilations", 1, what, P),
+                    groups=_attr_int(a, "group", 1, what, P, 1, _INT32),
+                    bias=B is not None,
+                )
+            )
             b_src = n.inputs[2] if B is not None else None
             for field, arr, src in (("weight", W, n.inputs[1]), ("bias", B, b_src)):
                 if arr is None:
                     continue
                 k = f"{name}.{field}"
                 if tuple(arr.shape) != expect[k]:
-                    raise self.err(f"initializer {src!r} (for {k}): expected shape {expect[k]}, found "
-                                   f"{tuple(arr.shape)}")
+                    raise self.err(
+                        f"initializer {src!r} (for {k}): expected shape {expect[k]}, found {tuple(arr.shape)}"
+                    )
                 self.params[k] = param(arr, dtype=self.dtype)
                 self.name_map[k], self.transforms[k] = src, "none"
             self.eng = shapes[-1]
@@ -711,8 +788,11 @@ class _Converter:
                 self.values[out_name] = d
                 return
             extra = {"count_include_pad": cip} if kind == "avgpool" else {}
-            shapes, _ = self._add(make_layer(self._name(kind, n, idx), kind, kernel=k, stride=s, padding=pad,
-                                             ceil_mode=ceil, **extra))
+            shapes, _ = self._add(
+                make_layer(
+                    self._name(kind, n, idx), kind, kernel=k, stride=s, padding=pad, ceil_mode=ceil, **extra
+                )
+            )
             self.eng = shapes[-1]
             out = self._frame_out(d, out_name)
         elif op == "Relu":
@@ -722,19 +802,27 @@ class _Converter:
             self.frame(d, what)
             if "size" not in a:
                 raise self.err(f"{what}: the required attribute 'size' is missing")
-            self._add(make_layer(self._name("lrn", n, idx), "lrn",
-                                 size=_attr_int(a, "size", None, what, P, 1, _INT32),
-                                 alpha=_attr_float(a, "alpha", 1e-4, what, P),
-                                 beta=_attr_float(a, "beta", 0.75, what, P),
-                                 k=_attr_float(a, "bias", 1.0, what, P)))
+            self._add(
+                make_layer(
+                    self._name("lrn", n, idx),
+                    "lrn",
+                    size=_attr_int(a, "size", None, what, P, 1, _INT32),
+                    alpha=_attr_float(a, "alpha", 1e-4, what, P),
+                    beta=_attr_float(a, "beta", 0.75, what, P),
+                    k=_attr_float(a, "bias", 1.0, what, P),
+                )
+            )
             out = self._new_data(d.axes, d.shape, out_name)
         elif op == "Dropout":
             ratio = _attr_float(a, "ratio", 0.5, what, P)
             if len(n.inputs) > 1 and n.inputs[1]:
                 r = self.const(n, 1, "ratio", what)
                 if r.size != 1 or r.dtype.kind not in "fiu":
-                    raise self.err(f"{what}: the ratio input {n.inputs[1]!r} must hold one number, found "
-                                   "shape " f"{r.shape} of {r.dtype}")
+                    raise self.err(
+                        f"{what}: the ratio input {n.inputs[1]!r} must hold one number, found "
+                        "shape "
+                        f"{r.shape} of {r.dtype}"
+                    )
                 ratio = as_float(float(r.reshape(-1)[0]), P, what, "ratio")
             if len(n.inputs) > 2 and n.inputs[2]:
                 tm = self.const(n, 2, "training_mode", what)
@@ -751,11 +839,15 @@ class _Converter:
             default = -1 if self.opset >= 13 or not self.opset else 1
             raw = _attr_int(a, "axis", default, what, P, -_INT32, _INT32)
             if not -rank <= raw < rank or (raw + rank if raw < 0 else raw) != rank - 1:
-                raise self.err(f"{what}: axis {raw} of {self._describe(d)}: only a softmax over the last "
-                               "axis (the classes) is supported")
+                raise self.err(
+                    f"{what}: axis {raw} of {self._describe(d)}: only a softmax over the last "
+                    "axis (the classes) is supported"
+                )
             if len(self.eng) != 1 or self.cols is not None:
-                raise self.err(f"{what}: a softmax over {self._describe(d)}; only a softmax over the "
-                               "classes of a fully connected layer is supported")
+                raise self.err(
+                    f"{what}: a softmax over {self._describe(d)}; only a softmax over the "
+                    "classes of a fully connected layer is supported"
+                )
             self.flat_last(d, what, out_name)
             self.final = {"type": op.lower(), "axis": raw}
             out = d
@@ -772,8 +864,11 @@ class _Converter:
         if Bm.ndim != 2:
             raise self.err(f"{what}: weight of shape {Bm.shape} is not 2-d")
         if op == "Gemm":
-            if (_attr_int(a, "transA", 0, what, P) or _attr_float(a, "alpha", 1.0, what, P) != 1.0
-                    or _attr_float(a, "beta", 1.0, what, P) != 1.0):
+            if (
+                _attr_int(a, "transA", 0, what, P)
+                or _attr_float(a, "alpha", 1.0, what, P) != 1.0
+                or _attr_float(a, "beta", 1.0, what, P) != 1.0
+            ):
                 raise self.err(f"{what}: transA, alpha != 1 and beta != 1 are not supported")
             transposed = not _attr_int(a, "transB", 0, what, P)
             C = self.const(n, 2, "bias", what, required=False)
@@ -790,8 +885,10 @@ class _Converter:
         wk = f"{name}.weight"
         want = expect[wk][::-1] if transposed else expect[wk]
         if tuple(Bm.shape) != tuple(want):
-            raise self.err(f"initializer {n.inputs[1]!r} (for {wk}): expected shape {tuple(want)}, found "
-                           f"{tuple(Bm.shape)}")
+            raise self.err(
+                f"initializer {n.inputs[1]!r} (for {wk}): expected shape {tuple(want)}, found "
+                f"{tuple(Bm.shape)}"
+            )
         self.name_map[wk] = n.inputs[1]
         if self.cols is not None:
             self.params[wk], how = self.permuted(Bm, rows_out=not transposed)
@@ -802,8 +899,9 @@ class _Converter:
         if C is not None:
             bk = f"{name}.bias"
             if C.size != out_f:
-                raise self.err(f"initializer {bias_src!r} (for {bk}): expected {out_f} values, found "
-                               f"{C.size}")
+                raise self.err(
+                    f"initializer {bias_src!r} (for {bk}): expected {out_f} values, found {C.size}"
+                )
             self.params[bk] = param(C, dtype=self.dtype, shape=(out_f,))
             self.name_map[bk], self.transforms[bk] = bias_src, "none"
         self.eng = (out_f,)
@@ -814,27 +912,37 @@ class _Converter:
 
     def add(self, n, ins, datas, what):
         if len(datas) != 1:
-            raise self.err(f"{what}: adds two data tensors (a residual connection); only linear chains are "
-                           "supported")
+            raise self.err(
+                f"{what}: adds two data tensors (a residual connection); only linear chains are supported"
+            )
         k = datas[0]
         d, c = ins[k], ins[1 - k] if len(ins) == 2 else None
         self.take(d, n.inputs[k], what)
         fresh, self.fresh = self.fresh, None
         if c is None or fresh is None or fresh[2] != d.serial:
-            raise self.err(f"{what}: an Add that is not the bias of a MatMul is not supported (it adds to "
-                           f"{self._describe(d)})")
+            raise self.err(
+                f"{what}: an Add that is not the bias of a MatMul is not supported (it adds to "
+                f"{self._describe(d)})"
+            )
         name, kind, _ = fresh
         layer = self.tracer.layers[-1]
         width = layer["out_features"] if kind == "fc" else layer["out_channels"]
         shape = tuple(int(s) for s in c.shape)
         if kind == "conv":
             self.frame(d, what)
-        ok = c.size == width and (kind == "fc" and shape[-1:] == (width,) and len(shape) <= len(d.shape)
-                                  and d.axes[-1].kind == "F"
-                                  or kind == "conv" and shape in ((width, 1, 1), (1, width, 1, 1)))
+        ok = c.size == width and (
+            kind == "fc"
+            and shape[-1:] == (width,)
+            and len(shape) <= len(d.shape)
+            and d.axes[-1].kind == "F"
+            or kind == "conv"
+            and shape in ((width, 1, 1), (1, width, 1, 1))
+        )
         if not ok:
-            raise self.err(f"{what}: adds a constant of shape {shape} to {self._describe(d)}; only a bias of "
-                           f"{width} values (one per output) is supported")
+            raise self.err(
+                f"{what}: adds a constant of shape {shape} to {self._describe(d)}; only a bias of "
+                f"{width} values (one per output) is supported"
+            )
         bk = f"{name}.bias"
         src = n.inputs[1 - k]
         self.const(n, 1 - k, "bias", what)
@@ -881,11 +989,15 @@ class _Converter:
             raise self.err(f"{what}: needs a (T, B, D) input, found {self._describe(d)}")
         t_ax, b_ax = d.axes[0], d.axes[1]
         if len(t_ax.labels) > 1:
-            raise self.err(f"{what}: its time axis merges several input axes ({self._describe(d)}); the "
-                           "engine's LSTM runs over one clip's frames")
+            raise self.err(
+                f"{what}: its time axis merges several input axes ({self._describe(d)}); the "
+                "engine's LSTM runs over one clip's frames"
+            )
         if not t_ax.labels and b_ax.labels:
-            raise self.err(f"{what}: its time axis has length 1 and its batch axis holds the frames "
-                           f"({self._describe(d)}); the engine's LSTM runs over the frames")
+            raise self.err(
+                f"{what}: its time axis has length 1 and its batch axis holds the frames "
+                f"({self._describe(d)}); the engine's LSTM runs over the frames"
+            )
         if self.time is not None and t_ax.labels != self.time:
             raise self.err(f"{what}: runs over another axis than the LSTM before it")
         self.time = t_ax.labels
@@ -893,13 +1005,14 @@ class _Converter:
         _, expect = self._add(make_layer(name, "lstm", hidden=H, cell_act=act))
         D = self.eng[0]
         if tuple(W.shape[1:]) != expect[f"{name}.W_x"] or tuple(R.shape[1:]) != expect[f"{name}.W_h"]:
-            raise self.err(f"{what}: W {W.shape} / R {R.shape}, expected [1, {4 * H}, {D}] / [1, {4 * H}, "
-                           f"{H}]")
+            raise self.err(
+                f"{what}: W {W.shape} / R {R.shape}, expected [1, {4 * H}, {D}] / [1, {4 * H}, {H}]"
+            )
         parts = []
         if B is not None:
             if tuple(B.shape) != (1, 8 * H):
                 raise self.err(f"{what}: B has shape {B.shape}, expected [1, {8 * H}]")
-            parts = [B[0, :4 * H], B[0, 4 * H:]]
+            parts = [B[0, : 4 * H], B[0, 4 * H :]]
         W_x, w_how = W[0], ""
         if self.cols is not None:  # a second copy of W_x, the small input-to-gates matrix
             W_x, w_how = self.permuted(W_x, rows_out=True)
@@ -908,8 +1021,11 @@ class _Converter:
         blk = "gate blocks i,o,f,c -> i,f,o,g (source blocks [0,2,1,3])"
         b_src = n.inputs[3] if B is not None else ""
         b_tr = f"B[0][:4H] + B[0][4H:]: {blk}" if B is not None else "zeros (no B)"
-        for field, src, tr in (("W_x", n.inputs[1], f"W[0]: {blk}{w_how}"),
-                               ("W_h", n.inputs[2], f"R[0]: {blk}"), ("b", b_src, b_tr)):
+        for field, src, tr in (
+            ("W_x", n.inputs[1], f"W[0]: {blk}{w_how}"),
+            ("W_h", n.inputs[2], f"R[0]: {blk}"),
+            ("b", b_src, b_tr),
+        ):
             k = f"{name}.{field}"
             self.params[k], self.name_map[k], self.transforms[k] = lp[field], src, tr
         self.eng = (H,)
@@ -923,14 +1039,23 @@ class _Converter:
     # ------------------------------------------------------------------ the end
     def result(self, preprocessing, name):
         outs = [nm for nm, _ in self.graph.outputs]
-        ends = [nm for nm in outs if isinstance(self.values.get(nm), _Data) and not self.values[nm].state
-                and self.values[nm].serial == self.serial and self.values[nm].axes is not None]
+        ends = [
+            nm
+            for nm in outs
+            if isinstance(self.values.get(nm), _Data)
+            and not self.values[nm].state
+            and self.values[nm].serial == self.serial
+            and self.values[nm].axes is not None
+        ]
         if not ends:
-            raise self.err(f"the graph's outputs {outs} do not include the end of the layer chain "
-                           f"({self.head!r})")
+            raise self.err(
+                f"the graph's outputs {outs} do not include the end of the layer chain ({self.head!r})"
+            )
         if self.cols is not None:
-            raise self.err(f"{self.cols[2]}: flattens the features in another order than C, H, W (a "
-                           "channels-last layout) and no fully connected or LSTM layer follows to absorb it")
+            raise self.err(
+                f"{self.cols[2]}: flattens the features in another order than C, H, W (a "
+                "channels-last layout) and no fully connected or LSTM layer follows to absorb it"
+            )
         layers = self.tracer.layers
         has_lstm = any(L["type"] == "lstm" for L in layers)
         info = dict(self.input_info)
@@ -947,10 +1072,18 @@ class _Converter:
             "output": self.final,
             "name_map": self.name_map,
             "transforms": self.transforms,
-            "ignored_weights": sorted(k for k, v in self.graph.initializers.items()
-                                      if k not in self.used and k not in used_names and v.dtype.kind == "f"),
-            "onnx": {"opset": self.opset, "input": info, "folded_nodes": len(self.folded),
-                     "skipped_nodes": self.skipped, "ignored_outputs": [o for o in outs if o not in ends]},
+            "ignored_weights": sorted(
+                k
+                for k, v in self.graph.initializers.items()
+                if k not in self.used and k not in used_names and v.dtype.kind == "f"
+            ),
+            "onnx": {
+                "opset": self.opset,
+                "input": info,
+                "folded_nodes": len(self.folded),
+                "skipped_nodes": self.skipped,
+                "ignored_outputs": [o for o in outs if o not in ends],
+            },
         }
         return finish(self.params, layers, self.tracer.input_shape, meta, self.P)
 
@@ -1000,8 +1133,18 @@ def _assumptions(graph):
                 yield (a, b)
 
 
-def convert_onnx(path, *, names="auto", rename=None, preprocessing=None, dtype=None, input_shape=None,
-                 input_size=None, cell_act=None, name=None):
+def convert_onnx(
+    path,
+    *,
+    names="auto",
+    rename=None,
+    preprocessing=None,
+    dtype=None,
+    input_shape=None,
+    input_size=None,
+    cell_act=None,
+    name=None,
+):
     """Convert an ONNX model (see the module docstring for the graph walk, the node set and transforms).
 
     Parameters
@@ -1031,8 +1174,17 @@ def convert_onnx(path, *, names="auto", rename=None, preprocessing=None, dtype=N
         ``shape``, ``sample_axes`` and ``time_axis``), ``folded_nodes``,
         ``skipped_nodes``, ``ignored_outputs``.
     """
-    _, out = _convert(path, names=names, rename=rename, preprocessing=preprocessing, dtype=dtype,
-                      input_shape=input_shape, input_size=input_size, cell_act=cell_act, name=name)
+    _, out = _convert(
+        path,
+        names=names,
+        rename=rename,
+        preprocessing=preprocessing,
+        dtype=dtype,
+        input_shape=input_shape,
+        input_size=input_size,
+        cell_act=cell_act,
+        name=name,
+    )
     return out
 
 
@@ -1042,8 +1194,16 @@ def onnx_folded_constants(path, **options):
     Takes the options of :func:`convert_onnx`; the values are those computed
     for the graph input's shape (symbolic sample sizes given 2 and 3).
     """
-    opts = {"names": "auto", "rename": None, "preprocessing": None, "dtype": None, "input_shape": None,
-            "input_size": None, "cell_act": None, "name": None}
+    opts = {
+        "names": "auto",
+        "rename": None,
+        "preprocessing": None,
+        "dtype": None,
+        "input_shape": None,
+        "input_size": None,
+        "cell_act": None,
+        "name": None,
+    }
     opts.update(options)
     conv, _ = _convert(path, **opts)
     return dict(conv.folded)

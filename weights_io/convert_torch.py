@@ -12,11 +12,16 @@ from __future__ import annotations
 from ._common import finish, lstm_params, param, source_info
 from .errors import CheckpointError
 from .presets import preset
-from .readers import guarded, open_checked, _tensors
+from .readers import _tensors, guarded, open_checked
 from .spec import Tracer, make_layer, trace
 
-__all__ = ["convert_torchvision_vgg16", "convert_torch_lstm", "vgg16_layers", "adaptive_avgpool",
-           "TORCHVISION_VGG16_MAP"]
+__all__ = [
+    "convert_torchvision_vgg16",
+    "convert_torch_lstm",
+    "vgg16_layers",
+    "adaptive_avgpool",
+    "TORCHVISION_VGG16_MAP",
+]
 
 _VGG16_BLOCKS = [(1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3)]
 
@@ -50,7 +55,9 @@ def vgg16_layers(num_classes=1000, *, ceil_mode, dropout=True, include_top=True,
     layers, j = [], 0
     for b, _width, n in _VGG16_BLOCKS:
         for k in range(1, n + 1):
-            layers.append(make_layer(f"conv{b}_{k}", "conv", out_channels=int(widths[j]), kernel=3, stride=1, padding=1))
+            layers.append(
+                make_layer(f"conv{b}_{k}", "conv", out_channels=int(widths[j]), kernel=3, stride=1, padding=1)
+            )
             layers.append(make_layer(f"relu{b}_{k}", "relu"))
             j += 1
         layers.append(make_layer(f"pool{b}", "maxpool", kernel=2, stride=2, padding=0, ceil_mode=ceil_mode))
@@ -91,22 +98,29 @@ def adaptive_avgpool(in_hw, out_hw, path, image_hw, name="avgpool"):
         return None
     if n_h % m_h == 0 and n_w % m_w == 0:
         k = [n_h // m_h, n_w // m_w]
-        return make_layer(name, "avgpool", kernel=k, stride=k, padding=0, ceil_mode=False,
-                          count_include_pad=True)
-    raise CheckpointError(path, (
-        f"input size {image_hw[0]}x{image_hw[1]} gives a {n_h}x{n_w} pool5 map; torchvision's "
-        f"AdaptiveAvgPool2d(({m_h}, {m_w})) is represented exactly only when pool5 is {m_h}k x {m_w}k "
-        "(uniform windows: an average pooling, or the identity for k = 1), i.e. for input sizes 224..255, "
-        "448..479, 672..703, ... (32*7k to 32*7k + 31 pixels per side); other sizes would need an adaptive "
-        "pooling layer (overlapping windows), which the engine does not have: resize the frames to one of "
-        "these sizes"))
+        return make_layer(
+            name, "avgpool", kernel=k, stride=k, padding=0, ceil_mode=False, count_include_pad=True
+        )
+    raise CheckpointError(
+        path,
+        (
+            f"input size {image_hw[0]}x{image_hw[1]} gives a {n_h}x{n_w} pool5 map; torchvision's "
+            f"AdaptiveAvgPool2d(({m_h}, {m_w})) is represented exactly only when pool5 is {m_h}k x {m_w}k "
+            "(uniform windows: an average pooling, or the identity for k = 1), i.e. for input sizes "
+            "224..255, 448..479, 672..703, ... (32*7k to 32*7k + 31 pixels per side); other sizes would "
+            "need an adaptive pooling layer (overlapping windows), which the engine does not have: resize "
+            "the frames to one of these sizes"
+        ),
+    )
 
 
 def _out_dim(t, what, path):
     if t is None:
         raise CheckpointError(path, f"tensor {what} is missing")
     if t.ndim < 2:
-        raise CheckpointError(path, f"tensor {what}: expected a weight matrix/kernel, found shape {tuple(t.shape)}")
+        raise CheckpointError(
+            path, f"tensor {what}: expected a weight matrix/kernel, found shape {tuple(t.shape)}"
+        )
     return int(t.shape[0])
 
 
@@ -115,7 +129,9 @@ def find_prefix(tensors: dict, marker: str, path, what: str) -> str:
     cands = sorted((k[: -len(marker)] for k in tensors if k.endswith(marker)), key=len)
     cands = [c for c in cands if c == "" or c.endswith(".")]
     if not cands:
-        raise CheckpointError(path, f"no {what} found: no key ends with {marker!r} (keys: {list(tensors)[:8]}...)")
+        raise CheckpointError(
+            path, f"no {what} found: no key ends with {marker!r} (keys: {list(tensors)[:8]}...)"
+        )
     if len(cands) > 1 and len(cands[0]) == len(cands[1]):
         raise CheckpointError(path, f"several {what}s found (prefixes {cands}); pass prefix=")
     return cands[0]
@@ -128,8 +144,9 @@ def _load(path, what):
     return buf, fmt, guarded(buf, fmt, _tensors, buf, fmt)
 
 
-def convert_torchvision_vgg16(path, *, prefix=None, preprocessing="torchvision", dtype=None, input_size=224,
-                              strict=True):
+def convert_torchvision_vgg16(
+    path, *, prefix=None, preprocessing="torchvision", dtype=None, input_size=224, strict=True
+):
     """Convert a torchvision ``vgg16`` state dict.
 
     Name map (torchvision ``make_layers`` for cfg "D"): ``features.{0,2}`` ->
@@ -169,12 +186,21 @@ def convert_torchvision_vgg16(path, *, prefix=None, preprocessing="torchvision",
     P = buf.path
     if prefix is None:
         prefix = find_prefix(tensors, "features.0.weight", P, "VGG16 state dict")
-    sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     if "classifier.6.weight" not in sd:
-        raise CheckpointError(P, "tensor classifier.6.weight (fc8) not found; expected a torchvision vgg16 state dict")
-    widths = [_out_dim(sd.get(f"{TORCHVISION_VGG16_MAP[c]}.weight"), prefix + TORCHVISION_VGG16_MAP[c] + ".weight", P)
-              for c in TORCHVISION_VGG16_MAP if c.startswith("conv")]
-    fc_sizes = [_out_dim(sd.get(f"classifier.{i}.weight"), f"{prefix}classifier.{i}.weight", P) for i in (0, 3, 6)]
+        raise CheckpointError(
+            P, "tensor classifier.6.weight (fc8) not found; expected a torchvision vgg16 state dict"
+        )
+    widths = [
+        _out_dim(
+            sd.get(f"{TORCHVISION_VGG16_MAP[c]}.weight"), prefix + TORCHVISION_VGG16_MAP[c] + ".weight", P
+        )
+        for c in TORCHVISION_VGG16_MAP
+        if c.startswith("conv")
+    ]
+    fc_sizes = [
+        _out_dim(sd.get(f"classifier.{i}.weight"), f"{prefix}classifier.{i}.weight", P) for i in (0, 3, 6)
+    ]
     layers = vgg16_layers(fc_sizes[2], ceil_mode=False, widths=widths, fc_sizes=fc_sizes[:2])
     input_shape = (3,) + _input_hw(input_size, P)
     shapes, _ = trace(layers, input_shape, P)
@@ -190,13 +216,20 @@ def convert_torchvision_vgg16(path, *, prefix=None, preprocessing="torchvision",
             if src not in sd:
                 raise CheckpointError(P, f"tensor {prefix}{src} (for {k}) is missing")
             if tuple(sd[src].shape) != expect[k]:
-                raise CheckpointError(P, f"tensor {prefix}{src} (for {k}): expected shape {expect[k]}, "
-                                         f"found {tuple(sd[src].shape)}")
+                raise CheckpointError(
+                    P,
+                    f"tensor {prefix}{src} (for {k}): expected shape {expect[k]}, "
+                    f"found {tuple(sd[src].shape)}",
+                )
             params[k] = param(sd[src], dtype=dtype)
             name_map[k], transforms[k] = prefix + src, "none"
-    extra = sorted(set(sd) - {f"{tv}.{f}" for tv in TORCHVISION_VGG16_MAP.values() for f in ("weight", "bias")})
+    extra = sorted(
+        set(sd) - {f"{tv}.{f}" for tv in TORCHVISION_VGG16_MAP.values() for f in ("weight", "bias")}
+    )
     if extra and strict:
-        hint = " (BatchNorm keys: vgg16_bn is not supported)" if any("running_mean" in e for e in extra) else ""
+        hint = (
+            " (BatchNorm keys: vgg16_bn is not supported)" if any("running_mean" in e for e in extra) else ""
+        )
         raise CheckpointError(P, f"unexpected tensors in the state dict: {extra[:10]}{hint}")
     meta = {
         "name": "vgg16",
@@ -251,7 +284,7 @@ def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
             cell = True
     else:
         cell = f"{prefix}weight_ih" in tensors and f"{prefix}weight_ih_l0" not in tensors
-    sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     if any(k.endswith("_reverse") for k in sd):
         raise CheckpointError(P, "bidirectional LSTMs (weight_*_reverse) are not supported")
     if any(k.startswith("weight_hr") for k in sd):
@@ -272,13 +305,17 @@ def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
                 raise CheckpointError(P, f"tensor {prefix}{keys[f]} is missing")
         W_ih, W_hh = sd[keys["weight_ih"]], sd[keys["weight_hh"]]
         if W_hh.ndim != 2 or W_hh.shape[0] != 4 * W_hh.shape[1]:
-            raise CheckpointError(P, f"tensor {prefix}{keys['weight_hh']}: expected shape (4H, H), found {W_hh.shape}")
+            raise CheckpointError(
+                P, f"tensor {prefix}{keys['weight_hh']}: expected shape (4H, H), found {W_hh.shape}"
+            )
         H = int(W_hh.shape[1])
         has_b = keys["bias_ih"] in sd or keys["bias_hh"] in sd
         if has_b and not (keys["bias_ih"] in sd and keys["bias_hh"] in sd):
             raise CheckpointError(P, f"layer {k}: only one of bias_ih/bias_hh is present")
         if W_ih.ndim != 2:
-            raise CheckpointError(P, f"tensor {prefix}{keys['weight_ih']}: expected (4H, D), found {W_ih.shape}")
+            raise CheckpointError(
+                P, f"tensor {prefix}{keys['weight_ih']}: expected (4H, D), found {W_ih.shape}"
+            )
         if input_shape is None:
             input_shape = (int(W_ih.shape[1]),)
             tracer = Tracer(input_shape, P)
@@ -286,19 +323,29 @@ def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
         _, expect = tracer.add(make_layer(name, "lstm", hidden=H, cell_act="tanh"))
         for src, key in ((keys["weight_ih"], f"{name}.W_x"), (keys["weight_hh"], f"{name}.W_h")):
             if tuple(sd[src].shape) != expect[key]:
-                raise CheckpointError(P, f"tensor {prefix}{src} (for {key}): expected shape {expect[key]}, "
-                                         f"found {tuple(sd[src].shape)}")
+                raise CheckpointError(
+                    P,
+                    f"tensor {prefix}{src} (for {key}): expected shape {expect[key]}, "
+                    f"found {tuple(sd[src].shape)}",
+                )
         b_parts = []
         if has_b:
             for src in (keys["bias_ih"], keys["bias_hh"]):
                 if tuple(sd[src].shape) != (4 * H,):
-                    raise CheckpointError(P, f"tensor {prefix}{src}: expected shape {(4 * H,)}, found {tuple(sd[src].shape)}")
+                    raise CheckpointError(
+                        P, f"tensor {prefix}{src}: expected shape {(4 * H,)}, found {tuple(sd[src].shape)}"
+                    )
                 b_parts.append(sd[src])
         lp = lstm_params(H, "ifgo", W_x=W_ih, W_h=W_hh, b_parts=b_parts, dtype=dtype)
-        for field, src, tr in (("W_x", keys["weight_ih"], "gate blocks i,f,g,o -> i,f,o,g (source blocks [0,1,3,2])"),
-                               ("W_h", keys["weight_hh"], "gate blocks i,f,g,o -> i,f,o,g (source blocks [0,1,3,2])"),
-                               ("b", f"{keys['bias_ih']} + {keys['bias_hh']}" if has_b else "(no bias: zeros)",
-                                "bias_ih + bias_hh, gate blocks [0,1,3,2]")):
+        for field, src, tr in (
+            ("W_x", keys["weight_ih"], "gate blocks i,f,g,o -> i,f,o,g (source blocks [0,1,3,2])"),
+            ("W_h", keys["weight_hh"], "gate blocks i,f,g,o -> i,f,o,g (source blocks [0,1,3,2])"),
+            (
+                "b",
+                f"{keys['bias_ih']} + {keys['bias_hh']}" if has_b else "(no bias: zeros)",
+                "bias_ih + bias_hh, gate blocks [0,1,3,2]",
+            ),
+        ):
             params[f"{name}.{field}"] = lp[field]
             name_map[f"{name}.{field}"] = (prefix + src) if has_b or field != "b" else src
             transforms[f"{name}.{field}"] = tr

@@ -53,7 +53,16 @@ _CHUNK_SLACK = 1 << 20
 
 # message types
 _DATASPACE, _LINKINFO, _DATATYPE, _LAYOUT, _FILTERS, _ATTRIBUTE, _LINK, _CONTINUATION, _SYMTAB, _ATTRINFO = (
-    0x01, 0x02, 0x03, 0x08, 0x0B, 0x0C, 0x06, 0x10, 0x11, 0x15,
+    0x01,
+    0x02,
+    0x03,
+    0x08,
+    0x0B,
+    0x0C,
+    0x06,
+    0x10,
+    0x11,
+    0x15,
 )
 
 
@@ -244,10 +253,14 @@ class H5File:
                 return _Type("bf16", 2, numpy.dtype(f"{order}u2")), 8 + 12
             expected = {2: (5, 10), 4: (8, 23), 8: (11, 52)}.get(size)
             if expected != (exp_size, mant_size):
-                raise self.error(f"{what}: float of {size} bytes with exponent/mantissa {exp_size}/{mant_size} bits")
+                raise self.error(
+                    f"{what}: float of {size} bytes with exponent/mantissa {exp_size}/{mant_size} bits"
+                )
             return _Type("num", size, numpy.dtype(f"{order}f{size}")), 8 + 12
         if cls == 3:  # fixed-length string
-            return _Type("str", size, numpy.dtype(f"S{size}") if size else None, (bits >> 4) & 0xF, bits & 0xF), 8
+            return _Type(
+                "str", size, numpy.dtype(f"S{size}") if size else None, (bits >> 4) & 0xF, bits & 0xF
+            ), 8
         if cls == 9:  # variable length
             vtype = bits & 0xF
             base, used = self.parse_type(props, what, depth + 1)
@@ -259,7 +272,15 @@ class H5File:
             if base.kind != "num":
                 raise self.error(f"{what}: enum with a non-integer base type")
             return base, 8 + used  # names/values follow; callers never need the bytes used past here
-        names = {2: "time", 4: "bitfield", 5: "opaque", 6: "compound", 7: "reference", 10: "array", 11: "complex"}
+        names = {
+            2: "time",
+            4: "bitfield",
+            5: "opaque",
+            6: "compound",
+            7: "reference",
+            10: "array",
+            11: "complex",
+        }
         raise self.error(f"{what}: HDF5 datatype class {names.get(cls, cls)} is not supported")
 
     def parse_space(self, pos, what):
@@ -321,7 +342,9 @@ class H5File:
         if t.kind == "str":
             buf.check(raw_pos, count * t.size, what)
             vals = [
-                bytes(buf.view[raw_pos + i * t.size : raw_pos + (i + 1) * t.size]).rstrip(b"\x00" if t.pad != 2 else b" ")
+                bytes(buf.view[raw_pos + i * t.size : raw_pos + (i + 1) * t.size]).rstrip(
+                    b"\x00" if t.pad != 2 else b" "
+                )
                 for i in range(count)
             ]
             vals = [v.split(b"\x00", 1)[0] if t.pad == 0 else v for v in vals]
@@ -392,7 +415,9 @@ class _Object:
             p += pad(slen)
             if p > pos + size:
                 raise f.error(f"{what}: attribute {name!r} header runs past its message")
-            out[name] = None if shape is None else f.decode(t, shape, p, f"attribute {name!r} of {self.path!r}")
+            out[name] = (
+                None if shape is None else f.decode(t, shape, p, f"attribute {name!r} of {self.path!r}")
+            )
         return out
 
 
@@ -449,7 +474,9 @@ class H5Dataset(_Object):
             if fid not in (1, 2, 3):
                 if flags & 1:  # optional filter: may have been skipped per chunk; still cannot undo it
                     pass
-                raise f.error(f"{what}: HDF5 filter {fid} is not supported (only deflate, shuffle, fletcher32)")
+                raise f.error(
+                    f"{what}: HDF5 filter {fid} is not supported (only deflate, shuffle, fletcher32)"
+                )
             out.append((fid, vals))
         return out
 
@@ -533,8 +560,10 @@ class H5Dataset(_Object):
                     grid = [-(-s // c) if c else 0 for s, c in zip(shape, chunk_dims)]
                     cb = _prod(chunk_dims) * t.size
                     if _prod(grid) and (addr is None or _prod(grid) * cb > buf.size):  # before listing them
-                        raise f.error(f"{what}: an implicit chunk index of {_prod(grid)} chunks of {cb} "
-                                      f"bytes does not fit in this {buf.size}-byte file")
+                        raise f.error(
+                            f"{what}: an implicit chunk index of {_prod(grid)} chunks of {cb} "
+                            f"bytes does not fit in this {buf.size}-byte file"
+                        )
                     chunks = []
                     for k, idx in enumerate(numpy.ndindex(*grid)):
                         chunks.append((tuple(i * c for i, c in zip(idx, chunk_dims)), addr + k * cb, cb, 0))
@@ -627,7 +656,9 @@ class H5Dataset(_Object):
         deflate = any(fid == 1 for fid, _ in self._filters)
         limit = buf.size * (1032 if deflate else 1) + 4096
         if total > limit:
-            raise f.error(f"{what}: shape {shape} needs {total} bytes, more than this {buf.size}-byte file can encode")
+            raise f.error(
+                f"{what}: shape {shape} needs {total} bytes, more than this {buf.size}-byte file can encode"
+            )
         chunk_bytes = _prod(chunk_dims) * item
         grid = _prod(-(-s // c) for s, c in zip(shape, chunk_dims))
         seen_offs, seen_addr = set(), set()
@@ -635,24 +666,29 @@ class H5Dataset(_Object):
             if any(o % c for o, c in zip(offs, chunk_dims)) or any(o >= s for o, s in zip(offs, shape)):
                 raise f.error(f"{what}: chunk at offset {offs} is misaligned or outside shape {shape}")
             if offs in seen_offs or addr in seen_addr:
-                raise f.error(f"{what}: the chunk index lists the chunk at offset {offs} (byte {addr}) "
-                              "more than once")
+                raise f.error(
+                    f"{what}: the chunk index lists the chunk at offset {offs} (byte {addr}) more than once"
+                )
             seen_offs.add(offs)
             seen_addr.add(addr)
             buf.check(addr, csize, what + " chunk")
             # no two chunks (of this dataset or another) may share stored bytes
             buf.claim(addr, addr + csize, (self.addr, offs), f"{what}: the chunk at offset {offs}")
         if len(chunks) != grid:
-            raise f.error(f"{what}: the chunk index lists {len(chunks)} of the {grid} chunks of shape "
-                          f"{chunk_dims} that cover shape {shape} (unwritten chunks are not supported)")
+            raise f.error(
+                f"{what}: the chunk index lists {len(chunks)} of the {grid} chunks of shape "
+                f"{chunk_dims} that cover shape {shape} (unwritten chunks are not supported)"
+            )
         if grid * chunk_bytes > _CHUNK_SHARE * total + _CHUNK_SLACK:
-            raise f.error(f"{what}: {grid} chunk(s) of shape {chunk_dims} hold {grid * chunk_bytes} bytes "
-                          f"for a dataset of {total} bytes (shape {shape}); the chunks may hold at most "
-                          f"{_CHUNK_SHARE} times the dataset's bytes + {_CHUNK_SLACK}")
+            raise f.error(
+                f"{what}: {grid} chunk(s) of shape {chunk_dims} hold {grid * chunk_bytes} bytes "
+                f"for a dataset of {total} bytes (shape {shape}); the chunks may hold at most "
+                f"{_CHUNK_SHARE} times the dataset's bytes + {_CHUNK_SLACK}"
+            )
         out = numpy.zeros(shape, t.dtype)
         for offs, addr, csize, fmask in chunks:
             raw = bytes(buf.bytes(addr, csize, what + " chunk"))
-            for i, (fid, vals) in reversed(list(enumerate(self._filters))):
+            for i, (fid, _vals) in reversed(list(enumerate(self._filters))):
                 if fmask & (1 << i):
                     continue
                 if fid == 1:
@@ -663,7 +699,9 @@ class H5Dataset(_Object):
                         raise f.error(f"{what}: corrupt deflate chunk ({e})") from None
                 elif fid == 2:
                     if len(raw) % item:
-                        raise f.error(f"{what}: shuffled chunk of {len(raw)} bytes is not a multiple of {item}")
+                        raise f.error(
+                            f"{what}: shuffled chunk of {len(raw)} bytes is not a multiple of {item}"
+                        )
                     raw = numpy.frombuffer(raw, numpy.uint8).reshape(item, -1).T.tobytes()
                 elif fid == 3:
                     raw = raw[:-4]
@@ -795,7 +833,11 @@ class H5Group(_Object):
 
     def _object(self, name, addr):
         path = (self.path.rstrip("/") + "/" + name) if self.path != "/" else "/" + name
-        return H5Group(self.file, addr, path) if self.is_group_at(addr, path) else H5Dataset(self.file, addr, path)
+        return (
+            H5Group(self.file, addr, path)
+            if self.is_group_at(addr, path)
+            else H5Dataset(self.file, addr, path)
+        )
 
     def __contains__(self, path):
         try:

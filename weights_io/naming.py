@@ -78,8 +78,13 @@ class LayerNamer:
         elif kind == "relu":
             name = f"relu{last[1]}" if last and last[0] in ("conv", "fc") else f"relu_{idx}"
         elif kind == "dropout":
-            name = (f"drop{last[1]}" if last and last[0] == "fc" else
-                    f"lstm{last[1]}_drop" if last and last[0] == "lstm" else f"drop_{idx}")
+            name = (
+                f"drop{last[1]}"
+                if last and last[0] == "fc"
+                else f"lstm{last[1]}_drop"
+                if last and last[0] == "lstm"
+                else f"drop_{idx}"
+            )
         elif kind == "lrn":
             name = f"norm{last[1]}" if last and last[0] == "pool" else f"norm{self.block}"
         elif kind == "flatten":

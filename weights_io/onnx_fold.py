@@ -29,8 +29,20 @@ from .errors import CheckpointError
 __all__ = ["FOLDABLE", "fold_node", "onnx_dtype"]
 
 # TensorProto.DataType -> numpy dtype (Cast, ConstantOfShape); bfloat16 and the 8-/4-bit floats are not folded
-_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-           10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+}
 
 
 def onnx_dtype(code, path, what):
@@ -73,8 +85,9 @@ class _Ctx:
     def ints(self, a, role, ndim=1):
         """A 1-d (or 0-d with ``ndim=0``) integer tensor as a list of Python ints."""
         if not isinstance(a, numpy.ndarray) or a.dtype.kind not in "iu":
-            raise self.error(f"the {role} input must be an integer tensor, found "
-                             f"{getattr(a, 'dtype', type(a).__name__)}")
+            raise self.error(
+                f"the {role} input must be an integer tensor, found {getattr(a, 'dtype', type(a).__name__)}"
+            )
         if ndim == 1 and a.ndim != 1:
             raise self.error(f"the {role} input must be 1-d, found shape {a.shape}")
         if a.size > 1 << 16:
@@ -252,7 +265,7 @@ def _gather(ins, ctx):
     n = data.shape[axis]
     if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
         raise ctx.error(f"an index of {idx.reshape(-1)[:8].tolist()} is out of range for size {n}")
-    shape = data.shape[:axis] + idx.shape + data.shape[axis + 1:]
+    shape = data.shape[:axis] + idx.shape + data.shape[axis + 1 :]
     ctx.alloc(shape, data.dtype)
     return numpy.take(data, numpy.where(idx < 0, idx + n, idx).astype(numpy.int64), axis=axis)
 
@@ -266,7 +279,7 @@ def _concat(ins, ctx):
         raise ctx.error(f"inputs of ranks {[x.ndim for x in xs]} cannot be concatenated")
     axis = ctx.axis(ctx.attr_int("axis", 0), rank)
     for x in xs:
-        if x.shape[:axis] + x.shape[axis + 1:] != xs[0].shape[:axis] + xs[0].shape[axis + 1:]:
+        if x.shape[:axis] + x.shape[axis + 1 :] != xs[0].shape[:axis] + xs[0].shape[axis + 1 :]:
             raise ctx.error(f"shapes {[x.shape for x in xs]} differ outside axis {axis}")
     shape = list(xs[0].shape)
     shape[axis] = sum(x.shape[axis] for x in xs)
@@ -372,14 +385,24 @@ def _binary(fn):
         with numpy.errstate(all="ignore"):
             out = _BINARY[fn](a, b)
         return out if fn in _LOGICAL else out.astype(numpy.result_type(a, b), copy=False)
+
     return run
 
 
-_BINARY = {"Add": numpy.add, "Sub": numpy.subtract, "Mul": numpy.multiply, "Div": numpy.divide,
-           "Equal": numpy.equal, "Less": numpy.less, "Greater": numpy.greater,
-           "LessOrEqual": numpy.less_equal,
-           "GreaterOrEqual": numpy.greater_equal, "And": numpy.logical_and, "Or": numpy.logical_or,
-           "Xor": numpy.logical_xor}
+_BINARY = {
+    "Add": numpy.add,
+    "Sub": numpy.subtract,
+    "Mul": numpy.multiply,
+    "Div": numpy.divide,
+    "Equal": numpy.equal,
+    "Less": numpy.less,
+    "Greater": numpy.greater,
+    "LessOrEqual": numpy.less_equal,
+    "GreaterOrEqual": numpy.greater_equal,
+    "And": numpy.logical_and,
+    "Or": numpy.logical_or,
+    "Xor": numpy.logical_xor,
+}
 _LOGICAL = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"}
 
 
@@ -388,6 +411,7 @@ def _unary(fn):
         ctx.alloc(ins[0].shape, ins[0].dtype)
         with numpy.errstate(all="ignore"):
             return fn(ins[0])
+
     return run
 
 
@@ -401,6 +425,7 @@ def _variadic(fn):
         for x in xs[1:]:
             out = fn(out, x)
         return numpy.asarray(out)
+
     return run
 
 
@@ -422,18 +447,41 @@ def _reduce(fn):
         keep = bool(ctx.attr_int("keepdims", 1))
         ctx.alloc([1 if k in axes else d for k, d in enumerate(x.shape) if keep or k not in axes], x.dtype)
         return fn(x, axis=axes, keepdims=keep).astype(x.dtype, copy=False)
+
     return run
 
 
 FOLDERS = {
-    "Identity": _same, "Shape": _shape_of, "Size": _size, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,
-    "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Cast": _cast, "CastLike": _cast_like,
-    "Gather": _gather, "Concat": _concat, "Expand": _expand, "ConstantOfShape": _constant_of_shape,
-    "Slice": _slice, "Range": _range, "Tile": _tile, "Where": _where,
-    "Neg": _unary(numpy.negative), "Abs": _unary(numpy.abs), "Not": _unary(numpy.logical_not),
-    "Floor": _unary(numpy.floor), "Ceil": _unary(numpy.ceil), "Sqrt": _unary(numpy.sqrt),
-    "Max": _variadic(numpy.maximum), "Min": _variadic(numpy.minimum), "Sum": _variadic(numpy.add),
-    "ReduceProd": _reduce(numpy.prod), "ReduceSum": _reduce(numpy.sum), "ReduceMax": _reduce(numpy.max),
+    "Identity": _same,
+    "Shape": _shape_of,
+    "Size": _size,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Reshape": _reshape,
+    "Flatten": _flatten,
+    "Transpose": _transpose,
+    "Cast": _cast,
+    "CastLike": _cast_like,
+    "Gather": _gather,
+    "Concat": _concat,
+    "Expand": _expand,
+    "ConstantOfShape": _constant_of_shape,
+    "Slice": _slice,
+    "Range": _range,
+    "Tile": _tile,
+    "Where": _where,
+    "Neg": _unary(numpy.negative),
+    "Abs": _unary(numpy.abs),
+    "Not": _unary(numpy.logical_not),
+    "Floor": _unary(numpy.floor),
+    "Ceil": _unary(numpy.ceil),
+    "Sqrt": _unary(numpy.sqrt),
+    "Max": _variadic(numpy.maximum),
+    "Min": _variadic(numpy.minimum),
+    "Sum": _variadic(numpy.add),
+    "ReduceProd": _reduce(numpy.prod),
+    "ReduceSum": _reduce(numpy.sum),
+    "ReduceMax": _reduce(numpy.max),
     "ReduceMin": _reduce(numpy.min),
 }
 FOLDERS.update({op: _binary(op) for op in _BINARY})

@@ -29,8 +29,21 @@ from .protowire import as_int, as_string, fields_by_number, iter_fields, packed_
 __all__ = ["OnnxGraph", "OnnxNode", "read_onnx", "read_onnx_model", "onnx_tensors", "looks_like_onnx"]
 
 # TensorProto.DataType -> numpy dtype ("bf16" widened to float32)
-_ONNX_DTYPES = {1: "<f4", 2: "u1", 3: "i1", 4: "<u2", 5: "<i2", 6: "<i4", 7: "<i8", 9: "?", 10: "<f2",
-                11: "<f8", 12: "<u4", 13: "<u8", 16: "bf16"}
+_ONNX_DTYPES = {
+    1: "<f4",
+    2: "u1",
+    3: "i1",
+    4: "<u2",
+    5: "<i2",
+    6: "<i4",
+    7: "<i8",
+    9: "?",
+    10: "<f2",
+    11: "<f8",
+    12: "<u4",
+    13: "<u8",
+    16: "bf16",
+}
 _INT32_FIELD_TYPES = {2, 3, 4, 5, 6, 9, 10, 16}  # stored in int32_data when not raw
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
 
@@ -105,8 +118,10 @@ class _Reader:
             if raw.wire != 2:
                 raise buf.error(f"{what}: raw_data has wire type {raw.wire}")
             if raw.length != count * numpy.dtype(store).itemsize:
-                raise buf.error(f"{what}: raw_data has {raw.length} bytes, shape {dims} of {store} needs "
-                                f"{count * numpy.dtype(store).itemsize}")
+                raise buf.error(
+                    f"{what}: raw_data has {raw.length} bytes, shape {dims} of {store} needs "
+                    f"{count * numpy.dtype(store).itemsize}"
+                )
             arr = buf.array(raw.value, store, dims, what)
         else:
             arr = self._typed(f, dt, store, what)
@@ -128,7 +143,9 @@ class _Reader:
         if dt == 7:
             return numpy.array(packed_varints(buf, f.get(7, []), what), dtype="<i8")
         if dt in (12, 13):
-            return numpy.array(packed_varints(buf, f.get(11, []), what, signed=False), dtype=numpy.uint64).astype(store)
+            return numpy.array(
+                packed_varints(buf, f.get(11, []), what, signed=False), dtype=numpy.uint64
+            ).astype(store)
         vals = packed_varints(buf, f.get(5, []), what)
         if dt in (10, 16):  # float16/bfloat16 bit patterns in int32_data
             return numpy.array([v & 0xFFFF for v in vals], dtype=numpy.uint16).view(store)
@@ -151,7 +168,9 @@ class _Reader:
         if self.base_dir is None:
             raise buf.error(f"{what}: external data {loc!r} but the model was not read from a file")
         if os.path.isabs(loc) or ".." in loc.replace("\\", "/").split("/"):
-            raise buf.error(f"{what}: external data location {loc!r} must be a relative path inside the model's folder")
+            raise buf.error(
+                f"{what}: external data location {loc!r} must be a relative path inside the model's folder"
+            )
         base = os.path.realpath(self.base_dir)
         full = os.path.realpath(os.path.join(base, loc))
         if os.path.commonpath([base, full]) != base:
@@ -191,8 +210,11 @@ class _Reader:
                     shape = []
                     for d in fields_by_number(buf, s.value, s.value + s.length, what, wanted={1}).get(1, []):
                         dd = fields_by_number(buf, d.value, d.value + d.length, what, wanted={1, 2})
-                        shape.append(as_int(buf, dd[1][-1], what) if 1 in dd else
-                                     (as_string(buf, dd[2][-1], what) if 2 in dd else None))
+                        shape.append(
+                            as_int(buf, dd[1][-1], what)
+                            if 1 in dd
+                            else (as_string(buf, dd[2][-1], what) if 2 in dd else None)
+                        )
         return name, shape
 
     def attribute(self, start, end, what, depth):
@@ -233,7 +255,8 @@ class _Reader:
             k, v = self.attribute(a.value, a.value + a.length, what, depth)
             attrs[k] = v
         return OnnxNode(
-            op, name,
+            op,
+            name,
             [as_string(buf, s, what) for s in f.get(1, [])],
             [as_string(buf, s, what) for s in f.get(2, [])],
             attrs,

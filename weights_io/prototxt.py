@@ -28,7 +28,19 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE,
 )
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?"}
+_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "?": "?",
+}
 _MAX_DEPTH = 100
 
 
@@ -96,7 +108,9 @@ def _tokenize(text: str, path):
     while pos < n:
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise CheckpointError(path, f"line {line}, column {pos - line_start + 1}: unexpected character {text[pos]!r}")
+            raise CheckpointError(
+                path, f"line {line}, column {pos - line_start + 1}: unexpected character {text[pos]!r}"
+            )
         kind = m.lastgroup
         val = m.group(kind)
         if kind != "ws":
@@ -123,8 +137,9 @@ def _number(tok: str, where: str, path):
     digits = t.lstrip("+-")
     if digits.startswith("0x") or re.fullmatch(r"\d+", digits):
         if len(digits) > _MAX_INT_DIGITS:  # before int(): Python refuses to parse > 4300 digits anyway
-            raise CheckpointError(path, f"{where}: integer literal of {len(digits)} digits is out of the "
-                                        "64-bit range")
+            raise CheckpointError(
+                path, f"{where}: integer literal of {len(digits)} digits is out of the 64-bit range"
+            )
         v = int(t, 16) if digits.startswith("0x") else int(t)
         if not _INT_RANGE[0] <= v <= _INT_RANGE[1]:
             raise CheckpointError(path, f"{where}: integer {v} is out of the 64-bit range")

@@ -19,8 +19,16 @@ import numpy
 
 from ._buffer import Buffer
 
-__all__ = ["Field", "iter_fields", "read_varint", "fields_by_number", "packed_varints", "repeated_numbers", "as_string", "as_int"]
-
+__all__ = [
+    "Field",
+    "iter_fields",
+    "read_varint",
+    "fields_by_number",
+    "packed_varints",
+    "repeated_numbers",
+    "as_string",
+    "as_int",
+]
 
 
 class Field(NamedTuple):
@@ -191,7 +199,9 @@ def repeated_numbers(buf: Buffer, fields, dtype, what: str) -> numpy.ndarray:
                 parts.append(buf.array(f.value, dtype, (1,), what))
             else:
                 buf.check(f.value, (f.count - 1) * f.stride + width, what)
-                a = numpy.ndarray((f.count,), dtype=dtype, buffer=buf.view, offset=f.value, strides=(f.stride,))
+                a = numpy.ndarray(
+                    (f.count,), dtype=dtype, buffer=buf.view, offset=f.value, strides=(f.stride,)
+                )
                 a.flags.writeable = False
                 parts.append(a)
         else:

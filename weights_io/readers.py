@@ -35,7 +35,11 @@ __all__ = ["FORMATS", "detect_format", "read_tensors", "guarded", "normalise_for
 
 FORMATS = ("caffe", "torch", "safetensors", "hdf5", "keras", "onnx", "npz")
 _ALIASES = {
-    "caffemodel": "caffe", "pt": "torch", "pth": "torch", "pytorch": "torch", "h5": "hdf5",
+    "caffemodel": "caffe",
+    "pt": "torch",
+    "pth": "torch",
+    "pytorch": "torch",
+    "h5": "hdf5",
     "st": "safetensors",
 }
 # a declared format that also accepts these contents: Keras' HDF5 files are Keras files too
@@ -83,12 +87,16 @@ def _detect(buf: Buffer):
             return "torch"
         if is_keras_archive(names):
             return "keras"
-        raise buf.error(f"a zip archive that is neither a torch checkpoint, an .npz nor a Keras .keras "
-                        f"archive (members: {names[:5]})")
+        raise buf.error(
+            f"a zip archive that is neither a torch checkpoint, an .npz nor a Keras .keras "
+            f"archive (members: {names[:5]})"
+        )
     if head.startswith(LEGACY_MAGIC_PREFIX):
         return "torch"
     if buf.size > 262 and bytes(buf.view[257:262]) == b"ustar":
-        raise buf.error("a tar archive (torch's pre-0.4 tar format?) is not supported; re-save it with torch.save")
+        raise buf.error(
+            "a tar archive (torch's pre-0.4 tar format?) is not supported; re-save it with torch.save"
+        )
     if find_superblock(buf) is not None:
         return "hdf5"
     if head.startswith(b"\x93NUMPY"):
@@ -101,8 +109,9 @@ def _detect(buf: Buffer):
         return "caffe"
     if head[:1] == b"\x80":
         raise buf.error("a pickle that is not a torch checkpoint (no torch magic number) is not read")
-    raise buf.error(f"unrecognised checkpoint format (first bytes {head[:8]!r}); "
-                    f"expected one of {', '.join(FORMATS)}")
+    raise buf.error(
+        f"unrecognised checkpoint format (first bytes {head[:8]!r}); expected one of {', '.join(FORMATS)}"
+    )
 
 
 def detect_format(path) -> str:
@@ -202,4 +211,3 @@ def read_tensors(path, *, format=None) -> dict:
     """
     buf, fmt = open_checked(path, format)
     return guarded(buf, fmt, _tensors, buf, fmt)
-

@@ -25,8 +25,20 @@ from .torch_pickle import _zip_entry, open_zip
 __all__ = ["read_safetensors", "read_npz", "looks_like_safetensors", "parse_npy"]
 
 _ST_DTYPES = {
-    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "bf16", "I64": "<i8", "I32": "<i4", "I16": "<i2",
-    "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?", "C64": "<c8",
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "bf16",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+    "C64": "<c8",
 }
 _MAX_HEADER = 100_000_000
 
@@ -42,7 +54,9 @@ def read_safetensors(buf: Buffer):
     """Return ``(tensors, metadata)`` of a safetensors file."""
     n = buf.uint(0, 8, "safetensors header length")
     if n > _MAX_HEADER or 8 + n > buf.size:
-        raise buf.error(f"safetensors header claims {n} bytes; the file has {buf.size - 8} after the length field")
+        raise buf.error(
+            f"safetensors header claims {n} bytes; the file has {buf.size - 8} after the length field"
+        )
     try:
         header = json.loads(bytes(buf.bytes(8, n, "safetensors header")).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -50,7 +64,9 @@ def read_safetensors(buf: Buffer):
     if not isinstance(header, dict):
         raise buf.error("safetensors header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+    ):
         raise buf.error("safetensors __metadata__ must map strings to strings")
     start = 8 + n
     data_len = buf.size - start
@@ -62,13 +78,20 @@ def read_safetensors(buf: Buffer):
             raise buf.error(f"{what}: header entry is not an object")
         dt = _ST_DTYPES.get(info.get("dtype"))
         if dt is None:
-            raise buf.error(f"{what}: unsupported dtype {info.get('dtype')!r} (known: {', '.join(_ST_DTYPES)})")
+            raise buf.error(
+                f"{what}: unsupported dtype {info.get('dtype')!r} (known: {', '.join(_ST_DTYPES)})"
+            )
         shape = info.get("shape")
         offs = info.get("data_offsets")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
             raise buf.error(f"{what}: shape must be a list of non-negative ints, found {shape!r}")
-        if (not isinstance(offs, list) or len(offs) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
+        if (
+            not isinstance(offs, list)
+            or len(offs) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
+        ):
             raise buf.error(f"{what}: data_offsets must be [begin, end], found {offs!r}")
         b, e = offs
         if not 0 <= b <= e <= data_len:
@@ -78,7 +101,10 @@ def read_safetensors(buf: Buffer):
         for d in shape:
             count *= d
         if e - b != count * item:
-            raise buf.error(f"{what}: shape {shape} of {info['dtype']} needs {count * item} bytes, data_offsets give {e - b}")
+            raise buf.error(
+                f"{what}: shape {shape} of {info['dtype']} needs {count * item} bytes, "
+                f"data_offsets give {e - b}"
+            )
         spans.append((b, e, name))
         if dt == "bf16":
             buf.charge(4 * count, what)
@@ -88,7 +114,7 @@ def read_safetensors(buf: Buffer):
             a = buf.array(start + b, dt, shape, what)
         out[name] = a
     spans.sort()
-    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+    for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
             raise buf.error(f"tensors {n0!r} and {n1!r} overlap in the data buffer")
     return out, meta
@@ -123,7 +149,9 @@ def parse_npy(raw: memoryview, buf: Buffer, what: str):
         raise buf.error(f"{what}: unknown dtype {descr!r}") from None
     if dtype.kind not in "biufc" or dtype.hasobject:
         raise buf.error(f"{what}: dtype {descr!r} is not numeric (object arrays are never loaded)")
-    if not isinstance(shape, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not isinstance(shape, tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise buf.error(f"{what}: bad shape {shape!r}")
     if not isinstance(fortran, bool):
         raise buf.error(f"{what}: fortran_order must be a bool")

@@ -28,7 +28,11 @@ _PAIRS = ("kernel", "stride", "padding", "dilation")
 def _pair(v, what):
     if isinstance(v, int) and not isinstance(v, bool):
         return [v, v]
-    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+    if (
+        isinstance(v, (list, tuple))
+        and len(v) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+    ):
         return [int(v[0]), int(v[1])]
     raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
 
@@ -129,8 +133,9 @@ class Tracer:
         except ValueError as e:
             raise CheckpointError(self.path, str(e)) from None
         except (TypeError, OverflowError) as e:
-            raise CheckpointError(self.path, f"layer {spec.get('name')!r}: invalid settings "
-                                             f"({type(e).__name__}: {e})") from None
+            raise CheckpointError(
+                self.path, f"layer {spec.get('name')!r}: invalid settings ({type(e).__name__}: {e})"
+            ) from None
         self.layers.append(spec)
         self.shapes.append(out)
         self.params.update(params)
@@ -153,7 +158,9 @@ def check_params(params: dict, expected: dict, path=None) -> None:
         raise CheckpointError(path, f"parameters missing: {missing or 'none'}; unexpected: {extra or 'none'}")
     for k, shape in expected.items():
         if tuple(params[k].shape) != tuple(shape):
-            raise CheckpointError(path, f"parameter {k}: expected shape {tuple(shape)}, found {tuple(params[k].shape)}")
+            raise CheckpointError(
+                path, f"parameter {k}: expected shape {tuple(shape)}, found {tuple(params[k].shape)}"
+            )
 
 
 def pool_rounding(layers):

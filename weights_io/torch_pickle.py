@@ -62,13 +62,38 @@ VIEW_SLACK = 4096
 
 # storage type name -> numpy dtype string ("bf16": widened to float32 when materialised)
 _STORAGE_DTYPES = {
-    "FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2", "BFloat16Storage": "bf16",
-    "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1",
-    "ByteStorage": "u1", "BoolStorage": "?", "ComplexFloatStorage": "c8", "ComplexDoubleStorage": "c16",
+    "FloatStorage": "f4",
+    "DoubleStorage": "f8",
+    "HalfStorage": "f2",
+    "BFloat16Storage": "bf16",
+    "LongStorage": "i8",
+    "IntStorage": "i4",
+    "ShortStorage": "i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
+    "ComplexFloatStorage": "c8",
+    "ComplexDoubleStorage": "c16",
 }
 _TORCH_DTYPES = {
-    "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
-    "float", "double", "half", "long", "int", "short", "complex64", "complex128",
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+    "float",
+    "double",
+    "half",
+    "long",
+    "int",
+    "short",
+    "complex64",
+    "complex128",
 }
 
 
@@ -87,8 +112,11 @@ class _Frozen:
         raise CheckpointError(None, f"the pickle tried to delete attribute {name!r} of {self._describe()}")
 
     def __setstate__(self, state):  # what the unpickler's BUILD opcode calls
-        raise CheckpointError(None, f"the pickle tried to BUILD (set the state of) {self._describe()}; only "
-                                    "objects that the load itself creates may be built")
+        raise CheckpointError(
+            None,
+            f"the pickle tried to BUILD (set the state of) {self._describe()}; only "
+            "objects that the load itself creates may be built",
+        )
 
 
 class _StorageType(_Frozen):
@@ -175,7 +203,9 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     return _TensorRef(storage, _int(storage_offset, "storage offset"), size, stride)
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
     return _rebuild_tensor(storage, storage_offset, size, stride)
 
 
@@ -259,7 +289,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if st is None:
             st = self._storages[key] = _Storage(key, stype, numel)
         elif st.stype.dtype != stype.dtype or st.numel != numel:
-            raise CheckpointError(self._path, f"storage {key} is referenced with two different types or sizes")
+            raise CheckpointError(
+                self._path, f"storage {key} is referenced with two different types or sizes"
+            )
         if self._source == "legacy" and pid[5] is not None:
             view = pid[5]
             if not (isinstance(view, tuple) and len(view) == 3):
@@ -350,7 +382,9 @@ def _materialise(ref: _TensorRef, datas, buf: Buffer, name):
         raise CheckpointError(path, f"tensor {name}: storage {st.key} has no data in the file")
     size, stride, offset = ref.size, ref.stride, ref.offset
     if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
-        raise CheckpointError(path, f"tensor {name}: negative size, stride or offset ({size}, {stride}, {offset})")
+        raise CheckpointError(
+            path, f"tensor {name}: negative size, stride or offset ({size}, {stride}, {offset})"
+        )
     bf16 = st.stype.dtype == "bf16"
     numel = 1
     for s in size:
@@ -433,7 +467,8 @@ def _zip_entry(buf: Buffer, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
         raise buf.error(f"zip member {info.filename}: unsupported compression method {info.compress_type}")
     if info.file_size > 1032 * max(info.compress_size, 1) + 1024:  # deflate cannot expand beyond ~1032:1
         raise buf.error(
-            f"zip member {info.filename}: claims {info.file_size} bytes from {info.compress_size} compressed bytes"
+            f"zip member {info.filename}: claims {info.file_size} bytes from {info.compress_size} "
+            "compressed bytes"
         )
     return memoryview(zf.read(info))
 
@@ -480,8 +515,13 @@ def read_torch_zip(buf: Buffer):
     except Exception as e:
         raise buf.error(f"unreadable zip directory ({type(e).__name__}: {e})") from None
     pkls = [n for n in infos if n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1)]
-    if any(n.endswith("constants.pkl") for n in infos) and any("/code/" in n or n.startswith("code/") for n in infos):
-        raise buf.error("this is a TorchScript archive (torch.jit.save), not a state_dict; save model.state_dict() instead")
+    if any(n.endswith("constants.pkl") for n in infos) and any(
+        "/code/" in n or n.startswith("code/") for n in infos
+    ):
+        raise buf.error(
+            "this is a TorchScript archive (torch.jit.save), not a state_dict; "
+            "save model.state_dict() instead"
+        )
     if len(pkls) != 1:
         raise buf.error(f"expected one '<prefix>/data.pkl' in the zip archive, found {len(pkls)}")
     prefix = pkls[0][: -len("data.pkl")]
@@ -501,7 +541,9 @@ def read_torch_zip(buf: Buffer):
         raw = _zip_entry(buf, zf, infos[name])
         nbytes = st.numel * st.stype.itemsize()
         if len(raw) < nbytes:
-            raise buf.error(f"storage {key}: {st.numel} elements need {nbytes} bytes, the record has {len(raw)}")
+            raise buf.error(
+                f"storage {key}: {st.numel} elements need {nbytes} bytes, the record has {len(raw)}"
+            )
         datas[key] = _storage_array(raw[:nbytes], st, order)
     return flatten_tensors(obj, datas, buf)
 
@@ -542,7 +584,9 @@ def read_torch_legacy(buf: Buffer):
         st = storages.get(key)
         if st is None:
             raise buf.error(f"storage {key} is listed but no tensor uses it")
-        numel = int.from_bytes(buf.bytes(pos, 8, f"storage {key} size"), "little" if order == "<" else "big", signed=True)
+        numel = int.from_bytes(
+            buf.bytes(pos, 8, f"storage {key} size"), "little" if order == "<" else "big", signed=True
+        )
         if numel != st.numel:
             raise buf.error(f"storage {key}: header says {numel} elements, the tensor data says {st.numel}")
         nbytes = numel * st.stype.itemsize()

@@ -29,8 +29,17 @@ from ._common import Console, Terminated, UserError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("demo", "ground", "caption", "convert", "inspect", "compare", "make-dataset", "evaluate",
-             "conformance")
+_COMMANDS = (
+    "demo",
+    "ground",
+    "caption",
+    "convert",
+    "inspect",
+    "compare",
+    "make-dataset",
+    "evaluate",
+    "conformance",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,15 +54,24 @@ def build_parser():
     from importlib import import_module
 
     common = _Parser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars and no summary (warnings still go to stderr)")
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no summary (warnings still go to stderr)",
+    )
     common.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    parser = _Parser(prog="ebr-ref", description="Excitation Backprop for RNNs: ground a video model's decision in "
-                                                 "space and time (Bargal et al., CVPR 2018).")
+    parser = _Parser(
+        prog="ebr-ref",
+        description="Excitation Backprop for RNNs: ground a video model's decision in "
+        "space and time (Bargal et al., CVPR 2018).",
+    )
     parser.add_argument("--version", action="version", version=f"ebr_ref {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMANDS:
-        import_module(f".{name}_cmd" if name == "inspect" else "." + name.replace("-", "_"), __name__).add_parser(sub, [common])
+        import_module(
+            f".{name}_cmd" if name == "inspect" else "." + name.replace("-", "_"), __name__
+        ).add_parser(sub, [common])
     return parser
 
 

@@ -15,12 +15,32 @@ from contextlib import contextmanager
 import numpy
 
 __all__ = [
-    "UserError", "Console", "load_any_model", "is_canonical_model", "resolve_targets", "parse_interval",
-    "parse_seed_steps", "jsonable", "prepare_out_dir", "describe_model", "user_errors", "require_classifier",
-    "require_cli_extra", "Terminated", "synthetic_training", "synthetic_dataset_of", "readout_layer",
+    "UserError",
+    "Console",
+    "load_any_model",
+    "is_canonical_model",
+    "resolve_targets",
+    "parse_interval",
+    "parse_seed_steps",
+    "jsonable",
+    "prepare_out_dir",
+    "describe_model",
+    "user_errors",
+    "require_classifier",
+    "require_cli_extra",
+    "Terminated",
+    "synthetic_training",
+    "synthetic_dataset_of",
+    "readout_layer",
     "check_method",
-    "check_seed_steps", "check_interval", "positive_int", "nonnegative_int", "positive_float", "seed_int",
-    "warn_if_synthetic_model", "SYNTHETIC_TITLE",
+    "check_seed_steps",
+    "check_interval",
+    "positive_int",
+    "nonnegative_int",
+    "positive_float",
+    "seed_int",
+    "warn_if_synthetic_model",
+    "SYNTHETIC_TITLE",
 ]
 
 
@@ -98,8 +118,9 @@ class Console:
             from tqdm.auto import tqdm
         except ImportError:  # pragma: no cover - tqdm is in the cli extra
             return iterable if iterable is not None else _NullBar()
-        return tqdm(iterable, total=total, desc=desc, leave=False, disable=None, file=sys.stderr,
-                    dynamic_ncols=True)
+        return tqdm(
+            iterable, total=total, desc=desc, leave=False, disable=None, file=sys.stderr, dynamic_ncols=True
+        )
 
     @contextmanager
     def stage(self, desc):
@@ -146,12 +167,14 @@ def _sidecar(path):
 
 
 def is_canonical_model(path):
-    """True when ``path`` is an ebr_ref canonical model or captioner (``x.npz`` with an ``x.json`` sidecar)."""
+    """True when ``path`` is an ebr_ref canonical model or captioner (``x.npz`` with an ``x.json``
+    sidecar)."""
     return canonical_kind(path) in ("classifier", "captioner")
 
 
 def canonical_kind(path):
-    """The ``kind`` of an ebr_ref canonical file (``"classifier"`` when the sidecar predates the field), or None."""
+    """The ``kind`` of an ebr_ref canonical file (``"classifier"`` when the sidecar predates the field),
+    or None."""
     side = _sidecar(path)
     return None if side is None else side.get("kind", "classifier")
 
@@ -187,9 +210,16 @@ def _captioner_nonfinite(path):
     try:
         dec = side["decoder"]
         vocab = Vocabulary.from_tokens(side["vocabulary"])
-        return captioner(side["architecture"], vocab, tuple(side["input_shape"]),
-                         static_layer=dec["static_layer"], pool=dec["pool"], cell_act=dec["cell_act"],
-                         params=params, meta=side.get("meta", {}))
+        return captioner(
+            side["architecture"],
+            vocab,
+            tuple(side["input_shape"]),
+            static_layer=dec["static_layer"],
+            pool=dec["pool"],
+            cell_act=dec["cell_act"],
+            params=params,
+            meta=side.get("meta", {}),
+        )
     except KeyError as e:
         raise ValueError(f"{sidecar_path(path)}: missing field {e.args[0]!r}") from None
 
@@ -229,7 +259,9 @@ def load_any_model(spec, *, prototxt=None, source=None, options=None, option="--
     try:
         import weights_io
     except ImportError:  # pragma: no cover - weights_io ships with ebr_ref
-        raise UserError("converting a foreign checkpoint needs the weights_io package (installed with ebr_ref)") from None
+        raise UserError(
+            "converting a foreign checkpoint needs the weights_io package (installed with ebr_ref)"
+        ) from None
     with user_errors():
         params, meta = weights_io.convert(spec, source=source, prototxt=prototxt, **(options or {}))
         arch = meta.get("architecture")
@@ -241,7 +273,9 @@ def load_any_model(spec, *, prototxt=None, source=None, options=None, option="--
         # a converter's arrays are fresh and writable: kept as they are (no second copy of the weights);
         # read-only or memory-mapped ones are copied
         params = {
-            k: v if isinstance(v, numpy.ndarray) and v.flags.writeable and v.flags.c_contiguous else numpy.array(v)
+            k: v
+            if isinstance(v, numpy.ndarray) and v.flags.writeable and v.flags.c_contiguous
+            else numpy.array(v)
             for k, v in params.items()
         }
         check_finite(params, spec)
@@ -320,8 +354,10 @@ def check_interval(interval, T, what="--interval"):
     a, b = interval
     if b > T - 1:
         where = "starts" if a > T - 1 else "ends"
-        raise UserError(f"{what} {a}:{b} {where} after the clip's last kept frame ({T - 1}); the clip has "
-                        f"{T} kept frames, numbered from 0 after --start and --every")
+        raise UserError(
+            f"{what} {a}:{b} {where} after the clip's last kept frame ({T - 1}); the clip has "
+            f"{T} kept frames, numbered from 0 after --start and --every"
+        )
     return interval
 
 
@@ -347,8 +383,10 @@ def check_seed_steps(steps, T, text):
         return steps
     bad = [t for t in steps if not 0 <= t < T]
     if bad:
-        raise UserError(f"--seed-steps {text}: step(s) {', '.join(map(str, bad))} out of range for a clip of "
-                        f"{T} frames (steps 0..{T - 1})")
+        raise UserError(
+            f"--seed-steps {text}: step(s) {', '.join(map(str, bad))} out of range for a clip of "
+            f"{T} frames (steps 0..{T - 1})"
+        )
     return steps
 
 
@@ -384,8 +422,17 @@ def require_cli_extra():
         except (ImportError, ValueError):
             return True
 
-    missing = [name for mod, name in (("PIL", "pillow"), ("matplotlib", "matplotlib"), ("imageio", "imageio"),
-                                      ("imageio_ffmpeg", "imageio-ffmpeg"), ("tqdm", "tqdm")) if absent(mod)]
+    missing = [
+        name
+        for mod, name in (
+            ("PIL", "pillow"),
+            ("matplotlib", "matplotlib"),
+            ("imageio", "imageio"),
+            ("imageio_ffmpeg", "imageio-ffmpeg"),
+            ("tqdm", "tqdm"),
+        )
+        if absent(mod)
+    ]
     if missing:
         raise UserError(f"this command needs {', '.join(missing)}: pip install 'ebr_ref[cli]'")
 
@@ -414,6 +461,7 @@ def _int_type(lo, what):
         if v < lo:
             raise argparse_error(f"expected an integer {what}, got {v}")
         return v
+
     parse.__name__ = "integer"
     return parse
 
@@ -471,21 +519,28 @@ def readout_layer(model, layer):
     convs = ", ".join(_conv_layers(model)) or "none"
     if chosen != "input" and chosen not in names:
         if layer is None:
-            raise UserError(f"this model has no default read-out layer (its sidecar names no 'readout' and "
-                            f"it has no layer {chosen!r}): choose one with --layer; its convolution layers: "
-                            f"{convs} (or 'input' for the pixels)")
-        raise UserError(f"--layer {layer}: not a layer of this model; its convolution layers: {convs} (or "
-                        f"'input' for the pixels); all its layers: {', '.join(names)}")
+            raise UserError(
+                f"this model has no default read-out layer (its sidecar names no 'readout' and "
+                f"it has no layer {chosen!r}): choose one with --layer; its convolution layers: "
+                f"{convs} (or 'input' for the pixels)"
+            )
+        raise UserError(
+            f"--layer {layer}: not a layer of this model; its convolution layers: {convs} (or "
+            f"'input' for the pixels); all its layers: {', '.join(names)}"
+        )
     if chosen == "input" or not hasattr(model, "num_classes"):
         return chosen
     k = names.index(chosen)
     how = f"--layer {layer}" if layer is not None else f"the default read-out layer {chosen!r}"
     if model.is_recurrent and k >= model.sequence_start:
-        raise UserError(f"{how}: in the sequence part of the model; choose a layer of the CNN part (up to "
-                        f"{names[model.sequence_start - 1]!r}; its convolution layers: {convs}) or 'input'")
+        raise UserError(
+            f"{how}: in the sequence part of the model; choose a layer of the CNN part (up to "
+            f"{names[model.sequence_start - 1]!r}; its convolution layers: {convs}) or 'input'"
+        )
     if k >= len(names) - 1:
-        raise UserError(f"{how}: the classifier's output; choose a layer below it (convolution layers: "
-                        f"{convs})")
+        raise UserError(
+            f"{how}: the classifier's output; choose a layer below it (convolution layers: {convs})"
+        )
     return chosen
 
 
@@ -495,11 +550,15 @@ def check_method(model, method):
         return
     recurrent = method.endswith("-R")
     if recurrent and not model.is_recurrent:
-        raise UserError(f"--method {method} needs a CNN-LSTM; this model is a per-frame CNN, not recurrent "
-                        f"(use --method {method[:-2]})")
+        raise UserError(
+            f"--method {method} needs a CNN-LSTM; this model is a per-frame CNN, not recurrent "
+            f"(use --method {method[:-2]})"
+        )
     if not recurrent and model.is_recurrent:
-        raise UserError(f"--method {method} is for a per-frame CNN; this model is recurrent, a CNN-LSTM (use "
-                        f"--method {method}-R)")
+        raise UserError(
+            f"--method {method} is for a per-frame CNN; this model is recurrent, a CNN-LSTM (use "
+            f"--method {method}-R)"
+        )
 
 
 def synthetic_training(meta, _depth=0):
@@ -560,7 +619,9 @@ def warn_if_synthetic_model(console, model, input_path):
     if gen is None or synthetic_dataset_of(input_path) is not None:
         return None
     name = model.meta.get("name", "this model")
-    msg = (f"{name} was trained on synthetic clips ({gen}), not on real footage: on other input its maps, "
-           "evidence and detected segments say nothing about the video")
+    msg = (
+        f"{name} was trained on synthetic clips ({gen}), not on real footage: on other input its maps, "
+        "evidence and detected segments say nothing about the video"
+    )
     console.warn(msg)
     return msg

@@ -47,7 +47,7 @@ ALWAYS_WRITTEN = ("results.json", "results.npz", "evidence.png")
 
 
 def _stage_pid(name):
-    pid = name[len(STAGE_PREFIX):].split("-", 1)[0]
+    pid = name[len(STAGE_PREFIX) :].split("-", 1)[0]
     return int(pid) if pid.isdigit() else None
 
 
@@ -100,8 +100,13 @@ def _finish(stage, out):
 
 def _plain(name):
     """A bare file name (no folder part, not hidden): what a results.json may name."""
-    return (isinstance(name, str) and name and os.path.basename(name) == name and not name.startswith(".")
-            and name not in (".", ".."))
+    return (
+        isinstance(name, str)
+        and name
+        and os.path.basename(name) == name
+        and not name.startswith(".")
+        and name not in (".", "..")
+    )
 
 
 def _listed_files(doc):
@@ -110,7 +115,7 @@ def _listed_files(doc):
     files = doc.get("files") if isinstance(doc, dict) else None
     if isinstance(files, dict):
         for v in files.values():
-            for f in (v.values() if isinstance(v, dict) else [v]):
+            for f in v.values() if isinstance(v, dict) else [v]:
                 if _plain(f):
                     names.append(f)
     return names
@@ -178,15 +183,19 @@ class OutputSet:
             if os.path.isdir(p) and not os.path.islink(p):
                 raise UserError(f"{self.option} {self.out}: {n} exists and is a folder; not replaced")
             if not self.overwrite and os.path.lexists(p):
-                raise UserError(f"{self.option} {self.out}: {n} exists (from an earlier run); pass "
-                                "--overwrite to replace that run's outputs, or choose another folder")
+                raise UserError(
+                    f"{self.option} {self.out}: {n} exists (from an earlier run); pass "
+                    "--overwrite to replace that run's outputs, or choose another folder"
+                )
 
     @property
     def stage(self):
         """The staging folder (created on first use); write every output file into it."""
         if self._stage is None:
             try:
-                os.makedirs(self.out, exist_ok=True)  # a concurrent failed run may have removed the empty folder
+                os.makedirs(
+                    self.out, exist_ok=True
+                )  # a concurrent failed run may have removed the empty folder
                 self._stage = tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=self.out)
                 os.chmod(self._stage, 0o777 & ~_umask())
             except OSError as e:
@@ -196,11 +205,14 @@ class OutputSet:
 
     def final(self, files):
         """``files`` (``{key: path}`` or ``{key: {kind: path}}`` of staged paths) with their final paths."""
+
         def move(p):
             return os.path.join(self.out, os.path.basename(p))
 
-        return {k: ({kk: move(vv) for kk, vv in v.items()} if isinstance(v, dict) else move(v))
-                for k, v in files.items()}
+        return {
+            k: ({kk: move(vv) for kk, vv in v.items()} if isinstance(v, dict) else move(v))
+            for k, v in files.items()
+        }
 
     def commit(self):
         """Move the staged files into the folder as one unit (module notes); return their names."""
@@ -216,8 +228,9 @@ class OutputSet:
                     old = json.load(f)
             except (OSError, ValueError, RecursionError):
                 old = None
-            stale = sorted(n for n in set(_listed_files(old)) - new
-                           if os.path.isfile(os.path.join(self.out, n)))
+            stale = sorted(
+                n for n in set(_listed_files(old)) - new if os.path.isfile(os.path.join(self.out, n))
+            )
         record = os.path.join(stage, COMMIT_RECORD)
         try:
             with signals_held():
@@ -232,8 +245,10 @@ class OutputSet:
             if os.path.isfile(record):  # half moved: keep the rest for the next run to finish
                 self._stage = None
                 why = e.strerror or e
-                raise UserError(f"{self.option} {self.out}: moving the outputs into place failed ({why}); "
-                                "the next run into this folder finishes the move") from None
+                raise UserError(
+                    f"{self.option} {self.out}: moving the outputs into place failed ({why}); "
+                    "the next run into this folder finishes the move"
+                ) from None
             why = e.strerror or e
             raise UserError(f"{self.option} {self.out}: cannot write the commit record ({why})") from None
         return names

@@ -31,8 +31,13 @@ import re
 import numpy
 
 from .. import __version__
+from ..evaluation.localize import (
+    ground_known_length,
+    ground_unknown_length,
+    pointing_game,
+    temporal_pointing_hit,
+)
 from ..evaluation.metrics import temporal_iou
-from ..evaluation.localize import ground_known_length, ground_unknown_length, pointing_game, temporal_pointing_hit
 from ..models.io import signals_held
 from ..tools.viz import ZERO_RTOL, evidence_scale, numerically_zero
 from ._common import UserError, jsonable
@@ -73,8 +78,9 @@ def analyse(item, input_size):
         gt = (int(gt[0]), int(gt[1]))
         item["gt"] = gt
         if gt[1] >= T:
-            raise UserError(f"ground-truth interval [{gt[0]}, {gt[1]}] ends after the clip's last frame "
-                            f"({T - 1})")
+            raise UserError(
+                f"ground-truth interval [{gt[0]}, {gt[1]}] ends after the clip's last frame ({T - 1})"
+            )
         if item["detected"] is not None:
             item["iou"] = temporal_iou(item["detected"], gt)
             L = gt[1] - gt[0] + 1
@@ -86,9 +92,12 @@ def analyse(item, input_size):
     if boxes is not None and maps.ndim == 3 and numpy.all(numpy.isfinite(maps)):
         outcome = pointing_game(maps, boxes, input_size)
         hits, misses = int((outcome == 1).sum()), int((outcome == -1).sum())
-        item["pointing"] = {"hits": hits, "misses": misses,
-                            "accuracy": hits / (hits + misses) if hits + misses else None,
-                            "per_frame": outcome.tolist()}
+        item["pointing"] = {
+            "hits": hits,
+            "misses": misses,
+            "accuracy": hits / (hits + misses) if hits + misses else None,
+            "per_frame": outcome.tolist(),
+        }
     return item
 
 
@@ -115,16 +124,20 @@ def notes(items):
             off = gt[0] - peak if peak < gt[0] else peak - gt[1]
             side = "before" if peak < gt[0] else "after"
             frames = f"{off} frame{'s' * (off != 1)}"
-            lines.append(f"{name}: the largest evidence S is at frame {peak}, {frames} {side} its ground "
-                         f"truth [{gt[0]}, {gt[1]}] ('peak in GT: no'); the evidence plot marks it")
+            lines.append(
+                f"{name}: the largest evidence S is at frame {peak}, {frames} {side} its ground "
+                f"truth [{gt[0]}, {gt[1]}] ('peak in GT: no'); the evidence plot marks it"
+            )
         zero = it.get("zero_frames") or []
         if zero:
             det = it.get("detected")
             inside = sum(1 for t in zero if det is not None and det[0] <= t <= det[1])
             extra = f"; {inside} of them lie in the detected segment" if inside else ""
-            lines.append(f"{name}: S is numerically zero (|S| <= {ZERO_RTOL:g} x the largest sum |map| of a "
-                         f"frame) on {len(zero)} of {T} frames ({_runs(zero)}): no evidence either way "
-                         f"there{extra} (hatched grey in the evidence plot)")
+            lines.append(
+                f"{name}: S is numerically zero (|S| <= {ZERO_RTOL:g} x the largest sum |map| of a "
+                f"frame) on {len(zero)} of {T} frames ({_runs(zero)}): no evidence either way "
+                f"there{extra} (hatched grey in the evidence plot)"
+            )
     return lines
 
 
@@ -135,8 +148,9 @@ def _write(console, what, fn, *args, **kwargs):
         raise UserError(f"writing {what}: {e.strerror or e}") from None
 
 
-def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=True, results=None, arrays=None,
-                  title=""):
+def write_outputs(
+    out, display, items, *, console, fps=4.0, scale="clip", mp4=True, results=None, arrays=None, title=""
+):
     """Write every picture and the results files; return ``{item tag: {kind: path}}`` plus the shared files.
 
     Parameters
@@ -164,18 +178,31 @@ def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=Tr
             kw = dict(gt=it.get("gt"), detected=it.get("detected"), scale=scale, pointing=pointing)
             frames = it.get("display", display)  # an item may carry its own clip (the demo's caption part)
             anim = viz.annotate_frames(frames, it["maps"], it["evidence"], title=it["name"], **kw)
-            own["gif"] = _write(console, "the GIF", viz.write_gif, os.path.join(out, f"{it['tag']}_overlay.gif"),
-                                anim, fps)
+            own["gif"] = _write(
+                console, "the GIF", viz.write_gif, os.path.join(out, f"{it['tag']}_overlay.gif"), anim, fps
+            )
             bar.update(1)
             if mp4:
-                p = _write(console, "the MP4", viz.write_mp4, os.path.join(out, f"{it['tag']}_overlay.mp4"), anim, fps)
+                p = _write(
+                    console,
+                    "the MP4",
+                    viz.write_mp4,
+                    os.path.join(out, f"{it['tag']}_overlay.mp4"),
+                    anim,
+                    fps,
+                )
                 if p is not None:
                     own["mp4"] = p
                 bar.update(1)
             head = f"{it['name']}  |  {title}" if title else it["name"]
             sheet = viz.contact_sheet(frames, it["maps"], it["evidence"], title=head, **kw)
-            own["contact_sheet"] = _write(console, "the contact sheet", viz.write_png,
-                                          os.path.join(out, f"{it['tag']}_frames.png"), sheet)
+            own["contact_sheet"] = _write(
+                console,
+                "the contact sheet",
+                viz.write_png,
+                os.path.join(out, f"{it['tag']}_frames.png"),
+                sheet,
+            )
             bar.update(1)
         files[it["tag"]] = own
     with signals_held():  # matplotlib's weakref callbacks: see _plots
@@ -190,8 +217,14 @@ def write_outputs(out, display, items, *, console, fps=4.0, scale="clip", mp4=Tr
         path = os.path.join(out, "results.json")
         files["json"] = path
         results = dict(results)
-        results["files"] = {k: ({kk: os.path.basename(vv) for kk, vv in v.items()} if isinstance(v, dict)
-                                else os.path.basename(v)) for k, v in files.items()}
+        results["files"] = {
+            k: (
+                {kk: os.path.basename(vv) for kk, vv in v.items()}
+                if isinstance(v, dict)
+                else os.path.basename(v)
+            )
+            for k, v in files.items()
+        }
         results.setdefault("ebr_ref_version", __version__)
         _write(console, "results.json", _dump_json, path, results)
     return files
@@ -211,19 +244,48 @@ def _plots(console, out, files, items, display, scale, spatial, title):
 
     from ..tools import viz
 
-    panels = [{"name": _panel_title(it), "evidence": it["evidence"], "detected": it.get("detected"),
-               "gt": it.get("gt"), "prob": it.get("prob"), "zero": it.get("zero_frames")} for it in items]
-    files["evidence_plot"] = _write(console, "the evidence plot", viz.evidence_plot,
-                                    os.path.join(out, "evidence.png"), panels, title=title)
+    panels = [
+        {
+            "name": _panel_title(it),
+            "evidence": it["evidence"],
+            "detected": it.get("detected"),
+            "gt": it.get("gt"),
+            "prob": it.get("prob"),
+            "zero": it.get("zero_frames"),
+        }
+        for it in items
+    ]
+    files["evidence_plot"] = _write(
+        console,
+        "the evidence plot",
+        viz.evidence_plot,
+        os.path.join(out, "evidence.png"),
+        panels,
+        title=title,
+    )
     if spatial:
-        rows = [{"name": _panel_title(it), "frames": it.get("display", display), "maps": it["maps"],
-                 "gt": it.get("gt"), "detected": it.get("detected"), "scale": scale,
-                 "pointing": (it.get("pointing") or {}).get("per_frame"), "largest": it.get("peak_frame")}
-                for it in items]
+        rows = [
+            {
+                "name": _panel_title(it),
+                "frames": it.get("display", display),
+                "maps": it["maps"],
+                "gt": it.get("gt"),
+                "detected": it.get("detected"),
+                "scale": scale,
+                "pointing": (it.get("pointing") or {}).get("per_frame"),
+                "largest": it.get("peak_frame"),
+            }
+            for it in items
+        ]
         plot = viz.evidence_plot(io.BytesIO(), panels)  # untitled: the summary's title is at its top
         plot.seek(0)
-        files["summary"] = _write(console, "the summary figure", viz.write_png, os.path.join(out, "summary.png"),
-                                  viz.summary_figure(rows, plot, title=title))
+        files["summary"] = _write(
+            console,
+            "the summary figure",
+            viz.write_png,
+            os.path.join(out, "summary.png"),
+            viz.summary_figure(rows, plot, title=title),
+        )
     gc.collect()
 
 
@@ -254,8 +316,21 @@ def _panel_title(it):
 
 def item_json(it):
     """The JSON entry of one item (no large arrays except the evidence)."""
-    keys = ("tag", "name", "index", "detected", "peak_frame", "gt", "iou", "detected_known_length",
-            "iou_known_length", "temporal_pointing_hit", "pointing", "word_step", "object")
+    keys = (
+        "tag",
+        "name",
+        "index",
+        "detected",
+        "peak_frame",
+        "gt",
+        "iou",
+        "detected_known_length",
+        "iou_known_length",
+        "temporal_pointing_hit",
+        "pointing",
+        "word_step",
+        "object",
+    )
     out = {k: it[k] for k in keys if k in it}
     if "zero_frames" in it:
         out["zero_evidence_frames"] = list(it["zero_frames"])
@@ -272,9 +347,17 @@ def print_summary(console, items, files, out):
         det = "-" if it.get("detected") is None else f"[{it['detected'][0]}, {it['detected'][1]}]"
         gt = "-" if it.get("gt") is None else f"[{it['gt'][0]}, {it['gt'][1]}]"
         iou = "-" if it.get("iou") is None else f"{it['iou']:.2f}"
-        hit = "-" if it.get("temporal_pointing_hit") is None else ("yes" if it["temporal_pointing_hit"] else "no")
+        hit = (
+            "-"
+            if it.get("temporal_pointing_hit") is None
+            else ("yes" if it["temporal_pointing_hit"] else "no")
+        )
         p = it.get("pointing")
-        pt = "-" if p is None or p["accuracy"] is None else f"{p['hits']}/{p['hits'] + p['misses']} ({p['accuracy']:.0%})"
+        pt = (
+            "-"
+            if p is None or p["accuracy"] is None
+            else f"{p['hits']}/{p['hits'] + p['misses']} ({p['accuracy']:.0%})"
+        )
         rows.append((it["name"], det, gt, iou, hit, pt))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
@@ -288,8 +371,9 @@ def _wrap(text, width=100):
     """One message as lines of at most ``width`` characters, continuation lines indented."""
     import textwrap
 
-    return textwrap.fill(text, width=width, subsequent_indent="  ", break_on_hyphens=False,
-                         break_long_words=False)
+    return textwrap.fill(
+        text, width=width, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False
+    )
 
 
 def files_line(files, out):
@@ -299,7 +383,7 @@ def files_line(files, out):
         if isinstance(v, dict):
             tags.append(key)
             for p in v.values():
-                kind = os.path.basename(p)[len(key):]
+                kind = os.path.basename(p)[len(key) :]
                 if kind not in per:
                     per.append(kind)
         else:

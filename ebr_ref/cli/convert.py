@@ -23,25 +23,35 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub, parents):
     p = sub.add_parser(
-        "convert", parents=parents, help="convert a checkpoint into an ebr_ref model (.npz + .json)",
-        description="Convert a checkpoint that weights_io reads (Caffe .caffemodel + prototxt, torchvision VGG16, "
-                    "PyTorch/Keras LSTM, Keras VGG16, ONNX) into ebr_ref's canonical .npz + .json sidecar.",
+        "convert",
+        parents=parents,
+        help="convert a checkpoint into an ebr_ref model (.npz + .json)",
+        description="Convert a checkpoint that weights_io reads (Caffe .caffemodel + prototxt, "
+        "torchvision VGG16, PyTorch/Keras LSTM, Keras VGG16, ONNX) into ebr_ref's canonical .npz + .json "
+        "sidecar.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="the checkpoint to convert (.caffemodel, .pt/.pth, .h5, .onnx, .safetensors, "
-                        ".npz...)")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="the checkpoint to convert (.caffemodel, .pt/.pth, .h5, .onnx, .safetensors, .npz...)",
+    )
     p.add_argument("--prototxt", help="Caffe deploy prototxt (for a .caffemodel)")
     p.add_argument("--source", help="converter, when it cannot be detected (see 'ebr-ref inspect')")
-    p.add_argument("--preprocessing", help="preprocessing preset recorded in the sidecar (e.g. caffe_vgg16, lrcn, "
-                                           "torchvision, identity)")
+    p.add_argument(
+        "--preprocessing",
+        help="preprocessing preset recorded in the sidecar (e.g. caffe_vgg16, lrcn, torchvision, identity)",
+    )
     p.add_argument("--input-size", type=positive_int, help="input size (square) for converters that take one")
     p.add_argument("--class-names", help="text file with one class name per line, stored in the sidecar")
     p.add_argument("--dtype", choices=("float32", "float64"), help="store the parameters in this dtype")
-    p.add_argument("--out", required=True,
-                   help="output .npz (the sidecar is written next to it as .json; its folder is created when "
-                        "missing)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing .npz/.json pair (refused otherwise)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output .npz (the sidecar is written next to it as .json; its folder is created when missing)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing .npz/.json pair (refused otherwise)"
+    )
     p.set_defaults(run=run)
     return p
 
@@ -100,22 +110,28 @@ def _convert(args, console, out, missing):
             with open(args.class_names, encoding="utf-8") as f:
                 names = [line.strip() for line in f if line.strip()]
         except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"--class-names {args.class_names}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+            raise UserError(
+                f"--class-names {args.class_names}: cannot read ({getattr(e, 'strerror', None) or e})"
+            ) from None
     options = {}
     if args.preprocessing is not None:
         options["preprocessing"] = args.preprocessing
     if args.input_size is not None:
         options["input_size"] = args.input_size
     with console.stage("converting"):
-        model, how = load_any_model(args.checkpoint, prototxt=args.prototxt, source=args.source,
-                                    options=options, option=None)
+        model, how = load_any_model(
+            args.checkpoint, prototxt=args.prototxt, source=args.source, options=options, option=None
+        )
     if not how.startswith("converted"):
-        given = [o for o, v in (("--input-size", args.input_size), ("--preprocessing", args.preprocessing))
-                 if v]
+        given = [
+            o for o, v in (("--input-size", args.input_size), ("--preprocessing", args.preprocessing)) if v
+        ]
         if given:
             verb = "applies" if len(given) == 1 else "apply"
-            raise UserError(f"{' and '.join(given)} {verb} to a checkpoint a converter reads; "
-                            f"{args.checkpoint} is already an ebr_ref model ({how})")
+            raise UserError(
+                f"{' and '.join(given)} {verb} to a checkpoint a converter reads; "
+                f"{args.checkpoint} is already an ebr_ref model ({how})"
+            )
     if args.dtype is not None:
         model = model.astype(args.dtype)
     meta = {}
@@ -133,10 +149,14 @@ def _convert(args, console, out, missing):
     with user_errors(f"--out {out}"):
         save_model(model, out, meta=meta)
     console.info(f"{args.checkpoint} [{how}] -> {out} (+ {os.path.splitext(out)[0]}.json)")
-    console.info(f"model {describe_model(model)}; {len(model.layers)} layers, "
-                 f"{sum(int(v.size) for v in model.params.values()):,} parameters")
+    console.info(
+        f"model {describe_model(model)}; {len(model.layers)} layers, "
+        f"{sum(int(v.size) for v in model.params.values()):,} parameters"
+    )
     if "readout" not in model.meta and "conv5_1" not in model.layer_names:
         convs = ", ".join(n.name for n in model.layers if n.type == "conv") or "none"
-        console.info(f"note: no default read-out layer (the sidecar names no 'readout' and there is no "
-                     f"conv5_1): pass --layer to ground and caption; its convolution layers: {convs}")
+        console.info(
+            f"note: no default read-out layer (the sidecar names no 'readout' and there is no "
+            f"conv5_1): pass --layer to ground and caption; its convolution layers: {convs}"
+        )
     return 0

@@ -21,14 +21,26 @@ from .. import synthetic
 from ..models import shipped_names
 from ..tools.video import preprocess, preprocessing_of
 from ._common import (
-    UserError, class_names, describe_model, load_any_model, require_classifier, require_cli_extra, seed_int,
+    UserError,
+    class_names,
+    describe_model,
+    load_any_model,
+    require_classifier,
+    require_cli_extra,
+    seed_int,
     user_errors,
 )
 from ._outputs import OutputSet
 from ._report import _wrap, analyse, item_json, print_summary, tag_of, write_outputs
 from .ground import (
-    add_engine_args, add_output_args, check_engine_args, describe_prediction, ground_arrays, predicted,
-    prepare_model, run_ground,
+    add_engine_args,
+    add_output_args,
+    check_engine_args,
+    describe_prediction,
+    ground_arrays,
+    predicted,
+    prepare_model,
+    run_ground,
 )
 
 __all__ = ["add_parser", "run", "DEFAULT_SEED", "ACTION_MODEL", "CAPTION_MODEL"]
@@ -42,19 +54,34 @@ MAX_FRAMES = 256  # a demo, not a benchmark: the contact sheets stay readable
 
 def add_parser(sub, parents):
     p = sub.add_parser(
-        "demo", parents=parents, help="ground two actions of a synthetic clip with the shipped models",
+        "demo",
+        parents=parents,
+        help="ground two actions of a synthetic clip with the shipped models",
         description="Ground the two actions of a synthetic two-action clip with the shipped CNN-LSTM (and "
-                    "the nouns of a generated caption with the shipped captioner), writing overlays, a "
-                    "contact sheet, the evidence plot, a summary picture, results.json and results.npz. No "
-                    "network, about 10 s on 2 CPU cores.",
+        "the nouns of a generated caption with the shipped captioner), writing overlays, a "
+        "contact sheet, the evidence plot, a summary picture, results.json and results.npz. No "
+        "network, about 10 s on 2 CPU cores.",
     )
-    p.add_argument("--model", default=ACTION_MODEL, help=f"action model (default: the shipped {ACTION_MODEL})")
-    p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED,
-                   help=f"seed of the synthetic clips, decimal or 0x hex (default {DEFAULT_SEED:#x})")
-    p.add_argument("--frames", type=_frames_arg, default=DEFAULT_FRAMES,
-                   help=f"clip length, 4 to {MAX_FRAMES} (default {DEFAULT_FRAMES})")
-    p.add_argument("--caption-model", default=CAPTION_MODEL,
-                   help=f"captioner for the caption part (default: the shipped {CAPTION_MODEL})")
+    p.add_argument(
+        "--model", default=ACTION_MODEL, help=f"action model (default: the shipped {ACTION_MODEL})"
+    )
+    p.add_argument(
+        "--seed",
+        type=seed_int,
+        default=DEFAULT_SEED,
+        help=f"seed of the synthetic clips, decimal or 0x hex (default {DEFAULT_SEED:#x})",
+    )
+    p.add_argument(
+        "--frames",
+        type=_frames_arg,
+        default=DEFAULT_FRAMES,
+        help=f"clip length, 4 to {MAX_FRAMES} (default {DEFAULT_FRAMES})",
+    )
+    p.add_argument(
+        "--caption-model",
+        default=CAPTION_MODEL,
+        help=f"captioner for the caption part (default: the shipped {CAPTION_MODEL})",
+    )
     p.add_argument("--no-caption", action="store_true", help="skip the caption part")
     # Two actions in one clip: seed every step (one grand total per class), not only the last one, whose
     # LSTM state holds the second action (measured on 10 clips with the shipped model: temporal IoU of the
@@ -71,8 +98,9 @@ def _frames_arg(text):
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer from 4 to {MAX_FRAMES}, got {text!r}") \
-            from None
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 4 to {MAX_FRAMES}, got {text!r}"
+        ) from None
     if not 4 <= v <= MAX_FRAMES:
         raise argparse.ArgumentTypeError(f"expected an integer from 4 to {MAX_FRAMES}, got {v}")
     return v
@@ -99,12 +127,16 @@ def run(args, console):
     require_cli_extra()
     t_start = time.perf_counter()
     if args.model == ACTION_MODEL and ACTION_MODEL not in shipped_names():
-        raise UserError(f"the shipped model {ACTION_MODEL} is not installed (ebr_ref/data); reinstall ebr_ref")
+        raise UserError(
+            f"the shipped model {ACTION_MODEL} is not installed (ebr_ref/data); reinstall ebr_ref"
+        )
     model, how = load_any_model(args.model)
     model = prepare_model(require_classifier(model, "demo"), args)
     if not model.is_recurrent or model.num_classes != synthetic.NUM_CLASSES or model.input_shape[0] != 3:
-        raise UserError(f"--model {args.model}: the demo needs a CNN-LSTM over the {synthetic.NUM_CLASSES} "
-                        f"synthetic actions; got {describe_model(model)}")
+        raise UserError(
+            f"--model {args.model}: the demo needs a CNN-LSTM over the {synthetic.NUM_CLASSES} "
+            f"synthetic actions; got {describe_model(model)}"
+        )
     check_engine_args(model, args)
     with OutputSet(args.out, overwrite=args.overwrite) as outs:
         size = model.input_shape[1:]
@@ -118,11 +150,21 @@ def run(args, console):
         names = class_names(model)
         items = []
         for k, c in enumerate(targets):
-            items.append(analyse({
-                "tag": tag_of("class", c, names[c]), "name": names[c], "index": c, "maps": g.maps[k],
-                "evidence": g.evidence[k], "prob": g.probs[:, c], "gt": _interval_of_class(clip, c),
-                "boxes": _boxes_of_class(clip, c),
-            }, size))
+            items.append(
+                analyse(
+                    {
+                        "tag": tag_of("class", c, names[c]),
+                        "name": names[c],
+                        "index": c,
+                        "maps": g.maps[k],
+                        "evidence": g.evidence[k],
+                        "prob": g.probs[:, c],
+                        "gt": _interval_of_class(clip, c),
+                        "boxes": _boxes_of_class(clip, c),
+                    },
+                    size,
+                )
+            )
         caption = None
         if not args.no_caption:
             caption = _caption_part(args, console, size)
@@ -130,33 +172,67 @@ def run(args, console):
                 items.extend(caption["items"])
         pred = predicted(model, g.probs)
         results = {
-            "command": "demo", "model": {"spec": args.model, "loaded_as": how, "name": model.meta.get("name"),
-                                        "class_names": names},
-            "method": method, "layer": g.layer, "lstm_rule": args.lstm_rule, "dtype": str(model.dtype),
+            "command": "demo",
+            "model": {
+                "spec": args.model,
+                "loaded_as": how,
+                "name": model.meta.get("name"),
+                "class_names": names,
+            },
+            "method": method,
+            "layer": g.layer,
+            "lstm_rule": args.lstm_rule,
+            "dtype": str(model.dtype),
             "device": args.device,
-            "clip": {"generator": "ebr_ref.synthetic.make_clip", "kind": clip.kind, "seed": args.seed,
-                     "frames": int(x.shape[0]), "size": list(size), "actions": [names[c] for c in targets],
-                     "intervals": [list(_interval_of_class(clip, c)) for c in targets]},
-            "predicted": pred, "targets": [item_json(it) for it in items],
-            "caption": None if caption is None else {k: v for k, v in caption.items()
-                                                     if k not in ("items", "maps", "evidence", "clip")},
-            "diagnostics": g.diagnostics, "timing_s": {"ground": round(t_ground, 3)},
+            "clip": {
+                "generator": "ebr_ref.synthetic.make_clip",
+                "kind": clip.kind,
+                "seed": args.seed,
+                "frames": int(x.shape[0]),
+                "size": list(size),
+                "actions": [names[c] for c in targets],
+                "intervals": [list(_interval_of_class(clip, c)) for c in targets],
+            },
+            "predicted": pred,
+            "targets": [item_json(it) for it in items],
+            "caption": None
+            if caption is None
+            else {k: v for k, v in caption.items() if k not in ("items", "maps", "evidence", "clip")},
+            "diagnostics": g.diagnostics,
+            "timing_s": {"ground": round(t_ground, 3)},
         }
         arrays = ground_arrays(g, x, display, method, args, targets)
         arrays["frame_labels"] = clip.frame_labels
         arrays["actor_boxes"] = clip.actor_boxes
         if caption is not None and caption.get("items"):
-            arrays.update({"caption_maps": caption["maps"], "caption_evidence": caption["evidence"],
-                           "caption_clip": caption["clip"], "caption_frames": caption["items"][0]["display"]})
-        files = write_outputs(outs.stage, display, items, console=console, fps=args.fps or 4.0,
-                              scale=args.scale, mp4=not args.no_mp4, results=results, arrays=arrays,
-                              title=f"{method} at {g.layer}, synthetic clip {args.seed:#x}")
+            arrays.update(
+                {
+                    "caption_maps": caption["maps"],
+                    "caption_evidence": caption["evidence"],
+                    "caption_clip": caption["clip"],
+                    "caption_frames": caption["items"][0]["display"],
+                }
+            )
+        files = write_outputs(
+            outs.stage,
+            display,
+            items,
+            console=console,
+            fps=args.fps or 4.0,
+            scale=args.scale,
+            mp4=not args.no_mp4,
+            results=results,
+            arrays=arrays,
+            title=f"{method} at {g.layer}, synthetic clip {args.seed:#x}",
+        )
         outs.commit()
     files = outs.final(files)
     console.info(f"model {describe_model(model)} [{how}]")
-    console.info(f"clip: {x.shape[0]} synthetic frames, '{names[targets[0]]}' in frames "
-                 f"{list(_interval_of_class(clip, targets[0]))}, '{names[targets[1]]}' in "
-                 f"{list(_interval_of_class(clip, targets[1]))} (seed {args.seed:#x})")
+    console.info(
+        f"clip: {x.shape[0]} synthetic frames, '{names[targets[0]]}' in frames "
+        f"{list(_interval_of_class(clip, targets[0]))}, '{names[targets[1]]}' in "
+        f"{list(_interval_of_class(clip, targets[1]))} (seed {args.seed:#x})"
+    )
     console.info(describe_prediction(model, pred))
     console.info(f"{method} at {g.layer}, LSTM rule {args.lstm_rule}: {t_ground:.2f} s")
     if caption is not None:
@@ -217,28 +293,41 @@ def _caption_part(args, console, size):
     if not hasattr(model, "vocab"):
         raise UserError(f"--caption-model {spec}: not a captioner")
     with console.stage("rendering the captioning clip"), user_errors("captioning clip"):
-        cc = make_caption_clip(args.seed, num_objects=2, num_frames=args.frames, size=tuple(model.input_shape[1:]),
-                               p_full=0.0)
+        cc = make_caption_clip(
+            args.seed, num_objects=2, num_frames=args.frames, size=tuple(model.input_shape[1:]), p_full=0.0
+        )
     with user_errors("preprocessing for the captioner"):
         x = preprocess(cc.frames.transpose(0, 2, 3, 1), preprocessing_of(model.meta), model.dtype)
-    ns = SimpleNamespace(method="cEB-R", layer=None, lstm_rule=args.lstm_rule, max_len=30, chunk_size=args.chunk_size)
+    ns = SimpleNamespace(
+        method="cEB-R", layer=None, lstm_rule=args.lstm_rule, max_len=30, chunk_size=args.chunk_size
+    )
     with console.stage("decoding the caption"), user_errors("captioner"):
         decoded = model.decode(x)
     words = list(decoded.words)
     name = model.meta.get("name", spec)
     if not words:
-        return {"caption": "", "items": [],
-                "summary": f"caption ({name}): the captioner emitted an empty caption"}
+        return {
+            "caption": "",
+            "items": [],
+            "summary": f"caption ({name}): the captioner emitted an empty caption",
+        }
     probs = numpy.asarray(decoded.probs)[numpy.arange(len(words)), decoded.ids[: len(words)]]
     nouns = _nouns(words, cc.objects)
     if nouns:
         positions, objects = [k for k, _ in nouns], [ob for _, ob in nouns]
     else:
         positions, objects = [_fallback_word(words, probs)], [None]
-    res, items, seconds = ground_words(model, x, positions, ns, console, caption=words,
-                                       gts=[None if ob is None else ob.interval for ob in objects],
-                                       boxes=[None if ob is None else ob.boxes for ob in objects],
-                                       input_size=tuple(x.shape[2:]))
+    res, items, seconds = ground_words(
+        model,
+        x,
+        positions,
+        ns,
+        console,
+        caption=words,
+        gts=[None if ob is None else ob.interval for ob in objects],
+        boxes=[None if ob is None else ob.boxes for ob in objects],
+        input_size=tuple(x.shape[2:]),
+    )
     res.diagnostics["decoded"] = "greedy"
     for it, ob in zip(items, objects):
         it["display"] = _display(cc.frames)
@@ -249,10 +338,22 @@ def _caption_part(args, console, size):
         what = f"its noun{'s' * (len(positions) > 1)} {quoted}"
     else:
         what = f"{quoted} (no noun of an object found)"
-    summary = (f"caption (greedy, {name}) of a two-object clip: \"{' '.join(words)}\" (ground truth: "
-               f"\"{cc.caption}\"); grounded {what} with cEB-R in {seconds:.2f} s"
-               + (", each against its object's frames and boxes" if nouns else ""))
-    return {**caption_json(res), "model": spec, "words": [words[k] for k in positions],
-            "positions": positions, "ground_truth_caption": cc.caption, "seed": args.seed,
-            "frames": int(x.shape[0]),
-            "items": items, "maps": res.maps, "evidence": res.evidence, "clip": x, "summary": summary}
+    summary = (
+        f'caption (greedy, {name}) of a two-object clip: "{" ".join(words)}" (ground truth: '
+        f'"{cc.caption}"); grounded {what} with cEB-R in {seconds:.2f} s'
+        + (", each against its object's frames and boxes" if nouns else "")
+    )
+    return {
+        **caption_json(res),
+        "model": spec,
+        "words": [words[k] for k in positions],
+        "positions": positions,
+        "ground_truth_caption": cc.caption,
+        "seed": args.seed,
+        "frames": int(x.shape[0]),
+        "items": items,
+        "maps": res.maps,
+        "evidence": res.evidence,
+        "clip": x,
+        "summary": summary,
+    }

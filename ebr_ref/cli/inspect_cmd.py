@@ -22,17 +22,27 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub, parents):
     p = sub.add_parser(
-        "inspect", parents=parents, help="list a checkpoint's tensors and the architecture inferred from them",
-        description="List every tensor of a checkpoint (name, shape, dtype) and the architecture a converter infers "
-                    "(layers, output shapes, input shape, preprocessing).",
+        "inspect",
+        parents=parents,
+        help="list a checkpoint's tensors and the architecture inferred from them",
+        description="List every tensor of a checkpoint (name, shape, dtype) and the architecture a converter "
+        "infers (layers, output shapes, input shape, preprocessing).",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a checkpoint of any format weights_io reads, or an ebr_ref .npz")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a checkpoint of any format weights_io reads, or an ebr_ref .npz",
+    )
     p.add_argument("--prototxt", help="Caffe deploy prototxt (for a .caffemodel)")
     p.add_argument("--source", help="converter, when it cannot be detected")
-    p.add_argument("--max-tensors", type=int, default=200, help="list at most this many tensors (default 200)")
-    p.add_argument("--allow-nonfinite", action="store_true",
-                   help="list tensors with NaN or infinite values instead of refusing the file")
+    p.add_argument(
+        "--max-tensors", type=int, default=200, help="list at most this many tensors (default 200)"
+    )
+    p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="list tensors with NaN or infinite values instead of refusing the file",
+    )
     p.set_defaults(run=run)
     return p
 
@@ -57,8 +67,14 @@ def _tensor_rows(tensors, limit):
     return rows
 
 
-_QUIET_DEFAULTS = {"dilation": 1, "groups": 1, "bias": True, "ceil_mode": False, "count_include_pad": True,
-                   "padding": 0}
+_QUIET_DEFAULTS = {
+    "dilation": 1,
+    "groups": 1,
+    "bias": True,
+    "ceil_mode": False,
+    "count_include_pad": True,
+    "padding": 0,
+}
 
 
 def _compact(v):
@@ -70,8 +86,11 @@ def _compact(v):
 def _layer_rows(layers, shapes):
     rows = [("layer", "type", "output", "settings")]
     for layer, shape in zip(layers, shapes):
-        shown = {k: _compact(v) for k, v in layer.settings.items()
-                 if _compact(v) != _compact(_QUIET_DEFAULTS.get(k, object()))}
+        shown = {
+            k: _compact(v)
+            for k, v in layer.settings.items()
+            if _compact(v) != _compact(_QUIET_DEFAULTS.get(k, object()))
+        }
         txt = ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
         rows.append((layer.name, layer.type, "x".join(map(str, shape)), txt))
     return rows
@@ -92,17 +111,29 @@ def run(args, console):
         model = _load_canonical(path, allow_nonfinite=True)
         _refuse_nonfinite(path, model.params, args.allow_nonfinite)
         kind = "captioner" if hasattr(model, "vocab") else "model"
-        _print(console, f"{path}: ebr_ref canonical {kind} ({size / 1e6:.2f} MB, sidecar {os.path.splitext(path)[0]}.json)")
-        _print(console, f"{len(model.params)} tensors, {sum(int(v.size) for v in model.params.values()):,} parameters")
+        _print(
+            console,
+            f"{path}: ebr_ref canonical {kind} ({size / 1e6:.2f} MB, "
+            f"sidecar {os.path.splitext(path)[0]}.json)",
+        )
+        _print(
+            console,
+            f"{len(model.params)} tensors, {sum(int(v.size) for v in model.params.values()):,} parameters",
+        )
         for line in _table(_tensor_rows(model.params, args.max_tensors)):
             _print(console, line)
         _list_nonfinite(console, model.params, args.allow_nonfinite)
-        _describe(console, model.layers, model.shapes, model.input_shape, model.meta, model.meta.get("class_names"))
+        _describe(
+            console, model.layers, model.shapes, model.input_shape, model.meta, model.meta.get("class_names")
+        )
         if hasattr(model, "vocab"):
             words = model.vocab.words
-            _print(console, f"decoder: embed {model.embed_dim}, hidden {model.hidden}, static input at "
-                            f"{model.static_layer}, pool {model.pool}, cell {model.cell_act}; vocabulary "
-                            f"{len(model.vocab)} tokens: {', '.join(words[:30])}{' ...' if len(words) > 30 else ''}")
+            _print(
+                console,
+                f"decoder: embed {model.embed_dim}, hidden {model.hidden}, static input at "
+                f"{model.static_layer}, pool {model.pool}, cell {model.cell_act}; vocabulary "
+                f"{len(model.vocab)} tokens: {', '.join(words[:30])}{' ...' if len(words) > 30 else ''}",
+            )
         return 0
     import weights_io
 
@@ -127,7 +158,9 @@ def run(args, console):
         layers = [Layer.from_dict(d) for d in meta["architecture"]]
         shapes = infer_shapes(layers, tuple(meta["input_shape"]))
     src = meta.get("source", {})
-    _print(console, f"converter {src.get('converter', args.source or '?')}: {len(params)} canonical parameters")
+    _print(
+        console, f"converter {src.get('converter', args.source or '?')}: {len(params)} canonical parameters"
+    )
     names = meta.get("class_names")
     _describe(console, layers, shapes, tuple(meta["input_shape"]), meta, names)
     return 0
@@ -150,8 +183,11 @@ def _list_nonfinite(console, tensors, allow):
         return
     bad = nonfinite_parameters(tensors)
     if bad:
-        _print(console, f"non-finite values (NaN or inf) in {len(bad)} tensors; such a model is refused by "
-                        "ground, convert and load_model:")
+        _print(
+            console,
+            f"non-finite values (NaN or inf) in {len(bad)} tensors; such a model is refused by "
+            "ground, convert and load_model:",
+        )
         rows = [(k, f"{n:,}", f"{int(numpy.prod(tensors[k].shape)):,}") for k, n in sorted(bad.items())]
         for line in _table([("tensor", "non-finite values", "of")] + rows):
             _print(console, line)

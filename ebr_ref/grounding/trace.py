@@ -56,8 +56,15 @@ from ..models.model import softmax
 from ..models.stack import run_eb, run_grad
 from .algorithm import channel_sum, contrast, frame_evidence, normalise_by_total, one_hot_seed
 from .frame_cnn import FrameCNN, weights_memo
-from .ground import METHODS, RECURRENT_METHODS, _clip_markers, _parse_seed_steps, _parse_targets
-from .ground import _readout_index, _with_negated_classifier
+from .ground import (
+    METHODS,
+    RECURRENT_METHODS,
+    _clip_markers,
+    _parse_seed_steps,
+    _parse_targets,
+    _readout_index,
+    _with_negated_classifier,
+)
 from .ground_caption import METHODS as CAPTION_METHODS
 from .ground_caption import _queries, _word_seed, decoder_eb, decoder_grad
 from .inputs import check_lstm_rule, prepare
@@ -74,9 +81,11 @@ def lstm_backward_names(rule):
     the total at ``c_t``, the gate signals, the normaliser, what the recurrent
     branch sends to ``h_{t-1}``, what was lost.
     """
-    return {"eb": ("p_h", "p_c", "p_g", "Z", "p_rec", "lost"),
-            "caffe": ("p_h", "p_c", "dz", "Z", "p_rec", "lost"),
-            "grad": ("p_h", "p_c", "dz", "p_rec")}[rule]
+    return {
+        "eb": ("p_h", "p_c", "p_g", "Z", "p_rec", "lost"),
+        "caffe": ("p_h", "p_c", "dz", "Z", "p_rec", "lost"),
+        "grad": ("p_h", "p_c", "dz", "p_rec"),
+    }[rule]
 
 
 class _Points:
@@ -103,8 +112,20 @@ class _Points:
             self.add(f"{prefix}/{q}", v[:, 0] if q == "Z" else v[:, :, 0], k=q != "Z")
 
 
-def trace(model, clip, target, *, method="cEB-R", layer=None, lstm_rule="caffe", seed_steps="last",
-          dtype=None, cont=None, chunk_size=8, allow_tanh_eb=False):
+def trace(
+    model,
+    clip,
+    target,
+    *,
+    method="cEB-R",
+    layer=None,
+    lstm_rule="caffe",
+    seed_steps="last",
+    dtype=None,
+    cont=None,
+    chunk_size=8,
+    allow_tanh_eb=False,
+):
     """Every named point of one :func:`~ebr_ref.grounding.ground.ground` call (module notes).
 
     Parameters
@@ -152,17 +173,21 @@ def trace(model, clip, target, *, method="cEB-R", layer=None, lstm_rule="caffe",
             pts.add(f"forward/{model.layer_names[k]}", x)
         pts.add("logits", x)  # (T, C)
         pts.add("probs", softmax(x))
-        seed = one_hot_seed(targets, _parse_seed_steps(seed_steps, T), T, model.num_classes, xp=xp,
-                            dtype=model.dtype)  # (K, T, C)
+        seed = one_hot_seed(
+            targets, _parse_seed_steps(seed_steps, T), T, model.num_classes, xp=xp, dtype=model.dtype
+        )  # (K, T, C)
         pts.add("seed", seed, k=True)
         if mode == "grad":
             Map = _sequence_backward(seq, seed, "grad", False, "signal", "lstm", pts)  # (K, T, D)
         else:
             Map = _normalised_passes(
                 lambda sp, lp: _sequence_backward(seq, seed, lstm_rule, allow_tanh_eb, sp, lp, pts),
-                lambda sp, lp: _sequence_backward(_with_negated_classifier(model, seq, memo), seed, lstm_rule,
-                                                  allow_tanh_eb, sp, lp, pts),
-                method == "cEB-R", pts)
+                lambda sp, lp: _sequence_backward(
+                    _with_negated_classifier(model, seq, memo), seed, lstm_rule, allow_tanh_eb, sp, lp, pts
+                ),
+                method == "cEB-R",
+                pts,
+            )
         _cnn_backward(model, records, chunks, Map, mode, top, readout, pts)
         return pts.values
     pts.add("logits", xp.concatenate([o[-1] for o in outputs], axis=0))  # (T, C)
@@ -186,8 +211,20 @@ def trace(model, clip, target, *, method="cEB-R", layer=None, lstm_rule="caffe",
     return pts.values
 
 
-def trace_caption(model, clip, words, *, caption=None, method="cEB-R", layer=None, lstm_rule="caffe",
-                  max_len=30, dtype=None, chunk_size=8, allow_tanh_eb=False):
+def trace_caption(
+    model,
+    clip,
+    words,
+    *,
+    caption=None,
+    method="cEB-R",
+    layer=None,
+    lstm_rule="caffe",
+    max_len=30,
+    dtype=None,
+    chunk_size=8,
+    allow_tanh_eb=False,
+):
     """Every named point of one :func:`~ebr_ref.grounding.ground_caption.ground_caption` call (module notes).
 
     Parameters
@@ -206,8 +243,9 @@ def trace_caption(model, clip, words, *, caption=None, method="cEB-R", layer=Non
         names; ``tokens (S,)`` is the caption's token ids followed by ``<eos>``.
     """
     if method not in CAPTION_METHODS:
-        raise ValueError(f"unknown method {method!r} for caption grounding; expected one of "
-                         f"{', '.join(CAPTION_METHODS)}")
+        raise ValueError(
+            f"unknown method {method!r} for caption grounding; expected one of {', '.join(CAPTION_METHODS)}"
+        )
     check_lstm_rule(lstm_rule)
     if not isinstance(model, CaptionModel):
         raise TypeError(f"trace_caption needs a CaptionModel, got {type(model).__name__}")
@@ -253,11 +291,13 @@ def trace_caption(model, clip, words, *, caption=None, method="cEB-R", layer=Non
         _decoder_grad_points(seed, dc, pts)
         pts.add("interface/positive", Map, k=True)
     else:
+
         def one_pass(negate):
             def run(sp, lp):
                 sig = decoder_eb(seed, dc, rule=lstm_rule, negate=negate, allow_tanh=allow_tanh_eb)
                 _decoder_points(sig, seed, dc, lstm_rule, allow_tanh_eb, sp, lp, pts)
                 return to_frames(sig.p_video)  # (K, T, D)  P^t(a_i)
+
             return run
 
         Map = _normalised_passes(one_pass(False), one_pass(True), method == "cEB-R", pts)
@@ -321,9 +361,9 @@ def _sequence_backward(records, p, rule, allow_tanh, sp, lp, pts):
     for i in range(len(records) - 1, -1, -1):
         layer, cache = records[i]
         if rule == "grad":
-            p_in = run_grad(records[i:i + 1], p)
+            p_in = run_grad(records[i : i + 1], p)
         else:
-            p_in = run_eb(records[i:i + 1], p, lstm_rule=rule, allow_tanh_eb=allow_tanh).p
+            p_in = run_eb(records[i : i + 1], p, lstm_rule=rule, allow_tanh_eb=allow_tanh).p
         if layer.type == "lstm":  # the kernel once more, for its per-step quantities (the same arithmetic)
             rec = {}
             if rule == "grad":
@@ -368,7 +408,7 @@ def _cnn_backward(model, records, chunks, p, mode, top, readout, pts):
         q = p[:, a:b]  # (K, n, ...)
         got[top - 1].append(q)
         for k in range(top - 1, -1, -1):
-            rec = records[c][k:k + 1]
+            rec = records[c][k : k + 1]
             q = run_grad(rec, q) if mode == "grad" else run_eb(rec, q).p
             got[k - 1].append(q)
     for k in range(top - 1, -2, -1):

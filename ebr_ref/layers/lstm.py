@@ -40,7 +40,10 @@ __all__ = [
 
 GATE_ORDER = ("i", "f", "o", "g")  # block order on the 4H axis (Caffe's LSTMUnit)
 CELL_ACTS = ("relu", "tanh")
-LSTM_RULES = ("caffe", "eb")  # the EB rules through the unrolled LSTM (docs/spec.md §4); drivers and CLI offer these
+LSTM_RULES = (
+    "caffe",
+    "eb",
+)  # the EB rules through the unrolled LSTM (docs/spec.md §4); drivers and CLI offer these
 
 
 class LSTMParams(NamedTuple):
@@ -116,7 +119,9 @@ def _as_params(params):
         return params
     if isinstance(params, tuple) and len(params) in (3, 4):
         return LSTMParams(*params)
-    raise TypeError(f"lstm_forward: params must be an LSTMParams(W_x, b, W_h, W_s=None), got {type(params).__name__}")
+    raise TypeError(
+        f"lstm_forward: params must be an LSTMParams(W_x, b, W_h, W_s=None), got {type(params).__name__}"
+    )
 
 
 def _shape(a):
@@ -137,19 +142,34 @@ def _check(x, p, cont, static, h0, c0, cell_act):
     if _shape(p.b) != (4 * H,):
         raise ValueError(f"lstm_forward: b must be (4H,) = {(4 * H,)}, got shape {_shape(p.b)}")
     if (static is None) != (p.W_s is None):
-        raise ValueError("lstm_forward: a static input needs W_s and W_s needs a static input "
-                         f"(got static {_shape(static)}, W_s {_shape(p.W_s)})")
+        raise ValueError(
+            "lstm_forward: a static input needs W_s and W_s needs a static input "
+            f"(got static {_shape(static)}, W_s {_shape(p.W_s)})"
+        )
     if static is not None:
         if static.ndim != 2 or static.shape[0] != N:
-            raise ValueError(f"lstm_forward: static must be (N, D_s) with N = {N}, got shape {tuple(static.shape)}")
+            raise ValueError(
+                f"lstm_forward: static must be (N, D_s) with N = {N}, got shape {tuple(static.shape)}"
+            )
         if _shape(p.W_s) != (4 * H, static.shape[1]):
-            raise ValueError(f"lstm_forward: W_s must be (4H, D_s) = {(4 * H, static.shape[1])}, got {_shape(p.W_s)}")
+            raise ValueError(
+                f"lstm_forward: W_s must be (4H, D_s) = {(4 * H, static.shape[1])}, got {_shape(p.W_s)}"
+            )
     for name, a in (("h0", h0), ("c0", c0)):
         if a is not None and _shape(a) != (N, H):
             raise ValueError(f"lstm_forward: {name} must be (N, H) = {(N, H)}, got shape {_shape(a)}")
     if cont is not None and _shape(cont) != (T, N):
         raise ValueError(f"lstm_forward: cont must be (T, N) = {(T, N)}, got shape {_shape(cont)}")
-    arrays = {"x": x, "W_x": p.W_x, "b": p.b, "W_h": p.W_h, "W_s": p.W_s, "static": static, "h0": h0, "c0": c0}
+    arrays = {
+        "x": x,
+        "W_x": p.W_x,
+        "b": p.b,
+        "W_h": p.W_h,
+        "W_s": p.W_s,
+        "static": static,
+        "h0": h0,
+        "c0": c0,
+    }
     dtypes = {k: a.dtype for k, a in arrays.items() if a is not None}
     if len(set(dtypes.values())) != 1:
         raise TypeError(f"lstm_forward: dtypes differ ({', '.join(f'{k} {v}' for k, v in dtypes.items())})")
@@ -446,7 +466,9 @@ def _eb_conserving(P, cache, *, xp, record=None):
     if static is not None:
         Ws_pos = xp.maximum(W_s[sg], 0)  # (H, D_s)
         z = z + static @ Ws_pos.T  # (T, N, H)
-    share_c = cache.cont[..., None] * gates[..., gate_slice("f", H)] * cache.c_prev  # (T, N, H)  cont f c_{t-1}
+    share_c = (
+        cache.cont[..., None] * gates[..., gate_slice("f", H)] * cache.c_prev
+    )  # (T, N, H)  cont f c_{t-1}
     share_g = gates[..., gate_slice("i", H)] * gates[..., sg]  # (T, N, H)  i g
     den = share_c + share_g  # (T, N, H)  = c_t
     frac_c = safe_divide(share_c, den, xp=xp)  # (T, N, H)  in [0, 1]: fractions first, so no overflow

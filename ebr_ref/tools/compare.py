@@ -52,8 +52,20 @@ from ..grounding.trace import LSTM_FORWARD, readout_layer, trace, trace_caption
 from ..layers.lstm import GATE_ORDER
 
 __all__ = [
-    "Row", "Report", "FirstDifference", "read_theirs", "compare", "format_report", "compare_arrays",
-    "explain", "default_rtol", "reference_norm", "KNOWN_KEYS", "SETTING_KEYS", "FLOAT64_RTOL", "FLOAT32_RTOL",
+    "Row",
+    "Report",
+    "FirstDifference",
+    "read_theirs",
+    "compare",
+    "format_report",
+    "compare_arrays",
+    "explain",
+    "default_rtol",
+    "reference_norm",
+    "KNOWN_KEYS",
+    "SETTING_KEYS",
+    "FLOAT64_RTOL",
+    "FLOAT32_RTOL",
 ]
 
 SETTING_KEYS = ("clip", "target", "method", "lstm_rule", "seed_steps", "cont", "layer", "words", "caption")
@@ -179,8 +191,19 @@ def _default_axes(name, ndim, stacked):
     return lead + [f"d{j}" for j in range(rest)]
 
 
-def compare_arrays(name, theirs, ours, ref=None, *, rtol=None, stacked=False, axes=None, time_axis="auto",
-                   steps=None, ref_norm=None):
+def compare_arrays(
+    name,
+    theirs,
+    ours,
+    ref=None,
+    *,
+    rtol=None,
+    stacked=False,
+    axes=None,
+    time_axis="auto",
+    steps=None,
+    ref_norm=None,
+):
     """Compare one entry; ``ref`` (default ``ours``) sets the scale of the relative errors.
 
     Parameters
@@ -244,8 +267,11 @@ def compare_arrays(name, theirs, ours, ref=None, *, rtol=None, stacked=False, ax
         worst = int(numpy.argmax(per))
         if steps is not None and not ok:
             order = numpy.arange(per.shape[0]) if steps == "forward" else numpy.arange(per.shape[0])[::-1]
-            cum = numpy.sqrt(numpy.cumsum(per[order])) / nref if nref > 0 else numpy.where(
-                numpy.cumsum(per[order]) > 0, numpy.inf, 0.0)
+            cum = (
+                numpy.sqrt(numpy.cumsum(per[order])) / nref
+                if nref > 0
+                else numpy.where(numpy.cumsum(per[order]) > 0, numpy.inf, 0.0)
+            )
             step = int(order[int(numpy.argmax(cum > rtol))])
     if step is not None:  # the largest difference within the first failing step
         sub = numpy.take(ad, step, axis=time_axis)
@@ -254,8 +280,21 @@ def compare_arrays(name, theirs, ours, ref=None, *, rtol=None, stacked=False, ax
     else:
         idx = numpy.unravel_index(int(numpy.argmax(ad)), ad.shape) if ad.size else ()
     where = _where(axes, idx, t.shape)
-    return Row(name, tuple(t.shape), max_abs, max_rel, rel, where, float(t[idx]) if ad.size else 0.0,
-               float(o[idx]) if ad.size else 0.0, worst, ok, "", rtol, step)
+    return Row(
+        name,
+        tuple(t.shape),
+        max_abs,
+        max_rel,
+        rel,
+        where,
+        float(t[idx]) if ad.size else 0.0,
+        float(o[idx]) if ad.size else 0.0,
+        worst,
+        ok,
+        "",
+        rtol,
+        step,
+    )
 
 
 # ---- what the points are -------------------------------------------------------------------------------
@@ -283,13 +322,20 @@ def _info(model, method, rule):
         for k, n in enumerate(names[:-1]):
             above[n] = names[k + 1]
         above[cnn[-1]] = "pool over time"
-        above.update({"embed": "lstm1", "lstm1": "lstm2", "lstm2": "predict", "video": model.static_layer,
-                      "words": "embed"})
+        above.update(
+            {
+                "embed": "lstm1",
+                "lstm1": "lstm2",
+                "lstm2": "predict",
+                "video": model.static_layer,
+                "words": "embed",
+            }
+        )
         return _Info(types, above, cnn, cnn[-1], "predict", method, rule, True, model.static_layer)
     names = ("input",) + tuple(model.layer_names)
     types = {layer.name: layer.type for layer in model.layers}
     above = {names[k]: names[k + 1] for k in range(len(names) - 1)}
-    cnn = tuple(model.layer_names[:model.sequence_start])
+    cnn = tuple(model.layer_names[: model.sequence_start])
     interface = cnn[-1] if cnn else "input"
     return _Info(types, above, cnn, interface, model.layer_names[-1], method, rule, False, None)
 
@@ -337,44 +383,60 @@ def explain(name, info):
     parts = name.split("/")
     head, layer = parts[0], (parts[1] if len(parts) > 1 else None)
     if name in ("logits", "forward/" + info.classifier) or (info.captioner and name == "forward/predict"):
-        return ("the classifier's outputs (logits) at every step",
-                "the forward below it; the classifier's weights (out, in) and bias; compare the last forward "
-                "point that agrees")
+        return (
+            "the classifier's outputs (logits) at every step",
+            "the forward below it; the classifier's weights (out, in) and bias; compare the last forward "
+            "point that agrees",
+        )
     if name == "probs":
-        return ("the softmax of the logits at every step",
-                "dump logits too: saturated probabilities hide forward differences; softmax per step")
+        return (
+            "the softmax of the logits at every step",
+            "dump logits too: saturated probabilities hide forward differences; softmax per step",
+        )
     if name == "tokens":
-        return ("the caption's token ids, then <eos>",
-                "greedy decoding takes the first maximum of the logits over every token but <bos>; or force "
-                "the caption given in the settings")
+        return (
+            "the caption's token ids, then <eos>",
+            "greedy decoding takes the first maximum of the logits over every token but <bos>; or force "
+            "the caption given in the settings",
+        )
     if head == "forward":
         return _explain_forward(layer, info)
     if _is_lstm_point(name):
         return _explain_lstm(parts[2], head == "lstm_dual", info)
     if name == "seed" or (head in ("signal", "signal_dual") and layer in (info.classifier,)):
-        return ("the seed: the signal at the classifier's output",
-                "a raw 1 on the target logit (not its softmax, not the logit's value), at the seeded steps "
-                "only (seed_steps 'last' = the last step; a captioner: every step where the queried word is "
-                "predicted); K targets stack along a leading axis")
+        return (
+            "the seed: the signal at the classifier's output",
+            "a raw 1 on the target logit (not its softmax, not the logit's value), at the seeded steps "
+            "only (seed_steps 'last' = the last step; a captioner: every step where the queried word is "
+            "predicted); K targets stack along a leading axis",
+        )
     if head == "classifier":
         if layer == "dual":
-            return ("cEB's dual pass at the classifier's input",
-                    "the classifier's weights negated (W̄ = -W; the bias untouched) and EB with max(-W, 0), "
-                    "the same seed (paper eqs. 2, 4)")
-        return ("cEB's positive pass at the classifier's input",
-                "the EB rule of the classifier: Z = W+ a without the bias, no epsilon (docs/spec.md §2.1)")
+            return (
+                "cEB's dual pass at the classifier's input",
+                "the classifier's weights negated (W̄ = -W; the bias untouched) and EB with max(-W, 0), "
+                "the same seed (paper eqs. 2, 4)",
+            )
+        return (
+            "cEB's positive pass at the classifier's input",
+            "the EB rule of the classifier: Z = W+ a without the bias, no epsilon (docs/spec.md §2.1)",
+        )
     if head == "interface":
         return _explain_interface(layer == "dual", info)
     if head in ("totals", "normalised"):
-        return (f"eq. 5{'' if layer == 'positive' else ' (eq. 6, the dual pass)'}: "
-                + ("the grand total" if head == "totals" else "the signal divided by its grand total"),
-                "ONE total per target and pass over all frames and all units (not per frame, not per unit); "
-                "a zero total makes that pass 0, never NaN (docs/spec.md §5.3)")
+        return (
+            f"eq. 5{'' if layer == 'positive' else ' (eq. 6, the dual pass)'}: "
+            + ("the grand total" if head == "totals" else "the signal divided by its grand total"),
+            "ONE total per target and pass over all frames and all units (not per frame, not per unit); "
+            "a zero total makes that pass 0, never NaN (docs/spec.md §5.3)",
+        )
     if name in ("maps", "evidence"):
-        return ("the read-out: the signal at the read-out layer summed over channels"
-                + (", then over each frame" if name == "evidence" else ""),
-                "the sums only (the signal at the read-out layer agrees): channel sum per frame; the map of "
-                "layer L is the signal at L's output")
+        return (
+            "the read-out: the signal at the read-out layer summed over channels"
+            + (", then over each frame" if name == "evidence" else ""),
+            "the sums only (the signal at the read-out layer agrees): channel sum per frame; the map of "
+            "layer L is the signal at L's output",
+        )
     if head in ("signal", "signal_dual") and layer in ("video", "words", "embed"):
         return _explain_decoder_input(layer, info)
     if head in ("signal", "signal_dual"):
@@ -384,10 +446,10 @@ def explain(name, info):
 
 _FORWARD = {
     "conv": "the convolution: weights (out, in/groups, kH, kW), a cross-correlation (not flipped), its "
-            "stride, padding, dilation and groups",
+    "stride, padding, dilation and groups",
     "fc": "the fully connected layer: weights (out, in), y = W x + b; the flatten before it in C, H, W order",
     "maxpool": "max pooling: the output size (floor, or Caffe's ceil rule per layer, docs/spec.md §2.3); "
-               "padded cells hold -inf",
+    "padded cells hold -inf",
     "avgpool": "average pooling: the output size (floor/ceil) and the divisor (count_include_pad)",
     "relu": "ReLU",
     "dropout": "dropout at inference is the identity (no rescaling)",
@@ -399,8 +461,10 @@ _FORWARD = {
 
 def _explain_forward(layer, info):
     if layer == "video":
-        return ("the video feature: the mean over frames of the last frame layer's output",
-                "the mean over frames")
+        return (
+            "the video feature: the mean over frames of the last frame layer's output",
+            "the mean over frames",
+        )
     if layer == "embed":
         return ("the embedded input words (<bos>, then the caption's words)", "the embedding table rows")
     t = info.types.get(layer)
@@ -409,17 +473,23 @@ def _explain_forward(layer, info):
     return (f"the output of {layer} ({t}) for every frame", _FORWARD.get(t, ""))
 
 
-_LSTM_FORWARD_HINT = ("gate blocks i, f, o, g on the 4H axis (Caffe's order; torch's nn.LSTM is i, f, g, o: "
-                      "permute blocks [0, 1, 3, 2]); one bias b (torch's b_ih + b_hh); sigmoid for i, f, o "
-                      "and the cell's act (ReLU for the paper's cell) for g; c_t = cont_t f c_(t-1) + i g; "
-                      "clip markers cont = 0 wipe h_(t-1) and c_(t-1) (docs/lstm.md §1)")
+_LSTM_FORWARD_HINT = (
+    "gate blocks i, f, o, g on the 4H axis (Caffe's order; torch's nn.LSTM is i, f, g, o: "
+    "permute blocks [0, 1, 3, 2]); one bias b (torch's b_ih + b_hh); sigmoid for i, f, o "
+    "and the cell's act (ReLU for the paper's cell) for g; c_t = cont_t f c_(t-1) + i g; "
+    "clip markers cont = 0 wipe h_(t-1) and c_(t-1) (docs/lstm.md §1)"
+)
 
 
 def _explain_lstm(q, dual, info):
     rule = "grad" if info.method == "BP-R" else info.rule
     side = "the dual pass's " if dual else ""
-    dual_hint = ("; the positive pass agrees: look at the dual pass's seed side, the classifier's negated "
-                 "weights (W̄ = -W, bias untouched, EB with max(-W, 0))" if dual else "")
+    dual_hint = (
+        "; the positive pass agrees: look at the dual pass's seed side, the classifier's negated "
+        "weights (W̄ = -W, bias untouched, EB with max(-W, 0))"
+        if dual
+        else ""
+    )
     if q == "gates":
         return ("the gates i, f, o, g after their nonlinearities at step t", _LSTM_FORWARD_HINT)
     if q == "c":
@@ -428,9 +498,9 @@ def _explain_lstm(q, dual, info):
         return ("the hidden state h_t = o act(c_t)", _LSTM_FORWARD_HINT)
     what = {
         "p_h": f"{side}P(h_t): the signal at h_t (the seed side at step t"
-               + (" plus what step t+1 sent through W_h)" if rule in ("eb", "grad") else ")"),
+        + (" plus what step t+1 sent through W_h)" if rule in ("eb", "grad") else ")"),
         "p_c": f"{side}P(c_t): the total signal at the cell state c_t"
-               + (" (kappa_t)" if rule != "eb" else ""),
+        + (" (kappa_t)" if rule != "eb" else ""),
         "p_g": f"{side}P(g_t): the candidate's share of P(c_t)",
         "dz": f"{side}the gate signals dz_t (blocks i, f, o, g)",
         "Z": "the normaliser of the input branch" + (" (g-block rows)" if rule == "eb" else ""),
@@ -438,29 +508,31 @@ def _explain_lstm(q, dual, info):
         "lost": f"{side}the signal dropped at zero denominators at step t",
     }.get(q, f"{side}{q}")
     if rule == "grad":
-        likely = ("BP-R is the plain gradient of the raw logit through the unrolled LSTM, recurrent path "
-                  "included, ReLU derivative 1[z > 0] (0 at 0)")
+        likely = (
+            "BP-R is the plain gradient of the raw logit through the unrolled LSTM, recurrent path "
+            "included, ReLU derivative 1[z > 0] (0 at 0)"
+        )
     elif rule == "caffe":
         likely = {
             "p_h": "under rule 'caffe' the recurrent branch sends nothing back: P(h_t) is the signal from "
-                   "above at step t only; a difference at t < T-1 means signal went through W_h h_(t-1) "
-                   "(detach h_(t-1))",
+            "above at step t only; a difference at t < T-1 means signal went through W_h h_(t-1) "
+            "(detach h_(t-1))",
             "p_c": "kappa_t = P(c_(t+1)) cont f_(t+1) + P(h_t) o_t act'(c_t): the gradient of the cell, "
-                   "act'(0) = 0 (docs/lstm.md §2.2)",
+            "act'(0) = 0 (docs/lstm.md §2.2)",
             "dz": "the ordinary gradient of the cell: dz^i = kappa g i(1-i), dz^f = cont kappa c_(t-1) "
-                  "f(1-f), dz^o = P(h_t) act(c_t) o(1-o), dz^g = kappa i act'(z^g); blocks in the order i, "
-                  "f, o, g",
+            "f(1-f), dz^o = P(h_t) act(c_t) o(1-o), dz^g = kappa i act'(z^g); blocks in the order i, "
+            "f, o, g",
             "Z": "Z = W_x+ x_t over all four blocks, without the bias and without a W_h term",
             "p_rec": "under rule 'caffe' (the released code) the recurrent branch W_h h_(t-1) receives "
-                     "nothing: detach h_(t-1) in the cell's input (docs/lstm.md §2.2)",
+            "nothing: detach h_(t-1) in the cell's input (docs/lstm.md §2.2)",
             "lost": "gate signal dropped where W_x+ x_t == 0 exactly (no epsilon)",
         }.get(q, "")
     else:
         likely = {
             "p_h": "P(h_t) = the signal from above at t plus cont h_(t-1) (W_h^g+)^T (P(g_(t+1)) / Z_(t+1)) "
-                   "from step t+1 (docs/lstm.md §2.1)",
+            "from step t+1 (docs/lstm.md §2.1)",
             "p_c": "P(c_t) = what step t+1 sent to c_t (P(c_(t+1)) cont f c_t / c_(t+1)) plus P(h_t) where "
-                   "act(c_t) != 0; gate o is a weight, not a carrier",
+            "act(c_t) != 0; gate o is a weight, not a carrier",
             "p_g": "P(g_t) = P(c_t) i_t g_t / c_t (0 where c_t == 0); gates are weights, never carriers",
             "Z": "Z_t = W_x^g+ x_t + W_h^g+ cont h_(t-1) (+ W_s^g+ s): the g-block rows only, no bias",
             "p_rec": "the recurrent share cont h_(t-1) (W_h^g+)^T (P(g_t) / Z_t)",
@@ -473,15 +545,20 @@ def _explain_interface(dual, info):
     side = "the dual pass" if dual else "the positive pass"
     if info.captioner:
         what = f"{side}'s signal at the frames' video features, before eq. 5"
-        likely = ("the mean over time undone: each unit's signal goes to the frames in proportion to their "
-                  "activations, 0 where the unit's sum over frames is not positive (docs/spec.md §2.4)")
+        likely = (
+            "the mean over time undone: each unit's signal goes to the frames in proportion to their "
+            "activations, 0 where the unit's sum over frames is not positive (docs/spec.md §2.4)"
+        )
     elif info.method == "BP-R":
         what, likely = "the gradient at the LSTM's input", "the gradient of W_x x_t: W_x^T dz_t"
     else:
         what = f"{side}'s signal P^t(a_i) at the LSTM's input (eq. 3), before eq. 5"
-        likely = ("rule 'caffe': P(x_t) = x_t (W_x+)^T (dz_t / (W_x+ x_t)) over all four gate blocks, no "
-                  "bias, no epsilon" if info.rule == "caffe" else
-                  "rule 'eb': P(x_t) = x_t (W_x^g+)^T (P(g_t) / Z_t), the g-block rows only")
+        likely = (
+            "rule 'caffe': P(x_t) = x_t (W_x+)^T (dz_t / (W_x+ x_t)) over all four gate blocks, no "
+            "bias, no epsilon"
+            if info.rule == "caffe"
+            else "rule 'eb': P(x_t) = x_t (W_x^g+)^T (P(g_t) / Z_t), the g-block rows only"
+        )
     if dual:
         likely += "; if only the dual pass differs: the classifier's negated weights (W̄ = -W, bias kept)"
     return what, likely
@@ -489,15 +566,20 @@ def _explain_interface(dual, info):
 
 def _explain_decoder_input(layer, info):
     if layer == "video":
-        return ("the signal at the pooled video feature (the static input of "
-                f"{info.static_layer})",
-                "rule 'caffe': the full dz summed over steps through W_s's linear rule (the released code's "
-                "GPU path); rule 'eb': the static input is one child of g_t beside x_t and h_(t-1)")
+        return (
+            f"the signal at the pooled video feature (the static input of {info.static_layer})",
+            "rule 'caffe': the full dz summed over steps through W_s's linear rule (the released code's "
+            "GPU path); rule 'eb': the static input is one child of g_t beside x_t and h_(t-1)",
+        )
     if layer == "words":
-        return ("the signal that reached each step's input word",
-                "the whole signal of each embedded vector, summed over its units (docs/spec.md §2.5)")
-    return ("the signal at the embedded input words (lstm1's input branch)",
-            "lstm1's input branch, as at an action model's LSTM input")
+        return (
+            "the signal that reached each step's input word",
+            "the whole signal of each embedded vector, summed over its units (docs/spec.md §2.5)",
+        )
+    return (
+        "the signal at the embedded input words (lstm1's input branch)",
+        "lstm1's input branch, as at an action model's LSTM input",
+    )
 
 
 _PASS_THROUGH = ("relu", "dropout", "flatten", "lrn")
@@ -514,34 +596,40 @@ def _explain_signal(layer, dual, info):
     via = f", passed on by {', '.join(reversed(passed))}" if passed else ""
     side = "the dual pass's " if dual else ""
     if recurrent and info.interface in (layer, *passed):
-        return (("the contrast (eq. 7) P_N - P̄_N" if info.method == "cEB-R" else "the normalised signal P_N")
-                + f" at the interface {info.interface}{via}",
-                "eq. 7 subtracts the dual pass after eq. 5, both passes normalised by their own grand "
-                "totals; the CNN part then carries the difference down")
+        return (
+            ("the contrast (eq. 7) P_N - P̄_N" if info.method == "cEB-R" else "the normalised signal P_N")
+            + f" at the interface {info.interface}{via}",
+            "eq. 7 subtracts the dual pass after eq. 5, both passes normalised by their own grand "
+            "totals; the CNN part then carries the difference down",
+        )
     up_type = "pool over time" if up == "pool over time" else info.types.get(up)
     what = f"{side}the signal at the output of {layer}, produced by the rule of {up} ({up_type}){via}"
     if info.method == "cEB" and up == info.classifier:
-        return (f"cEB's contrast at the classifier's input{via}",
-                "the two passes subtracted at the classifier's input, without normalisation (docs/spec.md "
-                "§2.7)")
+        return (
+            f"cEB's contrast at the classifier's input{via}",
+            "the two passes subtracted at the classifier's input, without normalisation (docs/spec.md §2.7)",
+        )
     if dual and up == info.classifier:
-        return (what, "the dual pass: the classifier's weights negated (W̄ = -W; the bias untouched, it "
-                      "never enters Z) and EB with max(-W, 0), the same raw seed (paper eqs. 2, 4)")
+        return (
+            what,
+            "the dual pass: the classifier's weights negated (W̄ = -W; the bias untouched, it "
+            "never enters Z) and EB with max(-W, 0), the same raw seed (paper eqs. 2, 4)",
+        )
     if up_type == "lstm":
         return (what, "the LSTM's input branch (see interface/positive)")
     if info.method in ("BP", "BP-R"):
         return (what, "the gradient of this layer (no normalisation anywhere)")
     likely = {
         "fc": f"the EB rule of {up}: Z = W+ a WITHOUT the bias, no epsilon (0 where Z == 0 exactly), W+ = "
-              "max(W, 0), the input multiplied by the adjoint (docs/spec.md §2.1)",
+        "max(W, 0), the input multiplied by the adjoint (docs/spec.md §2.1)",
         "conv": f"the EB rule of {up}: Z = conv(a, W+) WITHOUT the bias, no epsilon (0 where Z == 0 "
-                "exactly); the adjoint with the forward's stride, padding, dilation, groups; signed inputs "
-                "are not clamped",
+        "exactly); the adjoint with the forward's stride, padding, dilation, groups; signed inputs "
+        "are not clamped",
         "maxpool": f"the max-pooling rule of {up}: the whole signal of a window goes to its winner; ties go "
-                   "to the FIRST maximum in row-major window order; padded cells never win (docs/spec.md "
-                   "§2.2)",
+        "to the FIRST maximum in row-major window order; padded cells never win (docs/spec.md "
+        "§2.2)",
         "avgpool": f"the average-pooling rule of {up}: P = a P_out / S over the window's real cells, 0 where "
-                   "S <= 0 (docs/spec.md §2.4)",
+        "S <= 0 (docs/spec.md §2.4)",
         "relu": f"{up} passes the signal, masked where its output is 0",
         "dropout": f"{up} (dropout) passes the signal unchanged at inference",
         "lrn": f"EB treats {up} (LRN) as the identity",
@@ -591,9 +679,24 @@ def _caption(v):
     return " ".join(str(w) for w in numpy.asarray(v).reshape(-1))
 
 
-def compare(theirs, model, *, clip=None, target=None, method=None, layer=None, lstm_rule=None,
-            seed_steps=None, cont=None, words=None, caption=None, dtype="float64", rtol=None, chunk_size=8,
-            progress=None):
+def compare(
+    theirs,
+    model,
+    *,
+    clip=None,
+    target=None,
+    method=None,
+    layer=None,
+    lstm_rule=None,
+    seed_steps=None,
+    cont=None,
+    words=None,
+    caption=None,
+    dtype="float64",
+    rtol=None,
+    chunk_size=8,
+    progress=None,
+):
     """Trace the run ``theirs`` describes with this engine and compare every point it holds (module notes).
 
     Parameters
@@ -640,8 +743,10 @@ def compare(theirs, model, *, clip=None, target=None, method=None, layer=None, l
     if captioner:
         query = _setting(theirs, "words", words)
         if query is None:
-            raise ValueError("no words: a captioner's comparison needs the queried 'words' (a word, a "
-                             "phrase, a caption position or a list of them)")
+            raise ValueError(
+                "no words: a captioner's comparison needs the queried 'words' (a word, a "
+                "phrase, a caption position or a list of them)"
+            )
         query = _words(query)
         stacked = isinstance(query, list)
         method = _setting(theirs, "method", method, "cEB-R")
@@ -660,17 +765,25 @@ def compare(theirs, model, *, clip=None, target=None, method=None, layer=None, l
     layer = _setting(theirs, "layer", layer, model.meta.get("readout", "conv5_1"))
     steps = _seed_steps(_setting(theirs, "seed_steps", seed_steps))
     cont = _setting(theirs, "cont", cont)
-    settings = {"method": method, "lstm_rule": rule if recurrent and method != "BP-R" else None,
-                "seed_steps": steps if not captioner else None, "layer": layer,
-                ("words" if captioner else "target"): query, "dtype": str(model.dtype),
-                "frames": int(clip.shape[0])}
+    settings = {
+        "method": method,
+        "lstm_rule": rule if recurrent and method != "BP-R" else None,
+        "seed_steps": steps if not captioner else None,
+        "layer": layer,
+        ("words" if captioner else "target"): query,
+        "dtype": str(model.dtype),
+        "frames": int(clip.shape[0]),
+    }
     try:
         readout_layer(model, layer)
         layer_error = None
     except ValueError as e:
         layer_error = str(e)
-    tanh = (model.cell_act if captioner else
-            next((lay["cell_act"] for lay in model.layers if lay.type == "lstm"), "relu")) == "tanh"
+    tanh = (
+        model.cell_act
+        if captioner
+        else next((lay["cell_act"] for lay in model.layers if lay.type == "lstm"), "relu")
+    ) == "tanh"
     positive = {"cEB-R": "EB-R", "cEB": "EB"}.get(method)
     info = _info(model, method, rule if recurrent else None)
     below_contrast = {f"signal/{n}" for n in info.cnn} | {"signal/input", "maps", "evidence"}
@@ -679,8 +792,13 @@ def compare(theirs, model, *, clip=None, target=None, method=None, layer=None, l
     traces = {}
     it = runs if progress is None else progress(runs, total=len(runs), desc="engine runs")
     for m in it:
-        kw = dict(method=m, layer=None if layer_error else layer, lstm_rule=rule, chunk_size=chunk_size,
-                  allow_tanh_eb=tanh)
+        kw = dict(
+            method=m,
+            layer=None if layer_error else layer,
+            lstm_rule=rule,
+            chunk_size=chunk_size,
+            allow_tanh_eb=tanh,
+        )
         if captioner:
             forced = _caption(_setting(theirs, "caption", caption))
             traces[m] = trace_caption(model, clip, query, caption=forced, **kw)
@@ -705,8 +823,10 @@ def compare(theirs, model, *, clip=None, target=None, method=None, layer=None, l
         else:
             ignored.append(key)
     rows.sort(key=lambda r: order[r.name])
-    not_compared = [_failed(k, theirs[k], _why_not(k, method, rule), None)._replace(ok=True, compared=False)
-                    for k in ignored]  # reported, never failing
+    not_compared = [
+        _failed(k, theirs[k], _why_not(k, method, rule), None)._replace(ok=True, compared=False)
+        for k in ignored
+    ]  # reported, never failing
     rows = unknown_layers + rows
     first = _first_difference(rows, info)
     rtol = None if rtol is None else float(rtol)
@@ -720,8 +840,11 @@ def _failed(name, theirs, note, rtol):
 
 def _why_not(key, method, rule):
     head = key.split("/", 1)[0]
-    if head in ("signal_dual", "lstm_dual", "classifier") or key in ("interface/dual", "totals/dual",
-                                                                       "normalised/dual"):
+    if head in ("signal_dual", "lstm_dual", "classifier") or key in (
+        "interface/dual",
+        "totals/dual",
+        "normalised/dual",
+    ):
         return f"not a point of {method}"
     if head in ("lstm", "lstm_dual", "interface", "totals", "normalised"):
         return f"not a point of {method}" + (f" with LSTM rule {rule!r}" if rule and head == "lstm" else "")
@@ -750,8 +873,18 @@ def reference_norm(key, ours, ref=None):
 def _compare_point(key, theirs, ours, ref, stacked, info, rtol):
     o = ours[key]
     axes, time_axis, steps, _ = _layout(key, numpy.ndim(o), stacked, info)
-    return compare_arrays(key, theirs, o, ref, rtol=rtol, stacked=stacked, axes=axes, time_axis=time_axis,
-                          steps=steps, ref_norm=reference_norm(key, ours, ref))
+    return compare_arrays(
+        key,
+        theirs,
+        o,
+        ref,
+        rtol=rtol,
+        stacked=stacked,
+        axes=axes,
+        time_axis=time_axis,
+        steps=steps,
+        ref_norm=reference_norm(key, ours, ref),
+    )
 
 
 def _step_rank(item, forward):
@@ -796,29 +929,48 @@ def _fmt(v, digits=3):
 def format_report(report):
     """The report as text (what ``ebr-ref compare`` prints)."""
     s = report.settings
-    what = f"target {s['target']}" if "target" in s else f"words {s['words']!r} of \"{s.get('caption', '')}\""
-    lines = [f"this engine: {s['method']}"
-             + (" (LSTM rule "
-                f"{s['lstm_rule']}" + (f", seed steps {s['seed_steps']})" if s['seed_steps'] else ")")
-                if s["lstm_rule"] else "")
-             + f", {what}, maps at {s['layer']}, {s['frames']} frames, {s['dtype']}"]
+    what = f"target {s['target']}" if "target" in s else f'words {s["words"]!r} of "{s.get("caption", "")}"'
+    lines = [
+        f"this engine: {s['method']}"
+        + (
+            f" (LSTM rule {s['lstm_rule']}" + (f", seed steps {s['seed_steps']})" if s["seed_steps"] else ")")
+            if s["lstm_rule"]
+            else ""
+        )
+        + f", {what}, maps at {s['layer']}, {s['frames']} frames, {s['dtype']}"
+    ]
     if report.rtol is None:
         tol = f"rel <= {FLOAT64_RTOL:g} (float64 entries) or {FLOAT32_RTOL:g} (float32 entries)"
     else:
         tol = f"rel <= {report.rtol:g}"
-    lines.append(f"pass: {tol}; rel = ||theirs - ours|| / ||ours||"
-                 + (f", below the contrast ||ours|| of the positive pass alone "
-                    f"({'EB-R' if s['method'] == 'cEB-R' else 'EB'}), as docs/spec.md §7"
-                    if s["method"] in ("cEB", "cEB-R") else ""))
+    lines.append(
+        f"pass: {tol}; rel = ||theirs - ours|| / ||ours||"
+        + (
+            f", below the contrast ||ours|| of the positive pass alone "
+            f"({'EB-R' if s['method'] == 'cEB-R' else 'EB'}), as docs/spec.md §7"
+            if s["method"] in ("cEB", "cEB-R")
+            else ""
+        )
+    )
     compared = [r for r in report.rows if r.compared]
-    table = [("point", "shape", "max "
-                                "abs", "rel "
-                                       "(norm)", "largest difference at", "theirs", "ours", "worst t", "")]
+    table = [
+        ("point", "shape", "max abs", "rel (norm)", "largest difference at", "theirs", "ours", "worst t", "")
+    ]
     for r in compared:
         status = "ok" if r.ok else "DIFFERS" + (f" from t={r.step}" if r.step is not None else "")
-        table.append((r.name, "x".join(map(str, r.shape)) or "()", _fmt(r.max_abs), _fmt(r.rel), r.where,
-                      _fmt(r.theirs), _fmt(r.ours), "-" if r.worst_frame is None else str(r.worst_frame),
-                      status + (f" ({r.note})" if r.note else "")))
+        table.append(
+            (
+                r.name,
+                "x".join(map(str, r.shape)) or "()",
+                _fmt(r.max_abs),
+                _fmt(r.rel),
+                r.where,
+                _fmt(r.theirs),
+                _fmt(r.ours),
+                "-" if r.worst_frame is None else str(r.worst_frame),
+                status + (f" ({r.note})" if r.note else ""),
+            )
+        )
     widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
     lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in table]
     skipped = [r for r in report.rows if not r.compared]
@@ -831,15 +983,23 @@ def format_report(report):
         if note:
             lines.append(f"FIRST DIFFERENCE: {f.name}{at} ({f.phase} pass): {note}")
         else:
-            lines.append(f"FIRST DIFFERENCE: {f.name}{at} ({f.phase} pass); largest difference at {f.where}: "
-                         f"theirs {_fmt(f.theirs, 8)}, ours {_fmt(f.ours, 8)} (difference "
-                         f"{f.theirs - f.ours:.3g})")
+            lines.append(
+                f"FIRST DIFFERENCE: {f.name}{at} ({f.phase} pass); largest difference at {f.where}: "
+                f"theirs {_fmt(f.theirs, 8)}, ours {_fmt(f.ours, 8)} (difference "
+                f"{f.theirs - f.ours:.3g})"
+            )
         lines.append(f"  {f.name} is {f.what}")
         if f.likely:
             lines.append(f"  likely: {f.likely}")
     n_bad = sum(not r.ok for r in compared)
-    tail = "" if f is None else (f"; first difference (forward entries, then backward order): {f.name}"
-                                 + (f" at t={f.step}" if f.step is not None else ""))
+    tail = (
+        ""
+        if f is None
+        else (
+            f"; first difference (forward entries, then backward order): {f.name}"
+            + (f" at t={f.step}" if f.step is not None else "")
+        )
+    )
     within = f"rel <= {report.rtol:g}" if report.rtol is not None else "tolerance"
     lines.append(f"{len(compared) - n_bad}/{len(compared)} entries within {within}{tail}")
     return "\n".join(lines)

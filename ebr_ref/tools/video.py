@@ -63,7 +63,13 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-IDENTITY = {"name": "identity", "channel_order": "RGB", "scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+IDENTITY = {
+    "name": "identity",
+    "channel_order": "RGB",
+    "scale": 1.0,
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+}
 FIT_MODES = ("crop", "stretch")
 MAX_FRAME_PIXELS = 4096 * 4096  # pixels per decoded frame (4K UHD is 8.3 million); see the module notes
 
@@ -129,10 +135,12 @@ def read_frames(path, *, every=1, max_frames=None, start=0, progress=None, max_p
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file or folder")
     if os.path.isdir(path):
-        return read_frame_dir(path, every=every, max_frames=max_frames, start=start, progress=progress,
-                              max_pixels=max_pixels)
-    return read_video(path, every=every, max_frames=max_frames, start=start, progress=progress,
-                      max_pixels=max_pixels)
+        return read_frame_dir(
+            path, every=every, max_frames=max_frames, start=start, progress=progress, max_pixels=max_pixels
+        )
+    return read_video(
+        path, every=every, max_frames=max_frames, start=start, progress=progress, max_pixels=max_pixels
+    )
 
 
 def _keep_going(kept, max_frames):
@@ -166,8 +174,10 @@ def _probe(exe, path):
 
 def _check_pixels(path, W, H, max_pixels):
     if W * H > max_pixels:
-        raise VideoError(f"{path}: frames of {W}x{H} = {W * H:,} pixels exceed the limit of {max_pixels:,} "
-                         "pixels per frame (max_pixels; ebr-ref --max-frame-pixels)")
+        raise VideoError(
+            f"{path}: frames of {W}x{H} = {W * H:,} pixels exceed the limit of {max_pixels:,} "
+            "pixels per frame (max_pixels; ebr-ref --max-frame-pixels)"
+        )
 
 
 def _decode(gen, path, every, max_frames, start, progress, max_pixels):
@@ -215,7 +225,9 @@ def read_video(path, *, every=1, max_frames=None, start=0, progress=None, max_pi
     try:
         import imageio_ffmpeg
     except ImportError:  # pragma: no cover - the cli extra is installed in every test environment
-        raise VideoError("reading videos needs imageio and imageio-ffmpeg: pip install 'ebr_ref[cli]'") from None
+        raise VideoError(
+            "reading videos needs imageio and imageio-ffmpeg: pip install 'ebr_ref[cli]'"
+        ) from None
     if os.path.getsize(path) == 0:
         raise VideoError(f"{path}: the file is empty")
     try:
@@ -273,10 +285,18 @@ def read_frame_dir(path, *, every=1, max_frames=None, start=0, progress=None, ma
         frames.append(_read_image(os.path.join(path, n), Image, UnidentifiedImageError, max_pixels))
     sizes = {fr.shape[:2] for fr in frames}
     if len(sizes) > 1:
-        raise VideoError(f"{path}: the images differ in size ({sorted(sizes)[:3]}...); frames must share one size")
+        raise VideoError(
+            f"{path}: the images differ in size ({sorted(sizes)[:3]}...); frames must share one size"
+        )
     out = numpy.stack(frames)
-    return out, {"source": path, "kind": "frames", "fps": None, "indices": [k for k, _ in chosen],
-                 "size": out.shape[1:3], "files": [n for _, n in chosen]}
+    return out, {
+        "source": path,
+        "kind": "frames",
+        "fps": None,
+        "indices": [k for k, _ in chosen],
+        "size": out.shape[1:3],
+        "files": [n for _, n in chosen],
+    }
 
 
 def _read_image(f, Image, UnidentifiedImageError, max_pixels):
@@ -287,8 +307,10 @@ def _read_image(f, Image, UnidentifiedImageError, max_pixels):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(f)
     except Image.DecompressionBombError as e:
-        raise VideoError(f"{f}: the image is larger than Pillow decodes ({_reason(e)}); the limit is "
-                         f"{max_pixels:,} pixels per frame") from None
+        raise VideoError(
+            f"{f}: the image is larger than Pillow decodes ({_reason(e)}); the limit is "
+            f"{max_pixels:,} pixels per frame"
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise VideoError(f"{f}: not a readable image ({_reason(e)})") from None
     with im:
@@ -375,8 +397,15 @@ def fit_boxes(boxes, size_in, size_out, mode="crop"):
     y1 = numpy.ceil(b[:, 1] * sy - 0.5 - top)
     x2 = numpy.floor((b[:, 2] + 1) * sx - 0.5 - left)
     y2 = numpy.floor((b[:, 3] + 1) * sy - 0.5 - top)
-    out = numpy.stack([numpy.clip(x1, 0, w - 1), numpy.clip(y1, 0, h - 1),
-                       numpy.clip(x2, 0, w - 1), numpy.clip(y2, 0, h - 1)], axis=1)
+    out = numpy.stack(
+        [
+            numpy.clip(x1, 0, w - 1),
+            numpy.clip(y1, 0, h - 1),
+            numpy.clip(x2, 0, w - 1),
+            numpy.clip(y2, 0, h - 1),
+        ],
+        axis=1,
+    )
     outside = (x2 < 0) | (y2 < 0) | (x1 > w - 1) | (y1 > h - 1) | (x2 < x1) | (y2 < y1)
     out[outside] = numpy.nan
     return out
@@ -409,7 +438,9 @@ def preprocessing_of(meta):
     if str(spec["channel_order"]).upper() not in ("RGB", "BGR"):
         raise VideoError(f"preprocessing channel_order must be RGB or BGR, got {spec['channel_order']!r}")
     if len(spec["mean"]) != 3 or len(spec["std"]) != 3 or not all(float(s) != 0 for s in spec["std"]):
-        raise VideoError(f"preprocessing mean and std need 3 values each (std non-zero), got {spec['mean']}, {spec['std']}")
+        raise VideoError(
+            f"preprocessing mean and std need 3 values each (std non-zero), got {spec['mean']}, {spec['std']}"
+        )
     return dict(spec)
 
 

@@ -264,13 +264,25 @@ def _show_peak(m, pointing, t, zero):
     return _outcome(pointing, t) != 0 or (t not in zero and float(numpy.max(m)) > 0)
 
 
-def legend_entries(*, gt=None, detected=None, pointing=None, peaks=True, heat=True, frame_border=True,
-                   timeline=False, zero=False, largest=None, zero_label=False):
+def legend_entries(
+    *,
+    gt=None,
+    detected=None,
+    pointing=None,
+    peaks=True,
+    heat=True,
+    frame_border=True,
+    timeline=False,
+    zero=False,
+    largest=None,
+    zero_label=False,
+):
     """The legend of a picture: ``(kind, colour, text)`` entries for :func:`legend_image`.
 
     ``gt`` and ``detected`` may be an interval (its frames are named) or True
     (the mark is explained without frames).
     """
+
     def frames(iv):
         return "" if iv is True else f" [{iv[0]}, {iv[1]}]"
 
@@ -295,8 +307,9 @@ def legend_entries(*, gt=None, detected=None, pointing=None, peaks=True, heat=Tr
     if largest is not None:
         out.append(("text", LARGEST_COLOUR, largest))
     if zero_label:
-        out.append(("text", None, f"S~0: numerically zero (|S| <= {ZERO_RTOL:g} x the largest sum |map| of a "
-                                  "frame)"))
+        out.append(
+            ("text", None, f"S~0: numerically zero (|S| <= {ZERO_RTOL:g} x the largest sum |map| of a frame)")
+        )
     if timeline:
         out.append(("box", EVIDENCE_POS, "timeline: S > 0"))
         out.append(("box", EVIDENCE_NEG, "S < 0"))
@@ -316,8 +329,11 @@ def legend_image(entries, width, *, background=(255, 255, 255), size=11, pad=4):
     sw, line_h, gap = size + 2, size + 7, 10
     lines, x = [[]], pad
     for kind, colour, text in entries:
-        w = (0 if kind == "text" else sw + 4) + (2 * sw if kind == "gradient" else 0) + int(
-            probe.textlength(text, font=font))
+        w = (
+            (0 if kind == "text" else sw + 4)
+            + (2 * sw if kind == "gradient" else 0)
+            + int(probe.textlength(text, font=font))
+        )
         if lines[-1] and x + w > width - pad:
             lines.append([])
             x = pad
@@ -351,8 +367,21 @@ def legend_image(entries, width, *, background=(255, 255, 255), size=11, pad=4):
     return numpy.asarray(im)
 
 
-def annotate_frames(frames, maps, evidence, *, title="", gt=None, detected=None, scale="clip", alpha=0.6,
-                    min_size=256, peaks=True, pointing=None, legend=True):
+def annotate_frames(
+    frames,
+    maps,
+    evidence,
+    *,
+    title="",
+    gt=None,
+    detected=None,
+    scale="clip",
+    alpha=0.6,
+    min_size=256,
+    peaks=True,
+    pointing=None,
+    legend=True,
+):
     """Animation frames: heatmap overlay, peak marker, label, a timeline strip and a legend.
 
     Parameters
@@ -399,8 +428,9 @@ def annotate_frames(frames, maps, evidence, *, title="", gt=None, detected=None,
     font = _font(max(10, min(16, f * W // 20)))
     key = None
     if legend:
-        entries = legend_entries(gt=gt, detected=detected, pointing=pointing, peaks=peaks, frame_border=False,
-                                 timeline=True)
+        entries = legend_entries(
+            gt=gt, detected=detected, pointing=pointing, peaks=peaks, frame_border=False, timeline=True
+        )
         key = legend_image(entries, W * f, background=(0, 0, 0), size=10)
     out = []
     for t in range(T):
@@ -416,14 +446,34 @@ def annotate_frames(frames, maps, evidence, *, title="", gt=None, detected=None,
         label = f"{title}  t={t}  S={float(evidence[t]):+.3g}".strip()
         draw.text((3, 2), label, fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
         if _outcome(pointing, t):
-            _tag(draw, 3, f * H - font.size - 6, "hit" if _outcome(pointing, t) > 0 else "miss",
-                 _peak_colour(pointing, t), font)
+            _tag(
+                draw,
+                3,
+                f * H - font.size - 6,
+                "hit" if _outcome(pointing, t) > 0 else "miss",
+                _peak_colour(pointing, t),
+                font,
+            )
         out.append(numpy.asarray(canvas))
     return _pad16(numpy.stack(out))
 
 
-def contact_sheet(frames, maps, evidence, *, title="", gt=None, detected=None, scale="clip", alpha=0.6,
-                  cols=8, tile=128, pointing=None, peaks=True, legend=True):
+def contact_sheet(
+    frames,
+    maps,
+    evidence,
+    *,
+    title="",
+    gt=None,
+    detected=None,
+    scale="clip",
+    alpha=0.6,
+    cols=8,
+    tile=128,
+    pointing=None,
+    peaks=True,
+    legend=True,
+):
     """One image of every frame with its heatmap, labelled, in a grid, with a legend of its marks.
 
     Tiles are framed in green when the frame is inside ``gt`` and underlined in
@@ -455,8 +505,9 @@ def contact_sheet(frames, maps, evidence, *, title="", gt=None, detected=None, s
     key = None
     if legend:
         label = None if largest is None else f"yellow label: the largest S (frame {largest})"
-        entries = legend_entries(gt=gt, detected=detected, pointing=pointing, peaks=peaks,
-                                 zero_label=bool(zero), largest=label)
+        entries = legend_entries(
+            gt=gt, detected=detected, pointing=pointing, peaks=peaks, zero_label=bool(zero), largest=label
+        )
         key = legend_image(entries, width, background=(24, 24, 24))
     label_h, header = 18, 22 if title else 0
     top = header + (key.shape[0] if key is not None else 0)
@@ -549,31 +600,67 @@ def evidence_figure(panels, *, title=""):
         zero = list(p.get("zero") or [])
         if zero:
             for a, b in _zero_runs(zero):
-                ax.axvspan(a - 0.5, b + 0.5, ymax=0.9, facecolor="0.88", edgecolor="0.6", hatch="///", lw=0,
-                           zorder=0)
-            handles.append(Patch(facecolor="0.88", edgecolor="0.6", hatch="///",
-                                 label=f"S numerically zero ({len(zero)} frames)"))
+                ax.axvspan(
+                    a - 0.5, b + 0.5, ymax=0.9, facecolor="0.88", edgecolor="0.6", hatch="///", lw=0, zorder=0
+                )
+            handles.append(
+                Patch(
+                    facecolor="0.88",
+                    edgecolor="0.6",
+                    hatch="///",
+                    label=f"S numerically zero ({len(zero)} frames)",
+                )
+            )
         if s.size and numpy.all(numpy.isfinite(s)) and numpy.any(s != 0):
             k = int(numpy.argmax(s))
-            ax.plot([k], [1.0], marker="v", color="k", ms=6, transform=ax.get_xaxis_transform(),
-                    clip_on=False, zorder=4, ls="none")
-            handles.append(Line2D([], [], marker="v", color="k", ls="none", ms=6,
-                                  label=f"largest S (frame {k})"))
+            ax.plot(
+                [k],
+                [1.0],
+                marker="v",
+                color="k",
+                ms=6,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+                zorder=4,
+                ls="none",
+            )
+            handles.append(
+                Line2D([], [], marker="v", color="k", ls="none", ms=6, label=f"largest S (frame {k})")
+            )
         if p.get("prob") is not None:
             ax2 = ax.twinx()
             ax2.plot(t, p["prob"], color="0.35", lw=1.2, ls="--", marker=".", ms=3)
             ax2.set_ylim(0, 1.05)
             ax2.set_ylabel("probability", fontsize=8, color="0.35")
             ax2.tick_params(labelsize=7, colors="0.35")
-            handles.append(Line2D([], [], color="0.35", lw=1.2, ls="--", marker=".", ms=3,
-                                  label="probability per step (right axis)"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.35",
+                    lw=1.2,
+                    ls="--",
+                    marker=".",
+                    ms=3,
+                    label="probability per step (right axis)",
+                )
+            )
         ax.set_xlim(-0.5, s.shape[0] - 0.5)
         ax.set_ylabel("evidence S", fontsize=8)
         ax.set_xlabel("frame", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_title(p["name"], fontsize=9, loc="left")
-        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=4,
-                  frameon=False, borderaxespad=0.0, handlelength=1.6, columnspacing=1.2)
+        ax.legend(
+            handles=handles,
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(0.0, -0.2),
+            ncol=4,
+            frameon=False,
+            borderaxespad=0.0,
+            handlelength=1.6,
+            columnspacing=1.2,
+        )
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -629,8 +716,14 @@ def summary_figure(rows, plot_path=None, *, frames_per_row=8, tile=112, title=""
             strip.paste(Image.fromarray(ov[n]).resize((tw, tile), Image.BILINEAR), (x0, 20))
             p = map_peak(maps[t], (H, W)) if _show_peak(maps[t], pointing, t, zero) else None
             if p is not None:
-                _cross(draw, x0 + (p[0] + 0.5) * tw / W, 20 + (p[1] + 0.5) * tile / H, max(3, tw // 22),
-                       _peak_colour(pointing, t), 2)
+                _cross(
+                    draw,
+                    x0 + (p[0] + 0.5) * tw / W,
+                    20 + (p[1] + 0.5) * tile / H,
+                    max(3, tw // 22),
+                    _peak_colour(pointing, t),
+                    2,
+                )
             if _outcome(pointing, t):
                 word = "hit" if _outcome(pointing, t) > 0 else "miss"
                 _tag(draw, x0 + 2, 22, word, _peak_colour(pointing, t), small)
@@ -649,11 +742,19 @@ def summary_figure(rows, plot_path=None, *, frames_per_row=8, tile=112, title=""
         ImageDraw.Draw(t_im).text((4, 4), title, fill=(0, 0, 0), font=font)
         head.append(t_im)
     if legend and rows:
-        pointing = numpy.concatenate([numpy.asarray(r.get("pointing"), dtype=float).ravel() for r in rows
-                                      if r.get("pointing") is not None] or [numpy.zeros(0)])
-        entries = legend_entries(gt=True if any(r.get("gt") is not None for r in rows) else None,
-                                 detected=True if any(r.get("detected") is not None for r in rows) else None,
-                                 pointing=pointing if pointing.size else None)
+        pointing = numpy.concatenate(
+            [
+                numpy.asarray(r.get("pointing"), dtype=float).ravel()
+                for r in rows
+                if r.get("pointing") is not None
+            ]
+            or [numpy.zeros(0)]
+        )
+        entries = legend_entries(
+            gt=True if any(r.get("gt") is not None for r in rows) else None,
+            detected=True if any(r.get("detected") is not None for r in rows) else None,
+            pointing=pointing if pointing.size else None,
+        )
         head.append(Image.fromarray(legend_image(entries, width)))
     blocks = head + blocks
     out = Image.new("RGB", (width, sum(b.height for b in blocks)), (255, 255, 255))
@@ -673,13 +774,18 @@ def write_png(path, image):
 
 
 def write_gif(path, frames, fps=4.0):
-    """Write uint8 ``(T, H, W, 3)`` frames as a looping GIF (Pillow; 256 colours per frame, fast octree, no dither)."""
+    """Write uint8 ``(T, H, W, 3)`` frames as a looping GIF (Pillow; 256 colours per frame, fast octree,
+    no dither)."""
     from PIL import Image
 
     frames = numpy.asarray(frames, dtype=numpy.uint8)
-    ims = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
-           for f in frames]
-    ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000.0 / fps)), loop=0)
+    ims = [
+        Image.fromarray(f).quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        for f in frames
+    ]
+    ims[0].save(
+        path, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000.0 / fps)), loop=0
+    )
     return path
 
 
@@ -695,6 +801,14 @@ def write_mp4(path, frames, fps=4.0):
         imageio_ffmpeg.get_ffmpeg_exe()  # raises when the binary is missing
     except (ImportError, RuntimeError):
         return None
-    iio.imwrite(path, numpy.asarray(frames, dtype=numpy.uint8), plugin="FFMPEG", fps=fps, codec="libx264",
-                macro_block_size=16, pixelformat="yuv420p", ffmpeg_log_level="error")
+    iio.imwrite(
+        path,
+        numpy.asarray(frames, dtype=numpy.uint8),
+        plugin="FFMPEG",
+        fps=fps,
+        codec="libx264",
+        macro_block_size=16,
+        pixelformat="yuv420p",
+        ffmpeg_log_level="error",
+    )
     return path

@@ -26,21 +26,37 @@ imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 
 T = 8
 NAMES = list(synthetic.ACTIONS)
-IDENTITY = {"name": "identity", "channel_order": "RGB", "scale": 1.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+IDENTITY = {
+    "name": "identity",
+    "channel_order": "RGB",
+    "scale": 1.0,
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+}
 TINY_LSTM = [
-    ("conv1", "conv", {"out_channels": 6, "kernel": 3, "padding": 1}), ("relu1", "relu"),
+    ("conv1", "conv", {"out_channels": 6, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
     ("pool1", "maxpool", {"kernel": 2}),
-    ("conv2", "conv", {"out_channels": 8, "kernel": 3, "padding": 1}), ("relu2", "relu"),
+    ("conv2", "conv", {"out_channels": 8, "kernel": 3, "padding": 1}),
+    ("relu2", "relu"),
     ("pool2", "maxpool", {"kernel": 2}),
-    ("flatten", "flatten"), ("fc7", "fc", {"out_features": 16}), ("relu7", "relu"),
-    ("lstm1", "lstm", {"hidden": 12}), ("fc8", "fc", {"out_features": len(NAMES)}),
+    ("flatten", "flatten"),
+    ("fc7", "fc", {"out_features": 16}),
+    ("relu7", "relu"),
+    ("lstm1", "lstm", {"hidden": 12}),
+    ("fc8", "fc", {"out_features": len(NAMES)}),
 ]
 
 
 def run_cli(*args, cwd=None, timeout=120):
     """``python -m ebr_ref ARGS``; returns the CompletedProcess (text)."""
-    return subprocess.run([sys.executable, "-m", "ebr_ref", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ebr_ref", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def assert_user_error(r, *needles):
@@ -57,32 +73,77 @@ def assert_user_error(r, *needles):
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    model = sequential(TINY_LSTM, (3, 32, 32), seed=0x71A7,
-                       meta={"name": "tiny_lstm", "class_names": NAMES, "readout": "conv2", "preprocessing": IDENTITY})
+    model = sequential(
+        TINY_LSTM,
+        (3, 32, 32),
+        seed=0x71A7,
+        meta={"name": "tiny_lstm", "class_names": NAMES, "readout": "conv2", "preprocessing": IDENTITY},
+    )
     save_model(model, d / "tiny.npz")
-    clip = synthetic.make_clip("rand+GT", label="pulse", rand_label="slide", seed=0xC11, num_frames=T, size=(32, 40))
+    clip = synthetic.make_clip(
+        "rand+GT", label="pulse", rand_label="slide", seed=0xC11, num_frames=T, size=(32, 40)
+    )
     frames = numpy.rint(clip.frames.transpose(0, 2, 3, 1) * 255).astype(numpy.uint8)  # (T, 32, 40, 3)
     fdir = d / "frames"
     fdir.mkdir()
     for t in range(T):
         PIL.fromarray(frames[t]).save(fdir / f"img{t}.png")
     mp4 = d / "clip.mp4"
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-framerate", "8", "-i",
-                    str(fdir / "img%d.png"), "-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24", str(mp4)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-framerate",
+            "8",
+            "-i",
+            str(fdir / "img%d.png"),
+            "-c:v",
+            "libx264rgb",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "rgb24",
+            str(mp4),
+        ],
+        check=True,
+        capture_output=True,
+    )
     with open(d / "boxes.txt", "w") as f:  # the GT actor's boxes, decoded-frame indices and pixels
         for t in range(T):
             if numpy.all(numpy.isfinite(clip.boxes[t])):
                 f.write(f"{t} " + " ".join(str(int(v)) for v in clip.boxes[t]) + "\n")
-    return {"dir": d, "model": d / "tiny.npz", "frames": fdir, "mp4": mp4, "boxes": d / "boxes.txt", "clip": clip,
-            "pixels": frames}
+    return {
+        "dir": d,
+        "model": d / "tiny.npz",
+        "frames": fdir,
+        "mp4": mp4,
+        "boxes": d / "boxes.txt",
+        "clip": clip,
+        "pixels": frames,
+    }
 
 
 @pytest.fixture(scope="module")
 def ground_run(assets):
     out = assets["dir"] / "out_video"
-    r = run_cli("ground", assets["mp4"], "--model", assets["model"], "--target", "pulse", "--target", "0",
-                "--interval", "4:7", "--boxes", assets["boxes"], "--out", out)
+    r = run_cli(
+        "ground",
+        assets["mp4"],
+        "--model",
+        assets["model"],
+        "--target",
+        "pulse",
+        "--target",
+        "0",
+        "--interval",
+        "4:7",
+        "--boxes",
+        assets["boxes"],
+        "--out",
+        out,
+    )
     return r, out
 
 
@@ -95,15 +156,33 @@ def test_ground_video_writes_decodable_outputs(assets, ground_run):
     assert doc["lstm_rule"] == "caffe" and doc["input"]["kind"] == "video" and doc["input"]["frames"] == T
     assert [t["name"] for t in doc["targets"]] == ["pulse", "slide"]
     first = doc["targets"][0]
-    assert first["gt"] == [4, 7] and len(first["detected"]) == 2 and 0 <= first["detected"][0] <= first["detected"][1] < T
+    assert (
+        first["gt"] == [4, 7]
+        and len(first["detected"]) == 2
+        and 0 <= first["detected"][0] <= first["detected"][1] < T
+    )
     assert isinstance(first["iou"], float) and isinstance(first["temporal_pointing_hit"], bool)
     annotated = int(numpy.all(numpy.isfinite(assets["clip"].boxes), axis=1).sum())
     assert first["pointing"]["hits"] + first["pointing"]["misses"] == annotated
     assert len(first["evidence"]) == T and "pointing" not in doc["targets"][1]
     z = numpy.load(out / "results.npz")
-    assert {"maps", "evidence", "probs", "clip", "frames", "target", "method", "layer", "lstm_rule",
-            "seed_steps"} <= set(z.files)
-    assert z["maps"].shape == (2, T, 16, 16) and z["evidence"].shape == (2, T) and z["probs"].shape == (T, len(NAMES))
+    assert {
+        "maps",
+        "evidence",
+        "probs",
+        "clip",
+        "frames",
+        "target",
+        "method",
+        "layer",
+        "lstm_rule",
+        "seed_steps",
+    } <= set(z.files)
+    assert (
+        z["maps"].shape == (2, T, 16, 16)
+        and z["evidence"].shape == (2, T)
+        and z["probs"].shape == (T, len(NAMES))
+    )
     assert z["target"].tolist() == [2, 0] and str(z["method"]) == "cEB-R"
     for tag in ("class-2-pulse", "class-0-slide"):
         files = doc["files"][tag]
@@ -135,14 +214,40 @@ def test_ground_numbers_match_an_in_process_run(assets, ground_run):
 
 def test_ground_frame_folder_quiet(assets):
     out = assets["dir"] / "out_frames"
-    r = run_cli("ground", assets["frames"], "--model", assets["model"], "--target", "bounce", "--method", "EB-R",
-                "--lstm-rule", "eb", "--seed-steps", "all", "--fit", "stretch", "--no-mp4", "--quiet",
-                "--dtype", "float32", "--every", "2", "--out", out)
+    r = run_cli(
+        "ground",
+        assets["frames"],
+        "--model",
+        assets["model"],
+        "--target",
+        "bounce",
+        "--method",
+        "EB-R",
+        "--lstm-rule",
+        "eb",
+        "--seed-steps",
+        "all",
+        "--fit",
+        "stretch",
+        "--no-mp4",
+        "--quiet",
+        "--dtype",
+        "float32",
+        "--every",
+        "2",
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == ""
     doc = json.loads((out / "results.json").read_text())
     assert doc["method"] == "EB-R" and doc["lstm_rule"] == "eb" and doc["dtype"] == "float32"
-    assert doc["input"]["decoded_indices"] == [0, 2, 4, 6] and doc["diagnostics"]["seed_steps"] == [0, 1, 2, 3]
+    assert doc["input"]["decoded_indices"] == [0, 2, 4, 6] and doc["diagnostics"]["seed_steps"] == [
+        0,
+        1,
+        2,
+        3,
+    ]
     assert not any(f.endswith(".mp4") for f in os.listdir(out))
     assert numpy.load(out / "results.npz")["maps"].shape == (1, 4, 16, 16)
 
@@ -176,12 +281,26 @@ def torch_checkpoint(assets):
 def test_ground_with_a_checkpoint_converted_on_the_fly(assets, torch_checkpoint):
     path, _ = torch_checkpoint
     out = assets["dir"] / "out_vgg"
-    r = run_cli("ground", assets["frames"], "--model", path, "--target", "3", "--max-frames", "2", "--no-mp4",
-                "--out", out)
+    r = run_cli(
+        "ground",
+        assets["frames"],
+        "--model",
+        path,
+        "--target",
+        "3",
+        "--max-frames",
+        "2",
+        "--no-mp4",
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "results.json").read_text())
     assert doc["method"] == "cEB" and doc["layer"] == "conv5_1" and doc["lstm_rule"] is None
-    assert doc["model"]["loaded_as"] == "converted (torchvision_vgg16)" and doc["input"]["model_size"] == [224, 224]
+    assert doc["model"]["loaded_as"] == "converted (torchvision_vgg16)" and doc["input"]["model_size"] == [
+        224,
+        224,
+    ]
     assert numpy.load(out / "results.npz")["maps"].shape == (1, 2, 14, 14)
 
 
@@ -199,11 +318,22 @@ def test_convert_and_inspect(assets, torch_checkpoint):
     numpy.testing.assert_array_equal(m.params["fc8.weight"], sd["classifier.6.weight"])
     r = run_cli("inspect", path)
     assert r.returncode == 0, r.stderr
-    for needle in ("torch checkpoint", "features.0.weight", "4x3x3x3", "torchvision_vgg16", "conv5_3", "pool5",
-                   "6x7x7"):
+    for needle in (
+        "torch checkpoint",
+        "features.0.weight",
+        "4x3x3x3",
+        "torchvision_vgg16",
+        "conv5_3",
+        "pool5",
+        "6x7x7",
+    ):
         assert needle in r.stdout, needle
     r = run_cli("inspect", target, "--quiet")
-    assert r.returncode == 0 and "ebr_ref canonical model" in r.stdout and "classes (5): a, b, c, d, e" in r.stdout
+    assert (
+        r.returncode == 0
+        and "ebr_ref canonical model" in r.stdout
+        and "classes (5): a, b, c, d, e" in r.stdout
+    )
     import weights_io  # weights_io's own canonical files (kind "weights") are read through weights_io
 
     weights_io.save_canonical(str(assets["dir"] / "w.npz"), *weights_io.convert(str(path)))
@@ -212,13 +342,26 @@ def test_convert_and_inspect(assets, torch_checkpoint):
 
 
 def test_demo_with_a_given_model(assets):
-    model = sequential(TINY_LSTM, (3, 32, 32), seed=0xDE7,
-                       meta={"name": "tiny_demo", "class_names": NAMES, "readout": "conv2", "preprocessing": IDENTITY})
+    model = sequential(
+        TINY_LSTM,
+        (3, 32, 32),
+        seed=0xDE7,
+        meta={"name": "tiny_demo", "class_names": NAMES, "readout": "conv2", "preprocessing": IDENTITY},
+    )
     save_model(model, assets["dir"] / "demo_model.npz")
     out = assets["dir"] / "out_demo"
     cap = _captioner(assets["dir"] / "demo_cap.npz", talkative=True)
-    r = run_cli("demo", "--model", assets["dir"] / "demo_model.npz", "--caption-model", cap, "--frames", T,
-                "--out", out)
+    r = run_cli(
+        "demo",
+        "--model",
+        assets["dir"] / "demo_model.npz",
+        "--caption-model",
+        cap,
+        "--frames",
+        T,
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "results.json").read_text())
     assert doc["command"] == "demo" and len(doc["targets"]) == 3
@@ -239,8 +382,10 @@ def test_demo_with_a_given_model(assets):
     assert doc["clip"]["actions"] == [a["name"], b["name"]]
 
 
-@pytest.mark.skipif("synthetic_cnn_lstm" not in __import__("ebr_ref.models", fromlist=["x"]).shipped_names(),
-                    reason="the shipped synthetic models are not installed")
+@pytest.mark.skipif(
+    "synthetic_cnn_lstm" not in __import__("ebr_ref.models", fromlist=["x"]).shipped_names(),
+    reason="the shipped synthetic models are not installed",
+)
 def test_demo_default_runs_with_the_shipped_models(tmp_path):
     r = run_cli("demo", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -260,7 +405,7 @@ def test_demo_default_runs_with_the_shipped_models(tmp_path):
         assert t["object"]["shape"] in t["name"] and t["gt"] is not None
         assert t["pointing"]["hits"] + t["pointing"]["misses"] == t["gt"][1] - t["gt"][0] + 1
     for v in doc["files"].values():
-        for f in (v.values() if isinstance(v, dict) else [v]):
+        for f in v.values() if isinstance(v, dict) else [v]:
             assert (out / f).stat().st_size > 0
 
 
@@ -285,8 +430,16 @@ def _captioner(path, *, talkative=False):
     """A small random captioner; ``talkative`` biases its output to 'red' and away from <eos>."""
     from ebr_ref.models.caption import save_captioner, small_captioner
 
-    m = small_captioner(["a", "red", "square", "slides", "disk", "pulses"], input_size=32, channels=(4, 4, 4),
-                        fc=16, embed=8, hidden=(8, 8), seed=0xCA9, meta={"preprocessing": IDENTITY})
+    m = small_captioner(
+        ["a", "red", "square", "slides", "disk", "pulses"],
+        input_size=32,
+        channels=(4, 4, 4),
+        fc=16,
+        embed=8,
+        hidden=(8, 8),
+        seed=0xCA9,
+        meta={"preprocessing": IDENTITY},
+    )
     if talkative:
         m.params["predict.bias"] = m.params["predict.bias"].copy()
         m.params["predict.bias"][m.vocab.eos] = -50.0
@@ -298,8 +451,20 @@ def _captioner(path, *, talkative=False):
 def test_caption_grounds_each_word(assets):
     cap = _captioner(assets["dir"] / "cap.npz")
     out = assets["dir"] / "out_caption"
-    r = run_cli("caption", assets["frames"], "--model", cap, "--caption", "a red square slides", "--words", "red",
-                "slides", "--no-mp4", "--out", out)
+    r = run_cli(
+        "caption",
+        assets["frames"],
+        "--model",
+        cap,
+        "--caption",
+        "a red square slides",
+        "--words",
+        "red",
+        "slides",
+        "--no-mp4",
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "results.json").read_text())
     assert doc["caption"] == "a red square slides" and doc["decoded"] == "forced"
@@ -308,10 +473,15 @@ def test_caption_grounds_each_word(assets):
     assert set(doc["files"]) >= {"word-1-red", "word-3-slides", "evidence_plot", "json", "npz"}
     assert numpy.load(out / "results.npz")["maps"].shape == (2, T, 8, 8)
     # a captioner is not a classifier, and the other way round
-    assert_user_error(run_cli("ground", assets["frames"], "--model", cap, "--target", "0", "--out", out), "captioner")
-    assert_user_error(run_cli("caption", assets["frames"], "--model", assets["model"], "--out", out), "classifier")
-    assert_user_error(run_cli("caption", assets["frames"], "--model", cap, "--caption", "a blue cube", "--out", out),
-                      "blue")
+    assert_user_error(
+        run_cli("ground", assets["frames"], "--model", cap, "--target", "0", "--out", out), "captioner"
+    )
+    assert_user_error(
+        run_cli("caption", assets["frames"], "--model", assets["model"], "--out", out), "classifier"
+    )
+    assert_user_error(
+        run_cli("caption", assets["frames"], "--model", cap, "--caption", "a blue cube", "--out", out), "blue"
+    )
 
 
 def _bad(assets, tmp):
@@ -366,7 +536,6 @@ def _bad(assets, tmp):
         ((*c, "--words", "red", "--interval", "5:200"), "--interval 5:200"),
         ((*c, "--layer", "nope"), "--layer nope"),
         (("convert", m, "--input-size", "5", "--out", tmp / "y.npz"), "--input-size"),
-
         (("ground", tmp / "missing.mp4", "--model", m, "--target", "0", "--out", o), "missing.mp4"),
         (("ground", f, "--model", tmp / "nomodel.npz", "--target", "0", "--out", o), "nomodel.npz"),
         (("ground", f, "--model", junk, "--target", "0", "--out", o), "junk.pt"),
@@ -401,25 +570,29 @@ def test_user_mistakes_give_one_line_and_exit_2(assets, tmp_path):
     cases = _bad(assets, tmp_path)
     with ThreadPoolExecutor(4) as pool:  # independent processes; mostly interpreter start-up
         results = list(pool.map(lambda case: run_cli(*case[0]), cases))
-    for (argv, needle), r in zip(cases, results):
+    for (_argv, needle), r in zip(cases, results):
         assert_user_error(r, needle)
 
 
 def test_missing_cli_extra_is_a_one_line_error(tmp_path):
-    code = ("import sys; sys.modules['matplotlib'] = None; sys.modules['PIL'] = None\n"
-            "from ebr_ref.cli import main\n"
-            "sys.exit(main(['demo', '--out', 'x']))")
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; sys.modules['PIL'] = None\n"
+        "from ebr_ref.cli import main\n"
+        "sys.exit(main(['demo', '--out', 'x']))"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert_user_error(r, "pillow, matplotlib", "pip install 'ebr_ref[cli]'")
     assert not (tmp_path / "x").exists()
 
 
 def test_imports_stay_light():
-    code = ("import sys, ebr_ref, ebr_ref.cli, ebr_ref.tools.video, ebr_ref.tools.viz, ebr_ref.tools.compare\n"
-            "ebr_ref.cli.build_parser()\n"
-            "heavy = [m for m in ('torch', 'cupy', 'matplotlib', 'PIL', 'imageio', 'imageio_ffmpeg', 'tqdm', "
-            "'weights_io') if m in sys.modules]\n"
-            "print(heavy)")
+    code = (
+        "import sys, ebr_ref, ebr_ref.cli, ebr_ref.tools.video, ebr_ref.tools.viz, ebr_ref.tools.compare\n"
+        "ebr_ref.cli.build_parser()\n"
+        "heavy = [m for m in ('torch', 'cupy', 'matplotlib', 'PIL', 'imageio', 'imageio_ffmpeg', 'tqdm', "
+        "'weights_io') if m in sys.modules]\n"
+        "print(heavy)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
 
@@ -445,9 +618,25 @@ def test_progress_bars_on_a_terminal_only(assets):
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
     out = assets["dir"] / "out_tty"
-    p = subprocess.Popen([sys.executable, "-m", "ebr_ref", "ground", str(assets["mp4"]), "--model", str(assets["model"]),
-                          "--target", "1", "--no-mp4", "--out", str(out)], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=slave)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ebr_ref",
+            "ground",
+            str(assets["mp4"]),
+            "--model",
+            str(assets["model"]),
+            "--target",
+            "1",
+            "--no-mp4",
+            "--out",
+            str(out),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
     os.close(slave)
     chunks = []
 

@@ -33,14 +33,30 @@ PIL = pytest.importorskip("PIL.Image")
 
 LIMIT = 1 << 30
 NAMES = list(synthetic.ACTIONS)
-IDENTITY = {"name": "identity", "channel_order": "RGB", "scale": 1.0, "mean": [0.0, 0.0, 0.0],
-            "std": [1.0, 1.0, 1.0]}
-TINY = [("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-        ("pool1", "maxpool", {"kernel": 2}), ("flatten", "flatten"), ("fc7", "fc", {"out_features": 8}),
-        ("relu7", "relu"), ("lstm1", "lstm", {"hidden": 6}), ("fc8", "fc", {"out_features": len(NAMES)})]
+IDENTITY = {
+    "name": "identity",
+    "channel_order": "RGB",
+    "scale": 1.0,
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+}
+TINY = [
+    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("pool1", "maxpool", {"kernel": 2}),
+    ("flatten", "flatten"),
+    ("fc7", "fc", {"out_features": 8}),
+    ("relu7", "relu"),
+    ("lstm1", "lstm", {"hidden": 6}),
+    ("fc8", "fc", {"out_features": len(NAMES)}),
+]
 # about 2.9 M parameters, 23 MB in float64: writing the pair takes a while
-BIG = [("flatten", "flatten"), ("fc7", "fc", {"out_features": 1200}), ("relu7", "relu"),
-       ("fc8", "fc", {"out_features": 1200})]
+BIG = [
+    ("flatten", "flatten"),
+    ("fc7", "fc", {"out_features": 1200}),
+    ("relu7", "relu"),
+    ("fc8", "fc", {"out_features": 1200}),
+]
 
 
 def cli(*argv, timeout=120):
@@ -95,9 +111,11 @@ def _stages(folder):
 
 def _pair_temporaries(out):
     base = os.path.basename(out)[:-4]
-    return sorted(n for n in os.listdir(os.path.dirname(out)) if n.startswith((f".{base}.npz.tmp-",
-                                                                               f".{base}.json.tmp-",
-                                                                               f".{base}.json.next")))
+    return sorted(
+        n
+        for n in os.listdir(os.path.dirname(out))
+        if n.startswith((f".{base}.npz.tmp-", f".{base}.json.tmp-", f".{base}.json.next"))
+    )
 
 
 # ---- refusing to overwrite; what --overwrite replaces ---------------------------------------------------
@@ -134,8 +152,9 @@ def test_convert_refuses_existing_files_and_folders(assets):
     out = d / "out_results"
     assert _ground(assets, out, "--target", "1").returncode == 0
     before = _snapshot(out)
-    assert_one_line_error(cli("convert", d / "tiny.npz", "--out", out / "results.npz"), "results.npz exists",
-                          "--overwrite")
+    assert_one_line_error(
+        cli("convert", d / "tiny.npz", "--out", out / "results.npz"), "results.npz exists", "--overwrite"
+    )
     assert _snapshot(out) == before
     target = d / "conv.npz"
     assert cli("convert", d / "big1.npz", "--out", target).returncode == 0
@@ -144,8 +163,9 @@ def test_convert_refuses_existing_files_and_folders(assets):
     data = target.read_bytes()
     os.unlink(sidecar_path(target))
     os.mkdir(sidecar_path(target))  # the sidecar's name is a folder: refused even with --overwrite
-    assert_one_line_error(cli("convert", d / "big2.npz", "--out", target, "--overwrite"), "conv.json",
-                          "not a regular file")
+    assert_one_line_error(
+        cli("convert", d / "big2.npz", "--out", target, "--overwrite"), "conv.json", "not a regular file"
+    )
     assert target.read_bytes() == data and not _pair_temporaries(str(target))
     os.rmdir(sidecar_path(target))
 
@@ -156,13 +176,21 @@ def _full_disk(max_bytes):
         resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+
     return apply
 
 
 def _run_full_disk(argv, max_bytes):
     code = "import sys; from ebr_ref.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env=child_env(), preexec_fn=_full_disk(max_bytes))
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=child_env(),
+        preexec_fn=_full_disk(max_bytes),
+    )
 
 
 def test_a_full_disk_keeps_the_old_outputs(assets):
@@ -170,8 +198,22 @@ def test_a_full_disk_keeps_the_old_outputs(assets):
     out = d / "out_full"
     assert _ground(assets, out, "--target", "1").returncode == 0
     before = _snapshot(out)
-    r = _run_full_disk(["ground", frames, "--model", d / "tiny.npz", "--no-mp4", "-q", "--out", out,
-                        "--target", "3", "--overwrite"], 20_000)
+    r = _run_full_disk(
+        [
+            "ground",
+            frames,
+            "--model",
+            d / "tiny.npz",
+            "--no-mp4",
+            "-q",
+            "--out",
+            out,
+            "--target",
+            "3",
+            "--overwrite",
+        ],
+        20_000,
+    )
     assert_one_line_error(r, "File too large")
     assert _snapshot(out) == before and not _stages(out)
     target = d / "full.npz"
@@ -189,8 +231,15 @@ def _spawn(argv):
 
     def apply():
         resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, argv)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, cwd=ROOT, env=child_env(), preexec_fn=apply)
+
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, argv)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=child_env(),
+        preexec_fn=apply,
+    )
 
 
 def _kill_after(argv, delay, sig):
@@ -226,8 +275,9 @@ def test_killed_convert_keeps_a_loadable_pair(assets):
     argv = ["convert", d / "big2.npz", "--out", target, "--overwrite", "-q"]
     full = _duration(argv)  # also leaves big2 in place
     seen = {"big1": 0, "big2": 0}
-    for k, (sig, delay) in enumerate([(s, t) for s in (signal.SIGTERM, signal.SIGKILL)
-                                      for t in _delays(0xC0DE + s, full, 6)]):
+    for k, (sig, delay) in enumerate(
+        [(s, t) for s in (signal.SIGTERM, signal.SIGKILL) for t in _delays(0xC0DE + s, full, 6)]
+    ):
         src = "big1" if k % 2 == 0 else "big2"
         rc, err = _kill_after(["convert", d / f"{src}.npz", "--out", target, "--overwrite", "-q"], delay, sig)
         m = load_model(target)  # the sidecar's sha256 matches the .npz: an old or a new pair, whole
@@ -251,8 +301,9 @@ def test_killed_ground_keeps_a_whole_run(assets):
     out = d / "out_killed"
     base = ["ground", frames, "--model", d / "tiny.npz", "--no-mp4", "-q", "--out", out, "--overwrite"]
     full = _duration(base + ["--target", "1"])
-    for k, (sig, delay) in enumerate([(s, t) for s in (signal.SIGTERM, signal.SIGKILL)
-                                      for t in _delays(0x6A0 + s, full, 4)]):
+    for k, (sig, delay) in enumerate(
+        [(s, t) for s in (signal.SIGTERM, signal.SIGKILL) for t in _delays(0x6A0 + s, full, 4)]
+    ):
         rc, err = _kill_after(base + ["--target", str(2 + k % 2)], delay, sig)
         _check_outputs(out, whole=False)  # each file whole, each listed file present, whatever the moment
         if sig == signal.SIGTERM:

@@ -7,7 +7,6 @@ error measures of :func:`ebr_ref.tools.compare.compare_arrays` are checked on ha
 values, and the contrastive reference norm against a separate EB run.
 """
 
-from tests.paths import DOCS
 import os
 import re
 import shutil
@@ -17,12 +16,12 @@ import sys
 import numpy
 import pytest
 
-from ebr_ref.tools.compare import compare, compare_arrays, format_report
 from ebr_ref.grounding.ground import ground
 from ebr_ref.models import sequential
+from ebr_ref.tools.compare import compare, compare_arrays, format_report
+from tests.paths import DOCS
 
-PAGE = os.path.join(DOCS,
-                    "verify-your-implementation.md")
+PAGE = os.path.join(DOCS, "verify-your-implementation.md")
 
 
 def _page():
@@ -31,8 +30,11 @@ def _page():
 
 
 def _between(text, name):
-    m = re.search(rf"<!-- verify-example: {name} begin -->\s*```\w*\n(.*?)```\s*<!-- verify-example: {name} end -->",
-                  text, re.S)
+    m = re.search(
+        rf"<!-- verify-example: {name} begin -->\s*```\w*\n(.*?)```\s*<!-- verify-example: {name} end -->",
+        text,
+        re.S,
+    )
     assert m, f"{PAGE} has no '{name}' block"
     return m.group(1)
 
@@ -86,8 +88,11 @@ def _rows(out):
 
 
 def _printed_names(block):
-    return [line.split()[0] for line in block.splitlines()
-            if line.startswith("  ") and line.split() and line.split()[0] not in ("point", "...")]
+    return [
+        line.split()[0]
+        for line in block.splitlines()
+        if line.startswith("  ") and line.split() and line.split()[0] not in ("point", "...")
+    ]
 
 
 def test_page_example_agrees_to_float64_rounding(ran):
@@ -103,12 +108,27 @@ def test_page_example_agrees_to_float64_rounding(ran):
     names = list(rows)
     shown = _printed_names(printed)  # the page leaves rows out ('...'), in the same order
     assert shown == [n for n in names if n in shown] and len(shown) >= 15
-    for name in ("forward/conv1", "lstm/lstm1/gates", "logits", "lstm/lstm1/dz", "totals/positive",
-                 "signal_dual/lstm1", "signal/relu7", "maps", "signal/input"):
+    for name in (
+        "forward/conv1",
+        "lstm/lstm1/gates",
+        "logits",
+        "lstm/lstm1/dz",
+        "totals/positive",
+        "signal_dual/lstm1",
+        "signal/relu7",
+        "maps",
+        "signal/input",
+    ):
         assert name in names
-    assert names.index("logits") < names.index("seed") < names.index("lstm/lstm1/p_h") < names.index(
-        "totals/positive") < names.index("signal_dual/fc8") < names.index("signal/relu7") < names.index(
-        "signal/input")  # computation order
+    assert (
+        names.index("logits")
+        < names.index("seed")
+        < names.index("lstm/lstm1/p_h")
+        < names.index("totals/positive")
+        < names.index("signal_dual/fc8")
+        < names.index("signal/relu7")
+        < names.index("signal/input")
+    )  # computation order
     for name, parts in rows.items():
         assert parts[-1] == "ok" and float(parts[3]) < 1e-13, (name, parts)  # "about 1e-16"
     assert "FIRST DIFFERENCE" not in cmp.stdout
@@ -116,10 +136,16 @@ def test_page_example_agrees_to_float64_rounding(ran):
 
 def test_page_bug_example_names_fc8(ran):
     d, text, _ = ran
-    r = subprocess.run([sys.executable, "port_check.py", "--bias-in-z"], cwd=d, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "port_check.py", "--bias-in-z"], cwd=d, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
-    cmp = subprocess.run([sys.executable, "-m", "ebr_ref", "compare", "theirs.npz", "--model", "tiny_cnn_lstm.npz"],
-                         cwd=d, capture_output=True, text=True)
+    cmp = subprocess.run(
+        [sys.executable, "-m", "ebr_ref", "compare", "theirs.npz", "--model", "tiny_cnn_lstm.npz"],
+        cwd=d,
+        capture_output=True,
+        text=True,
+    )
     assert cmp.returncode == 1
     printed = _printed_after(text, "$ python port_check.py --bias-in-z")
     assert cmp.stdout.strip().splitlines()[-4:] == printed.strip().splitlines()  # the page shows the tail
@@ -156,8 +182,10 @@ def test_compare_arrays_hand_values():
     assert not r.ok
     ref = numpy.full((2, 3, 4), 0.5)  # the scale of the errors comes from ref (||ref|| = 0.5 sqrt(24))
     r = compare_arrays("maps", theirs, ours, ref)
-    assert r.max_rel == 1.0 and r.rel == pytest.approx(0.5 / (0.5 * 24 ** 0.5))
-    r = compare_arrays("signal/conv1", numpy.zeros((2, 1, 5, 3, 3)), numpy.zeros((2, 1, 5, 3, 3)), stacked=True)
+    assert r.max_rel == 1.0 and r.rel == pytest.approx(0.5 / (0.5 * 24**0.5))
+    r = compare_arrays(
+        "signal/conv1", numpy.zeros((2, 1, 5, 3, 3)), numpy.zeros((2, 1, 5, 3, 3)), stacked=True
+    )
     assert r.where == "k=0 t=0 c=0 y=0 x=0" and r.ok and r.rel == 0.0
     assert not compare_arrays("probs", numpy.zeros((2, 3)), numpy.zeros((3, 2))).ok
     bad = compare_arrays("probs", numpy.full((2, 3), numpy.nan), numpy.zeros((2, 3)))
@@ -165,9 +193,15 @@ def test_compare_arrays_hand_values():
 
 
 def _tiny_cnn():
-    layers = [("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-              ("pool1", "maxpool", {"kernel": 2}), ("flatten", "flatten"), ("fc7", "fc", {"out_features": 6}),
-              ("relu7", "relu"), ("fc8", "fc", {"out_features": 4})]
+    layers = [
+        ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+        ("relu1", "relu"),
+        ("pool1", "maxpool", {"kernel": 2}),
+        ("flatten", "flatten"),
+        ("fc7", "fc", {"out_features": 6}),
+        ("relu7", "relu"),
+        ("fc8", "fc", {"out_features": 4}),
+    ]
     return sequential(layers, (2, 6, 6), seed=0xC0C)
 
 
@@ -178,8 +212,15 @@ def test_contrastive_rel_uses_the_positive_pass():
     eb = ground(model, clip, 1, method="EB", layer="pool1", channel_maps=True)
     delta = numpy.zeros_like(ceb.channel_maps)
     delta[2, 1, 0, 2] = 1e-3
-    theirs = {"clip": clip, "target": numpy.int64(1), "method": "cEB", "layer": "pool1",
-              "signal/pool1": ceb.channel_maps + delta, "maps": ceb.maps, "logits": model.logits(clip)}
+    theirs = {
+        "clip": clip,
+        "target": numpy.int64(1),
+        "method": "cEB",
+        "layer": "pool1",
+        "signal/pool1": ceb.channel_maps + delta,
+        "maps": ceb.maps,
+        "logits": model.logits(clip),
+    }
     rep = compare(theirs, model, rtol=1e-12)
     rows = {r.name: r for r in rep.rows}
     assert [r.name for r in rep.rows] == ["logits", "signal/pool1", "maps"]

@@ -6,7 +6,6 @@ lines (shapes and layer names). Every option that docs/cli.md shows for a
 command must be an option of that command's parser.
 """
 
-from tests.paths import DOCS
 import os
 import re
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 
 from ebr_ref.cli import build_parser
 from ebr_ref.models import shipped_names
+from tests.paths import DOCS
 
 DOCS = str(DOCS)
 
@@ -32,7 +32,9 @@ def _block(text, name):
 
 
 def _run(code, tmp_path):
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout.strip().splitlines()
 
@@ -44,7 +46,9 @@ def test_video_block(tmp_path):
     assert out == ["(4, 48, 64, 3) (4, 3, 32, 32) (4, 32, 32)"]
 
 
-@pytest.mark.skipif("synthetic_cnn_lstm" not in shipped_names(), reason="the shipped models are not installed")
+@pytest.mark.skipif(
+    "synthetic_cnn_lstm" not in shipped_names(), reason="the shipped models are not installed"
+)
 def test_quickstart_block(tmp_path):
     code = _block(_read("api.md"), "quickstart")
     out = _run(code, tmp_path)

@@ -25,18 +25,36 @@ from ebr_ref import synthetic
 from ebr_ref.models import save_model, sequential
 from ebr_ref.models.io import sidecar_path
 from tests.hostile_files import (
-    assert_one_line_error, npy_bytes, patch_central_directory, png_of_zeros, replace_member, reseal, run_cli,
+    assert_one_line_error,
+    npy_bytes,
+    patch_central_directory,
+    png_of_zeros,
+    replace_member,
+    reseal,
+    run_cli,
 )
 
 PIL = pytest.importorskip("PIL.Image")
 
 LIMIT = 1 << 30
 NAMES = list(synthetic.ACTIONS)
-IDENTITY = {"name": "identity", "channel_order": "RGB", "scale": 1.0, "mean": [0.0, 0.0, 0.0],
-            "std": [1.0, 1.0, 1.0]}
-TINY = [("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-        ("pool1", "maxpool", {"kernel": 2}), ("flatten", "flatten"), ("fc7", "fc", {"out_features": 8}),
-        ("relu7", "relu"), ("lstm1", "lstm", {"hidden": 6}), ("fc8", "fc", {"out_features": len(NAMES)})]
+IDENTITY = {
+    "name": "identity",
+    "channel_order": "RGB",
+    "scale": 1.0,
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+}
+TINY = [
+    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("pool1", "maxpool", {"kernel": 2}),
+    ("flatten", "flatten"),
+    ("fc7", "fc", {"out_features": 8}),
+    ("relu7", "relu"),
+    ("lstm1", "lstm", {"hidden": 6}),
+    ("fc8", "fc", {"out_features": len(NAMES)}),
+]
 
 
 def cli(*argv, timeout=90):
@@ -92,11 +110,17 @@ def _corrupt_models(d):
 def test_lying_and_corrupt_model_files_give_one_line(files):
     d, frames, theirs = files
     method99, truncated = _corrupt_models(d)
-    models = [(_lying_model(d), "member fc8.bias.npy"), (method99, "member fc8.bias.npy"),
-              (truncated, "truncated.npz")]
+    models = [
+        (_lying_model(d), "member fc8.bias.npy"),
+        (method99, "member fc8.bias.npy"),
+        (truncated, "truncated.npz"),
+    ]
     for p, needle in models:
-        for argv in (("inspect", p), ("ground", frames, "--model", p, "--target", "0", "--out", d / "o"),
-                     ("compare", theirs, "--model", p)):
+        for argv in (
+            ("inspect", p),
+            ("ground", frames, "--model", p, "--target", "0", "--out", d / "o"),
+            ("compare", theirs, "--model", p),
+        ):
             line = assert_one_line_error(cli(*argv), p.name, needle)
             assert "MemoryError" not in line and "NotImplementedError" not in line.split(": ", 2)[0]
         assert not (d / "o").exists()
@@ -132,16 +156,26 @@ def test_oversized_frames_and_deep_preprocessing_give_one_line(files):
     assert os.path.getsize(bomb / "f0.png") < 64_000
     m, o = d / "good.npz", d / "o8"
     assert_one_line_error(cli("ground", bomb, "--model", m, "--target", "0", "--out", o), "f0.png", "pixels")
-    assert_one_line_error(cli("ground", big, "--model", m, "--target", "0", "--out", o), "f0.png",
-                          "12000 = 120,000,000 pixels exceed the limit of 16,777,216")
-    assert_one_line_error(cli("ground", frames, "--model", m, "--target", "0", "--out", o,
-                              "--max-frame-pixels", "255"), "16x16 = 256 pixels exceed the limit of 255")
+    assert_one_line_error(
+        cli("ground", big, "--model", m, "--target", "0", "--out", o),
+        "f0.png",
+        "12000 = 120,000,000 pixels exceed the limit of 16,777,216",
+    )
+    assert_one_line_error(
+        cli("ground", frames, "--model", m, "--target", "0", "--out", o, "--max-frame-pixels", "255"),
+        "16x16 = 256 pixels exceed the limit of 255",
+    )
     deep = "[" * 20000 + "]" * 20000
-    assert_one_line_error(cli("ground", frames, "--model", m, "--target", "0", "--out", o,
-                              "--preprocessing", deep), "--preprocessing")
+    assert_one_line_error(
+        cli("ground", frames, "--model", m, "--target", "0", "--out", o, "--preprocessing", deep),
+        "--preprocessing",
+    )
     deep_ok_length = '{"mean": ' + "[" * 1000 + "]" * 1000 + "}"
-    assert_one_line_error(cli("ground", frames, "--model", m, "--target", "0", "--out", o,
-                              "--preprocessing", deep_ok_length), "--preprocessing", "nested too deeply")
+    assert_one_line_error(
+        cli("ground", frames, "--model", m, "--target", "0", "--out", o, "--preprocessing", deep_ok_length),
+        "--preprocessing",
+        "nested too deeply",
+    )
     assert not o.exists()
 
 
@@ -158,8 +192,12 @@ def test_nan_weights_are_refused_naming_the_parameter(files):
     d, frames, theirs = files
     nan = _nan_model(d)
     o = d / "o10"
-    assert_one_line_error(cli("ground", frames, "--model", nan, "--target", "0", "--out", o), "nan.npz",
-                          "fc8.bias", "non-finite")
+    assert_one_line_error(
+        cli("ground", frames, "--model", nan, "--target", "0", "--out", o),
+        "nan.npz",
+        "fc8.bias",
+        "non-finite",
+    )
     assert_one_line_error(cli("compare", theirs, "--model", nan), "fc8.bias", "non-finite")
     line = assert_one_line_error(cli("inspect", nan), "fc8.bias", "--allow-nonfinite")
     assert "non-finite" in line
@@ -209,8 +247,10 @@ def test_convert_refuses_a_torch_file_with_a_nan(files):
     sd["classifier.6.bias"][3] = float("nan")  # fc8.bias in ebr_ref's names
     torch.save(sd, d / "vgg_nan.pt")
     out = d / "vgg.npz"
-    for argv in (("convert", d / "vgg_nan.pt", "--out", out),
-                 ("ground", frames, "--model", d / "vgg_nan.pt", "--target", "0", "--out", d / "o12")):
+    for argv in (
+        ("convert", d / "vgg_nan.pt", "--out", out),
+        ("ground", frames, "--model", d / "vgg_nan.pt", "--target", "0", "--out", d / "o12"),
+    ):
         line = assert_one_line_error(cli(*argv), "vgg_nan.pt")
         assert "fc8.bias" in line or "classifier.6.bias" in line, line
         assert "non-finite" in line or "nan" in line.lower(), line

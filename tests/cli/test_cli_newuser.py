@@ -26,8 +26,10 @@ from ebr_ref.models import save_model, sequential, shipped_names
 from tests.cli.test_cli import IDENTITY, TINY_LSTM, assert_user_error, run_cli
 
 PIL = pytest.importorskip("PIL.Image")
-SHIPPED = pytest.mark.skipif(not {"synthetic_cnn_lstm", "synthetic_captioner"} <= set(shipped_names()),
-                             reason="the shipped synthetic models are not installed")
+SHIPPED = pytest.mark.skipif(
+    not {"synthetic_cnn_lstm", "synthetic_captioner"} <= set(shipped_names()),
+    reason="the shipped synthetic models are not installed",
+)
 
 
 def _subparsers():
@@ -68,13 +70,25 @@ def _noise_frames(folder, n=6, size=64):
 @SHIPPED
 def test_a_synthetic_model_on_other_input_warns(tmp_path):
     frames = _noise_frames(tmp_path / "noise")
-    r = run_cli("ground", frames, "--model", "synthetic_cnn_lstm", "--target", "rotate", "--no-mp4",
-                "--quiet", "--out", tmp_path / "g")
+    r = run_cli(
+        "ground",
+        frames,
+        "--model",
+        "synthetic_cnn_lstm",
+        "--target",
+        "rotate",
+        "--no-mp4",
+        "--quiet",
+        "--out",
+        tmp_path / "g",
+    )
     assert r.returncode == 0 and r.stdout == "", r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith("ebr-ref ground: warning: synthetic_cnn_lstm was trained on synthetic clips "
-                               "(ebr_ref.synthetic.make_batch)"), lines
+    assert lines[0].startswith(
+        "ebr-ref ground: warning: synthetic_cnn_lstm was trained on synthetic clips "
+        "(ebr_ref.synthetic.make_batch)"
+    ), lines
     doc = json.loads((tmp_path / "g" / "results.json").read_text())
     assert doc["warnings"] == [lines[0].split(": warning: ", 1)[1]]
     r = run_cli("caption", frames, "--model", "synthetic_captioner", "--no-mp4", "--out", tmp_path / "c")
@@ -94,8 +108,18 @@ def test_no_warning_inside_a_synthetic_dataset_folder(tmp_path):
     for t, f in enumerate(frames):
         PIL.fromarray(f).save(root / "videos" / "clip_0" / f"{t}.png")
     (root / "synthetic.json").write_text(json.dumps({"format": "ebr_ref synthetic dataset", "clips": 1}))
-    r = run_cli("ground", root / "videos" / "clip_0", "--model", "synthetic_cnn_lstm", "--target", "rotate",
-                "--no-mp4", "--quiet", "--out", tmp_path / "g")
+    r = run_cli(
+        "ground",
+        root / "videos" / "clip_0",
+        "--model",
+        "synthetic_cnn_lstm",
+        "--target",
+        "rotate",
+        "--no-mp4",
+        "--quiet",
+        "--out",
+        tmp_path / "g",
+    )
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert json.loads((tmp_path / "g" / "results.json").read_text())["warnings"] == []
 
@@ -106,8 +130,20 @@ def test_no_default_readout_layer_names_the_option_and_the_conv_layers(tmp_path)
     save_model(sequential(TINY_LSTM, (3, 32, 32), seed=2, meta={"preprocessing": IDENTITY}), path)
     r = run_cli("ground", frames, "--model", path, "--target", "0", "--out", tmp_path / "o")
     assert_user_error(r, "no default read-out layer", "choose one with --layer", "conv1, conv2")
-    r = run_cli("ground", frames, "--model", path, "--target", "0", "--layer", "conv2", "--no-mp4", "-q",
-                "--out", tmp_path / "o")
+    r = run_cli(
+        "ground",
+        frames,
+        "--model",
+        path,
+        "--target",
+        "0",
+        "--layer",
+        "conv2",
+        "--no-mp4",
+        "-q",
+        "--out",
+        tmp_path / "o",
+    )
     assert r.returncode == 0, r.stderr
     r = run_cli("convert", path, "--out", tmp_path / "again.npz")  # convert says so when it writes one
     assert r.returncode == 0 and "no default read-out layer" in r.stdout and "--layer" in r.stdout
@@ -130,17 +166,24 @@ def test_convert_creates_the_out_folder_and_removes_it_when_it_fails(tmp_path):
 
 def test_notes_say_what_the_reader_sees():
     S = numpy.array([0.2, 0.3, 0.25, 0.9, -0.1, 1e-12, -3e-13, 2e-14])
-    item = analyse({"name": "rotate", "evidence": S, "maps": S[:, None, None] * numpy.ones((1, 2, 2)),
-                    "gt": (0, 2)}, (8, 8))
+    item = analyse(
+        {"name": "rotate", "evidence": S, "maps": S[:, None, None] * numpy.ones((1, 2, 2)), "gt": (0, 2)},
+        (8, 8),
+    )
     assert item["peak_frame"] == 3 and item["zero_frames"] == [5, 6, 7]
     lines = notes([item])
-    assert lines[0] == ("rotate: the largest evidence S is at frame 3, 1 frame after its ground truth [0, 2] "
-                        "('peak in GT: no'); the evidence plot marks it")
-    assert lines[1] == ("rotate: S is numerically zero (|S| <= 1e-06 x the largest sum |map| of a frame) on "
-                        "3 of 8 frames (5-7): no evidence either way there (hatched grey in the evidence "
-                        "plot)")
-    inside = analyse({"name": "x", "evidence": S, "maps": S[:, None, None] * numpy.ones((1, 2, 2)),
-                      "gt": (3, 4)}, (8, 8))
+    assert lines[0] == (
+        "rotate: the largest evidence S is at frame 3, 1 frame after its ground truth [0, 2] "
+        "('peak in GT: no'); the evidence plot marks it"
+    )
+    assert lines[1] == (
+        "rotate: S is numerically zero (|S| <= 1e-06 x the largest sum |map| of a frame) on "
+        "3 of 8 frames (5-7): no evidence either way there (hatched grey in the evidence "
+        "plot)"
+    )
+    inside = analyse(
+        {"name": "x", "evidence": S, "maps": S[:, None, None] * numpy.ones((1, 2, 2)), "gt": (3, 4)}, (8, 8)
+    )
     assert len(notes([inside])) == 1  # the peak in the ground truth: nothing to explain but the zeros
     # maps whose signal cancels in every frame (cEB of a per-frame CNN): every S is numerically zero
     maps = numpy.zeros((3, 2, 2))

@@ -43,8 +43,11 @@ PENDING = {}
 EXPECTED = {
     "README.md": [r"\(16, 16, 16\) \(16,\)", r"\[[-0-9.e]+\]"],
     "docs/method.md": [r"\(3, 1, 1\)", r"\[ 0\.0592  0\.0092 -0\.0684\]", r"1\.585 1\.7944", r"\(0, 1\)"],
-    "docs/api.md": [r"\(16, 16, 16\) \(16,\) conv3", r"\(\d+, \d+\) \(\d+, \d+\) \d+ hits of 8",
-                    r"\(4, 48, 64, 3\) \(4, 3, 32, 32\) \(4, 32, 32\)"],
+    "docs/api.md": [
+        r"\(16, 16, 16\) \(16,\) conv3",
+        r"\(\d+, \d+\) \(\d+, \d+\) \d+ hits of 8",
+        r"\(4, 48, 64, 3\) \(4, 3, 32, 32\) \(4, 32, 32\)",
+    ],
 }
 
 
@@ -78,8 +81,9 @@ def test_fragments_say_what_they_need():
         for lang, code in blocks(page):
             if lang == "python" and is_fragment(code):
                 first = code.lstrip().splitlines()[0]
-                assert re.match(r"# fragment: needs \S", first), f"{page}: {first!r} (write '# fragment: " \
-                                                                   "needs ...')"
+                assert re.match(r"# fragment: needs \S", first), (
+                    f"{page}: {first!r} (write '# fragment: needs ...')"
+                )
 
 
 def test_pending_entries_are_still_pending():
@@ -104,8 +108,9 @@ def test_python_blocks_run_as_written(page, tmp_path):
         pytest.skip(f"{page}: every Python block is a fragment{why}")
     script = "\n".join(f"# ---- block {k} of {page}\n{code}" for k, code in enumerate(runnable))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=600, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env
+    )
     assert r.returncode == 0, f"{page}: a block failed\n{r.stderr[-3000:]}"
     if page in EXPECTED:
         printed = r.stdout.splitlines()

@@ -15,15 +15,14 @@ file (``python tests/docs/test_docs_method.py``) prints the blocks from the orac
 to paste into the page when an example changes.
 """
 
-from tests.paths import DOCS
-import os
 import re
 
 import numpy
 
-from ebr_ref.grounding.ground import ground
 from ebr_ref.evaluation.localize import ground_unknown_length
+from ebr_ref.grounding.ground import ground
 from ebr_ref.models import sequential
+from tests.paths import DOCS
 
 DOC = str(DOCS / "method.md")
 
@@ -40,7 +39,16 @@ RNN = {
     "frames": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.5, 0.0, 1.0]],
     "W7": [[1.0, 0.5, -0.5], [-0.5, 1.0, 1.0]],
     "b7": [0.0, 0.0],
-    "W_x": [[0.5, 0.5], [0.5, 0.5], [0.25, 0.25], [0.25, 0.25], [0.5, 0.5], [0.5, 0.5], [1.0, 0.25], [0.25, 1.0]],
+    "W_x": [
+        [0.5, 0.5],
+        [0.5, 0.5],
+        [0.25, 0.25],
+        [0.25, 0.25],
+        [0.5, 0.5],
+        [0.5, 0.5],
+        [1.0, 0.25],
+        [0.25, 1.0],
+    ],
     "b": [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0],
     "W_h": [[0.0, 0.0]] * 6 + [[0.5, 0.0], [0.0, 0.5]],
     "W8": [[1.0, -1.0], [-1.0, 1.0]],
@@ -82,14 +90,15 @@ def _sigmoid(z):
 
 
 def _lstm_caffe(p_h, xs, W_x, b, W_h):
-    """Forward of the ReLU LSTM (cont = 0, 1, 1, ...) and the released code's backward (docs/spec.md §4, rule caffe)."""
+    """Forward of the ReLU LSTM (cont = 0, 1, 1, ...) and the released code's backward (docs/spec.md §4,
+    rule caffe)."""
     T, H = len(xs), W_h.shape[1]
     h, c = numpy.zeros(H), numpy.zeros(H)
     fw = []
     for t in range(T):
         cont = 0.0 if t == 0 else 1.0
         z = W_x @ xs[t] + b + W_h @ (cont * h)
-        i, f, o, zg = _sigmoid(z[:H]), _sigmoid(z[H:2 * H]), _sigmoid(z[2 * H:3 * H]), z[3 * H:]
+        i, f, o, zg = _sigmoid(z[:H]), _sigmoid(z[H : 2 * H]), _sigmoid(z[2 * H : 3 * H]), z[3 * H :]
         g = numpy.maximum(zg, 0.0)
         c_prev = c
         c = cont * f * c_prev + i * g
@@ -100,12 +109,14 @@ def _lstm_caffe(p_h, xs, W_x, b, W_h):
     for t in reversed(range(T)):
         s = fw[t]
         kappa = carry + p_h[t] * s["o"] * (s["c"] > 0)
-        dz = numpy.concatenate([
-            kappa * s["g"] * s["i"] * (1 - s["i"]),
-            s["cont"] * kappa * s["c_prev"] * s["f"] * (1 - s["f"]),
-            p_h[t] * numpy.maximum(s["c"], 0.0) * s["o"] * (1 - s["o"]),
-            kappa * s["i"] * (s["zg"] > 0),
-        ])
+        dz = numpy.concatenate(
+            [
+                kappa * s["g"] * s["i"] * (1 - s["i"]),
+                s["cont"] * kappa * s["c_prev"] * s["f"] * (1 - s["f"]),
+                p_h[t] * numpy.maximum(s["c"], 0.0) * s["o"] * (1 - s["o"]),
+                kappa * s["i"] * (s["zg"] > 0),
+            ]
+        )
         carry = s["cont"] * s["f"] * kappa
         kappas[t], dzs[t] = kappa, dz
         p_x[t] = _eb_linear(dz, xs[t], W_x)  # the input branch W_x x_t; nothing to W_h h_{t-1}
@@ -113,8 +124,9 @@ def _lstm_caffe(p_h, xs, W_x, b, W_h):
 
 
 def oracle_rnn(v):
-    fr, W7, b7, W_x, b, W_h, W8, b8 = (numpy.array(v[k], dtype=float)
-                                       for k in ("frames", "W7", "b7", "W_x", "b", "W_h", "W8", "b8"))
+    fr, W7, b7, W_x, b, W_h, W8, b8 = (
+        numpy.array(v[k], dtype=float) for k in ("frames", "W7", "b7", "W_x", "b", "W_h", "W8", "b8")
+    )
     T = fr.shape[0]
     xs = numpy.maximum(fr @ W7.T + b7, 0.0)  # interface activations (relu7), (T, D)
     out = {"x": xs}
@@ -166,13 +178,17 @@ def read_block(name, path=DOC):
     """``{name: (array, raw text)}`` of one example block."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    m = re.search(rf"<!-- method-example: {name} begin -->(.*?)<!-- method-example: {name} end -->", text, re.S)
+    m = re.search(
+        rf"<!-- method-example: {name} begin -->(.*?)<!-- method-example: {name} end -->", text, re.S
+    )
     assert m, f"docs/method.md has no block '{name}'"
     out = {}
     for line in m.group(1).splitlines():
         lm = _LINE.match(line.strip())
         if lm:
-            value = numpy.array(eval(lm.group(2), {"__builtins__": {}}), dtype=float)  # numbers and lists only
+            value = numpy.array(
+                eval(lm.group(2), {"__builtins__": {}}), dtype=float
+            )  # numbers and lists only
             out[lm.group(1)] = (value, lm.group(2))
     return out
 
@@ -182,13 +198,34 @@ def _check(page, name, value):
     value = numpy.asarray(value, dtype=float)
     assert printed.shape == value.shape, (name, printed.shape, value.shape)
     bad = numpy.abs(printed - value) > TOL
-    assert not bad.any(), f"docs/method.md: {name} = {raw} but the computation gives {numpy.round(value, 6).tolist()}"
+    assert not bad.any(), (
+        f"docs/method.md: {name} = {raw} but the computation gives {numpy.round(value, 6).tolist()}"
+    )
 
 
 MLP_SHOWN = ("h", "logits", "Z2", "P_h", "Z1", "P_x", "Zbar2", "Pbar_h", "Pbar_x", "contrast_h", "cEB_x")
-RNN_SHOWN = ("x", "h", "probs", "P_h.pos", "kappa.pos", "P.pos", "total.pos", "P_N.pos", "P_h.dual", "kappa.dual",
-             "P.dual", "total.dual", "P_N.dual", "Map.interface", "EB-R.map", "EB-R.S", "EB-R.segment",
-             "cEB-R.map", "cEB-R.S", "cEB-R.segment")
+RNN_SHOWN = (
+    "x",
+    "h",
+    "probs",
+    "P_h.pos",
+    "kappa.pos",
+    "P.pos",
+    "total.pos",
+    "P_N.pos",
+    "P_h.dual",
+    "kappa.dual",
+    "P.dual",
+    "total.dual",
+    "P_N.dual",
+    "Map.interface",
+    "EB-R.map",
+    "EB-R.S",
+    "EB-R.segment",
+    "cEB-R.map",
+    "cEB-R.S",
+    "cEB-R.segment",
+)
 
 
 def _inputs(page, v):
@@ -213,10 +250,18 @@ def test_mlp_numbers_match_the_oracle():
 
 
 def _mlp_model(v):
-    P = {"fc1.weight": numpy.array(v["W1"]), "fc1.bias": numpy.array(v["b1"]),
-         "fc2.weight": numpy.array(v["W2"]), "fc2.bias": numpy.array(v["b2"])}
-    layers = [("flatten", "flatten"), ("fc1", "fc", {"out_features": 2}), ("relu1", "relu"),
-              ("fc2", "fc", {"out_features": 2})]
+    P = {
+        "fc1.weight": numpy.array(v["W1"]),
+        "fc1.bias": numpy.array(v["b1"]),
+        "fc2.weight": numpy.array(v["W2"]),
+        "fc2.bias": numpy.array(v["b2"]),
+    }
+    layers = [
+        ("flatten", "flatten"),
+        ("fc1", "fc", {"out_features": 2}),
+        ("relu1", "relu"),
+        ("fc2", "fc", {"out_features": 2}),
+    ]
     return sequential(layers, (3, 1, 1), params=P)
 
 
@@ -247,11 +292,22 @@ def test_rnn_numbers_match_the_oracle():
 
 
 def _rnn_model(v):
-    P = {"fc7.weight": numpy.array(v["W7"]), "fc7.bias": numpy.array(v["b7"]),
-         "lstm1.W_x": numpy.array(v["W_x"]), "lstm1.b": numpy.array(v["b"]), "lstm1.W_h": numpy.array(v["W_h"]),
-         "fc8.weight": numpy.array(v["W8"]), "fc8.bias": numpy.array(v["b8"])}
-    layers = [("flatten", "flatten"), ("fc7", "fc", {"out_features": 2}), ("relu7", "relu"),
-              ("lstm1", "lstm", {"hidden": 2, "cell_act": "relu"}), ("fc8", "fc", {"out_features": 2})]
+    P = {
+        "fc7.weight": numpy.array(v["W7"]),
+        "fc7.bias": numpy.array(v["b7"]),
+        "lstm1.W_x": numpy.array(v["W_x"]),
+        "lstm1.b": numpy.array(v["b"]),
+        "lstm1.W_h": numpy.array(v["W_h"]),
+        "fc8.weight": numpy.array(v["W8"]),
+        "fc8.bias": numpy.array(v["b8"]),
+    }
+    layers = [
+        ("flatten", "flatten"),
+        ("fc7", "fc", {"out_features": 2}),
+        ("relu7", "relu"),
+        ("lstm1", "lstm", {"hidden": 2, "cell_act": "relu"}),
+        ("fc8", "fc", {"out_features": 2}),
+    ]
     return sequential(layers, (3, 1, 1), params=P)
 
 

@@ -6,8 +6,14 @@ import importlib
 import pytest
 
 MODULES = [
-    "ebr_ref.layers.conv2d", "ebr_ref.layers.maxpool2d", "ebr_ref.layers.avgpool2d",
-    "ebr_ref.layers.temporal_mean", "ebr_ref.evaluation.metrics", "ebr_ref.evaluation.localize", "ebr_ref.evaluation.annotations", "ebr_ref.tools.viz",
+    "ebr_ref.layers.conv2d",
+    "ebr_ref.layers.maxpool2d",
+    "ebr_ref.layers.avgpool2d",
+    "ebr_ref.layers.temporal_mean",
+    "ebr_ref.evaluation.metrics",
+    "ebr_ref.evaluation.localize",
+    "ebr_ref.evaluation.annotations",
+    "ebr_ref.tools.viz",
 ]
 
 

@@ -9,7 +9,6 @@ extra only, so torch must not end up in the new environment. The demo's
 outputs are then decoded.
 """
 
-from tests.paths import REPO
 import json
 import os
 import re
@@ -18,6 +17,8 @@ import subprocess
 import sys
 
 import pytest
+
+from tests.paths import REPO
 
 ROOT = str(REPO)
 PIL = pytest.importorskip("PIL.Image")
@@ -30,16 +31,22 @@ def demo_block():
         if not os.path.exists(path):
             continue
         with open(path, encoding="utf-8") as f:
-            m = re.search(r"<!-- readme-test: demo begin -->\s*```\w*\n(.*?)```\s*<!-- readme-test: demo end -->",
-                          f.read(), re.S)
+            m = re.search(
+                r"<!-- readme-test: demo begin -->\s*```\w*\n(.*?)```\s*<!-- readme-test: demo end -->",
+                f.read(),
+                re.S,
+            )
         if m:
             return [line for line in m.group(1).splitlines() if line.strip()], name
     pytest.fail("README.md has no '<!-- readme-test: demo -->' block")
 
 
 def _copy_repo(dest):
-    files = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = os.path.join(ROOT, rel)
         if not os.path.isfile(src):  # deleted in the working tree
@@ -49,10 +56,17 @@ def _copy_repo(dest):
 
 
 def _clean_env():
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX")
+    }
     here = os.path.dirname(sys.executable)  # drop this test run's own environment from PATH
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", os.defpath).split(os.pathsep)
-                                  if p and os.path.abspath(p) != os.path.abspath(here))
+    env["PATH"] = os.pathsep.join(
+        p
+        for p in env.get("PATH", os.defpath).split(os.pathsep)
+        if p and os.path.abspath(p) != os.path.abspath(here)
+    )
     return env
 
 
@@ -80,8 +94,9 @@ def test_readme_demo_runs_verbatim_in_a_fresh_venv(tmp_path):
     repo = tmp_path / "repo"
     _copy_repo(repo)
     script = "set -euo pipefail\n" + "\n".join(commands) + "\n"
-    r = subprocess.run(["bash", "-c", script], cwd=repo, env=_clean_env(), capture_output=True, text=True,
-                       timeout=1500)
+    r = subprocess.run(
+        ["bash", "-c", script], cwd=repo, env=_clean_env(), capture_output=True, text=True, timeout=1500
+    )
     assert r.returncode == 0, f"{source} block failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert "demo done in" in r.stdout
     out = repo / "ebr_ref_demo"
@@ -95,6 +110,10 @@ def test_readme_demo_runs_verbatim_in_a_fresh_venv(tmp_path):
     with PIL.open(out / "evidence.png") as im:
         assert im.format == "PNG"
     venv_python = repo / ".venv" / "bin" / "python"
-    probe = subprocess.run([str(venv_python), "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
-                           capture_output=True, text=True, env=_clean_env())
+    probe = subprocess.run(
+        [str(venv_python), "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+    )
     assert probe.stdout.strip() == "True", "the demo's environment must not contain torch"

@@ -20,7 +20,7 @@ from tests.paths import DOCS
 PIL = pytest.importorskip("PIL.Image")
 pytestmark = pytest.mark.skipif(
     not {"synthetic_cnn_lstm", "synthetic_captioner"} <= set(shipped_names()),
-    reason="the shipped models are needed"
+    reason="the shipped models are needed",
 )
 
 
@@ -44,8 +44,9 @@ def test_the_page_holds_every_sample_as_the_code_prints_it(fresh):
     page = ms.page_samples((DOCS / "cli.md").read_text(encoding="utf-8"))
     assert set(page) == set(ms.SAMPLES)
     for name, text in texts.items():
-        assert ms.normalised(page[name]) == ms.normalised(text), f"docs/cli.md sample '{name}': run " \
-                                                                   "python docs/make_samples.py"
+        assert ms.normalised(page[name]) == ms.normalised(text), (
+            f"docs/cli.md sample '{name}': run python docs/make_samples.py"
+        )
 
 
 def test_the_samples_show_what_the_page_says(fresh):
@@ -91,8 +92,12 @@ def test_the_prose_on_the_demo_picture_is_true(fresh):
     assert diamond["detected"] == [21, 23] and diamond["gt"] == [1, 20]
     assert (diamond["pointing"]["hits"], diamond["pointing"]["misses"]) == (0, 20)
     page = " ".join((DOCS / "cli.md").read_text(encoding="utf-8").split())
-    for claim in ("is [0, 12] (IoU 0.92)", "(IoU 1.00) and in 7 of its 8 frames",
-                  "misses the diamond in all 20 frames", "frames 21–23"):
+    for claim in (
+        "is [0, 12] (IoU 0.92)",
+        "(IoU 1.00) and in 7 of its 8 frames",
+        "misses the diamond in all 20 frames",
+        "frames 21–23",
+    ):
         assert claim in page, claim
     # frame 12's evidence for rotate comes from the seeds at steps 12-23 only; its map lies on the ring
     from ebr_ref import ground, synthetic

@@ -172,8 +172,9 @@ def test_every_pointer_on_the_page_exists():
             if not path.is_file():
                 bad.append(f"docs/spec.md:{n}: no file {rel}")
                 continue
-            if name and not re.search(rf"^\s*(?:def|class)\s+{name}\b|^{name}\s*[:=]", path.read_text(encoding="utf-8"),
-                                      re.M):
+            if name and not re.search(
+                rf"^\s*(?:def|class)\s+{name}\b|^{name}\s*[:=]", path.read_text(encoding="utf-8"), re.M
+            ):
                 bad.append(f"docs/spec.md:{n}: {rel} defines no {name}")
     assert count > 0, "no code or test pointer found on the page"
     assert not bad, "\n".join(bad)

@@ -22,7 +22,7 @@ pytest.importorskip("matplotlib")
 PIL = pytest.importorskip("PIL.Image")
 pytestmark = pytest.mark.skipif(
     not {"synthetic_cnn", "synthetic_cnn_lstm"} <= set(shipped_names()),
-    reason="the shipped models are needed"
+    reason="the shipped models are needed",
 )
 
 
@@ -62,12 +62,24 @@ def test_the_page_is_the_rendered_notebook(ran):
 def test_the_notebook_covers_what_it_promises(ran):
     _, done, _ = ran
     pictures = [p.split("/")[-1] for *_, shown in done for p in shown]
-    assert pictures == ["tutorial_eb.png", "tutorial_ceb.png", "tutorial_ebr.png", "tutorial_cebr.png",
-                        "tutorial_evidence.png", "tutorial_rules.png"]
+    assert pictures == [
+        "tutorial_eb.png",
+        "tutorial_ceb.png",
+        "tutorial_ebr.png",
+        "tutorial_cebr.png",
+        "tutorial_evidence.png",
+        "tutorial_rules.png",
+    ]
     printed = "\n".join(out for _, _, out, _ in done)
-    for needle in ("eq.-5 grand total", "eq.-5 grand totals: target", "positive: {'lstm1'",
-                   "ground truth: frames", "cEB-R: detected", "caffe: grand totals",
-                   "   eb: grand totals 1.0000 / 1.0000"):
+    for needle in (
+        "eq.-5 grand total",
+        "eq.-5 grand totals: target",
+        "positive: {'lstm1'",
+        "ground truth: frames",
+        "cEB-R: detected",
+        "caffe: grand totals",
+        "   eb: grand totals 1.0000 / 1.0000",
+    ):
         assert needle in printed, needle
 
 

@@ -6,8 +6,6 @@ Torch oracles (autograd, torch.nn.LSTM, the released code's EB rebuilt in torch)
 tests/layers/test_lstm_torch.py.
 """
 
-from tests.paths import DOCS
-import pathlib
 import re
 
 import numpy
@@ -17,6 +15,7 @@ from hypothesis import strategies as st
 
 from ebr_ref.backend import to_numpy
 from ebr_ref.layers.lstm import GATE_ORDER, LSTMParams, gate_slice, lstm_eb, lstm_forward, lstm_grad
+from tests.paths import DOCS
 
 from ..conftest import RTOL, rel_err
 from ..oracles.dense import eb_matrix
@@ -36,13 +35,13 @@ def _case(rng, T=5, N=2, D=3, H=2, Ds=None, positive=False):
     s = None if Ds is None else rng.uniform(0.1, 1, (N, Ds))
     if positive:
         g = 3 * H, 4 * H  # rows of the g block (Caffe order i, f, o, g)
-        W_x[g[0]:g[1]] = numpy.abs(W_x[g[0]:g[1]])
-        b[g[0]:g[1]] = numpy.abs(b[g[0]:g[1]])
+        W_x[g[0] : g[1]] = numpy.abs(W_x[g[0] : g[1]])
+        b[g[0] : g[1]] = numpy.abs(b[g[0] : g[1]])
         W_x = numpy.where(rng.uniform(size=W_x.shape) < 0.2, -numpy.abs(W_x), W_x)  # some inhibitory weights
         W_x[:, 0] = numpy.abs(W_x[:, 0])  # but every row has an excitatory one
         if W_s is not None:
             W_s[:, 0] = numpy.abs(W_s[:, 0])
-            W_s[g[0]:g[1]] = numpy.abs(W_s[g[0]:g[1]])
+            W_s[g[0] : g[1]] = numpy.abs(W_s[g[0] : g[1]])
     return x, W_x, b, W_h, W_s, s
 
 
@@ -56,7 +55,9 @@ def _balance(sig, p_h):
     out = to_numpy(p_h).sum(axis=(0, 2)) - to_numpy(sig.p_x).sum(axis=(0, 2))
     if sig.p_static is not None:
         out = out - to_numpy(sig.p_static).sum(axis=1)
-    return out - to_numpy(sig.p_h0).sum(axis=1) - to_numpy(sig.p_c0).sum(axis=1) - to_numpy(sig.lost).sum(axis=0)
+    return (
+        out - to_numpy(sig.p_h0).sum(axis=1) - to_numpy(sig.p_c0).sum(axis=1) - to_numpy(sig.lost).sum(axis=0)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- forward
@@ -75,8 +76,13 @@ def test_forward_matches_naive_loops(xp, dtype, cell_act):
     cont = numpy.array([[0, 1], [1, 1], [1, 0], [1, 1], [0, 1]], dtype=float)  # resets mid-sequence
     h0, c0 = rng.uniform(0, 1, (2, 2)), rng.uniform(0, 1, (2, 2))
     h, cache = lstm_forward(
-        xp.asarray(x, dtype), _params(W_x, b, W_h, W_s, xp, dtype), cont=xp.asarray(cont),
-        static=xp.asarray(s, dtype), h0=xp.asarray(h0, dtype), c0=xp.asarray(c0, dtype), cell_act=cell_act,
+        xp.asarray(x, dtype),
+        _params(W_x, b, W_h, W_s, xp, dtype),
+        cont=xp.asarray(cont),
+        static=xp.asarray(s, dtype),
+        h0=xp.asarray(h0, dtype),
+        c0=xp.asarray(c0, dtype),
+        cell_act=cell_act,
     )
     fw = naive_forward(x, W_x, b, W_h, W_s, s, cont, h0, c0, cell_act)
     assert h.dtype == dtype and cache.c.dtype == dtype
@@ -93,8 +99,13 @@ def test_forward_default_cont_wipes_initial_state():
     numpy.testing.assert_array_equal(h_fresh, h_given)
     cont = numpy.ones((5, 2))
     h_cont, _ = lstm_forward(x, p, cont=cont, h0=numpy.ones((2, 2)), c0=numpy.ones((2, 2)))
-    assert rel_err(h_cont, naive_forward(x, W_x, b, W_h, cont=cont, h0=numpy.ones((2, 2)),
-                                         c0=numpy.ones((2, 2)))["h"]) < 1e-12
+    assert (
+        rel_err(
+            h_cont,
+            naive_forward(x, W_x, b, W_h, cont=cont, h0=numpy.ones((2, 2)), c0=numpy.ones((2, 2)))["h"],
+        )
+        < 1e-12
+    )
     assert not numpy.allclose(h_cont, h_fresh)
 
 
@@ -251,8 +262,12 @@ def test_eb_rule_matches_naive_loops(xp, dtype, static):
     h0, c0 = rng.uniform(0, 1, (2, 2)), rng.uniform(0, 1, (2, 2))
     p_h = rng.uniform(0, 1, (5, 2, 2)) * (rng.uniform(size=(5, 1, 1)) < 0.6)  # seeds at some steps
     _, cache = lstm_forward(
-        xp.asarray(x, dtype), _params(W_x, b, W_h, W_s, xp, dtype), cont=xp.asarray(cont),
-        static=None if s is None else xp.asarray(s, dtype), h0=xp.asarray(h0, dtype), c0=xp.asarray(c0, dtype),
+        xp.asarray(x, dtype),
+        _params(W_x, b, W_h, W_s, xp, dtype),
+        cont=xp.asarray(cont),
+        static=None if s is None else xp.asarray(s, dtype),
+        h0=xp.asarray(h0, dtype),
+        c0=xp.asarray(c0, dtype),
     )
     sig = lstm_eb(xp.asarray(p_h, dtype), cache, rule="eb")
     fw = naive_forward(x, W_x, b, W_h, W_s, s, cont, h0, c0)
@@ -288,19 +303,28 @@ def test_eb_rule_conserves_step_by_step():
     assert numpy.abs(_balance(full, p_h)).max() < 1e-12 * p_h.sum()
     crossing, static_part = numpy.zeros((T + 1, N)), numpy.zeros((T + 1, N))
     for t0 in range(T):
-        _, sub = lstm_forward(x[t0:], params, cont=cont[t0:], static=s,
-                              h0=h0 if t0 == 0 else h[t0 - 1], c0=c0 if t0 == 0 else cache.c[t0 - 1])
+        _, sub = lstm_forward(
+            x[t0:],
+            params,
+            cont=cont[t0:],
+            static=s,
+            h0=h0 if t0 == 0 else h[t0 - 1],
+            c0=c0 if t0 == 0 else cache.c[t0 - 1],
+        )
         sig = lstm_eb(p_h[t0:], sub, rule="eb")
         assert rel_err(sig.p_x, full.p_x[t0:]) < 1e-12
         crossing[t0] = sig.p_h0.sum(axis=1) + sig.p_c0.sum(axis=1)
         static_part[t0] = sig.p_static.sum(axis=1)
-        numpy.testing.assert_allclose(crossing[t0] + static_part[t0] + sig.p_x.sum(axis=(0, 2)),
-                                      p_h[t0:].sum(axis=(0, 2)), rtol=1e-12)
+        numpy.testing.assert_allclose(
+            crossing[t0] + static_part[t0] + sig.p_x.sum(axis=(0, 2)), p_h[t0:].sum(axis=(0, 2)), rtol=1e-12
+        )
     assert numpy.all(crossing[3, 0] == 0)  # nothing crosses a reset
     for t in range(T):  # per step: in = seed + crossing from t+1; out = x_t + static share + crossing to t-1
         numpy.testing.assert_allclose(
             p_h[t].sum(axis=1) + crossing[t + 1],
-            full.p_x[t].sum(axis=1) + (static_part[t] - static_part[t + 1]) + crossing[t], rtol=1e-12)
+            full.p_x[t].sum(axis=1) + (static_part[t] - static_part[t + 1]) + crossing[t],
+            rtol=1e-12,
+        )
 
 
 def test_eb_rule_accounts_for_zero_denominators():
@@ -337,7 +361,9 @@ def test_eb_rule_survives_a_cell_state_decaying_to_denormals():
     x = numpy.zeros((T, 1, 1), numpy.float32)
     x[0] = 1.0
     W_x = numpy.array([[0.0], [0.0], [0.0], [1.0]], numpy.float32)  # f = i = o = 1/2, g_t = x_t
-    _, cache = lstm_forward(x, LSTMParams(W_x, numpy.zeros(4, numpy.float32), numpy.zeros((4, 1), numpy.float32)))
+    _, cache = lstm_forward(
+        x, LSTMParams(W_x, numpy.zeros(4, numpy.float32), numpy.zeros((4, 1), numpy.float32))
+    )
     c = cache.c.ravel()
     assert numpy.any((c > 0) & (c < numpy.finfo(numpy.float32).tiny)) and c[-1] == 0
     p_h = numpy.ones((T, 1, 1), numpy.float32)
@@ -355,7 +381,9 @@ def test_eb_rule_rejects_tanh_without_override():
     with pytest.raises(ValueError, match="assumption A1"):
         lstm_eb(p_h, cache, rule="eb")
     sig = lstm_eb(p_h, cache, rule="eb", allow_tanh=True)  # runs; the balance still holds formally
-    expect = naive_eb_conserving(naive_forward(x, W_x, b, W_h, cell_act="tanh"), p_h, x, W_x, W_h, cell_act="tanh")
+    expect = naive_eb_conserving(
+        naive_forward(x, W_x, b, W_h, cell_act="tanh"), p_h, x, W_x, W_h, cell_act="tanh"
+    )
     assert rel_err(sig.p_x, expect[0]) < 1e-10
     numpy.testing.assert_allclose(_balance(sig, p_h), 0, atol=1e-12)
     lstm_eb(p_h, cache, rule="caffe")  # the released code's rule runs on tanh cells
@@ -386,9 +414,15 @@ def test_stacked_lstms_compose_and_conserve():
 
 @settings(max_examples=30, deadline=None)
 @given(
-    T=st.integers(1, 5), N=st.integers(1, 3), D=st.integers(1, 4), H=st.integers(1, 3),
-    static=st.booleans(), seed=st.integers(0, 2**32 - 1), steps=st.lists(st.integers(0, 4), min_size=1, max_size=3),
-    a=st.floats(0.1, 10), b=st.floats(0.1, 10),
+    T=st.integers(1, 5),
+    N=st.integers(1, 3),
+    D=st.integers(1, 4),
+    H=st.integers(1, 3),
+    static=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+    steps=st.lists(st.integers(0, 4), min_size=1, max_size=3),
+    a=st.floats(0.1, 10),
+    b=st.floats(0.1, 10),
 )
 def test_eb_rule_properties(T, N, D, H, static, seed, steps, a, b):
     rng = numpy.random.default_rng(seed)
@@ -401,7 +435,9 @@ def test_eb_rule_properties(T, N, D, H, static, seed, steps, a, b):
     p1 = rng.uniform(0, 1, (T, N, H)) * mask
     p2 = rng.uniform(0, 1, (T, N, H)) * mask
     e1, e2 = lstm_eb(p1, cache, rule="eb"), lstm_eb(p2, cache, rule="eb")
-    expect = naive_eb_conserving(naive_forward(x, W_x, b_, W_h, W_s, s, cont, h0, c0), p1, x, W_x, W_h, W_s, s)
+    expect = naive_eb_conserving(
+        naive_forward(x, W_x, b_, W_h, W_s, s, cont, h0, c0), p1, x, W_x, W_h, W_s, s
+    )
     for got, want in zip(e1, expect):
         if want is not None:
             assert numpy.abs(got - want).max() <= 1e-10 * max(1.0, numpy.abs(want).max())
@@ -431,7 +467,9 @@ def test_caffe_rule_matches_closed_form_for_last_step_seed(xp, dtype):
     fw = naive_forward(x, W_x, b, W_h)  # cont = 0 at the first step, 1 after
     i, f, o, g, c, zg = (fw[k] for k in ("i", "f", "o", "g", "c", "zg"))
     kappa_T = p_T * o[-1] * (c[-1] > 0)
-    later_f = numpy.concatenate([numpy.cumprod(f[::-1], axis=0)[::-1][1:], numpy.ones((1, N, H))])  # prod_{s>t} f_s
+    later_f = numpy.concatenate(
+        [numpy.cumprod(f[::-1], axis=0)[::-1][1:], numpy.ones((1, N, H))]
+    )  # prod_{s>t} f_s
     kappa = later_f * kappa_T  # (T, N, H)
     c_prev = numpy.concatenate([numpy.zeros((1, N, H)), c[:-1]])
     cont = numpy.ones((T, 1, 1))
@@ -472,7 +510,10 @@ def test_caffe_rule_reports_signal_dropped_at_zero_normalisers():
     rng = numpy.random.default_rng(0x1A0E)
     T, N, D, H = 4, 2, 3, 2
     x, W_x, b, W_h, W_s, s = _case(rng, T=T, N=N, D=D, H=H, Ds=2)
-    W_x[:, 0], W_s[:, 0] = numpy.abs(W_x[:, 0]), numpy.abs(W_s[:, 0])  # every row has an excitatory weight ...
+    W_x[:, 0], W_s[:, 0] = (
+        numpy.abs(W_x[:, 0]),
+        numpy.abs(W_s[:, 0]),
+    )  # every row has an excitatory weight ...
     W_x[1] = -numpy.abs(W_x[1])  # ... except row 1 of W_x (gate i, unit 1): Z = W_x+ x_t = 0 at every step
     W_s[2] = -numpy.abs(W_s[2])  # ... and row 2 of W_s (gate f, unit 0): Z_s = W_s+ s = 0
     _, cache = lstm_forward(x, LSTMParams(W_x, b, W_h, W_s), static=s)
@@ -497,14 +538,16 @@ def test_caffe_rule_reports_signal_dropped_at_zero_normalisers():
 def _doc_example():
     """``name = value`` lines of the worked-example block of docs/lstm.md."""
     text = DOC.read_text()
-    block = re.search(r"<!-- worked-example: begin -->\s*```text\n(.*?)```\s*<!-- worked-example: end -->", text, re.S)
+    block = re.search(
+        r"<!-- worked-example: begin -->\s*```text\n(.*?)```\s*<!-- worked-example: end -->", text, re.S
+    )
     assert block, "docs/lstm.md has no worked-example block"
     values = {}
     for line in block.group(1).splitlines():
         m = re.match(r"\s*([\w.]+)\s*=\s*(\[[^\]]*\]|[-+0-9.eE/]+)", line)
         if m:
             nums = re.findall(r"[-+]?[0-9.]+(?:/[0-9]+)?(?:[eE][-+]?[0-9]+)?", m.group(2))
-            values[m.group(1)] = numpy.array([eval(v) if "/" in v else float(v) for v in nums])  # noqa: S307
+            values[m.group(1)] = numpy.array([eval(v) if "/" in v else float(v) for v in nums])
     return values
 
 
@@ -513,14 +556,24 @@ def test_docs_worked_example():
     T = len(v["x"])
     col = lambda a: a.reshape(-1, 1)  # noqa: E731
     params = LSTMParams(col(v["W_x"]), v["b"], col(v["W_h"]))
-    h, cache = lstm_forward(v["x"].reshape(T, 1, 1), params, cont=v["cont"].reshape(T, 1),
-                            h0=v["h0"].reshape(1, 1), c0=v["c0"].reshape(1, 1))
+    h, cache = lstm_forward(
+        v["x"].reshape(T, 1, 1),
+        params,
+        cont=v["cont"].reshape(T, 1),
+        h0=v["h0"].reshape(1, 1),
+        c0=v["c0"].reshape(1, 1),
+    )
     numpy.testing.assert_allclose(h.ravel(), v["h"], rtol=1e-12)
     numpy.testing.assert_allclose(cache.c.ravel(), v["c"], rtol=1e-12)
     for rule in ("eb", "caffe"):
         sig = lstm_eb(v["seed"].reshape(T, 1, 1), cache, rule=rule)
         for name in ("p_x", "p_h0", "p_c0", "lost"):
-            numpy.testing.assert_allclose(getattr(sig, name).ravel(), v[f"{rule}.{name}"], rtol=1e-12, atol=1e-15,
-                                          err_msg=f"{rule}.{name}")
+            numpy.testing.assert_allclose(
+                getattr(sig, name).ravel(),
+                v[f"{rule}.{name}"],
+                rtol=1e-12,
+                atol=1e-15,
+                err_msg=f"{rule}.{name}",
+            )
     for name in ("p_x", "p_h0", "p_c0"):  # also the hand-derived test above uses the same numbers
         assert f"eb.{name}" in v and f"caffe.{name}" in v

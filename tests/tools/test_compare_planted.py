@@ -91,8 +91,9 @@ def test_a_planted_bug_is_caught_at_the_defaults_and_named(suite, bug, case, poi
     text = format_report(rep)
     at = "" if step is None else f" at t={step}"
     assert f"FIRST DIFFERENCE: {point}{at} (" in text
-    assert text.splitlines()[-1].endswith("first difference (forward entries, then backward order): "
-                                          f"{point}{at}")
+    assert text.splitlines()[-1].endswith(
+        f"first difference (forward entries, then backward order): {point}{at}"
+    )
 
 
 def test_the_rule_named_for_a_signal_is_the_layer_that_produced_it(suite):
@@ -129,6 +130,7 @@ def test_the_page_shows_the_report_of_the_recurrent_bug(suite):
     i = text.index("`recurrent_caffe` bug (rows left out")
     block = re.compile(r"```text\n(.*?)```", re.S).search(text, i).group(1).strip().splitlines()
     printed = format_report(_compare(suite, "lstm_relu_caffe", ["recurrent_caffe"])).splitlines()
+
     def status(line):  # the row's point and its status (ok, DIFFERS, DIFFERS from t=...)
         m = re.fullmatch(r"  (\S+) .*?  (ok|DIFFERS.*)", line)
         return m and (m.group(1), m.group(2))
@@ -138,8 +140,11 @@ def test_the_page_shows_the_report_of_the_recurrent_bug(suite):
     assert len(shown) >= 5
     for name, state in shown:
         assert rows[name] == state, (name, state)
-    tail = [line for line in block if not line.startswith("  ") or line.startswith(("  lstm/lstm1/p_rec is",
-                                                                                    "  likely:"))]
+    tail = [
+        line
+        for line in block
+        if not line.startswith("  ") or line.startswith(("  lstm/lstm1/p_rec is", "  likely:"))
+    ]
     for line in tail:
         assert line in printed, line
 

@@ -16,16 +16,25 @@ from ebr_ref.models import save_model, sequential
 from ebr_ref.models.caption import captioner
 from ebr_ref.tools.compare import FLOAT32_RTOL, FLOAT64_RTOL, compare, default_rtol, explain, format_report
 
-BLOCK = [("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-         ("pool1", "maxpool", {"kernel": 2}), ("flat", "flatten"), ("fc7", "fc", {"out_features": 6}),
-         ("relu7", "relu")]
+BLOCK = [
+    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("pool1", "maxpool", {"kernel": 2}),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 6}),
+    ("relu7", "relu"),
+]
 T = 5
 
 
 @pytest.fixture(scope="module")
 def rnn():
-    m = sequential(BLOCK + [("lstm1", "lstm", {"hidden": 4}), ("drop", "dropout"),
-                            ("fc8", "fc", {"out_features": 3})], (2, 6, 6), seed=0x7C7, meta={"readout": "conv1"})
+    m = sequential(
+        BLOCK + [("lstm1", "lstm", {"hidden": 4}), ("drop", "dropout"), ("fc8", "fc", {"out_features": 3})],
+        (2, 6, 6),
+        seed=0x7C7,
+        meta={"readout": "conv1"},
+    )
     clip = numpy.random.default_rng(0x7C2).uniform(0, 1, (T, 2, 6, 6))
     return m, clip
 
@@ -51,8 +60,14 @@ def test_the_engine_agrees_with_itself_and_float32_passes_at_its_tolerance(rnn):
     rep = compare(theirs, m)
     assert rep.ok and rep.first is None and all(r.rel == 0 for r in rep.rows)
     assert len(rep.rows) == len(trace(m, clip, 1))
-    f32 = {k: (v.astype(numpy.float32) if isinstance(v, numpy.ndarray) and v.dtype == numpy.float64 and k != "clip"
-               else v) for k, v in theirs.items()}
+    f32 = {
+        k: (
+            v.astype(numpy.float32)
+            if isinstance(v, numpy.ndarray) and v.dtype == numpy.float64 and k != "clip"
+            else v
+        )
+        for k, v in theirs.items()
+    }
     rep32 = compare(f32, m)
     assert rep32.ok and {r.rtol for r in rep32.rows} == {FLOAT32_RTOL}
     assert max(r.rel for r in rep32.rows) > 1e-9  # float32 rounding, which the float64 default would refuse
@@ -88,13 +103,19 @@ def test_the_first_difference_in_an_lstm_is_walked_step_by_step(rnn):
     theirs["lstm/lstm1/p_h"] = theirs["lstm/lstm1/p_h"].copy()
     theirs["lstm/lstm1/p_h"][1, 0] += 0.1  # ... before p_h at t = 1, though p_h is listed before p_c
     theirs["lstm/lstm1/gates"] = theirs["lstm/lstm1/gates"].copy()
-    theirs["lstm/lstm1/gates"][3, 13] += 0.1  # the forward walks t = 0, 1, ...: c at t = 2 before gates at t = 3
+    theirs["lstm/lstm1/gates"][3, 13] += (
+        0.1  # the forward walks t = 0, 1, ...: c at t = 2 before gates at t = 3
+    )
     theirs["lstm/lstm1/c"] = theirs["lstm/lstm1/c"].copy()
     theirs["lstm/lstm1/c"][2, 2] += 0.1
     rep = compare(theirs, m)
     rows = {r.name: r for r in rep.rows}
     assert rows["lstm/lstm1/gates"].step == 3 and rows["lstm/lstm1/gates"].where == "t=3 gate=g h=1"
-    assert rows["lstm/lstm1/c"].step == 2 and rows["lstm/lstm1/p_h"].step == 1 and rows["lstm/lstm1/p_c"].step == 2
+    assert (
+        rows["lstm/lstm1/c"].step == 2
+        and rows["lstm/lstm1/p_h"].step == 1
+        and rows["lstm/lstm1/p_c"].step == 2
+    )
     assert (rep.first.name, rep.first.step, rep.first.phase) == ("lstm/lstm1/c", 2, "forward")
     del theirs["lstm/lstm1/c"], theirs["lstm/lstm1/gates"]
     rep = compare(theirs, m)
@@ -103,7 +124,9 @@ def test_the_first_difference_in_an_lstm_is_walked_step_by_step(rnn):
     text = format_report(rep)
     assert "FIRST DIFFERENCE: lstm/lstm1/p_c at t=2 (backward pass); largest difference at t=2 h=1" in text
     assert text.splitlines()[-1].endswith(": lstm/lstm1/p_c at t=2")
-    assert "DIFFERS from t=1" in next(line for line in text.splitlines() if line.startswith("  lstm/lstm1/p_h "))
+    assert "DIFFERS from t=1" in next(
+        line for line in text.splitlines() if line.startswith("  lstm/lstm1/p_h ")
+    )
 
 
 def test_a_dual_pass_difference_points_at_the_negation(rnn):
@@ -112,15 +135,25 @@ def test_a_dual_pass_difference_points_at_the_negation(rnn):
     theirs["signal_dual/drop"] = theirs["signal_dual/drop"] * 1.01
     rep = compare(theirs, m)
     assert rep.first.name == "signal_dual/drop" and "negated" in rep.first.likely
-    assert all(r.ok for r in rep.rows if not r.name.startswith(("signal_dual/", "lstm_dual/", "interface/dual",
-                                                                "totals/dual", "normalised/dual", "signal/")))
+    assert all(
+        r.ok
+        for r in rep.rows
+        if not r.name.startswith(
+            ("signal_dual/", "lstm_dual/", "interface/dual", "totals/dual", "normalised/dual", "signal/")
+        )
+    )
 
 
 def test_unknown_entries_are_reported_not_fatal(rnn):
     m, clip = rnn
     theirs = _theirs(m, clip, method="EB-R")
-    theirs.update({"my_debug/x": numpy.zeros(3), "signal_dual/fc8": numpy.zeros((T, 3)),
-                   "lstm/lstm1/p_g": numpy.zeros((T, 4))})
+    theirs.update(
+        {
+            "my_debug/x": numpy.zeros(3),
+            "signal_dual/fc8": numpy.zeros((T, 3)),
+            "lstm/lstm1/p_g": numpy.zeros((T, 4)),
+        }
+    )
     rep = compare(theirs, m)
     assert rep.ok and rep.ignored == ["lstm/lstm1/p_g", "my_debug/x", "signal_dual/fc8"]
     skipped = {r.name: r.note for r in rep.rows if not r.compared}
@@ -150,7 +183,9 @@ def test_shape_mismatch_names_the_point_and_its_shape(rnn):
     theirs["totals/positive"] = numpy.ones(T)
     rep = compare(theirs, m)
     assert rep.first.name == "totals/positive" and "ONE total" in rep.first.likely
-    assert "FIRST DIFFERENCE: totals/positive (backward pass): shape (5,), this engine's ()" in format_report(rep)
+    assert "FIRST DIFFERENCE: totals/positive (backward pass): shape (5,), this engine's ()" in format_report(
+        rep
+    )
 
 
 def test_several_targets_and_seed_steps(rnn):
@@ -187,8 +222,15 @@ def test_hints_name_the_rule_of_the_layer_that_produced_a_signal(rnn):
 def test_a_captioner_is_compared_at_its_decoder_points(tmp_path, capsys):
     from ebr_ref.models.caption import save_captioner
 
-    cap = captioner(BLOCK, ["a", "red", "square"], (2, 6, 6), embed=3, hidden=(4, 5), seed=0x7C3,
-                    meta={"readout": "conv1"})
+    cap = captioner(
+        BLOCK,
+        ["a", "red", "square"],
+        (2, 6, 6),
+        embed=3,
+        hidden=(4, 5),
+        seed=0x7C3,
+        meta={"readout": "conv1"},
+    )
     clip = numpy.random.default_rng(0x7C4).uniform(0, 1, (3, 2, 6, 6))
     theirs = dict(trace_caption(cap, clip, "red", caption="a red square"))
     theirs.update(clip=clip, words="red", caption="a red square")
@@ -203,8 +245,21 @@ def test_a_captioner_is_compared_at_its_decoder_points(tmp_path, capsys):
     assert rep.first.name == "tokens" and not {r.name: r for r in rep.rows}["tokens"].ok
     save_captioner(cap, tmp_path / "cap.npz")
     numpy.savez(tmp_path / "theirs.npz", **{k: v for k, v in theirs.items() if k not in ("words", "caption")})
-    assert main(["compare", str(tmp_path / "theirs.npz"), "--model", str(tmp_path / "cap.npz"), "--words", "red",
-                 "--caption", "a red square"]) == 1
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "theirs.npz"),
+                "--model",
+                str(tmp_path / "cap.npz"),
+                "--words",
+                "red",
+                "--caption",
+                "a red square",
+            ]
+        )
+        == 1
+    )
     assert "FIRST DIFFERENCE: tokens (forward pass)" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "theirs.npz"), "--model", str(tmp_path / "cap.npz")]) == 2
     assert "no words" in capsys.readouterr().err
@@ -219,8 +274,14 @@ def test_cli_rtol_still_overrides(rnn, tmp_path, capsys):
     assert main(["compare", str(tmp_path / "t.npz"), "--model", str(tmp_path / "m.npz")]) == 1
     out = capsys.readouterr().out
     assert "rel <= 1e-10 (float64 entries) or 0.0001 (float32 entries)" in out
-    assert out.strip().splitlines()[-1].endswith("first difference (forward entries, then backward order): maps")
-    assert main(["compare", str(tmp_path / "t.npz"), "--model", str(tmp_path / "m.npz"), "--rtol", "1e-4"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"{len(theirs) - 2}/{len(theirs) - 2} entries " \
-                                                              "within rel <= 0.0001"
+    assert (
+        out.strip().splitlines()[-1].endswith("first difference (forward entries, then backward order): maps")
+    )
+    assert (
+        main(["compare", str(tmp_path / "t.npz"), "--model", str(tmp_path / "m.npz"), "--rtol", "1e-4"]) == 0
+    )
+    assert (
+        capsys.readouterr().out.strip().splitlines()[-1] == f"{len(theirs) - 2}/{len(theirs) - 2} entries "
+        "within rel <= 0.0001"
+    )
     assert main(["compare", str(tmp_path / "t.npz"), "--model", str(tmp_path / "m.npz"), "--rtol", "0"]) == 2

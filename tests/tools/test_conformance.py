@@ -66,8 +66,11 @@ def test_the_checked_in_suite_is_what_the_engine_computes(fresh):
     for rel in _files(SUITE):
         ours, theirs = fresh / rel, SUITE / rel
         if rel.endswith(".json"):
-            _same_json(json.loads(theirs.read_text(encoding="utf-8")),
-                       json.loads(ours.read_text(encoding="utf-8")), rel)
+            _same_json(
+                json.loads(theirs.read_text(encoding="utf-8")),
+                json.loads(ours.read_text(encoding="utf-8")),
+                rel,
+            )
         elif rel.endswith(".npz"):
             a, b = numpy.load(theirs), numpy.load(ours)
             assert sorted(a.files) == sorted(b.files)
@@ -95,9 +98,22 @@ def test_the_suite_is_small_and_complete():
     assert {("classifier", m) for m in ("EB", "cEB", "EB-R", "cEB-R", "BP-R")} <= kinds
     assert ("captioner", "cEB-R") in kinds
     exercised = {conv for c in index["cases"] for conv in c["conventions"]}
-    for conv in ("maxpool-ties", "zero-denominators", "signed-input", "pool-padding", "pool-ceil",
-                 "clip-markers", "static-input", "several-targets", "seeds-every-step", "lstm-caffe",
-                 "lstm-eb", "tanh-cell", "zero-total", "eq5"):
+    for conv in (
+        "maxpool-ties",
+        "zero-denominators",
+        "signed-input",
+        "pool-padding",
+        "pool-ceil",
+        "clip-markers",
+        "static-input",
+        "several-targets",
+        "seeds-every-step",
+        "lstm-caffe",
+        "lstm-eb",
+        "tanh-cell",
+        "zero-total",
+        "eq5",
+    ):
         assert conv in exercised, conv
     assert exercised == set(CONVENTIONS)  # every convention listed is exercised by some case
     cells = set()
@@ -122,7 +138,10 @@ def test_the_page_lists_the_cases_of_the_index():
         index = json.load(f)
     assert [(r[0].strip("`"), r[1]) for r in rows] == [(c["name"], c["method"]) for c in index["cases"]]
     m = re.search(r"wrote (\d+) cases \((\d+) points, ([\d.]+) MB\)", text)
-    assert (int(m.group(1)), int(m.group(2))) == (len(index["cases"]), sum(c["points"] for c in index["cases"]))
+    assert (int(m.group(1)), int(m.group(2))) == (
+        len(index["cases"]),
+        sum(c["points"] for c in index["cases"]),
+    )
     size = sum(os.path.getsize(SUITE / f) for f in _files(SUITE))
     assert m.group(3) == f"{size / 1e6:.1f}"
 
@@ -139,13 +158,28 @@ def test_expected_values_are_the_engines_trace(name):
     folder = SUITE / name
     model, s = load_case(folder)
     if hasattr(model, "vocab"):
-        ours = trace_caption(model, s["clip"], s["words"], caption=s["caption"], method=s["method"],
-                             layer=s["layer"], lstm_rule=s["lstm_rule"])
+        ours = trace_caption(
+            model,
+            s["clip"],
+            s["words"],
+            caption=s["caption"],
+            method=s["method"],
+            layer=s["layer"],
+            lstm_rule=s["lstm_rule"],
+        )
     else:
         tanh = any(layer.type == "lstm" and layer["cell_act"] == "tanh" for layer in model.layers)
-        ours = trace(model, s["clip"], s["target"], method=s["method"], layer=s["layer"],
-                     lstm_rule=s.get("lstm_rule") or "caffe", seed_steps=s.get("seed_steps", "last"),
-                     cont=s.get("cont"), allow_tanh_eb=tanh)
+        ours = trace(
+            model,
+            s["clip"],
+            s["target"],
+            method=s["method"],
+            layer=s["layer"],
+            lstm_rule=s.get("lstm_rule") or "caffe",
+            seed_steps=s.get("seed_steps", "last"),
+            cont=s.get("cont"),
+            allow_tanh_eb=tanh,
+        )
     expected = _expected(folder)
     assert list(ours) == list(expected)
     for k, v in expected.items():
@@ -187,8 +221,13 @@ def test_an_independent_port_passes_every_case_without_ebr_ref():
     text = PAGE.read_text(encoding="utf-8")
     check = re.search(r"<!-- conformance-check: begin -->\n```python\n(.*?)```", text, re.S).group(1)
     code = CHECKER.replace("\nCHECK\n", "\n" + check + "\n")
-    r = subprocess.run([sys.executable, "-c", code, str(REPO), str(SUITE)], capture_output=True, text=True,
-                       timeout=600, cwd=SUITE)
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(REPO), str(SUITE)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=SUITE,
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report.pop("imported") == []

@@ -101,7 +101,10 @@ def test_layout_files(written):
     assert sorted(os.listdir(out / "videos")) == [f"video_test_{i:07d}.mp4" for i in (1, 2, 3)]
     out, _, _ = written["ucf101"]
     assert (out / "testlist01.txt").read_text().splitlines() == [
-        "slide/v_slide_g01_c01.avi", "rotate/v_rotate_g01_c01.avi", "pulse/v_pulse_g01_c01.avi"]
+        "slide/v_slide_g01_c01.avi",
+        "rotate/v_rotate_g01_c01.avi",
+        "pulse/v_pulse_g01_c01.avi",
+    ]
     assert (out / "classInd.txt").read_text().splitlines()[:2] == ["1 slide", "2 rotate"]
     # the .mat in the published struct layout, read here independently of the reader
     import scipy.io
@@ -115,8 +118,16 @@ def test_layout_files(written):
     lines = (out / "manifest.jsonl").read_text().splitlines()
     assert json.loads(lines[0]) == {"classes": list(ACTIONS)} and len(lines) == 4
     assert set(json.loads(lines[1])) == {"path", "label", "segments", "boxes", "fps"}
-    assert read_synthetic_spec(out) == {"layout": "manifest", "kind": "GT+rand", "clips": 3, "seed": 0x5EED,
-                                        "frames": 12, "gt_length": None, "size": [64, 64], "fps": 25.0}
+    assert read_synthetic_spec(out) == {
+        "layout": "manifest",
+        "kind": "GT+rand",
+        "clips": 3,
+        "seed": 0x5EED,
+        "frames": 12,
+        "gt_length": None,
+        "size": [64, 64],
+        "fps": 25.0,
+    }
 
 
 def test_deterministic_from_the_seed(written, tmp_path):
@@ -174,8 +185,16 @@ def test_failure_midway_keeps_the_previous_out(tmp_path):
     make_dataset(out, "manifest", clips=1, seed=1, frames=8, kind="trimmed")
     before = _annotation_bytes(out)
     with pytest.raises(_Interrupted):
-        make_dataset(out, "manifest", clips=3, seed=2, frames=8, kind="trimmed", overwrite=True,
-                     progress=_fail_after(1))
+        make_dataset(
+            out,
+            "manifest",
+            clips=3,
+            seed=2,
+            frames=8,
+            kind="trimmed",
+            overwrite=True,
+            progress=_fail_after(1),
+        )
     assert _annotation_bytes(out) == before and sorted(os.listdir(tmp_path)) == ["ds"]
 
 
@@ -213,8 +232,20 @@ def test_bad_arguments(tmp_path, layout, kwargs, what):
 
 def test_cli_make_dataset(tmp_path, capsys):
     out = tmp_path / "ds"
-    argv = ["make-dataset", str(out), "--layout", "manifest", "--clips", "2", "--seed", "7", "--frames", "8",
-            "--kind", "trimmed"]
+    argv = [
+        "make-dataset",
+        str(out),
+        "--layout",
+        "manifest",
+        "--clips",
+        "2",
+        "--seed",
+        "7",
+        "--frames",
+        "8",
+        "--kind",
+        "trimmed",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert f"wrote 2 clips (manifest layout, 4 files) to {out}" in text

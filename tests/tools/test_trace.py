@@ -23,19 +23,34 @@ from ebr_ref.models import pretrained, sequential
 from ebr_ref.models.caption import captioner
 from tests.paths import DOCS, PACKAGE_DATA
 
-BLOCK = [("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-         ("conv2", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}), ("relu2", "relu"),
-         ("pool2", "maxpool", {"kernel": 2}), ("flat", "flatten"), ("fc7", "fc", {"out_features": 6}),
-         ("relu7", "relu")]
+BLOCK = [
+    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("conv2", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
+    ("relu2", "relu"),
+    ("pool2", "maxpool", {"kernel": 2}),
+    ("flat", "flatten"),
+    ("fc7", "fc", {"out_features": 6}),
+    ("relu7", "relu"),
+]
 
 
 @pytest.fixture(scope="module")
 def models():
-    rnn = sequential(BLOCK + [("lstm1", "lstm", {"hidden": 4}), ("fc8", "fc", {"out_features": 5})], (2, 6, 6),
-                     seed=0x7A1, meta={"readout": "conv2"})
-    tanh = sequential(BLOCK + [("lstm1", "lstm", {"hidden": 4, "cell_act": "tanh"}),
-                               ("fc8", "fc", {"out_features": 5})], (2, 6, 6), seed=0x7A2)
-    cnn = sequential(BLOCK + [("drop7", "dropout"), ("fc8", "fc", {"out_features": 5})], (2, 6, 6), seed=0x7A3)
+    rnn = sequential(
+        BLOCK + [("lstm1", "lstm", {"hidden": 4}), ("fc8", "fc", {"out_features": 5})],
+        (2, 6, 6),
+        seed=0x7A1,
+        meta={"readout": "conv2"},
+    )
+    tanh = sequential(
+        BLOCK + [("lstm1", "lstm", {"hidden": 4, "cell_act": "tanh"}), ("fc8", "fc", {"out_features": 5})],
+        (2, 6, 6),
+        seed=0x7A2,
+    )
+    cnn = sequential(
+        BLOCK + [("drop7", "dropout"), ("fc8", "fc", {"out_features": 5})], (2, 6, 6), seed=0x7A3
+    )
     cap = captioner(BLOCK, ["a", "red", "square"], (2, 6, 6), embed=3, hidden=(4, 5), seed=0x7A4)
     clip = numpy.random.default_rng(0x7A5).uniform(0, 1, (5, 2, 6, 6))
     return rnn, tanh, cnn, cap, clip
@@ -77,13 +92,21 @@ def test_caption_trace_equals_ground_caption_bit_for_bit(models, method, rule):
     *_, cap, clip = models
     for words, chunk in (("red", 8), (["a", "red square", 2], 2)):
         kw = dict(caption="a red square", method=method, lstm_rule=rule, chunk_size=chunk, layer="conv1")
-        _same(trace_caption(cap, clip, words, **kw), ground_caption(cap, clip, words, fused_readout=False, **kw))
+        _same(
+            trace_caption(cap, clip, words, **kw), ground_caption(cap, clip, words, fused_readout=False, **kw)
+        )
 
 
 def test_tanh_eb_and_clip_markers_and_seeds(models):
     _, tanh, *_, clip = models
-    kw = dict(method="cEB-R", lstm_rule="eb", seed_steps=[1, 4], cont=numpy.array([0, 1, 0, 1, 1.0]),
-              layer="conv1", allow_tanh_eb=True)
+    kw = dict(
+        method="cEB-R",
+        lstm_rule="eb",
+        seed_steps=[1, 4],
+        cont=numpy.array([0, 1, 0, 1, 1.0]),
+        layer="conv1",
+        allow_tanh_eb=True,
+    )
     _same(trace(tanh, clip, [0, 2], **kw), ground(tanh, clip, [0, 2], fused_readout=False, **kw))
 
 
@@ -101,17 +124,51 @@ def test_points_are_in_computation_order_and_shaped(models):
     tr = trace(rnn, clip, 1, lstm_rule="eb")
     names = list(tr)
     assert names[:9] == [f"forward/{n}" for n in rnn.layer_names[:8]] + ["lstm/lstm1/gates"]
-    order = ["lstm/lstm1/h", "forward/lstm1", "forward/fc8", "logits", "probs", "seed", "signal/fc8",
-             "signal/lstm1", "lstm/lstm1/p_h", "lstm/lstm1/p_c", "lstm/lstm1/p_g", "lstm/lstm1/Z",
-             "lstm/lstm1/p_rec", "lstm/lstm1/lost", "interface/positive", "totals/positive", "normalised/positive",
-             "signal_dual/fc8", "signal_dual/lstm1", "lstm_dual/lstm1/p_h", "interface/dual", "totals/dual",
-             "normalised/dual", "signal/relu7", "signal/fc7", "signal/flat", "signal/pool2", "signal/relu2",
-             "signal/conv2", "maps", "evidence", "signal/relu1", "signal/conv1", "signal/input"]
+    order = [
+        "lstm/lstm1/h",
+        "forward/lstm1",
+        "forward/fc8",
+        "logits",
+        "probs",
+        "seed",
+        "signal/fc8",
+        "signal/lstm1",
+        "lstm/lstm1/p_h",
+        "lstm/lstm1/p_c",
+        "lstm/lstm1/p_g",
+        "lstm/lstm1/Z",
+        "lstm/lstm1/p_rec",
+        "lstm/lstm1/lost",
+        "interface/positive",
+        "totals/positive",
+        "normalised/positive",
+        "signal_dual/fc8",
+        "signal_dual/lstm1",
+        "lstm_dual/lstm1/p_h",
+        "interface/dual",
+        "totals/dual",
+        "normalised/dual",
+        "signal/relu7",
+        "signal/fc7",
+        "signal/flat",
+        "signal/pool2",
+        "signal/relu2",
+        "signal/conv2",
+        "maps",
+        "evidence",
+        "signal/relu1",
+        "signal/conv1",
+        "signal/input",
+    ]
     assert [n for n in names if n in order] == order
     T = clip.shape[0]
     assert tr["lstm/lstm1/gates"].shape == (T, 16) and tr["lstm/lstm1/Z"].shape == (T, 4)
     assert tr["lstm/lstm1/lost"].shape == (T,) and tr["totals/positive"].shape == ()
-    assert numpy.array_equal(tr["seed"], tr["signal/fc8"]) and tr["seed"][T - 1, 1] == 1 and tr["seed"].sum() == 1
+    assert (
+        numpy.array_equal(tr["seed"], tr["signal/fc8"])
+        and tr["seed"][T - 1, 1] == 1
+        and tr["seed"].sum() == 1
+    )
     assert numpy.array_equal(tr["lstm/lstm1/h"], tr["forward/lstm1"])
     assert numpy.array_equal(tr["signal/relu7"], tr["normalised/positive"] - tr["normalised/dual"])
     assert numpy.allclose(tr["normalised/positive"], tr["interface/positive"] / tr["totals/positive"])
@@ -127,14 +184,18 @@ def test_points_are_in_computation_order_and_shaped(models):
 def test_documented_point_names_cover_every_trace(models):
     """Every point of every kind of run matches a row of the page's table of point names (§2)."""
     text = (DOCS / "verify-your-implementation.md").read_text(encoding="utf-8")
-    section = text[text.index("## 2. Point names"):text.index("## 3. Tolerances")]
+    section = text[text.index("## 2. Point names") : text.index("## 3. Tolerances")]
     documented = set(re.findall(r"`([a-z_]+(?:/<[a-z]+>)?(?:/[a-z_A-Z.]+)?)`", section))
     assert {"lstm_dual/<lstm>/...", "signal_dual/<layer>", "lstm/<lstm>/p_rec", "forward/video"} <= documented
     rnn, tanh, cnn, cap, clip = models
-    traces = [trace(rnn, clip, 1, method=m, lstm_rule=r) for m in ("cEB-R", "EB-R", "BP-R") for r in ("caffe", "eb")]
+    traces = [
+        trace(rnn, clip, 1, method=m, lstm_rule=r) for m in ("cEB-R", "EB-R", "BP-R") for r in ("caffe", "eb")
+    ]
     traces += [trace(cnn, clip, 1, method=m, layer="conv1") for m in ("cEB", "EB", "BP")]
-    traces += [trace_caption(cap, clip, "red", caption="a red square", method=m, layer="conv1")
-               for m in ("cEB-R", "BP-R")]
+    traces += [
+        trace_caption(cap, clip, "red", caption="a red square", method=m, layer="conv1")
+        for m in ("cEB-R", "BP-R")
+    ]
     for tr in traces:
         for name in tr:
             parts = name.split("/")
@@ -147,8 +208,11 @@ def test_documented_point_names_cover_every_trace(models):
 
 def test_maps_are_left_out_without_a_readout_layer(models):
     rnn, *_, clip = models
-    plain = sequential(BLOCK + [("lstm1", "lstm", {"hidden": 4}), ("fc8", "fc", {"out_features": 5})], (2, 6, 6),
-                       params=rnn.params)
+    plain = sequential(
+        BLOCK + [("lstm1", "lstm", {"hidden": 4}), ("fc8", "fc", {"out_features": 5})],
+        (2, 6, 6),
+        params=rnn.params,
+    )
     tr = trace(plain, clip, 0)
     assert "maps" not in tr and "signal/input" in tr
     with pytest.raises(ValueError, match="sequence part"):
@@ -161,8 +225,12 @@ def test_maps_are_left_out_without_a_readout_layer(models):
 # ---- the LSTM kernels' record ------------------------------------------------------------------------------
 def _lstm(seed, *, cell="relu", static=False, T=5, N=2, D=3, H=4):
     r = numpy.random.default_rng(seed)
-    p = LSTMParams(r.normal(size=(4 * H, D)), r.normal(0, 0.3, 4 * H), r.normal(size=(4 * H, H)),
-                   r.normal(size=(4 * H, 2)) if static else None)
+    p = LSTMParams(
+        r.normal(size=(4 * H, D)),
+        r.normal(0, 0.3, 4 * H),
+        r.normal(size=(4 * H, H)),
+        r.normal(size=(4 * H, 2)) if static else None,
+    )
     x = r.uniform(0, 1, (T, N, D))
     cont = numpy.ones((T, N))
     cont[0] = 0
@@ -181,7 +249,10 @@ def test_record_changes_nothing_the_kernels_return(rule, static, stacked):
     recorded = lstm_eb(p_h, cache, rule=rule, record=rec)
     for a, b in zip(plain[:5], recorded[:5]):
         assert (a is None and b is None) or numpy.array_equal(a, b)
-    names = {"eb": {"p_h", "p_c", "p_g", "p_rec", "Z", "lost"}, "caffe": {"p_h", "p_c", "p_rec", "dz", "Z", "lost"}}
+    names = {
+        "eb": {"p_h", "p_c", "p_g", "p_rec", "Z", "lost"},
+        "caffe": {"p_h", "p_c", "p_rec", "dz", "Z", "lost"},
+    }
     assert set(rec) == names[rule]
     lead = (2,) if stacked else ()
     T, N, H = h.shape
@@ -192,8 +263,9 @@ def test_record_changes_nothing_the_kernels_return(rule, static, stacked):
     if rule == "caffe":
         assert not rec["p_rec"].any() and numpy.array_equal(rec["p_h"], p_h)  # W_h receives nothing
     else:  # what step t sends back through W_h is what h_(t-1) receives on top of its own signal
-        assert numpy.allclose(rec["p_h"][..., :-1, :, :], p_h[..., :-1, :, :] + rec["p_rec"][..., 1:, :, :],
-                              rtol=1e-14, atol=0)
+        assert numpy.allclose(
+            rec["p_h"][..., :-1, :, :], p_h[..., :-1, :, :] + rec["p_rec"][..., 1:, :, :], rtol=1e-14, atol=0
+        )
         assert numpy.allclose(rec["p_rec"][..., 0, :, :], recorded.p_h0, rtol=1e-14, atol=0)
     g_plain, g_rec = lstm_grad(p_h, cache), {}
     g = lstm_grad(p_h, cache, record=g_rec)

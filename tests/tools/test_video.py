@@ -13,8 +13,16 @@ import pytest
 
 from ebr_ref.models import sequential
 from ebr_ref.tools.video import (
-    IDENTITY, VideoError, clip_for_model, fit_boxes, fit_frames, preprocess, preprocessing_of, read_frame_dir,
-    read_frames, read_video,
+    IDENTITY,
+    VideoError,
+    clip_for_model,
+    fit_boxes,
+    fit_frames,
+    preprocess,
+    preprocessing_of,
+    read_frame_dir,
+    read_frames,
+    read_video,
 )
 
 PIL = pytest.importorskip("PIL.Image")
@@ -39,8 +47,18 @@ def _write_mp4(path, frames, *, lossless=True, fps=8):
         codec = ["-c:v", "libx264rgb", "-qp", "0", "-pix_fmt", "rgb24"]
     else:
         codec = ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-framerate", str(fps),
-           "-i", os.path.join(src, "%03d.png"), *codec, str(path)]
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-y",
+        "-loglevel",
+        "error",
+        "-framerate",
+        str(fps),
+        "-i",
+        os.path.join(src, "%03d.png"),
+        *codec,
+        str(path),
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     return str(path)
 
@@ -102,13 +120,16 @@ def _file(d, name, data):
     return str(d / name)
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda d: str(d / "missing.mp4"), "no such file"),
-    (lambda d: _file(d, "empty.mp4", b""), "empty"),
-    (lambda d: _file(d, "junk.mp4", b"\x00garbage" * 100), "not a readable video"),
-    (lambda d: _file(d, "text.mp4", b"hello\n"), "not a readable video"),
-    (lambda d: (d / "nodir").mkdir() or str(d / "nodir"), "no image files"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda d: str(d / "missing.mp4"), "no such file"),
+        (lambda d: _file(d, "empty.mp4", b""), "empty"),
+        (lambda d: _file(d, "junk.mp4", b"\x00garbage" * 100), "not a readable video"),
+        (lambda d: _file(d, "text.mp4", b"hello\n"), "not a readable video"),
+        (lambda d: (d / "nodir").mkdir() or str(d / "nodir"), "no image files"),
+    ],
+)
 def test_input_errors_name_the_path(tmp_path, make, match):
     path = make(tmp_path)
     with pytest.raises(VideoError, match=match) as e:
@@ -183,13 +204,23 @@ def test_preprocessing_of_meta():
     with pytest.raises(VideoError, match="lacks"):
         preprocessing_of({"preprocessing": {"channel_order": "RGB"}})
     with pytest.raises(VideoError, match="channel_order"):
-        preprocessing_of({"preprocessing": {"channel_order": "XYZ", "scale": 1, "mean": [0] * 3, "std": [1] * 3}})
+        preprocessing_of(
+            {"preprocessing": {"channel_order": "XYZ", "scale": 1, "mean": [0] * 3, "std": [1] * 3}}
+        )
 
 
 def test_clip_for_model():
-    m = sequential([("conv1", "conv", {"out_channels": 2, "kernel": 3, "padding": 1}), ("relu1", "relu"),
-                    ("flatten", "flatten"), ("fc8", "fc", {"out_features": 3})], (3, 8, 8), seed=1,
-                   meta={"preprocessing": {"channel_order": "RGB", "scale": 2.0, "mean": [1, 1, 1], "std": [1, 1, 1]}})
+    m = sequential(
+        [
+            ("conv1", "conv", {"out_channels": 2, "kernel": 3, "padding": 1}),
+            ("relu1", "relu"),
+            ("flatten", "flatten"),
+            ("fc8", "fc", {"out_features": 3}),
+        ],
+        (3, 8, 8),
+        seed=1,
+        meta={"preprocessing": {"channel_order": "RGB", "scale": 2.0, "mean": [1, 1, 1], "std": [1, 1, 1]}},
+    )
     f = numpy.full((2, 16, 16, 3), 255, dtype=numpy.uint8)
     clip, disp = clip_for_model(f, m.astype("float32"))
     assert clip.shape == (2, 3, 8, 8) and clip.dtype == numpy.float32 and disp.shape == (2, 8, 8, 3)
@@ -197,13 +228,15 @@ def test_clip_for_model():
 
 
 # ---- the frame-size limit: checked from the header, before decoding (each attack in a memory-limited child)
-_READ = ("import sys\n"
-         "from ebr_ref.tools.video import VideoError, read_frames\n"
-         "try:\n"
-         "    f, info = read_frames(sys.argv[1], max_pixels=int(sys.argv[2]))\n"
-         "    print('ok', f.shape)\n"
-         "except VideoError as e:\n"
-         "    print('VideoError', e)\n")
+_READ = (
+    "import sys\n"
+    "from ebr_ref.tools.video import VideoError, read_frames\n"
+    "try:\n"
+    "    f, info = read_frames(sys.argv[1], max_pixels=int(sys.argv[2]))\n"
+    "    print('ok', f.shape)\n"
+    "except VideoError as e:\n"
+    "    print('VideoError', e)\n"
+)
 
 
 def _read_limited(path, max_pixels=None):

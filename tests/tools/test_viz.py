@@ -1,4 +1,5 @@
-"""Display steps and picture files: heat scaling, colour map, upsampling geometry, overlays, files that decode.
+"""Display steps and picture files: heat scaling, colour map, upsampling geometry, overlays, files that
+decode.
 
 Oracles: hand values, matplotlib's own 'jet' colour map, a naive bilinear
 upsampler written from the cell-centre convention of ebr_ref.evaluation.localize, and
@@ -8,8 +9,8 @@ the files decoded back with Pillow / imageio.
 import numpy
 import pytest
 
-from ebr_ref.tools import viz
 from ebr_ref.evaluation.localize import map_peak
+from ebr_ref.tools import viz
 from ebr_ref.tools.video import read_video
 
 PIL = pytest.importorskip("PIL.Image")
@@ -45,7 +46,8 @@ def test_jet_matches_matplotlib():
 
 
 def _naive_bilinear(m, H, W):
-    """Output pixel (i, j) samples the map at the cell coordinate ((i + 0.5) h / H - 0.5, ...), edges clamped."""
+    """Output pixel (i, j) samples the map at the cell coordinate ((i + 0.5) h / H - 0.5, ...), edges
+    clamped."""
     h, w = m.shape
     out = numpy.empty((H, W))
     for i in range(H):
@@ -55,8 +57,12 @@ def _naive_bilinear(m, H, W):
             r0, c0 = int(numpy.floor(u)), int(numpy.floor(v))
             r1, c1 = min(r0 + 1, h - 1), min(c0 + 1, w - 1)
             a, b = u - r0, v - c0
-            out[i, j] = ((1 - a) * (1 - b) * m[r0, c0] + (1 - a) * b * m[r0, c1]
-                         + a * (1 - b) * m[r1, c0] + a * b * m[r1, c1])
+            out[i, j] = (
+                (1 - a) * (1 - b) * m[r0, c0]
+                + (1 - a) * b * m[r0, c1]
+                + a * (1 - b) * m[r1, c0]
+                + a * b * m[r1, c1]
+            )
     return out
 
 
@@ -108,10 +114,15 @@ def test_contact_sheet_layout_and_pngs(tmp_path):
     rows = 3
     assert bare.shape == (22 + rows * (32 + 4 + 18), 4 * (64 + 4), 3)
     img = viz.contact_sheet(f, maps, maps.sum(axis=(1, 2)), **kw)  # the legend goes between title and tiles
-    key = viz.legend_image(viz.legend_entries(gt=(2, 4), detected=(3, 3),
-                                              largest=f"yellow label: the largest S (frame "
-                                                      f"{int(numpy.argmax(maps.sum(axis=(1, 2))))})"),
-                           4 * (64 + 4), background=(24, 24, 24))
+    key = viz.legend_image(
+        viz.legend_entries(
+            gt=(2, 4),
+            detected=(3, 3),
+            largest=f"yellow label: the largest S (frame {int(numpy.argmax(maps.sum(axis=(1, 2))))})",
+        ),
+        4 * (64 + 4),
+        background=(24, 24, 24),
+    )
     assert img.shape == (bare.shape[0] + key.shape[0], bare.shape[1], 3)
     numpy.testing.assert_array_equal(img[22 : 22 + key.shape[0]], key)
     numpy.testing.assert_array_equal(img[22 + key.shape[0] :], bare[22:])
@@ -151,8 +162,10 @@ def test_summary_figure_layout(tmp_path):
     f = numpy.zeros((T, 16, 32, 3), dtype=numpy.uint8)
     maps = numpy.ones((T, 4, 8))
     plot = viz.evidence_plot(str(tmp_path / "e.png"), [{"name": "a", "evidence": numpy.ones(T)}])
-    rows = [{"name": "a", "frames": f, "maps": maps, "gt": (0, 4), "detected": (2, 3)},
-            {"name": "b", "frames": f[:3], "maps": maps[:3]}]
+    rows = [
+        {"name": "a", "frames": f, "maps": maps, "gt": (0, 4), "detected": (2, 3)},
+        {"name": "b", "frames": f[:3], "maps": maps[:3]},
+    ]
     img = viz.summary_figure(rows, plot, frames_per_row=5, tile=40, legend=False)
     with PIL.open(plot) as im:
         pw, ph = im.size
@@ -171,9 +184,10 @@ def test_summary_figure_layout(tmp_path):
 def test_evidence_plot_png(tmp_path):
     pytest.importorskip("matplotlib")
     S = numpy.sin(numpy.arange(12.0))
-    panels = [{"name": "a", "evidence": S, "detected": (1, 3), "gt": (0, 4),
-               "prob": numpy.linspace(0, 1, 12)},
-              {"name": "b", "evidence": -S, "detected": None, "gt": None, "zero": [0, 1, 2, 7]}]
+    panels = [
+        {"name": "a", "evidence": S, "detected": (1, 3), "gt": (0, 4), "prob": numpy.linspace(0, 1, 12)},
+        {"name": "b", "evidence": -S, "detected": None, "gt": None, "zero": [0, 1, 2, 7]},
+    ]
     p = viz.evidence_plot(str(tmp_path / "e.png"), panels, title="x")
     with PIL.open(p) as im:
         assert im.format == "PNG" and im.size == (800, int(100 * (2.75 * 2 + 0.45)))
@@ -182,15 +196,22 @@ def test_evidence_plot_png(tmp_path):
 def test_evidence_plot_explains_every_mark():
     pytest.importorskip("matplotlib")
     S = numpy.sin(numpy.arange(12.0))
-    panels = [{"name": "a", "evidence": S, "detected": (1, 3), "gt": (0, 4),
-               "prob": numpy.linspace(0, 1, 12)},
-              {"name": "b", "evidence": -S, "zero": [0, 1, 2, 7]}]
+    panels = [
+        {"name": "a", "evidence": S, "detected": (1, 3), "gt": (0, 4), "prob": numpy.linspace(0, 1, 12)},
+        {"name": "b", "evidence": -S, "zero": [0, 1, 2, 7]},
+    ]
     fig = viz.evidence_figure(panels, title="run")
     main = [ax for ax in fig.axes if ax.get_legend() is not None]
     assert len(main) == 2 and fig.get_suptitle() == "run"
     labels = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in main]
-    assert labels[0] == ["S > 0", "S < 0", "ground truth [0, 4]", "detected [1, 3]", "largest S (frame 8)",
-                         "probability per step (right axis)"]  # sin(8) = 0.989 is the largest
+    assert labels[0] == [
+        "S > 0",
+        "S < 0",
+        "ground truth [0, 4]",
+        "detected [1, 3]",
+        "largest S (frame 8)",
+        "probability per step (right axis)",
+    ]  # sin(8) = 0.989 is the largest
     assert labels[1] == ["S > 0", "S < 0", "S numerically zero (4 frames)", "largest S (frame 11)"]
     # the numerically-zero frames are hatched: runs 0-2 and 7
     hatched = [pa for pa in main[1].patches if pa.get_hatch()]
@@ -213,13 +234,27 @@ def test_pointing_outcomes_and_legends_in_every_picture():
     pointing = numpy.array([1, -1, 0, 0])
     entries = viz.legend_entries(gt=(0, 1), detected=(1, 2), pointing=pointing)
     texts = [e[2] for e in entries]
-    assert texts == ["evidence for the target (clamped at 0)", "green frame: ground truth [0, 1]",
-                     "orange bar: detected [1, 2]", "map peak in the target's box (hit)",
-                     "map peak outside the box (miss)", "map peak, frame without a box"]
+    assert texts == [
+        "evidence for the target (clamped at 0)",
+        "green frame: ground truth [0, 1]",
+        "orange bar: detected [1, 2]",
+        "map peak in the target's box (hit)",
+        "map peak outside the box (miss)",
+        "map peak, frame without a box",
+    ]
     hits_only = [e[2] for e in viz.legend_entries(pointing=numpy.array([1, 1]))][1:]
     assert hits_only == ["map peak in the target's box (hit)"]
-    sheet = viz.contact_sheet(f, maps, maps.sum(axis=(1, 2)), gt=(0, 1), detected=(1, 2), pointing=pointing,
-                              cols=4, tile=64, legend=False)
+    sheet = viz.contact_sheet(
+        f,
+        maps,
+        maps.sum(axis=(1, 2)),
+        gt=(0, 1),
+        detected=(1, 2),
+        pointing=pointing,
+        cols=4,
+        tile=64,
+        legend=False,
+    )
     k = 64 / W  # tiles are 64 px for 16 px frames; the cross is centred on the peak
     for t, colour in ((0, viz.HIT_COLOUR), (1, viz.MISS_COLOUR), (2, viz.PEAK_COLOUR)):
         x, y = 2 + t * 68 + round(10 * k), 2 + round(6 * k)
@@ -227,7 +262,8 @@ def test_pointing_outcomes_and_legends_in_every_picture():
     x3, y3 = 2 + 3 * 68 + round(10 * k), 2 + round(6 * k)
     assert tuple(sheet[y3, x3]) not in (viz.HIT_COLOUR, viz.MISS_COLOUR, viz.PEAK_COLOUR)
     anim = viz.annotate_frames(f, maps, maps.sum(axis=(1, 2)), gt=(0, 1), pointing=pointing, min_size=64)
-    bare = viz.annotate_frames(f, maps, maps.sum(axis=(1, 2)), gt=(0, 1), pointing=pointing, min_size=64,
-                               legend=False)
+    bare = viz.annotate_frames(
+        f, maps, maps.sum(axis=(1, 2)), gt=(0, 1), pointing=pointing, min_size=64, legend=False
+    )
     assert anim.shape[1] > bare.shape[1] and anim.shape[1] % 16 == 0  # the legend below the timeline
     assert tuple(anim[0, round(6 * k), round(10 * k)]) == viz.HIT_COLOUR

@@ -112,7 +112,7 @@ class Port:
         ow = self.pool_size(W, kw, sw, pw, L.get("ceil_mode", False), pad)
         Hp, Wp = max(H + 2 * ph, (oh - 1) * sh + kh), max(W + 2 * pw, (ow - 1) * sw + kw)
         xp = torch.full((N, C, Hp, Wp), -math.inf, dtype=x.dtype)
-        xp[:, :, ph:ph + H, pw:pw + W] = x  # padded cells hold -inf: they never win
+        xp[:, :, ph : ph + H, pw : pw + W] = x  # padded cells hold -inf: they never win
         win = xp.unfold(2, kh, sh).unfold(3, kw, sw)[:, :, :oh, :ow]  # (N, C, oh, ow, kh, kw)
         win = win.reshape(N, C, oh, ow, kh * kw)
         if "pool_last_max" in self.bugs:
@@ -138,9 +138,15 @@ class Port:
         """``(y, extra)`` of one per-frame layer (``extra``: the max pool's winners)."""
         t, n = L["type"], L["name"]
         if t == "conv":
-            y = F.conv2d(x, self.P[f"{n}.weight"], self.P.get(f"{n}.bias"), stride=L.get("stride", 1),
-                         padding=L.get("padding", 0), dilation=L.get("dilation", 1),
-                         groups=L.get("groups", 1))
+            y = F.conv2d(
+                x,
+                self.P[f"{n}.weight"],
+                self.P.get(f"{n}.bias"),
+                stride=L.get("stride", 1),
+                padding=L.get("padding", 0),
+                dilation=L.get("dilation", 1),
+                groups=L.get("groups", 1),
+            )
             return y, None
         if t == "fc":
             y = x @ self.P[f"{n}.weight"].T
@@ -157,8 +163,15 @@ class Port:
 
     def conv_adjoint(self, s, x, W, L):
         a = x.detach().clone().requires_grad_()
-        y = F.conv2d(a, W, None, stride=L.get("stride", 1), padding=L.get("padding", 0),
-                     dilation=L.get("dilation", 1), groups=L.get("groups", 1))
+        y = F.conv2d(
+            a,
+            W,
+            None,
+            stride=L.get("stride", 1),
+            padding=L.get("padding", 0),
+            dilation=L.get("dilation", 1),
+            groups=L.get("groups", 1),
+        )
         (g,) = torch.autograd.grad(y, a, grad_outputs=s)
         return g
 
@@ -172,8 +185,15 @@ class Port:
                 return self.conv_adjoint(p, x, W, L) if t == "conv" else p @ W
             Wp = W.clamp(min=0)
             if t == "conv":
-                z = F.conv2d(x, Wp, None, stride=L.get("stride", 1), padding=L.get("padding", 0),
-                             dilation=L.get("dilation", 1), groups=L.get("groups", 1))
+                z = F.conv2d(
+                    x,
+                    Wp,
+                    None,
+                    stride=L.get("stride", 1),
+                    padding=L.get("padding", 0),
+                    dilation=L.get("dilation", 1),
+                    groups=L.get("groups", 1),
+                )
                 if "bias_in_z" in self.bugs and b is not None:
                     z = z + b[:, None, None]
                 return x * self.conv_adjoint(self.div(p, z), x, Wp, L)
@@ -205,11 +225,19 @@ class Port:
             h_in, c_prev = cont[t] * h, c
             z = zx[t] + W_h @ h_in
             if "gate_order" in self.bugs:  # reads the blocks as torch's i, f, g, o
-                i, f, g, o = (torch.sigmoid(z[:H]), torch.sigmoid(z[H:2 * H]), self.act(z[2 * H:3 * H], cell),
-                              torch.sigmoid(z[3 * H:]))
+                i, f, g, o = (
+                    torch.sigmoid(z[:H]),
+                    torch.sigmoid(z[H : 2 * H]),
+                    self.act(z[2 * H : 3 * H], cell),
+                    torch.sigmoid(z[3 * H :]),
+                )
             else:
-                i, f, o, g = (torch.sigmoid(z[:H]), torch.sigmoid(z[H:2 * H]), torch.sigmoid(z[2 * H:3 * H]),
-                              self.act(z[3 * H:], cell))
+                i, f, o, g = (
+                    torch.sigmoid(z[:H]),
+                    torch.sigmoid(z[H : 2 * H]),
+                    torch.sigmoid(z[2 * H : 3 * H]),
+                    self.act(z[3 * H :], cell),
+                )
             c = cont[t] * f * c_prev + i * g
             ac = self.act(c, cell)
             h = o * ac
@@ -276,8 +304,11 @@ class Port:
                 if grad or "recurrent_caffe" in self.bugs:
                     from_next_h = cont[t] * (W_h.T @ dz[t])  # through W_h (cont_t h_(t-1))
                 pts["p_h"][t], pts["p_c"][t], pts["p_rec"][t] = ph, kappa, from_next_h
-            pts["dz"] = torch.cat([dz[:, :2 * H], dz[:, 3 * H:], dz[:, 2 * H:3 * H]], 1) if (
-                "gate_order" in self.bugs) else dz  # dumped in the order i, f, o, g
+            pts["dz"] = (
+                torch.cat([dz[:, : 2 * H], dz[:, 3 * H :], dz[:, 2 * H : 3 * H]], 1)
+                if ("gate_order" in self.bugs)
+                else dz
+            )  # dumped in the order i, f, o, g
             if grad:
                 p_x = dz @ W_x
                 if s is not None:
@@ -293,9 +324,11 @@ class Port:
                     Zs = s @ Wsp.T
                     p_s = s * (self.div(dz.sum(0), Zs) @ Wsp)
                     pts["lost"] = pts["lost"] + torch.where(Zs == 0, dz, 0 * dz).sum(1)
-        names = {"eb": ("p_h", "p_c", "p_g", "Z", "p_rec", "lost"),
-                 "caffe": ("p_h", "p_c", "dz", "Z", "p_rec", "lost"),
-                 "grad": ("p_h", "p_c", "dz", "p_rec")}["grad" if mode == "grad" else self.rule]
+        names = {
+            "eb": ("p_h", "p_c", "p_g", "Z", "p_rec", "lost"),
+            "caffe": ("p_h", "p_c", "dz", "Z", "p_rec", "lost"),
+            "grad": ("p_h", "p_c", "dz", "p_rec"),
+        }["grad" if mode == "grad" else self.rule]
         for q in names:
             self.keep(f"{prefix}/{name}/{q}", pts[q])
         return p_x, p_s
@@ -354,7 +387,6 @@ class Port:
         s = self.case["settings"]
         seq = next((k for k, L in enumerate(self.arch) if L["type"] == "lstm"), len(self.arch))
         acts, extras = self.cnn_forward(self.arch[:seq])
-        T = self.clip.shape[0]
         mode = "grad" if self.method in ("BP", "BP-R") else "eb"
         results = []
         if seq == len(self.arch):  # a per-frame classifier: EB, cEB, BP
@@ -396,7 +428,7 @@ class Port:
             seed[steps, target] = 1.0
             self.keep("seed", seed)
 
-            def one_pass(negate, sp, lp):
+            def one_pass(negate, sp, lp, seed=seed):
                 p = seed
                 layers = self.arch[seq:]
                 self.keep(f"{sp}/{layers[-1]['name']}", p)
@@ -405,8 +437,15 @@ class Port:
                     if L["type"] == "lstm":
                         p, _ = self.lstm_backward(recs[L["name"]], p, lp, mode)
                     else:
-                        p = self.backward(L, seq_acts[k], seq_acts[k + 1], None, p, mode=mode,
-                                          negate=negate and k == len(layers) - 1)
+                        p = self.backward(
+                            L,
+                            seq_acts[k],
+                            seq_acts[k + 1],
+                            None,
+                            p,
+                            mode=mode,
+                            negate=negate and k == len(layers) - 1,
+                        )
                     if k > 0:
                         self.keep(f"{sp}/{layers[k - 1]['name']}", p)
                 return p
@@ -415,8 +454,10 @@ class Port:
                 Map = one_pass(False, "signal", "lstm")
                 self.keep("interface/positive", Map)
             else:
-                Map = self.normalised_passes(lambda: one_pass(False, "signal", "lstm"),
-                                             lambda: one_pass(True, "signal_dual", "lstm_dual"))
+                Map = self.normalised_passes(
+                    lambda: one_pass(False, "signal", "lstm"),
+                    lambda: one_pass(True, "signal_dual", "lstm_dual"),
+                )
             self.cnn_backward(self.arch[:seq], acts, extras, Map, mode)
             results.append(self.current)
         return results
@@ -469,7 +510,7 @@ class Port:
             seed[steps, [ids[t] for t in steps]] = 1.0
             self.keep("seed", seed)
 
-            def one_pass(negate, sp, lp):
+            def one_pass(negate, sp, lp, seed=seed):
                 self.keep(f"{sp}/predict", seed)
                 p2 = self.backward(predict, h2, logits, None, seed, mode="eb", negate=negate)
                 self.keep(f"{sp}/lstm2", p2)
@@ -489,8 +530,9 @@ class Port:
                 ok = tot > 0
                 return feats * torch.where(ok, p_v / torch.where(ok, tot, torch.ones_like(tot)), 0 * tot)
 
-            Map = self.normalised_passes(lambda: one_pass(False, "signal", "lstm"),
-                                         lambda: one_pass(True, "signal_dual", "lstm_dual"))
+            Map = self.normalised_passes(
+                lambda: one_pass(False, "signal", "lstm"), lambda: one_pass(True, "signal_dual", "lstm_dual")
+            )
             self.cnn_backward(self.arch, acts, extras, Map, "eb")
             results.append(self.current)
         return results

@@ -29,7 +29,11 @@ def test_round_trip_and_provenance(tmp_path, converted):
     save_canonical(out, params, meta)
     assert os.path.exists(sidecar_path(out)) and sidecar_path(out).endswith("lstm_canonical.json")
     side = json.loads(pathlib.Path(sidecar_path(out)).read_text())
-    assert side["format"] == "ebr_ref-canonical" and side["kind"] == "weights" and side["gate_order"] == "i,f,o,g"
+    assert (
+        side["format"] == "ebr_ref-canonical"
+        and side["kind"] == "weights"
+        and side["gate_order"] == "i,f,o,g"
+    )
     assert side["meta"]["source"]["file"] == "lstm.pt" and side["meta"]["source"]["format"] == "torch"
     assert side["meta"]["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert side["meta"]["gate_order"] == "ifog" and side["meta"]["source_gate_order"] == "ifgo"
@@ -42,7 +46,11 @@ def test_round_trip_and_provenance(tmp_path, converted):
         assert p2[k].dtype == params[k].dtype and not p2[k].flags.writeable
     assert {k: v for k, v in m2.items() if k != "canonical"} == json.loads(json.dumps(meta))
     p3, m3 = convert(out)  # detected as canonical through its sidecar
-    assert m3["canonical"]["params_sha256"] == side["params_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert (
+        m3["canonical"]["params_sha256"]
+        == side["params_sha256"]
+        == hashlib.sha256(out.read_bytes()).hexdigest()
+    )
 
 
 def test_tampering_is_detected(tmp_path, converted):

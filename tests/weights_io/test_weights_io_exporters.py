@@ -35,8 +35,13 @@ class Features(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
+            torch.nn.Conv2d(3, 4, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(4, 4, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+        )
         self.fc = torch.nn.Linear(4 * 4 * 4, 8)
 
     def frames(self, x):
@@ -115,8 +120,9 @@ def export(net, x, path, exporter, dynamic=False):
             kw["dynamic_axes"] = {"x": {0: "T"} if x.ndim == 4 else {0: "B", 1: "T"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), str(path), dynamo=exporter == "dynamo", input_names=["x"],
-                          output_names=["y"], **kw)
+        torch.onnx.export(
+            net, (x,), str(path), dynamo=exporter == "dynamo", input_names=["x"], output_names=["y"], **kw
+        )
     return path
 
 
@@ -153,8 +159,18 @@ def test_exported_models_match_torch_float32(tmp_path, kind, biases, exporter):
     names = [L["name"] for L in meta["architecture"]]
     head = ["flatten", "fc6", "relu6"]
     if kind == "cnn":
-        assert names == ["conv1_1", "relu1_1", "pool1", "conv2_1", "relu2_1", "pool2", *head, "fc7", "relu7",
-                         "fc8"]  # the exporters drop Dropout in eval mode
+        assert names == [
+            "conv1_1",
+            "relu1_1",
+            "pool1",
+            "conv2_1",
+            "relu2_1",
+            "pool2",
+            *head,
+            "fc7",
+            "relu7",
+            "fc8",
+        ]  # the exporters drop Dropout in eval mode
         assert meta["onnx"]["input"]["time_axis"] is None
     else:
         assert names == ["conv1_1", "relu1_1", "pool1", "conv2_1", "relu2_1", "pool2", *head, "lstm1", "fc7"]
@@ -207,11 +223,16 @@ def _folded_vs_reference(path):
     folded = onnx_folded_constants(path)
     meta = convert(path)[1]
     info = meta["onnx"]["input"]
-    shape = [d if isinstance(d, int) and d > 0 else info["assumed_sizes"][str(k)]
-             for k, d in enumerate(info["shape"])]
+    shape = [
+        d if isinstance(d, int) and d > 0 else info["assumed_sizes"][str(k)]
+        for k, d in enumerate(info["shape"])
+    ]
     model = onnx.load(str(path))
-    x = numpy.random.default_rng(SEED).standard_normal(shape).astype(
-        "f8" if model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE else "f4")
+    x = (
+        numpy.random.default_rng(SEED)
+        .standard_normal(shape)
+        .astype("f8" if model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE else "f4")
+    )
     names = sorted(folded)
     ref = ReferenceEvaluator(model).run(names, {info["name"]: x})
     for name, want in zip(names, ref, strict=True):
@@ -244,36 +265,76 @@ def test_folded_shape_arithmetic_matches_reference_evaluator(tmp_path):
     rng = numpy.random.default_rng(SEED)
     W = rng.standard_normal((6, 48)).astype("f4")
     c = lambda name, v: numpy_helper.from_array(numpy.asarray(v), name)  # noqa: E731
-    inits = [c("WT", W.T.copy()), c("b", rng.standard_normal(6).astype("f4")), c("i0", numpy.array(0, "i8")),
-             c("i1", numpy.array([1], "i8")), c("m1", numpy.array([-1], "i8")),
-             c("two", numpy.array(2, "i8")),
-             c("s0", numpy.array([0], "i8")), c("e3", numpy.array([3], "i8")), c("r0", numpy.array(0, "i8")),
-             c("r5", numpy.array(5, "i8")), c("r1", numpy.array(1, "i8")), c("rep", numpy.array([2], "i8")),
-             c("neg", numpy.array([-3, 7], "i8"))]
+    inits = [
+        c("WT", W.T.copy()),
+        c("b", rng.standard_normal(6).astype("f4")),
+        c("i0", numpy.array(0, "i8")),
+        c("i1", numpy.array([1], "i8")),
+        c("m1", numpy.array([-1], "i8")),
+        c("two", numpy.array(2, "i8")),
+        c("s0", numpy.array([0], "i8")),
+        c("e3", numpy.array([3], "i8")),
+        c("r0", numpy.array(0, "i8")),
+        c("r5", numpy.array(5, "i8")),
+        c("r1", numpy.array(1, "i8")),
+        c("rep", numpy.array([2], "i8")),
+        c("neg", numpy.array([-3, 7], "i8")),
+    ]
     N = helper.make_node
     nodes = [
-        N("Shape", ["x"], ["sh"], start=1), N("Gather", ["sh", "i0"], ["C"]),
-        N("Slice", ["sh", "i1", "e3"], ["HW"]), N("ReduceProd", ["HW"], ["hw"], keepdims=1),
-        N("Unsqueeze", ["C", "s0"], ["C1"]), N("Mul", ["C1", "hw"], ["D"]),
-        N("Div", ["neg", "two"], ["q"]), N("Sub", ["D", "D"], ["z"]), N("Range", ["r0", "r5", "r1"], ["rg"]),
-        N("Concat", ["m1", "D"], ["tgt"], axis=0), N("Cast", ["tgt"], ["tgt_f"], to=TensorProto.FLOAT),
-        N("Cast", ["tgt_f"], ["tgt2"], to=TensorProto.INT64), N("Equal", ["tgt2", "tgt"], ["eq"]),
-        N("Where", ["eq", "tgt2", "tgt"], ["tgt3"]), N("ConstantOfShape", ["rep"], ["zeros"]),
-        N("Expand", ["r1", "rep"], ["ones"]), N("Tile", ["m1", "rep"], ["tl"]),
-        N("Squeeze", ["C1", "s0"], ["Csq"]), N("Transpose", ["WT"], ["W"], perm=[1, 0]),
+        N("Shape", ["x"], ["sh"], start=1),
+        N("Gather", ["sh", "i0"], ["C"]),
+        N("Slice", ["sh", "i1", "e3"], ["HW"]),
+        N("ReduceProd", ["HW"], ["hw"], keepdims=1),
+        N("Unsqueeze", ["C", "s0"], ["C1"]),
+        N("Mul", ["C1", "hw"], ["D"]),
+        N("Div", ["neg", "two"], ["q"]),
+        N("Sub", ["D", "D"], ["z"]),
+        N("Range", ["r0", "r5", "r1"], ["rg"]),
+        N("Concat", ["m1", "D"], ["tgt"], axis=0),
+        N("Cast", ["tgt"], ["tgt_f"], to=TensorProto.FLOAT),
+        N("Cast", ["tgt_f"], ["tgt2"], to=TensorProto.INT64),
+        N("Equal", ["tgt2", "tgt"], ["eq"]),
+        N("Where", ["eq", "tgt2", "tgt"], ["tgt3"]),
+        N("ConstantOfShape", ["rep"], ["zeros"]),
+        N("Expand", ["r1", "rep"], ["ones"]),
+        N("Tile", ["m1", "rep"], ["tl"]),
+        N("Squeeze", ["C1", "s0"], ["Csq"]),
+        N("Transpose", ["WT"], ["W"], perm=[1, 0]),
         N("Reshape", ["W", "tgt3"], ["W2"]),
-        N("Conv", ["x", "cw"], ["h"]), N("Reshape", ["h", "tgt3"], ["f"]),
+        N("Conv", ["x", "cw"], ["h"]),
+        N("Reshape", ["h", "tgt3"], ["f"]),
         N("Gemm", ["f", "W2", "b"], ["y"], transB=1),
     ]
     inits.append(c("cw", rng.standard_normal((3, 3, 1, 1)).astype("f4")))
-    graph = helper.make_graph(nodes, "shapes",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "shapes",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     path = tmp_path / "shapes.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
     folded = _folded_vs_reference(path)
-    want = {"sh", "C", "HW", "hw", "D", "q", "z", "rg", "tgt", "tgt3", "zeros", "ones", "tl", "Csq", "W",
-            "W2"}
+    want = {
+        "sh",
+        "C",
+        "HW",
+        "hw",
+        "D",
+        "q",
+        "z",
+        "rg",
+        "tgt",
+        "tgt3",
+        "zeros",
+        "ones",
+        "tl",
+        "Csq",
+        "W",
+        "W2",
+    }
     assert want <= set(folded)
     numpy.testing.assert_array_equal(folded["q"], [-1, 3])  # integer division truncates toward zero
     params, meta = convert(path)
@@ -304,9 +365,12 @@ def test_exporter_refusals_name_the_node(tmp_path):
         def forward(self, x):  # no layer left to absorb the channels-last order
             return torch.flatten(self.features(x).permute(0, 2, 3, 1), 1)
 
-    cases = [(LastStep, "cnn_lstm", "Gather|Slice|Squeeze"), (FinalState, "cnn_lstm", "final state|Y_h"),
-             (Residual, "cnn", "residual|only linear chains"),
-             (ChannelsLastFeatures, "cnn", "another order than C, H, W")]
+    cases = [
+        (LastStep, "cnn_lstm", "Gather|Slice|Squeeze"),
+        (FinalState, "cnn_lstm", "final state|Y_h"),
+        (Residual, "cnn", "residual|only linear chains"),
+        (ChannelsLastFeatures, "cnn", "another order than C, H, W"),
+    ]
     for cls, kind, msg in cases:
         torch.manual_seed(SEED)
         net = cls().eval()

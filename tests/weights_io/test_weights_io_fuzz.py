@@ -43,13 +43,20 @@ def _savez(p, fn, **arrays):
 
 def _samples():
     rng = numpy.random.default_rng(SEED)
-    sd = {"features.0.weight": torch.randn(2, 3, 3, 3), "features.0.bias": torch.randn(2),
-          "lstm.weight_ih_l0": torch.randn(8, 3), "view": torch.randn(4, 4).t()}
+    sd = {
+        "features.0.weight": torch.randn(2, 3, 3, 3),
+        "features.0.bias": torch.randn(2),
+        "lstm.weight_ih_l0": torch.randn(8, 3),
+        "view": torch.randn(4, 4).t(),
+    }
     out = {
         "torch_zip": _bytes_of(lambda p: torch.save(sd, p)),
         "torch_legacy": _bytes_of(lambda p: torch.save(sd, p, _use_new_zipfile_serialization=False)),
-        "safetensors": _bytes_of(lambda p: st_numpy.save_file({"a": rng.standard_normal((3, 2)).astype("f4"),
-                                                              "b": numpy.arange(4)}, p)),
+        "safetensors": _bytes_of(
+            lambda p: st_numpy.save_file(
+                {"a": rng.standard_normal((3, 2)).astype("f4"), "b": numpy.arange(4)}, p
+            )
+        ),
         "npz": _bytes_of(lambda p: _savez(p, numpy.savez, a=numpy.arange(6.0), b=numpy.ones((2, 2), "f4"))),
         "npz_deflated": _bytes_of(lambda p: _savez(p, numpy.savez_compressed, a=numpy.arange(60.0))),
     }
@@ -61,26 +68,41 @@ def _samples():
             g = f.create_group("d")
             g.attrs["weight_names"] = numpy.array([b"d/kernel:0"])
             g["d/kernel:0"] = rng.standard_normal((3, 2)).astype("f4")
-            f.create_dataset("c", data=rng.standard_normal((6, 5)), chunks=(2, 3), compression="gzip", shuffle=True)
+            f.create_dataset(
+                "c", data=rng.standard_normal((6, 5)), chunks=(2, 3), compression="gzip", shuffle=True
+            )
 
     out["hdf5"] = _bytes_of(h5)
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1)], "g",
+        [helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1)],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
-        [numpy_helper.from_array(rng.standard_normal((2, 3)).astype("f4"), "W"),
-         helper.make_tensor("b", TensorProto.FLOAT, [2], [1.0, 2.0])])
+        [
+            numpy_helper.from_array(rng.standard_normal((2, 3)).astype("f4"), "W"),
+            helper.make_tensor("b", TensorProto.FLOAT, [2], [1.0, 2.0]),
+        ],
+    )
     out["onnx"] = helper.make_model(graph).SerializeToString()
     from tests.oracles.weights_io_caffe_proto import build_schema, write_caffemodel
 
     schema = build_schema(package="fuzz")
-    out["caffe"] = _bytes_of(lambda p: write_caffemodel(
-        p, schema, [("ip", "InnerProduct", [rng.standard_normal((2, 3)), rng.standard_normal(2)])], legacy=True))
+    out["caffe"] = _bytes_of(
+        lambda p: write_caffemodel(
+            p,
+            schema,
+            [("ip", "InnerProduct", [rng.standard_normal((2, 3)), rng.standard_normal(2)])],
+            legacy=True,
+        )
+    )
     with open(_PROTOTXT, "w") as f:
-        f.write('input: "data" input_dim: 1 input_dim: 3\n'
-                'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 2 } }\n')
+        f.write(
+            'input: "data" input_dim: 1 input_dim: 3\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+            "inner_product_param { num_output: 2 } }\n"
+        )
     return out
 
 
@@ -92,7 +114,7 @@ def mutated(draw, data):
     kind = draw(st.sampled_from(["truncate", "flip", "overwrite", "insert", "zero_run"]))
     b = bytearray(data)
     if kind == "truncate":
-        return bytes(b[:draw(st.integers(0, len(b) - 1))])
+        return bytes(b[: draw(st.integers(0, len(b) - 1))])
     if kind == "flip":
         for _ in range(draw(st.integers(1, 8))):
             i = draw(st.integers(0, len(b) - 1))
@@ -101,14 +123,14 @@ def mutated(draw, data):
     if kind == "overwrite":
         i = draw(st.integers(0, len(b) - 1))
         chunk = draw(st.binary(min_size=1, max_size=16))
-        b[i:i + len(chunk)] = chunk
+        b[i : i + len(chunk)] = chunk
         return bytes(b)
     if kind == "insert":
         i = draw(st.integers(0, len(b)))
         return bytes(b[:i] + draw(st.binary(min_size=1, max_size=16)) + b[i:])
     i = draw(st.integers(0, len(b) - 1))
     n = draw(st.integers(1, 64))
-    b[i:i + n] = b"\xff" * len(b[i:i + n]) if draw(st.booleans()) else b"\0" * len(b[i:i + n])
+    b[i : i + n] = b"\xff" * len(b[i : i + n]) if draw(st.booleans()) else b"\0" * len(b[i : i + n])
     return bytes(b)
 
 
@@ -128,7 +150,9 @@ def _check(data, fn):
 
 
 @pytest.mark.parametrize("fmt", sorted(SAMPLES))
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(data=st.data())
 def test_mutated_files_raise_only_checkpoint_error(fmt, data):
     blob = data.draw(mutated(SAMPLES[fmt]))
@@ -162,7 +186,7 @@ def test_zip_bomb_claims_are_refused():
     raw = bytearray(b.getvalue())
     # claim a 4 GB uncompressed size in the central directory
     cd = raw.rfind(b"PK\x01\x02")
-    raw[cd + 24:cd + 28] = (2 ** 32 - 2).to_bytes(4, "little")
+    raw[cd + 24 : cd + 28] = (2**32 - 2).to_bytes(4, "little")
     _check(bytes(raw), read_tensors)
     fd, p = tempfile.mkstemp(dir=_TMP, suffix=".npz")
     with os.fdopen(fd, "wb") as f:
@@ -185,8 +209,9 @@ from weights_io._buffer import AMPLIFICATION, BUDGET_SLACK  # noqa: E402
 from weights_io._walk import MAX_STEPS  # noqa: E402
 from weights_io.torch_pickle import VIEW_REPEAT, VIEW_SLACK  # noqa: E402
 
-_HOSTILE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                             HealthCheck.data_too_large])
+_HOSTILE = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 class _Timeout(Exception):
@@ -195,6 +220,7 @@ class _Timeout(Exception):
 
 def _within(seconds, fn, *args, **kwargs):
     """``fn(*args, **kwargs)``, failing (not hanging) after ``seconds`` (SIGALRM interrupts open())."""
+
     def alarm(_sig, _frame):
         raise _Timeout(f"{fn.__name__} did not return within {seconds} s")
 
@@ -236,7 +262,7 @@ def strided_views(draw):
 @given(case=strided_views())
 def test_strided_views_fuzz(case):
     """Any view: a CheckpointError, or arrays equal to torch's that repeat their storage at most "
-      "VIEW_REPEAT times."""
+    "VIEW_REPEAT times."""
     dtype, numel, views = case
     item = {"FloatStorage": 4, "BFloat16Storage": 2, "HalfStorage": 2, "LongStorage": 8}[dtype]
     raw = numpy.random.default_rng(numel).integers(0, 255, numel * item, dtype=numpy.uint8).tobytes()
@@ -328,7 +354,9 @@ def test_hdf5_hard_link_dags_fuzz(nodes):
                 else:
                     g[f"k{j}"] = groups[k]
             groups.append(g)
-    total = sum(_count_paths(nodes[:i + 1]) for i in range(len(nodes)))  # every group is linked from the root
+    total = sum(
+        _count_paths(nodes[: i + 1]) for i in range(len(nodes))
+    )  # every group is linked from the root
     t0 = time.perf_counter()
     try:
         out = _within(20, read_tensors, p)
@@ -342,10 +370,12 @@ def test_hdf5_hard_link_dags_fuzz(nodes):
 def _chunked_sample():
     p = _tmpfile(".h5")
     with h5py.File(p, "w") as f:
-        f.create_dataset("c", data=numpy.arange(60.0).reshape(6, 10), chunks=(2, 3), compression="gzip",
-                         shuffle=True)
-        f.create_dataset("d", data=numpy.arange(7, dtype="f4"), chunks=(4,), maxshape=(None,),
-                         compression="gzip")
+        f.create_dataset(
+            "c", data=numpy.arange(60.0).reshape(6, 10), chunks=(2, 3), compression="gzip", shuffle=True
+        )
+        f.create_dataset(
+            "d", data=numpy.arange(7, dtype="f4"), chunks=(4,), maxshape=(None,), compression="gzip"
+        )
     with open(p, "rb") as fh:
         raw = bytearray(fh.read())
     os.unlink(p)
@@ -353,7 +383,7 @@ def _chunked_sample():
     for name in ("c", "d"):
         pos, tree, dims = hostile._h5_chunk_layout(raw, name)
         rank = len(dims)
-        used = int.from_bytes(raw[tree + 6:tree + 8], "little")
+        used = int.from_bytes(raw[tree + 6 : tree + 8], "little")
         entry = 8 + 8 * rank + 8  # key (size, mask, rank offsets of 8 bytes) + child address
         places.append((pos, tree, rank, used, entry))
     return bytes(raw), places
@@ -375,27 +405,29 @@ def test_chunk_table_mutations_fuzz(data):
         e = first + i * entry
         if kind == "dims":  # one chunk dimension (4 bytes each)
             d = data.draw(st.integers(0, rank - 1))
-            dim = data.draw(st.integers(0, 2 ** 32 - 1))
-            raw[pos + 11 + 4 * d:pos + 15 + 4 * d] = dim.to_bytes(4, "little")
+            dim = data.draw(st.integers(0, 2**32 - 1))
+            raw[pos + 11 + 4 * d : pos + 15 + 4 * d] = dim.to_bytes(4, "little")
         elif kind == "key":  # one chunk offset
             d = data.draw(st.integers(0, rank - 1))
-            raw[e + 8 + 8 * d:e + 16 + 8 * d] = data.draw(st.integers(0, 64)).to_bytes(8, "little")
+            raw[e + 8 + 8 * d : e + 16 + 8 * d] = data.draw(st.integers(0, 64)).to_bytes(8, "little")
         elif kind == "size":
-            raw[e:e + 4] = data.draw(st.integers(0, 2 ** 32 - 1)).to_bytes(4, "little")
+            raw[e : e + 4] = data.draw(st.integers(0, 2**32 - 1)).to_bytes(4, "little")
         elif kind == "child":
             j = data.draw(st.integers(0, used - 1))
-            raw[e + entry - 8:e + entry] = raw[first + j * entry + entry - 8:first + (j + 1) * entry]
+            raw[e + entry - 8 : e + entry] = raw[first + j * entry + entry - 8 : first + (j + 1) * entry]
         elif kind == "copy":  # a whole entry repeated elsewhere in the table
             j = data.draw(st.integers(0, used - 1))
-            raw[e:e + entry] = raw[first + j * entry:first + (j + 1) * entry]
+            raw[e : e + entry] = raw[first + j * entry : first + (j + 1) * entry]
         else:
-            raw[tree + 6:tree + 8] = data.draw(st.integers(0, 2 * used + 2)).to_bytes(2, "little")
+            raw[tree + 6 : tree + 8] = data.draw(st.integers(0, 2 * used + 2)).to_bytes(2, "little")
     _check(bytes(raw), read_tensors)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(["fifo", "dir", "link_fifo", "link_dir", "dev_null", "dev_zero", "socket"]),
-       use=st.sampled_from(["main", "external", "prototxt"]))
+@given(
+    kind=st.sampled_from(["fifo", "dir", "link_fifo", "link_dir", "dev_null", "dev_zero", "socket"]),
+    use=st.sampled_from(["main", "external", "prototxt"]),
+)
 def test_non_regular_files_fuzz(kind, use):
     """Whatever is not a regular file is refused before it is opened (never blocks, never reads a device)."""
     import socket
@@ -439,31 +471,65 @@ def _sample_file(name):
 SAMPLE_CAFFE = _sample_file("sample.caffemodel")
 
 _FIELD_VALUES = st.one_of(
-    st.integers(-(2 ** 70), 2 ** 70).map(str), st.floats(allow_nan=True).map(repr),
-    st.sampled_from(['"abc"', "MAX", "AVE", "true", "{ }", "{ dim: 1 }", "[1, 2]", "9" * 5000,
-                     "0x" + "f" * 40,
-                     "-1", "0", "1", "2", '""', "nan", "-inf", "1e400"]),
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True).map(repr),
+    st.sampled_from(
+        [
+            '"abc"',
+            "MAX",
+            "AVE",
+            "true",
+            "{ }",
+            "{ dim: 1 }",
+            "[1, 2]",
+            "9" * 5000,
+            "0x" + "f" * 40,
+            "-1",
+            "0",
+            "1",
+            "2",
+            '""',
+            "nan",
+            "-inf",
+            "1e400",
+        ]
+    ),
 )
 # field -> (section of the template it goes into, default text of that section's field list)
 _PROTOTXT_FIELDS = {
-    "kernel_size": "pool", "stride": "pool", "pad": "pool", "pool": "pool", "global_pooling": "pool",
-    "negative_slope": "relu", "local_size": "lrn", "alpha": "lrn", "beta": "lrn", "dropout_ratio": "drop",
-    "num_output": "ip", "bias_term": "ip", "axis": "ip", "transpose": "ip",
+    "kernel_size": "pool",
+    "stride": "pool",
+    "pad": "pool",
+    "pool": "pool",
+    "global_pooling": "pool",
+    "negative_slope": "relu",
+    "local_size": "lrn",
+    "alpha": "lrn",
+    "beta": "lrn",
+    "dropout_ratio": "drop",
+    "num_output": "ip",
+    "bias_term": "ip",
+    "axis": "ip",
+    "transpose": "ip",
 }
 _TEMPLATE = {
-    "pool": ('layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" '
-             'pooling_param {{ kernel_size: 1 {} }} }}'),
+    "pool": (
+        'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ kernel_size: 1 {} }} }}'
+    ),
     "relu": 'layer {{ name: "r" type: "ReLU" bottom: "p" top: "p" relu_param {{ {} }} }}',
     "lrn": 'layer {{ name: "n" type: "LRN" bottom: "p" top: "p" lrn_param {{ {} }} }}',
     "drop": 'layer {{ name: "d" type: "Dropout" bottom: "p" top: "p" dropout_param {{ {} }} }}',
-    "ip": ('layer {{ {} type: "InnerProduct" bottom: "p" top: "ip" '
-           'inner_product_param {{ num_output: 2 {} }} }}'),
+    "ip": (
+        'layer {{ {} type: "InnerProduct" bottom: "p" top: "ip" inner_product_param {{ num_output: 2 {} }} }}'
+    ),
 }
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(field=st.sampled_from(sorted(_PROTOTXT_FIELDS) + ["input_dim", "dim", "input", "name"]),
-       value=_FIELD_VALUES)
+@given(
+    field=st.sampled_from(sorted(_PROTOTXT_FIELDS) + ["input_dim", "dim", "input", "name"]),
+    value=_FIELD_VALUES,
+)
 def test_hostile_prototxt_fields_fuzz(field, value):
     """Any value in any field of a small prototxt: only CheckpointError (or a conversion)."""
     head = ['input: "data"', "input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }"]
@@ -489,16 +555,24 @@ def test_hostile_prototxt_fields_fuzz(field, value):
 
 
 _ATTR_VALUES = st.one_of(
-    st.integers(-(2 ** 63), 2 ** 63 - 1), st.floats(width=32), st.text(max_size=8),
-    st.lists(st.integers(-(2 ** 40), 2 ** 40), max_size=5), st.lists(st.floats(width=32), max_size=4),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(width=32),
+    st.text(max_size=8),
+    st.lists(st.integers(-(2**40), 2**40), max_size=5),
+    st.lists(st.floats(width=32), max_size=4),
     st.lists(st.sampled_from(["Sigmoid", "Tanh", "Relu", "x"]), max_size=4),
 )
-_ONNX_ATTRS = {"Conv": ["kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"],
-               "MaxPool": ["kernel_shape", "strides", "pads", "ceil_mode", "dilations", "auto_pad"],
-               "AveragePool": ["kernel_shape", "count_include_pad", "ceil_mode"],
-               "LRN": ["size", "alpha", "beta", "bias"], "Dropout": ["ratio"], "Flatten": ["axis"],
-               "Gemm": ["alpha", "beta", "transA", "transB"], "Softmax": ["axis"],
-               "LSTM": ["hidden_size", "activations", "direction", "clip", "input_forget", "layout"]}
+_ONNX_ATTRS = {
+    "Conv": ["kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"],
+    "MaxPool": ["kernel_shape", "strides", "pads", "ceil_mode", "dilations", "auto_pad"],
+    "AveragePool": ["kernel_shape", "count_include_pad", "ceil_mode"],
+    "LRN": ["size", "alpha", "beta", "bias"],
+    "Dropout": ["ratio"],
+    "Flatten": ["axis"],
+    "Gemm": ["alpha", "beta", "transA", "transB"],
+    "Softmax": ["axis"],
+    "LSTM": ["hidden_size", "activations", "direction", "clip", "input_forget", "layout"],
+}
 
 
 def _onnx_template(op, attrs):
@@ -507,8 +581,10 @@ def _onnx_template(op, attrs):
     f4 = numpy.float32
     if op == "LSTM":
         nodes = [helper_node("LSTM", ["x", "W", "R"], ["y"], attrs)]
-        inits = [numpy_helper.from_array(numpy.ones((1, 8, 3), f4), "W"),
-                 numpy_helper.from_array(numpy.ones((1, 8, 2), f4), "R")]
+        inits = [
+            numpy_helper.from_array(numpy.ones((1, 8, 3), f4), "W"),
+            numpy_helper.from_array(numpy.ones((1, 8, 2), f4), "R"),
+        ]
         return nodes, inits, (1, 1, 3)
     nodes = [helper_node("Conv", ["x", "Wc"], ["c"], attrs if op == "Conv" else {})]
     prev = "c"
@@ -521,8 +597,10 @@ def _onnx_template(op, attrs):
     gemm = dict({"transB": 1}, **(attrs if op == "Gemm" else {}))
     nodes.append(helper_node("Gemm", [prev, "Wg"], ["g"], gemm))
     nodes.append(helper_node("Softmax", ["g"], ["y"], attrs if op == "Softmax" else {}))
-    inits = [numpy_helper.from_array(numpy.ones((2, 3, 1, 1), f4), "Wc"),
-             numpy_helper.from_array(numpy.ones((2, 2 * 4 * 4), f4), "Wg")]
+    inits = [
+        numpy_helper.from_array(numpy.ones((2, 3, 1, 1), f4), "Wc"),
+        numpy_helper.from_array(numpy.ones((2, 2 * 4 * 4), f4), "Wg"),
+    ]
     return nodes, inits, (1, 3, 4, 4)
 
 

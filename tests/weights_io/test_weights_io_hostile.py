@@ -94,11 +94,22 @@ def attacks(calls, limit=MEMORY_LIMIT, timeout=TIMEOUT):
     ``seconds``, ``maxrss_mb`` (the child's peak so far) and ``unchanged`` (the
     unpickler's allow-listed callables are as they were before the call).
     """
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
     try:
-        p = subprocess.run([sys.executable, "-c", _CHILD, str(limit), json.dumps(calls)], capture_output=True,
-                           text=True, timeout=timeout, cwd=ROOT, env=env)
+        p = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(limit), json.dumps(calls)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=env,
+        )
     except subprocess.TimeoutExpired as e:
         done = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         pytest.fail(f"{calls[len(done.splitlines())]} did not return within {timeout} s")
@@ -119,12 +130,20 @@ def _limit_memory():
 
 def run_cli(argv, timeout=TIMEOUT):
     """``ebr-ref <argv>`` in a child under the memory limit (a hang fails the test)."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1"
+    )
     code = "import sys; from ebr_ref.cli import main; sys.exit(main(sys.argv[1:]))"
     try:
-        return subprocess.run([sys.executable, "-c", code] + list(argv), capture_output=True, text=True,
-                              timeout=timeout, cwd=ROOT, env=env, preexec_fn=_limit_memory)
+        return subprocess.run(
+            [sys.executable, "-c", code] + list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=env,
+            preexec_fn=_limit_memory,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"ebr-ref {' '.join(argv)} did not return within {timeout} s")
 
@@ -139,6 +158,7 @@ def refused(report, *fragments):
 
 
 # --------------------------------------------------------------------------- crafting: torch
+
 
 def torch_file(path, obj, legacy=False):
     torch.save(obj, str(path), _use_new_zipfile_serialization=not legacy)
@@ -194,9 +214,10 @@ def torch_zip_raw(path, pkl, storages=None):
 
 # ------------------------------------------------------------------ crafting: HDF5 (patched in place)
 
+
 def _h5_chunk_layout(raw, dataset):
     """``(layout message position, B-tree address, chunk dims)`` of a chunked dataset (h5py's default v3 "
-      "layout)."""
+    "layout)."""
     from weights_io._buffer import Buffer
     from weights_io.hdf5 import H5File
 
@@ -204,15 +225,20 @@ def _h5_chunk_layout(raw, dataset):
     pos, _size = ds._layout
     assert raw[pos] == 3 and raw[pos + 1] == 2, "expected a version-3 chunked layout message"
     rank = raw[pos + 2]
-    addr = int.from_bytes(raw[pos + 3:pos + 11], "little")
-    dims = [int.from_bytes(raw[pos + 11 + 4 * i:pos + 15 + 4 * i], "little") for i in range(rank)]
+    addr = int.from_bytes(raw[pos + 3 : pos + 11], "little")
+    dims = [int.from_bytes(raw[pos + 11 + 4 * i : pos + 15 + 4 * i], "little") for i in range(rank)]
     return pos, addr, dims
 
 
 def h5_gzip_dataset(path, shape=(1,), chunks=(4,)):
     with h5py.File(str(path), "w") as f:
-        f.create_dataset("x", data=numpy.ones(shape, "f4"), maxshape=(None,) * len(shape), chunks=chunks,
-                         compression="gzip")
+        f.create_dataset(
+            "x",
+            data=numpy.ones(shape, "f4"),
+            maxshape=(None,) * len(shape),
+            chunks=chunks,
+            compression="gzip",
+        )
     with open(path, "rb") as fh:
         return bytearray(fh.read())
 
@@ -230,10 +256,10 @@ def h5_big_chunk(path, elements):
     stream = b"".join(parts) + comp.flush()
     addr = len(raw)
     raw += stream
-    raw[pos + 11:pos + 15] = elements.to_bytes(4, "little")  # chunk dim 0
+    raw[pos + 11 : pos + 15] = elements.to_bytes(4, "little")  # chunk dim 0
     key = tree + 8 + 16  # TREE, type, level, used, left and right siblings
-    raw[key:key + 4] = len(stream).to_bytes(4, "little")
-    raw[key + 24:key + 32] = addr.to_bytes(8, "little")  # child of key 0 (rank 1: 4 + 4 + 2*8 key bytes)
+    raw[key : key + 4] = len(stream).to_bytes(4, "little")
+    raw[key + 24 : key + 32] = addr.to_bytes(8, "little")  # child of key 0 (rank 1: 4 + 4 + 2*8 key bytes)
     with open(path, "wb") as fh:
         fh.write(raw)
     return path
@@ -244,13 +270,13 @@ def h5_repeated_chunk(path, repeats, elements=4):
     raw = h5_gzip_dataset(path, chunks=(4,))
     pos, tree, _dims = _h5_chunk_layout(raw, "x")
     key = tree + 8 + 16
-    entry = bytes(raw[key:key + 32])  # key 0 (csize, mask, offsets (0, 0)) and its child address
-    last = bytes(raw[key + 32:key + 56])
+    entry = bytes(raw[key : key + 32])  # key 0 (csize, mask, offsets (0, 0)) and its child address
+    last = bytes(raw[key + 32 : key + 56])
     node = bytearray(b"TREE" + bytes([1, 0]) + repeats.to_bytes(2, "little") + b"\xff" * 16)
     node += entry * repeats + last
     addr = len(raw)
     raw += node
-    raw[pos + 3:pos + 11] = addr.to_bytes(8, "little")
+    raw[pos + 3 : pos + 11] = addr.to_bytes(8, "little")
     with open(path, "wb") as fh:
         fh.write(raw)
     return path
@@ -268,8 +294,8 @@ def h5_shared_chunk(path, n=50):
     for k in range(1, n):
         _pos, tree, _dims = _h5_chunk_layout(raw, f"x{k}")
         key = tree + 8 + 16
-        raw[key:key + 4] = raw[key0:key0 + 4]  # chunk size
-        raw[key + 24:key + 32] = raw[key0 + 24:key0 + 32]  # child address
+        raw[key : key + 4] = raw[key0 : key0 + 4]  # chunk size
+        raw[key + 24 : key + 32] = raw[key0 + 24 : key0 + 32]  # child address
     with open(path, "wb") as fh:
         fh.write(raw)
     return path
@@ -291,12 +317,19 @@ def h5_dag(path, depth, leaf=True):
 
 # --------------------------------------------------------------------------- crafting: ONNX and prototxt
 
+
 def onnx_model(path, nodes, inits, in_shape=(1, 3), out_name=None, extra=None):
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
-        [helper.make_tensor_value_info(out_name or (nodes[-1].output[0] if nodes[-1].output else "y"),
-                                       TensorProto.FLOAT, None)],
-        inits)
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+        [
+            helper.make_tensor_value_info(
+                out_name or (nodes[-1].output[0] if nodes[-1].output else "y"), TensorProto.FLOAT, None
+            )
+        ],
+        inits,
+    )
     model = helper.make_model(graph)
     with open(path, "wb") as f:
         f.write(model.SerializeToString())
@@ -308,8 +341,10 @@ def onnx_relu_chain(path, n):
     nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["h0"], transB=1)]
     for k in range(n):
         nodes.append(helper.make_node("Relu", [f"h{k}"], [f"h{k + 1}"]))
-    inits = [numpy_helper.from_array(rng.standard_normal((2, 3)).astype("f4"), "W"),
-             numpy_helper.from_array(numpy.zeros(2, "f4"), "b")]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((2, 3)).astype("f4"), "W"),
+        numpy_helper.from_array(numpy.zeros(2, "f4"), "b"),
+    ]
     return onnx_model(path, nodes, inits)
 
 
@@ -318,8 +353,11 @@ def caffe_files(tmp_path, prototxt_body, blobs):
     from tests.oracles.weights_io_caffe_proto import build_schema, write_caffemodel
 
     model = tmp_path / "net.caffemodel"
-    write_caffemodel(str(model), build_schema(package="hostile"),
-                     [(name, "InnerProduct", arrays) for name, arrays in blobs.items()])
+    write_caffemodel(
+        str(model),
+        build_schema(package="hostile"),
+        [(name, "InnerProduct", arrays) for name, arrays in blobs.items()],
+    )
     proto = tmp_path / "net.prototxt"
     proto.write_text(prototxt_body)
     return model, proto
@@ -329,22 +367,26 @@ _IP_HEAD = 'input: "data" input_shape { dim: 1 dim: 3 }\n'
 
 
 def _ip(name="ip", bottom="data", top="ip", num_output="2"):
-    return (f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{top}" '
-            f'inner_product_param {{ num_output: {num_output} }} }}\n')
+    return (
+        f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{top}" '
+        f"inner_product_param {{ num_output: {num_output} }} }}\n"
+    )
 
 
 # =========================================================================== 1. strided views (torch)
 
+
 def test_zero_stride_views_are_refused(tmp_path):
     """A 1-element storage viewed as (80000, 20000) with stride (0, 0): 6 GB for convert, 2 GB widened "
-      "(bf16)."""
+    "(bf16)."""
     big = torch.zeros(1).expand(80000, 20000)
     p = torch_file(tmp_path / "zero_stride.pt", {"weight_ih_l0": big, "weight_hh_l0": big})
     bf16 = torch.zeros(1, dtype=torch.bfloat16).expand(25000, 20000)
     bf = torch_file(tmp_path / "bf16.pt", {"w": bf16}, legacy=True)
     assert os.path.getsize(p) < 2000 and os.path.getsize(bf) < 1000
-    read, conv, read_bf = attacks([call("read_tensors", p), call("convert", p, source="torch_lstm"),
-                                   call("read_tensors", bf)])
+    read, conv, read_bf = attacks(
+        [call("read_tensors", p), call("convert", p, source="torch_lstm"), call("read_tensors", bf)]
+    )
     for r in (read, conv, read_bf):
         refused(r, "stride", "storage of 1 element")
         assert r["seconds"] < 5 and r["maxrss_mb"] < 500, r
@@ -354,8 +396,9 @@ def test_overlapping_strides_are_refused(tmp_path):
     """Stride (1, 1): an (n, n) view (n**2 elements, 40 GB) of a storage of 2n - 1 elements (800 KB)."""
     n = 100_000
     pid = _storage_pid("FloatStorage", "0", 2 * n - 1)
-    p = torch_zip_with(tmp_path / "overlap.pt", {"w": _Rebuild(pid, 0, (n, n), (1, 1))},
-                       {"0": bytes(4 * (2 * n - 1))})
+    p = torch_zip_with(
+        tmp_path / "overlap.pt", {"w": _Rebuild(pid, 0, (n, n), (1, 1))}, {"0": bytes(4 * (2 * n - 1))}
+    )
     refused(attack("convert", p, source="torchvision_vgg16"), "tensor w", "10000000000 elements")
     refused(attack("read_tensors", p, touch=True), "tensor w")
 
@@ -373,7 +416,7 @@ def test_small_expanded_tensors_still_read(tmp_path):
 
 def test_many_names_for_one_storage_are_bounded(tmp_path):
     """5000 names viewing one 128 KB bfloat16 storage would be widened to 1.3 GB: refused by the file's "
-      "budget."""
+    "budget."""
     n = 65536
     pid = _storage_pid("BFloat16Storage", "0", n)
     sd = {f"w{i}": _Rebuild(pid, 0, (n,), (1,)) for i in range(5000)}
@@ -383,6 +426,7 @@ def test_many_names_for_one_storage_are_bounded(tmp_path):
 
 
 # =========================================================================== 2. shared references (DAGs)
+
 
 def _list_dag(depth, leaf):
     x = [leaf] if leaf is not None else []
@@ -420,8 +464,9 @@ def test_hdf5_dag_is_walked_once(tmp_path):
     p = h5_dag(tmp_path / "dag.h5", 40)
     small = h5_dag(tmp_path / "small.h5", 3)
     empty = h5_dag(tmp_path / "empty.h5", 40, leaf=False)
-    r, r_small, r_empty = attacks([call("read_tensors", p), call("read_tensors", small),
-                                   call("read_tensors", empty)], timeout=30)
+    r, r_small, r_empty = attacks(
+        [call("read_tensors", p), call("read_tensors", small), call("read_tensors", empty)], timeout=30
+    )
     refused(r, "names")
     assert r_small["ok"] and r_small["n"] == 1 + 2 + 4 + 8, r_small
     assert r_empty["ok"] and r_empty["n"] == 0, r_empty
@@ -432,6 +477,7 @@ def test_hdf5_dag_is_walked_once(tmp_path):
 
 
 # =========================================================================== 3. HDF5 chunk amplification
+
 
 def test_chunk_larger_than_its_share_is_refused(tmp_path):
     """One gzip chunk of 2**24 float32 zeros (64 KB compressed) for a dataset of shape (1,)."""
@@ -460,8 +506,9 @@ def test_chunked_datasets_still_read(tmp_path):
     a = numpy.arange(7 * 5, dtype="f8").reshape(7, 5)
     with h5py.File(tmp_path / "ok.h5", "w") as f:
         f.create_dataset("edge", data=a, chunks=(3, 2), compression="gzip", shuffle=True)
-        f.create_dataset("grow", data=numpy.arange(10, dtype="f4"), maxshape=(None,), chunks=(1024,),
-                         compression="gzip")
+        f.create_dataset(
+            "grow", data=numpy.arange(10, dtype="f4"), maxshape=(None,), chunks=(1024,), compression="gzip"
+        )
         f.create_dataset("plain", data=a, chunks=(7, 5))
     out = weights_io.read_tensors(tmp_path / "ok.h5")
     numpy.testing.assert_array_equal(out["edge"], a)
@@ -471,10 +518,14 @@ def test_chunked_datasets_still_read(tmp_path):
 
 # =========================================================================== 4. converters in linear time
 
+
 def _caffe_relu_chain(tmp_path, n):
     rng = numpy.random.default_rng(1)
-    body = _IP_HEAD + _ip() + "".join(
-        f'layer {{ name: "relu{k}" type: "ReLU" bottom: "ip" top: "ip" }}\n' for k in range(n))
+    body = (
+        _IP_HEAD
+        + _ip()
+        + "".join(f'layer {{ name: "relu{k}" type: "ReLU" bottom: "ip" top: "ip" }}\n' for k in range(n))
+    )
     return caffe_files(tmp_path, body, {"ip": [rng.standard_normal((2, 3)), rng.standard_normal(2)]})
 
 
@@ -495,8 +546,10 @@ def test_many_clashing_names_convert_in_linear_time(tmp_path):
     """2000 ReLU nodes after one Gemm all want the name relu6 (and 'onnx' names all clash)."""
     nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["h0"], transB=1, name="n")]
     nodes += [helper.make_node("Relu", [f"h{k}"], [f"h{k + 1}"], name="n") for k in range(2000)]
-    inits = [numpy_helper.from_array(numpy.ones((2, 3), "f4"), "W"),
-             numpy_helper.from_array(numpy.zeros(2, "f4"), "b")]
+    inits = [
+        numpy_helper.from_array(numpy.ones((2, 3), "f4"), "W"),
+        numpy_helper.from_array(numpy.zeros(2, "f4"), "b"),
+    ]
     p = onnx_model(tmp_path / "clash.onnx", nodes, inits)
     auto, named = attacks([call("convert", p), call("convert", p, names="onnx")])
     for r in (auto, named):
@@ -504,6 +557,7 @@ def test_many_clashing_names_convert_in_linear_time(tmp_path):
 
 
 # =========================================================================== 5. non-regular files
+
 
 def _external_model(path, location):
     t = TensorProto()
@@ -522,12 +576,14 @@ def test_non_regular_files_are_refused_before_opening(tmp_path):
     (tmp_path / "folder").mkdir()
     os.symlink("/dev/zero", tmp_path / "zero.bin")
     os.mkfifo(tmp_path / "net.prototxt")
-    calls = [call("read_tensors", _external_model(tmp_path / "fifo.onnx", "fifo.bin")),
-             call("convert", tmp_path / "fifo.onnx"),
-             call("read_tensors", _external_model(tmp_path / "dir.onnx", "folder")),
-             call("read_tensors", tmp_path / "fifo.bin"),
-             call("read_tensors", "/dev/zero"),
-             call("convert", tmp_path / "fifo.onnx", source="caffe", prototxt=str(tmp_path / "net.prototxt"))]
+    calls = [
+        call("read_tensors", _external_model(tmp_path / "fifo.onnx", "fifo.bin")),
+        call("convert", tmp_path / "fifo.onnx"),
+        call("read_tensors", _external_model(tmp_path / "dir.onnx", "folder")),
+        call("read_tensors", tmp_path / "fifo.bin"),
+        call("read_tensors", "/dev/zero"),
+        call("convert", tmp_path / "fifo.onnx", source="caffe", prototxt=str(tmp_path / "net.prototxt")),
+    ]
     reports = attacks(calls, timeout=30)
     for c, r in zip(calls, reports):
         refused(r, "not a regular file")
@@ -536,28 +592,33 @@ def test_non_regular_files_are_refused_before_opening(tmp_path):
 
 def test_external_data_symlink_to_a_device_is_refused(tmp_path):
     """A symlink inside the folder to /dev/zero: refused (it leaves the folder, and it is not a regular "
-      "file)."""
+    "file)."""
     os.symlink("/dev/zero", tmp_path / "zero.bin")
     refused(attack("read_tensors", _external_model(tmp_path / "zero.onnx", "zero.bin"), timeout=30))
 
 
 # ====================================================================== 6. hostile fields -> CheckpointError
 
+
 def _conv_inits():
     return [numpy_helper.from_array(numpy.ones((2, 3, 1, 1), "f4"), "W")]
 
 
 def _lstm_inits(H=2, D=3):
-    return [numpy_helper.from_array(numpy.ones((1, 4 * H, D), "f4"), "W"),
-            numpy_helper.from_array(numpy.ones((1, 4 * H, H), "f4"), "R")]
+    return [
+        numpy_helper.from_array(numpy.ones((1, 4 * H, D), "f4"), "W"),
+        numpy_helper.from_array(numpy.ones((1, 4 * H, H), "f4"), "R"),
+    ]
 
 
 def _gemm():
     return helper.make_node("Gemm", ["x", "W", "b"], ["h"], transB=1)
 
 
-_GEMM_INITS = [numpy_helper.from_array(numpy.ones((2, 3), "f4"), "W"),
-               numpy_helper.from_array(numpy.zeros(2, "f4"), "b")]
+_GEMM_INITS = [
+    numpy_helper.from_array(numpy.ones((2, 3), "f4"), "W"),
+    numpy_helper.from_array(numpy.zeros(2, "f4"), "b"),
+]
 _IMG = (1, 3, 4, 4)
 
 
@@ -589,18 +650,38 @@ ONNX_CASES = [
     ("Conv group as a string", _conv(group="two"), _conv_inits(), _IMG, ["group"]),
     ("Conv strides of one value", _conv(strides=[1]), _conv_inits(), _IMG, ["strides"]),
     ("Conv pads as floats", _conv(pads=[0.5, 0.5, 0.5, 0.5]), _conv_inits(), _IMG, ["pads"]),
-    ("Conv huge kernel", _conv(kernel_shape=[2 ** 40, 1]), _conv_inits(), _IMG, ["kernel_shape"]),
+    ("Conv huge kernel", _conv(kernel_shape=[2**40, 1]), _conv_inits(), _IMG, ["kernel_shape"]),
     ("LRN without size", _conv_then("LRN"), _conv_inits(), _IMG, ["LRN", "size"]),
     ("LSTM activations as an int", _lstm(activations=3), _lstm_inits(), _SEQ, ["activations"]),
-    ("Gemm alpha as a string", [_node("Gemm", ["x", "W", "b"], ["y"], transB=1, alpha="one")], _GEMM_INITS,
-     (1, 3), ["alpha"]),
+    (
+        "Gemm alpha as a string",
+        [_node("Gemm", ["x", "W", "b"], ["y"], transB=1, alpha="one")],
+        _GEMM_INITS,
+        (1, 3),
+        ["alpha"],
+    ),
     ("Softmax axis as a list", [_gemm(), _node("Softmax", axis=[1, 2])], _GEMM_INITS, (1, 3), ["axis"]),
-    ("Dropout with an empty ratio", [_gemm(), _node("Dropout", ["h", "r"])], _GEMM_INITS + [_RATIO], (1, 3),
-     ["ratio"]),
-    ("Reshape to a float shape", [_node("Conv", ["x", "W"], ["h"]), _node("Reshape", ["h", "s"])],
-     _conv_inits() + [_FLOAT_SHAPE], _IMG, ["shape"]),
-    ("Gemm weight of a string type", [_node("Gemm", ["x", "W"], ["y"], transB=1)],
-     [helper.make_tensor("W", TensorProto.STRING, [1], [b"a"])], (1, 3), ["W"]),
+    (
+        "Dropout with an empty ratio",
+        [_gemm(), _node("Dropout", ["h", "r"])],
+        _GEMM_INITS + [_RATIO],
+        (1, 3),
+        ["ratio"],
+    ),
+    (
+        "Reshape to a float shape",
+        [_node("Conv", ["x", "W"], ["h"]), _node("Reshape", ["h", "s"])],
+        _conv_inits() + [_FLOAT_SHAPE],
+        _IMG,
+        ["shape"],
+    ),
+    (
+        "Gemm weight of a string type",
+        [_node("Gemm", ["x", "W"], ["y"], transB=1)],
+        [helper.make_tensor("W", TensorProto.STRING, [1], [b"a"])],
+        (1, 3),
+        ["W"],
+    ),
 ]
 
 
@@ -615,37 +696,66 @@ def test_hostile_onnx_fields(tmp_path):
         refused(r, f"m{k}.onnx", *fragments)
 
 
-_LSTM_NET = ('input: "data" input_shape { dim: 1 dim: 3 } input: "clip" input_shape { dim: 1 dim: 1 }\n'
-             'layer { name: "r" type: "Reshape" bottom: "data" top: "seq" '
-             'reshape_param { shape { dim: 1 dim: 1 dim: 3 } } }\n')
+_LSTM_NET = (
+    'input: "data" input_shape { dim: 1 dim: 3 } input: "clip" input_shape { dim: 1 dim: 1 }\n'
+    'layer { name: "r" type: "Reshape" bottom: "data" top: "seq" '
+    "reshape_param { shape { dim: 1 dim: 1 dim: 3 } } }\n"
+)
 
 # (case, prototxt, fragments)
 PROTOTXT_CASES = [
     ("num_output a string", _IP_HEAD + _ip(num_output='"abc"'), ["num_output"]),
     ("num_output of 5000 digits", _IP_HEAD + _ip(num_output="9" * 5000), ["line 2"]),
-    ("num_output beyond int64", _IP_HEAD + _ip(num_output=str(2 ** 70)), ["num_output"]),
+    ("num_output beyond int64", _IP_HEAD + _ip(num_output=str(2**70)), ["num_output"]),
     ("num_output negative", _IP_HEAD + _ip(num_output="-2"), ["num_output"]),
-    ("input as a message", 'input: { dim: 1 }\n' + _ip(), ["input"]),
+    ("input as a message", "input: { dim: 1 }\n" + _ip(), ["input"]),
     ("input_dim a string", 'input: "data" input_dim: "x" input_dim: 3\n' + _ip(), ["input_dim"]),
     ("layer name a message", _IP_HEAD + _ip().replace('name: "ip"', "name { x: 1 }"), ["name"]),
     ("bottom a number", _IP_HEAD + _ip().replace('bottom: "data"', "bottom: 3"), ["bottom"]),
-    ("pool a message", _IP_HEAD + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { '
-     'pool { } kernel_size: 1 } }\n' + _ip(bottom="p"), ["pool"]),
-    ("kernel_size a float", _IP_HEAD.replace("dim: 3", "dim: 3 dim: 1 dim: 1")
-     + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { kernel_size: 1.5 } }\n'
-     + _ip(bottom="p"), ["kernel_size"]),
-    ("dropout_ratio a string", _IP_HEAD + _ip() + 'layer { name: "d" type: "Dropout" bottom: "ip" top: "ip" '
-     'dropout_param { dropout_ratio: "half" } }\n', ["dropout_ratio"]),
-    ("negative_slope an identifier", _IP_HEAD + _ip() + 'layer { name: "r" type: "ReLU" bottom: "ip" '
-     'top: "ip" relu_param { negative_slope: LEAKY } }\n', ["negative_slope"]),
-    ("reshape dim a string", _IP_HEAD + 'layer { name: "r" type: "Reshape" bottom: "data" top: "s" '
-     'reshape_param { shape { dim: "a" } } }\n' + _ip(bottom="s"), ["dim"]),
+    (
+        "pool a message",
+        _IP_HEAD + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { '
+        "pool { } kernel_size: 1 } }\n" + _ip(bottom="p"),
+        ["pool"],
+    ),
+    (
+        "kernel_size a float",
+        _IP_HEAD.replace("dim: 3", "dim: 3 dim: 1 dim: 1")
+        + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { kernel_size: 1.5 } }\n'
+        + _ip(bottom="p"),
+        ["kernel_size"],
+    ),
+    (
+        "dropout_ratio a string",
+        _IP_HEAD + _ip() + 'layer { name: "d" type: "Dropout" bottom: "ip" top: "ip" '
+        'dropout_param { dropout_ratio: "half" } }\n',
+        ["dropout_ratio"],
+    ),
+    (
+        "negative_slope an identifier",
+        _IP_HEAD + _ip() + 'layer { name: "r" type: "ReLU" bottom: "ip" '
+        'top: "ip" relu_param { negative_slope: LEAKY } }\n',
+        ["negative_slope"],
+    ),
+    (
+        "reshape dim a string",
+        _IP_HEAD + 'layer { name: "r" type: "Reshape" bottom: "data" top: "s" '
+        'reshape_param { shape { dim: "a" } } }\n' + _ip(bottom="s"),
+        ["dim"],
+    ),
     ("type a number (V2)", _IP_HEAD + _ip().replace('type: "InnerProduct"', "type: 7"), ["type"]),
     ("axis a message", _IP_HEAD + _ip().replace("num_output: 2", "num_output: 2 axis { }"), ["axis"]),
-    ("bias_term a string", _IP_HEAD + _ip().replace("num_output: 2", 'num_output: 2 bias_term: "yes"'),
-     ["bias_term"]),
-    ("LSTM num_output a string", _LSTM_NET + 'layer { name: "ip" type: "LSTM" bottom: "seq" bottom: "clip" '
-     'top: "h" recurrent_param { num_output: "x" } }\n', ["num_output"]),
+    (
+        "bias_term a string",
+        _IP_HEAD + _ip().replace("num_output: 2", 'num_output: 2 bias_term: "yes"'),
+        ["bias_term"],
+    ),
+    (
+        "LSTM num_output a string",
+        _LSTM_NET + 'layer { name: "ip" type: "LSTM" bottom: "seq" bottom: "clip" '
+        'top: "h" recurrent_param { num_output: "x" } }\n',
+        ["num_output"],
+    ),
 ]
 
 
@@ -665,30 +775,42 @@ def test_hostile_prototxt_fields(tmp_path):
 
 # ====================================================================== 9. a pickle cannot edit the loader
 
+
 def _u(text):
     b = text.encode()
     return b"X" + struct.pack("<I", len(b)) + b
 
 
-_SET_DEFAULTS = (b"\x80\x02ctorch\nSize\nN}" + _u("__defaults__") + b"K\x07K\x07\x86\x85s\x86b0}.")
+_SET_DEFAULTS = b"\x80\x02ctorch\nSize\nN}" + _u("__defaults__") + b"K\x07K\x07\x86\x85s\x86b0}."
 _SET_DICT = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}" + _u("evil") + b"K\x01sb0}."
-_SET_KWDEFAULTS = (b"\x80\x02ctorch._utils\n_rebuild_parameter\nN}" + _u("__kwdefaults__") + b"}"
-                   + _u("x") + b"K\x01s" + b"s\x86b0}.")
+_SET_KWDEFAULTS = (
+    b"\x80\x02ctorch._utils\n_rebuild_parameter\nN}"
+    + _u("__kwdefaults__")
+    + b"}"
+    + _u("x")
+    + b"K\x01s"
+    + b"s\x86b0}."
+)
 _SET_CODE = b"\x80\x02c_codecs\nencode\nN}" + _u("__code__") + b"Ns\x86b0}."
 _SET_CLASS_ATTR = b"\x80\x02ccollections\nOrderedDict\nN}" + _u("keys") + b"Ns\x86b0}."
 _SET_STORAGE_TYPE = b"\x80\x02ctorch\nFloatStorage\nN}" + _u("name") + b"X\x01\x00\x00\x00xs\x86b0}."
 _SET_DEVICE_DICT = b"\x80\x02ctorch\ndevice\n}" + _u("__globals__") + b"}sb0}."
 
-BUILD_CASES = {"torch.Size __defaults__": _SET_DEFAULTS, "_rebuild_tensor_v2 __dict__": _SET_DICT,
-               "_rebuild_parameter __kwdefaults__": _SET_KWDEFAULTS, "_codecs.encode __code__": _SET_CODE,
-               "OrderedDict class attribute": _SET_CLASS_ATTR, "storage type": _SET_STORAGE_TYPE,
-               "torch.device __dict__": _SET_DEVICE_DICT}
+BUILD_CASES = {
+    "torch.Size __defaults__": _SET_DEFAULTS,
+    "_rebuild_tensor_v2 __dict__": _SET_DICT,
+    "_rebuild_parameter __kwdefaults__": _SET_KWDEFAULTS,
+    "_codecs.encode __code__": _SET_CODE,
+    "OrderedDict class attribute": _SET_CLASS_ATTR,
+    "storage type": _SET_STORAGE_TYPE,
+    "torch.device __dict__": _SET_DEVICE_DICT,
+}
 
 
 def test_build_cannot_modify_allowlisted_callables(tmp_path):
     """BUILD on an allow-listed global (not an object the loader made) is refused and changes nothing."""
     calls = []
-    for k, (case, pkl) in enumerate(BUILD_CASES.items()):
+    for k, pkl in enumerate(BUILD_CASES.values()):
         p = torch_zip_raw(tmp_path / f"build{k}.pt", pkl)
         calls.append(call("read_tensors", p))
         calls.append(call("read_tensors", p))  # a second load sees the same, unchanged loader
@@ -709,6 +831,7 @@ def test_build_on_objects_the_loader_made_still_works(tmp_path):
 
 
 # =========================================================================== zip members sharing their data
+
 
 def _local_header(name, crc, csize, usize):
     return struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, csize, usize, len(name), 0) + name
@@ -737,8 +860,9 @@ def zip_overlap(path, payload):
     a_head = _local_header(a_name, zlib.crc32(a_out), len(quoted) + len(kernel), len(a_out))
     body = a_head + quoted + kernel
     b_offset = len(a_head) + 5
-    cd = (_central_entry(b_name, b_crc, len(kernel), len(payload), b_offset)
-          + _central_entry(a_name, zlib.crc32(a_out), len(quoted) + len(kernel), len(a_out), 0))
+    cd = _central_entry(b_name, b_crc, len(kernel), len(payload), b_offset) + _central_entry(
+        a_name, zlib.crc32(a_out), len(quoted) + len(kernel), len(a_out), 0
+    )
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(cd), len(body), 0)
     path.write_bytes(body + cd + end)
     return path

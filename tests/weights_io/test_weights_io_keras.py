@@ -1,7 +1,6 @@
 """Keras HDF5: files written by keras 3.15.1 (tests/data/weights_io, see make_keras_fixtures.py) and
 Keras-1/2 layouts written with h5py; converted weights reproduce Keras' own outputs."""
 
-from tests.paths import TEST_DATA
 import json
 import os
 import shutil
@@ -9,8 +8,9 @@ import shutil
 import numpy
 import pytest
 
-from weights_io import CheckpointError, convert, read_tensors
 from tests.oracles.weights_io_ref import lstm_ref, torch_spec_forward
+from tests.paths import TEST_DATA
+from weights_io import CheckpointError, convert, read_tensors
 
 h5py = pytest.importorskip("h5py")
 torch = pytest.importorskip("torch")
@@ -53,7 +53,14 @@ def test_keras_vgg16_reproduces_keras(ref, name):
     assert meta["transforms"]["conv1_1.weight"] == "kernel (kH, kW, iC, oC) -> transpose(3, 2, 0, 1)"
     assert meta["transforms"]["fc6.weight"].startswith("kernel rows H,W,C -> reshape(2, 2, 5, 6)")
     assert meta["transforms"]["fc7.weight"] == "kernel (in, out) -> transpose"
-    assert [L["name"] for L in meta["architecture"]][-6:] == ["flatten", "fc6", "relu6", "fc7", "relu7", "fc8"]
+    assert [L["name"] for L in meta["architecture"]][-6:] == [
+        "flatten",
+        "fc6",
+        "relu6",
+        "fc7",
+        "relu7",
+        "fc8",
+    ]
     x = ref["vgg_x_nhwc"].transpose(0, 3, 1, 2)
     logits, _ = torch_spec_forward(meta["architecture"], params, x)
     probs = _softmax(logits)
@@ -78,7 +85,9 @@ def test_keras_lstm_reproduces_keras(ref, name, act):
     assert meta["source"]["converter"] == "keras_lstm"
     assert meta["cell_act"] == act and meta["source_gate_order"] == "ifco" and meta["gate_order"] == "ifog"
     x = ref[f"lstm_{act}_x"].astype("f8")  # (N, T, D), batch-major
-    h = lstm_ref(x.transpose(1, 0, 2), *(params[f"lstm1.{k}"].astype("f8") for k in ("W_x", "b", "W_h")), cell_act=act)
+    h = lstm_ref(
+        x.transpose(1, 0, 2), *(params[f"lstm1.{k}"].astype("f8") for k in ("W_x", "b", "W_h")), cell_act=act
+    )
     want = ref[f"lstm_{act}_h"]
     assert numpy.linalg.norm(h.transpose(1, 0, 2) - want) <= 1e-5 * numpy.linalg.norm(want)
 
@@ -161,5 +170,8 @@ def test_keras_missing_layer_and_wrong_shape(tmp_path):
         f.attrs["layer_names"] = numpy.array([n.encode() for n in names if n != "block3_conv2"])
     with pytest.raises(CheckpointError, match="block3_conv2"):
         convert(p, source="keras_vgg16", input_size=64)
-    with pytest.raises(CheckpointError, match=r"fc1/vgg16/fc1/kernel \(for fc6\.weight\): expected shape \(80, 6\), found \(20, 6\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"fc1/vgg16/fc1/kernel \(for fc6\.weight\): expected shape \(80, 6\), found \(20, 6\)",
+    ):
         convert(os.path.join(DATA, "keras_legacy_vgg.h5"), source="keras_vgg16", input_size=128)

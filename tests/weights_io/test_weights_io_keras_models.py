@@ -17,8 +17,9 @@ from ebr_ref.grounding import ground
 from weights_io import CheckpointError, convert, detect_format, load_model, read_tensors
 
 # keras 3.15's torch Variable.__array__ predates numpy 2's copy keyword (keras/src/backend/torch/core.py)
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a "
-                                        "copy:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"
+)
 L = keras.layers
 SEED = 0x4E5
 T = 5
@@ -31,17 +32,21 @@ def _bias(biases):
 
 def cnn(biases):
     b = _bias(biases)
-    return keras.Sequential([
-        keras.Input((16, 16, 3)),
-        L.Conv2D(4, 3, padding="same", activation="relu", bias_initializer=b),
-        L.MaxPooling2D(2),
-        L.Conv2D(4, 3, padding="same", bias_initializer=b), L.ReLU(),
-        L.MaxPooling2D(2),
-        L.Flatten(),
-        L.Dense(8, activation="relu", bias_initializer=b),
-        L.Dropout(0.3),
-        L.Dense(5, activation="softmax", bias_initializer=b),
-    ], name="small_cnn")
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            L.Conv2D(4, 3, padding="same", activation="relu", bias_initializer=b),
+            L.MaxPooling2D(2),
+            L.Conv2D(4, 3, padding="same", bias_initializer=b),
+            L.ReLU(),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(8, activation="relu", bias_initializer=b),
+            L.Dropout(0.3),
+            L.Dense(5, activation="softmax", bias_initializer=b),
+        ],
+        name="small_cnn",
+    )
 
 
 def cnn_gap(biases):
@@ -74,15 +79,18 @@ def cnn_lstm(biases, last=False):
 def cnn_lstm_seq(biases):
     """Sequential CNN-LSTM whose LSTM returns only the last step, with a softmax classifier."""
     b = _bias(biases)
-    return keras.Sequential([
-        keras.Input((T, 16, 16, 3)),
-        L.TimeDistributed(L.Conv2D(4, 3, padding="same", activation="relu", bias_initializer=b)),
-        L.TimeDistributed(L.MaxPooling2D(2)),
-        L.TimeDistributed(L.Flatten()),
-        L.Dense(8, activation="relu", bias_initializer=b),
-        L.LSTM(6, activation="relu", bias_initializer=b),
-        L.Dense(5, activation="softmax", bias_initializer=b),
-    ], name="cnn_lstm_last")
+    return keras.Sequential(
+        [
+            keras.Input((T, 16, 16, 3)),
+            L.TimeDistributed(L.Conv2D(4, 3, padding="same", activation="relu", bias_initializer=b)),
+            L.TimeDistributed(L.MaxPooling2D(2)),
+            L.TimeDistributed(L.Flatten()),
+            L.Dense(8, activation="relu", bias_initializer=b),
+            L.LSTM(6, activation="relu", bias_initializer=b),
+            L.Dense(5, activation="softmax", bias_initializer=b),
+        ],
+        name="cnn_lstm_last",
+    )
 
 
 MODELS = {"cnn": cnn, "cnn_gap": cnn_gap, "cnn_lstm": cnn_lstm, "cnn_lstm_last": cnn_lstm_seq}
@@ -206,9 +214,9 @@ def test_keras_archive_tensors_and_transforms(tmp_path):
     K, R, b = (numpy.asarray(keras.ops.convert_to_numpy(v)) for v in lstm.weights)
     H = R.shape[0]
     blocks = [0, 1, 3, 2]
-    W_x = numpy.concatenate([K[:, k * H:(k + 1) * H].T for k in blocks])
+    W_x = numpy.concatenate([K[:, k * H : (k + 1) * H].T for k in blocks])
     numpy.testing.assert_array_equal(params["lstm1.W_x"], W_x)
-    b_want = numpy.concatenate([b[k * H:(k + 1) * H] for k in blocks])
+    b_want = numpy.concatenate([b[k * H : (k + 1) * H] for k in blocks])
     numpy.testing.assert_array_equal(params["lstm1.b"], b_want)
     params2, meta2 = convert(path, names="keras")
     first = [w for w in kmodel.layers if not isinstance(w, L.InputLayer)][0]

@@ -1,19 +1,20 @@
 """load_model: imported models' forward equals the source framework's (ebr_ref.models.from_spec)."""
 
-from tests.paths import TEST_DATA
 import os
 
 import numpy
 import pytest
 
+from tests.paths import TEST_DATA
+
 pytest.importorskip("ebr_ref.models")
 torch = pytest.importorskip("torch")
 pytest.importorskip("google.protobuf")
 
-from weights_io import load_model  # noqa: E402
+from tests.oracles.weights_io_caffe_proto import build_schema, vgg16_prototxt, write_caffemodel  # noqa: E402
 from tests.oracles.weights_io_ref import caffe_lstm_torch  # noqa: E402
 from tests.weights_io.test_weights_io_caffe import FC, WIDTHS, caffe_cnn_forward, vgg_blobs  # noqa: E402
-from tests.oracles.weights_io_caffe_proto import build_schema, vgg16_prototxt, write_caffemodel  # noqa: E402
+from weights_io import load_model  # noqa: E402
 
 SEED = 0x30DE1
 DATA = str(TEST_DATA / "weights_io")
@@ -37,7 +38,11 @@ def test_torchvision_vgg16_model(tmp_path, dtype, tol):
     path = tmp_path / "vgg.pth"
     torch.save(net.state_dict(), path)
     model = load_model(path)
-    x = numpy.random.default_rng(SEED).standard_normal((1, 3, 224, 224)).astype(str(dtype).replace("torch.", ""))
+    x = (
+        numpy.random.default_rng(SEED)
+        .standard_normal((1, 3, 224, 224))
+        .astype(str(dtype).replace("torch.", ""))
+    )
     with torch.no_grad():
         ref = torch.softmax(net(torch.from_numpy(x)), -1).double().numpy()
     assert _rel(model.forward(x), ref) <= tol

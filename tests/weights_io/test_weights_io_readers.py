@@ -6,8 +6,6 @@ libraries' readers (torch.load(weights_only=True), safetensors.numpy,
 h5py, onnx.numpy_helper, protobuf parsing).
 """
 
-from tests.paths import TEST_DATA
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +14,7 @@ import numpy
 import pytest
 
 import weights_io
+from tests.paths import TEST_DATA
 from weights_io import CheckpointError, detect_format, read_tensors
 
 torch = pytest.importorskip("torch")
@@ -56,13 +55,23 @@ def _torch_objects():
     lin = torch.nn.Linear(3, 2)
     return {
         "plain": {"w": torch.randn(3, 5, generator=g), "b": torch.randn(5, generator=g, dtype=torch.float64)},
-        "dtypes": {"f16": torch.randn(7, generator=g).half(), "bf16": torch.randn(2, 3, generator=g).bfloat16(),
-                   "i64": torch.arange(-3, 5), "i32": torch.arange(4, dtype=torch.int32),
-                   "u8": torch.arange(5, dtype=torch.uint8), "bool": torch.tensor([True, False, True]),
-                   "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 3)},
+        "dtypes": {
+            "f16": torch.randn(7, generator=g).half(),
+            "bf16": torch.randn(2, 3, generator=g).bfloat16(),
+            "i64": torch.arange(-3, 5),
+            "i32": torch.arange(4, dtype=torch.int32),
+            "u8": torch.arange(5, dtype=torch.uint8),
+            "bool": torch.tensor([True, False, True]),
+            "scalar": torch.tensor(2.5),
+            "empty": torch.zeros(0, 3),
+        },
         "views": {"base": base, "col": base[:, 2], "t": base.t(), "slice": base[1:3, ::2]},
-        "wrapped": {"state_dict": {"module.fc.weight": lin.weight, "module.fc.bias": lin.bias}, "epoch": 7,
-                    "hist": [torch.ones(2), 3.5, "text"], "nested": {"a": {"b": torch.zeros(1)}}},
+        "wrapped": {
+            "state_dict": {"module.fc.weight": lin.weight, "module.fc.bias": lin.bias},
+            "epoch": 7,
+            "hist": [torch.ones(2), 3.5, "text"],
+            "nested": {"a": {"b": torch.zeros(1)}},
+        },
         "module_state": torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3)).state_dict(),
         "parameter": {"p": torch.nn.Parameter(torch.randn(2, 2, generator=g))},
     }
@@ -100,9 +109,16 @@ def test_safetensors_matches_library(tmp_path):
     st = pytest.importorskip("safetensors.numpy")
     pytest.importorskip("ml_dtypes")
     rng = numpy.random.default_rng(RNG_SEED)
-    arrays = {"a": rng.standard_normal((3, 4)).astype("f4"), "b": rng.standard_normal(5), "c": numpy.arange(6, dtype="i8"),
-              "h": rng.standard_normal(4).astype("f2"), "z": numpy.zeros((0, 2), "f4"), "s": numpy.array(3.0, "f4"),
-              "u": numpy.arange(3, dtype="u1"), "flag": numpy.array([True, False])}
+    arrays = {
+        "a": rng.standard_normal((3, 4)).astype("f4"),
+        "b": rng.standard_normal(5),
+        "c": numpy.arange(6, dtype="i8"),
+        "h": rng.standard_normal(4).astype("f2"),
+        "z": numpy.zeros((0, 2), "f4"),
+        "s": numpy.array(3.0, "f4"),
+        "u": numpy.arange(3, dtype="u1"),
+        "flag": numpy.array([True, False]),
+    }
     path = tmp_path / "x.safetensors"
     st.save_file(arrays, str(path), metadata={"k": "v"})
     assert detect_format(path) == "safetensors"
@@ -122,8 +138,13 @@ def test_safetensors_bf16_widened_exactly(tmp_path):
 
 def test_npz_matches_numpy(tmp_path):
     rng = numpy.random.default_rng(RNG_SEED)
-    arrays = {"a": rng.standard_normal((3, 4)), "f": numpy.asfortranarray(rng.standard_normal((2, 5)).astype("f4")),
-              "i": numpy.arange(5, dtype=">i4"), "e": numpy.zeros((0,)), "conv1_1.weight": rng.standard_normal((2, 3, 1, 1))}
+    arrays = {
+        "a": rng.standard_normal((3, 4)),
+        "f": numpy.asfortranarray(rng.standard_normal((2, 5)).astype("f4")),
+        "i": numpy.arange(5, dtype=">i4"),
+        "e": numpy.zeros((0,)),
+        "conv1_1.weight": rng.standard_normal((2, 3, 1, 1)),
+    }
     for compressed in (False, True):
         path = tmp_path / f"x{compressed}.npz"
         (numpy.savez_compressed if compressed else numpy.savez)(path, **arrays)
@@ -143,9 +164,11 @@ def _h5_reference(path):
     h5py = pytest.importorskip("h5py")
     out = {}
     with h5py.File(path, "r") as f:
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biuf":
                 out[name] = obj[()] if obj.shape != () else numpy.asarray(obj[()])
+
         f.visititems(visit)
     return out
 
@@ -163,16 +186,25 @@ def _write_h5(path, **kw):
         g["bias:0"] = rng.standard_normal(4).astype("f4")
         f.create_dataset("chunked", data=rng.standard_normal((9, 7)), chunks=(4, 3))
         if kw.get("libver") != "latest":
-            f.create_dataset("gz", data=rng.standard_normal((10, 6)).astype("f4"), chunks=(3, 4), compression="gzip",
-                             shuffle=True, fletcher32=True)
+            f.create_dataset(
+                "gz",
+                data=rng.standard_normal((10, 6)).astype("f4"),
+                chunks=(3, 4),
+                compression="gzip",
+                shuffle=True,
+                fletcher32=True,
+            )
         f["scalar"] = numpy.float64(2.5)
         f["big_endian"] = numpy.arange(4, dtype=">f8")
         f["half"] = numpy.arange(5, dtype="f2")
         f["ints"] = numpy.arange(-3, 3, dtype="i2")
 
 
-@pytest.mark.parametrize("kw", [{}, {"libver": ("earliest", "v110")}, {"userblock_size": 512}],
-                         ids=["default", "v110", "userblock"])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"libver": ("earliest", "v110")}, {"userblock_size": 512}],
+    ids=["default", "v110", "userblock"],
+)
 def test_hdf5_matches_h5py(tmp_path, kw):
     path = tmp_path / "w.h5"
     _write_h5(path, **kw)
@@ -225,17 +257,28 @@ def test_onnx_initializers_match_numpy_helper(tmp_path):
         numpy_helper.from_array(rng.standard_normal(3), "raw_f64"),
         helper.make_tensor("typed_f32", TensorProto.FLOAT, [2, 2], [1.0, -2.0, 3.5, 0.25]),
         helper.make_tensor("typed_f64", TensorProto.DOUBLE, [3], [1.5, -2.0, 1e-300]),
-        helper.make_tensor("typed_i64", TensorProto.INT64, [3], [-1, 0, 2 ** 40]),
+        helper.make_tensor("typed_i64", TensorProto.INT64, [3], [-1, 0, 2**40]),
         helper.make_tensor("typed_i32", TensorProto.INT32, [2], [-7, 9]),
-        helper.make_tensor("typed_f16", TensorProto.FLOAT16, [2],
-                           numpy.array([1.5, -0.25], "f2").view("u2").astype(int).tolist()),
+        helper.make_tensor(
+            "typed_f16",
+            TensorProto.FLOAT16,
+            [2],
+            numpy.array([1.5, -0.25], "f2").view("u2").astype(int).tolist(),
+        ),
         helper.make_tensor("typed_u8", TensorProto.UINT8, [3], [0, 7, 255]),
         helper.make_tensor("typed_bool", TensorProto.BOOL, [2], [1, 0]),
     ]
-    const = helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(numpy.arange(3, dtype="f4")))
+    const = helper.make_node(
+        "Constant", [], ["k"], value=numpy_helper.from_array(numpy.arange(3, dtype="f4"))
+    )
     node = helper.make_node("Gemm", ["x", "raw_f32"], ["y"], transB=1)
-    graph = helper.make_graph([const, node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    graph = helper.make_graph(
+        [const, node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        inits,
+    )
     model = helper.make_model(graph)
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
@@ -246,8 +289,14 @@ def test_onnx_initializers_match_numpy_helper(tmp_path):
     # external data, all tensors in one file
     ext = tmp_path / "ext"
     ext.mkdir()
-    onnx.save(model, str(ext / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="weights.bin", size_threshold=0)
+    onnx.save(
+        model,
+        str(ext / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     loaded = onnx.load(str(ext / "m.onnx"))
     ref = {t.name: numpy_helper.to_array(t) for t in loaded.graph.initializer}
     ref["k"] = numpy.arange(3, dtype="f4")
@@ -282,9 +331,11 @@ def test_caffemodel_blobs_match_protobuf(tmp_path, version, legacy, double):
 
     schema = build_schema()
     rng = numpy.random.default_rng(RNG_SEED)
-    layers = [("conv1", "Convolution", [rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]),
-              ("relu1", "ReLU", []),
-              ("fc", "InnerProduct", [rng.standard_normal((5, 36)), rng.standard_normal(5)])]
+    layers = [
+        ("conv1", "Convolution", [rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]),
+        ("relu1", "ReLU", []),
+        ("fc", "InnerProduct", [rng.standard_normal((5, 36)), rng.standard_normal(5)]),
+    ]
     path = tmp_path / "m.caffemodel"
     write_caffemodel(path, schema, layers, version=version, legacy=legacy, double=double)
     net = schema["NetParameter"]()
@@ -381,17 +432,27 @@ def test_readers_need_no_framework(tmp_path):
     try:
         from onnx import TensorProto, helper, numpy_helper
 
-        g = helper.make_graph([], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [],
-                              [numpy_helper.from_array(numpy.ones(2, "f4"), "w")])
+        g = helper.make_graph(
+            [],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [],
+            [numpy_helper.from_array(numpy.ones(2, "f4"), "w")],
+        )
         (tmp_path / "g.onnx").write_bytes(helper.make_model(g).SerializeToString())
         names.append("g.onnx")
         from tests.oracles.weights_io_caffe_proto import build_schema, write_caffemodel
 
-        write_caffemodel(tmp_path / "h.caffemodel", build_schema(package="noframework"),
-                         [("fc", "InnerProduct", [numpy.ones((2, 3)), numpy.ones(2)])])
-        (tmp_path / "h.prototxt").write_text('input: "data" input_shape { dim: 1 dim: 3 }\n'
-                                             'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
-                                             'inner_product_param { num_output: 2 } }\n')
+        write_caffemodel(
+            tmp_path / "h.caffemodel",
+            build_schema(package="noframework"),
+            [("fc", "InnerProduct", [numpy.ones((2, 3)), numpy.ones(2)])],
+        )
+        (tmp_path / "h.prototxt").write_text(
+            'input: "data" input_shape { dim: 1 dim: 3 }\n'
+            'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
+            "inner_product_param { num_output: 2 } }\n"
+        )
         names.append("h.caffemodel")
     except ImportError:
         pass
@@ -399,7 +460,8 @@ def test_readers_need_no_framework(tmp_path):
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'onnx', 'google', 'h5py', 'safetensors', 'keras', 'ml_dtypes'):\n"
+        "        if name.split('.')[0] in "
+        "('torch', 'onnx', 'google', 'h5py', 'safetensors', 'keras', 'ml_dtypes'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import weights_io\n"
@@ -407,9 +469,11 @@ def test_readers_need_no_framework(tmp_path):
         f"    t = weights_io.read_tensors({str(tmp_path)!r} + '/' + n)\n"
         "    assert t, n\n"
         f"if 'h.caffemodel' in {names!r}:\n"
-        f"    p, m = weights_io.convert({str(tmp_path)!r} + '/h.caffemodel', prototxt={str(tmp_path)!r} + '/h.prototxt')\n"
+        f"    p, m = weights_io.convert({str(tmp_path)!r} + '/h.caffemodel', "
+        f"prototxt={str(tmp_path)!r} + '/h.prototxt')\n"
         "    assert p['fc.weight'].shape == (2, 3)\n"
-        "assert not any(m.split('.')[0] in ('torch', 'onnx', 'google', 'h5py', 'safetensors') for m in sys.modules)\n"
+        "assert not any(m.split('.')[0] in ('torch', 'onnx', 'google', 'h5py', 'safetensors') "
+        "for m in sys.modules)\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -418,6 +482,13 @@ def test_readers_need_no_framework(tmp_path):
 
 
 def test_public_api():
-    for name in ("read_tensors", "convert", "load_model", "save_canonical", "load_canonical", "CheckpointError"):
+    for name in (
+        "read_tensors",
+        "convert",
+        "load_model",
+        "save_canonical",
+        "load_canonical",
+        "CheckpointError",
+    ):
         assert hasattr(weights_io, name)
     assert issubclass(CheckpointError, ValueError)

@@ -14,8 +14,8 @@ import numpy
 import pytest
 
 import weights_io
-from weights_io import CheckpointError, convert, read_tensors
 from tests.oracles.weights_io_ref import lstm_ref, torch_spec_forward
+from weights_io import CheckpointError, convert, read_tensors
 
 torch = pytest.importorskip("torch")
 
@@ -23,6 +23,7 @@ SEED = 0x7042C4
 
 
 # --------------------------------------------------------------------------- security
+
 
 class _Evil:
     """Pickles to a call of ``func(*args)``."""
@@ -64,8 +65,15 @@ def _getattr_chain(cmd):
         b = text.encode()
         return b"X" + struct.pack("<I", len(b)) + b
 
-    return (b"\x80\x02cbuiltins\ngetattr\ncbuiltins\n__import__\n" + u("os") + b"\x85R" + u("system")
-            + b"\x86R" + u(cmd) + b"\x85R.")
+    return (
+        b"\x80\x02cbuiltins\ngetattr\ncbuiltins\n__import__\n"
+        + u("os")
+        + b"\x85R"
+        + u("system")
+        + b"\x86R"
+        + u(cmd)
+        + b"\x85R."
+    )
 
 
 def _torch_zip_with(pkl: bytes) -> bytes:
@@ -78,8 +86,10 @@ def _torch_zip_with(pkl: bytes) -> bytes:
 
 
 def _torch_legacy_with(pkl: bytes) -> bytes:
-    head = b"".join(pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001,
-                                                          {"protocol_version": 1001, "little_endian": True}))
+    head = b"".join(
+        pickle.dumps(x, protocol=2)
+        for x in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True})
+    )
     return head + pkl + pickle.dumps([], protocol=2)
 
 
@@ -110,8 +120,10 @@ def _storage_pickle(size, stride, offset=0, numel=4):
 
     class StorageRef:
         def __reduce__(self):
-            return (torch._utils._rebuild_tensor_v2, ((
-                "storage", torch.FloatStorage, "0", "cpu", numel), offset, size, stride, False, {}))
+            return (
+                torch._utils._rebuild_tensor_v2,
+                (("storage", torch.FloatStorage, "0", "cpu", numel), offset, size, stride, False, {}),
+            )
 
     class P(pickle.Pickler):
         def persistent_id(self, obj):
@@ -150,8 +162,8 @@ def test_out_of_bounds_views_and_short_storages(tmp_path):
 
 def test_huge_claimed_sizes_do_not_allocate(tmp_path):
     # BINBYTES8 claiming 2**40 bytes, and a memo index of 2**31: refused before the unpickler runs
-    bomb = b"\x80\x04\x8e" + struct.pack("<Q", 2 ** 40) + b"abc"
-    memo = b"\x80\x02K\x01r" + struct.pack("<I", 2 ** 31) + b"."
+    bomb = b"\x80\x04\x8e" + struct.pack("<Q", 2**40) + b"abc"
+    memo = b"\x80\x02K\x01r" + struct.pack("<I", 2**31) + b"."
     for pkl in (bomb, memo):
         p = tmp_path / "b.pt"
         p.write_bytes(_torch_zip_with(pkl))
@@ -163,13 +175,14 @@ def test_huge_claimed_sizes_do_not_allocate(tmp_path):
     torch.save(sd, p, _use_new_zipfile_serialization=False)
     raw = bytearray(p.read_bytes())
     pos = raw.rfind(struct.pack("<q", 3))
-    raw[pos:pos + 8] = struct.pack("<q", 2 ** 50)
+    raw[pos : pos + 8] = struct.pack("<q", 2**50)
     p.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="header says"):
         read_tensors(p)
 
 
 # --------------------------------------------------------------------------- torchvision VGG16
+
 
 def _small_vgg(num_classes=5, dtype=torch.float32):
     from torchvision.models.vgg import VGG, make_layers
@@ -197,14 +210,30 @@ def test_torchvision_vgg16_params_and_forward(tmp_path, fmt):
         path = tmp_path / "vgg.safetensors"
         st.save_file({k: v.numpy() for k, v in sd.items()}, str(path))
     else:
-        torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 9}, path,
-                   _use_new_zipfile_serialization=fmt == "zip")
+        torch.save(
+            {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 9},
+            path,
+            _use_new_zipfile_serialization=fmt == "zip",
+        )
     params, meta = convert(path)
     assert meta["source"]["converter"] == "torchvision_vgg16"
     assert meta["pool_rounding"] == "floor" and meta["preprocessing"]["name"] == "torchvision"
     assert meta["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
-    names = {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10, "conv3_2": 12, "conv3_3": 14,
-             "conv4_1": 17, "conv4_2": 19, "conv4_3": 21, "conv5_1": 24, "conv5_2": 26, "conv5_3": 28}
+    names = {
+        "conv1_1": 0,
+        "conv1_2": 2,
+        "conv2_1": 5,
+        "conv2_2": 7,
+        "conv3_1": 10,
+        "conv3_2": 12,
+        "conv3_3": 14,
+        "conv4_1": 17,
+        "conv4_2": 19,
+        "conv4_3": 21,
+        "conv5_1": 24,
+        "conv5_2": 26,
+        "conv5_3": 28,
+    }
     for c, i in names.items():
         numpy.testing.assert_array_equal(params[f"{c}.weight"], sd[f"features.{i}.weight"].numpy())
     for c, i in (("fc6", 0), ("fc7", 3), ("fc8", 6)):
@@ -229,7 +258,10 @@ def test_torchvision_vgg16_errors_name_the_tensor(tmp_path):
     bad = dict(sd)
     bad["classifier.3.weight"] = torch.zeros(10, 13)
     torch.save(bad, p)
-    with pytest.raises(CheckpointError, match=r"classifier\.3\.weight \(for fc7\.weight\): expected shape \(10, 12\), found \(10, 13\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"classifier\.3\.weight \(for fc7\.weight\): expected shape \(10, 12\), found \(10, 13\)",
+    ):
         convert(p, source="torchvision_vgg16")
     bad = dict(sd)
     bad["features.1.running_mean"] = torch.zeros(3)
@@ -241,8 +273,9 @@ def test_torchvision_vgg16_errors_name_the_tensor(tmp_path):
         convert(p, source="torchvision_vgg16", input_size=128)
 
 
-@pytest.mark.parametrize("size,kernel", [(224, None), (255, None), (448, [2, 2]), ((448, 224), [2, 1]),
-                                         (672, [3, 3])])
+@pytest.mark.parametrize(
+    "size,kernel", [(224, None), (255, None), (448, [2, 2]), ((448, 224), [2, 1]), (672, [3, 3])]
+)
 def test_torchvision_vgg16_adaptive_avgpool(tmp_path, size, kernel):
     """AdaptiveAvgPool2d((7, 7)) on a 7k x 7k pool5 map is an average pooling with kernel = stride = k (no
     layer for k = 1); the converted model then equals torchvision's forward at that size (float64, 1e-12)."""
@@ -279,6 +312,7 @@ def test_torchvision_vgg16_unsupported_sizes_are_named(tmp_path, size):
 
 
 # --------------------------------------------------------------------------- nn.LSTM
+
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_torch_lstm_matches_nn_lstm(tmp_path, dtype):

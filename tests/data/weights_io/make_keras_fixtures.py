@@ -20,10 +20,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import h5py  # noqa: E402
-import keras  # noqa: E402
-import numpy  # noqa: E402
-from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
+import h5py
+import keras
+import numpy
+from keras.src.legacy.saving import legacy_h5_format
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WIDTHS = [2, 2, 3, 3, 4, 4, 4, 5, 5, 5, 5, 5, 5]
@@ -38,22 +38,37 @@ def vgg_like():
     j = 0
     for b, n in [(1, 2), (2, 2), (3, 3), (4, 3), (5, 3)]:
         for k in range(1, n + 1):
-            layers.append(keras.layers.Conv2D(WIDTHS[j], 3, padding="same", activation="relu",
-                                              bias_initializer="random_normal", name=f"block{b}_conv{k}"))
+            layers.append(
+                keras.layers.Conv2D(
+                    WIDTHS[j],
+                    3,
+                    padding="same",
+                    activation="relu",
+                    bias_initializer="random_normal",
+                    name=f"block{b}_conv{k}",
+                )
+            )
             j += 1
         layers.append(keras.layers.MaxPooling2D(2, 2, name=f"block{b}_pool"))
-    layers += [keras.layers.Flatten(name="flatten"),
-               keras.layers.Dense(FC[0], activation="relu", bias_initializer="random_normal", name="fc1"),
-               keras.layers.Dense(FC[1], activation="relu", bias_initializer="random_normal", name="fc2"),
-               keras.layers.Dense(NCLS, activation="softmax", bias_initializer="random_normal", name="predictions")]
+    layers += [
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(FC[0], activation="relu", bias_initializer="random_normal", name="fc1"),
+        keras.layers.Dense(FC[1], activation="relu", bias_initializer="random_normal", name="fc2"),
+        keras.layers.Dense(NCLS, activation="softmax", bias_initializer="random_normal", name="predictions"),
+    ]
     return keras.Sequential(layers, name="vgg16")
 
 
 def lstm_model(act, T=6, D=4, H=3):
     keras.utils.set_random_seed(0x1057)
-    return keras.Sequential([keras.Input((T, D)),
-                             keras.layers.LSTM(H, activation=act, return_sequences=True,
-                                               bias_initializer="random_normal", name="lstm")])
+    return keras.Sequential(
+        [
+            keras.Input((T, D)),
+            keras.layers.LSTM(
+                H, activation=act, return_sequences=True, bias_initializer="random_normal", name="lstm"
+            ),
+        ]
+    )
 
 
 def main():
@@ -67,7 +82,10 @@ def main():
     vgg.save(os.path.join(HERE, "keras3_vgg_full.h5"))
     with h5py.File(os.path.join(HERE, "keras_legacy_vgg.h5"), "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, vgg)
-    for act, fname, save in (("relu", "keras_lstm_relu_full.h5", "save"), ("tanh", "keras3_lstm.weights.h5", "save_weights")):
+    for act, fname, save in (
+        ("relu", "keras_lstm_relu_full.h5", "save"),
+        ("tanh", "keras3_lstm.weights.h5", "save_weights"),
+    ):
         m = lstm_model(act)
         xs = rng.standard_normal((2, 6, 4)).astype("float32")
         out[f"lstm_{act}_x"] = xs
