@@ -78,6 +78,11 @@ __all__ = [
     "actor_track",
     "shape_mask",
     "boxes_of",
+    "background",
+    "check_size",
+    "check_label",
+    "compose_clip",
+    "compose_batch",
 ]
 
 ACTIONS = ("slide", "rotate", "pulse", "bounce", "orbit", "zigzag", "flicker")
@@ -249,7 +254,7 @@ def _distractor_tracks(n, T, H, W, rng):
     return out
 
 
-def _background(T, H, W, rng):
+def background(T, H, W, rng):
     """Moving textured background (T, 3, H, W) float64 (not yet clipped)."""
     S = min(H, W)
     t = numpy.arange(T, dtype=numpy.float64)
@@ -263,8 +268,11 @@ def _background(T, H, W, rng):
     freq = rng.uniform(1.5, 5.0, K) / S  # cycles per pixel
     omega = rng.uniform(0.15, 0.5, K) * rng.choice((-1.0, 1.0), K)  # radians per frame
     phase = rng.uniform(0, 2 * numpy.pi, K)
-    spatial = 2 * numpy.pi * freq[:, None, None] * (
-        X * numpy.cos(theta)[:, None, None] + Y * numpy.sin(theta)[:, None, None]
+    spatial = (
+        2
+        * numpy.pi
+        * freq[:, None, None]
+        * (X * numpy.cos(theta)[:, None, None] + Y * numpy.sin(theta)[:, None, None])
     )  # (K, H, W)
     temporal = omega[:, None] * t[None, :] + phase[:, None]  # (K, T)
     # sin(spatial + temporal) = sin(spatial) cos(temporal) + cos(spatial) sin(temporal): a rank-2K product
@@ -289,7 +297,8 @@ def _background(T, H, W, rng):
     return bg
 
 
-def _check_size(size):
+def check_size(size):
+    """``(H, W)`` as two ints, at least 16 x 16; ValueError otherwise."""
     try:
         H, W = (int(v) for v in size)
     except (TypeError, ValueError):
@@ -299,14 +308,18 @@ def _check_size(size):
     return H, W
 
 
-def _check_label(label, name):
+def check_label(label, name, classes=None):
+    """A class index from an index or an action name of ``classes`` (default :data:`ACTIONS`)."""
+    classes = ACTIONS if classes is None else classes
     if isinstance(label, str):
-        if label not in ACTIONS:
-            raise ValueError(f"synthetic: unknown {name} {label!r}; expected one of {ACTIONS}")
-        return ACTIONS.index(label)
+        if label not in classes:
+            raise ValueError(f"synthetic: unknown {name} {label!r}; expected one of {classes}")
+        return classes.index(label)
     k = int(label)
-    if k != label or not 0 <= k < NUM_CLASSES:
-        raise ValueError(f"synthetic: {name} must be a class in [0, {NUM_CLASSES}) or an action name, got {label!r}")
+    if k != label or not 0 <= k < len(classes):
+        raise ValueError(
+            f"synthetic: {name} must be a class in [0, {len(classes)}) or an action name, got {label!r}"
+        )
     return k
 
 
@@ -337,22 +350,33 @@ def render_action(label, num_frames, *, rng, size=(64, 64), n_distractors=3, dra
         ``frames (T, 3, H, W)`` float32 and the actor's ``boxes (T, 4)``.
     """
     rng = numpy.random.default_rng(rng)
-    k = _check_label(label, "label")
+    k = check_label(label, "label")
     T = int(num_frames)
     if T != num_frames or T < 1:
         raise ValueError(f"render_action: num_frames must be a positive integer, got {num_frames!r}")
     if int(n_distractors) != n_distractors or n_distractors < 0:
-        raise ValueError(f"render_action: n_distractors must be a non-negative integer, got {n_distractors!r}")
-    H, W = _check_size(size)
+        raise ValueError(
+            f"render_action: n_distractors must be a non-negative integer, got {n_distractors!r}"
+        )
+    H, W = check_size(size)
     X = numpy.arange(W, dtype=numpy.float64)[None, None, :]  # (1, 1, W)
     Y = numpy.arange(H, dtype=numpy.float64)[None, :, None]  # (1, H, 1)
-    frames = _background(T, H, W, rng)  # (T, 3, H, W)
+    frames = background(T, H, W, rng)  # (T, 3, H, W)
     for shape, cx, cy, sz, ang, color in _distractor_tracks(int(n_distractors), T, H, W, rng):
-        m = shape_mask(shape, cx[:, None, None], cy[:, None, None], sz[:, None, None], ang[:, None, None], X, Y)
+        m = shape_mask(
+            shape, cx[:, None, None], cy[:, None, None], sz[:, None, None], ang[:, None, None], X, Y
+        )
         frames = numpy.where(m[:, None], color[None, :, None, None], frames)
     cx, cy, sz, ang, color = actor_track(ACTIONS[k], T, H, W, rng)
-    m = shape_mask(ACTOR_STYLE[ACTIONS[k]][0], cx[:, None, None], cy[:, None, None], sz[:, None, None],
-                    ang[:, None, None], X, Y)  # (T, H, W)
+    m = shape_mask(
+        ACTOR_STYLE[ACTIONS[k]][0],
+        cx[:, None, None],
+        cy[:, None, None],
+        sz[:, None, None],
+        ang[:, None, None],
+        X,
+        Y,
+    )  # (T, H, W)
     if draw_actor:
         frames = numpy.where(m[:, None], color[:, :, None, None], frames)
     frames = numpy.clip(frames, 0.0, 1.0).astype(numpy.float32)
@@ -398,27 +422,76 @@ def make_clip(
     -------
     SyntheticClip
     """
+    return compose_clip(
+        render_action,
+        ACTIONS,
+        kind,
+        label,
+        seed=seed,
+        num_frames=num_frames,
+        gt_length=gt_length,
+        start=start,
+        rand_label=rand_label,
+        size=size,
+        n_distractors=n_distractors,
+    )
+
+
+def compose_clip(
+    render,
+    classes,
+    kind,
+    label,
+    *,
+    seed,
+    num_frames=None,
+    gt_length=None,
+    start=None,
+    rand_label=None,
+    size=(64, 64),
+    n_distractors=3,
+):
+    """:func:`make_clip` for any renderer: the clip compositions of paper §5.2 (see the module notes).
+
+    Parameters
+    ----------
+    render : callable
+        ``render(label, num_frames, *, rng, size, n_distractors) -> Rendered``, one
+        action in a fresh scene (:func:`render_action`,
+        :func:`ebr_ref.synthetic.motion.render_action`).
+    classes : tuple of str
+        The action names; a label is an index into it or one of its names.
+    kind, label, seed, num_frames, gt_length, start, rand_label, size, n_distractors
+        As :func:`make_clip`. The random draws happen in a fixed order (GT
+        label, rand label, start, the GT video, the rand video), so a seed
+        determines the clip.
+
+    Returns
+    -------
+    SyntheticClip
+    """
     if kind not in KINDS:
         raise ValueError(f"make_clip: kind must be one of {KINDS}, got {kind!r}")
     rng = numpy.random.default_rng(seed)
     T = _DEFAULT_T[kind] if num_frames is None else int(num_frames)
     if num_frames is not None and (T != num_frames or T < 1):
         raise ValueError(f"make_clip: num_frames must be a positive integer, got {num_frames!r}")
-    gt = _check_label(rng.integers(NUM_CLASSES) if label is None else label, "label")
+    n_classes = len(classes)
+    gt = check_label(rng.integers(n_classes) if label is None else label, "label", classes)
     if kind == "trimmed":
         L = T if gt_length is None else int(gt_length)
         if L != T:
             raise ValueError(f"make_clip: a trimmed clip is all GT (gt_length = T = {T}), got {gt_length!r}")
-        r = render_action(gt, T, rng=rng, size=size, n_distractors=n_distractors)
+        r = render(gt, T, rng=rng, size=size, n_distractors=n_distractors)
         labels = numpy.full(T, gt, dtype=numpy.int64)
         return SyntheticClip(r.frames, gt, (0, T - 1), r.boxes, labels, r.boxes.copy(), kind, -1)
     if rand_label is None:
-        others = [c for c in range(NUM_CLASSES) if c != gt]
+        others = [c for c in range(n_classes) if c != gt]
         rnd = others[int(rng.integers(len(others)))]
     else:
-        rnd = _check_label(rand_label, "rand_label")
+        rnd = check_label(rand_label, "rand_label", classes)
         if rnd == gt:
-            raise ValueError(f"make_clip: the rand action must differ from the GT action ({ACTIONS[gt]})")
+            raise ValueError(f"make_clip: the rand action must differ from the GT action ({classes[gt]})")
     if gt_length is None and kind == "rand+GT+rand":
         raise ValueError("make_clip: 'rand+GT+rand' needs gt_length (e.g. 11, 41 or 65)")
     L = T // 2 if gt_length is None else int(gt_length)
@@ -435,9 +508,11 @@ def make_clip(
     else:
         s = int(start)
         if s != start or not 0 <= s <= T - L:
-            raise ValueError(f"make_clip: start must be an integer in [0, T - gt_length = {T - L}], got {start!r}")
-    g = render_action(gt, L, rng=rng, size=size, n_distractors=n_distractors)
-    b = render_action(rnd, T - L, rng=rng, size=size, n_distractors=n_distractors)
+            raise ValueError(
+                f"make_clip: start must be an integer in [0, T - gt_length = {T - L}], got {start!r}"
+            )
+    g = render(gt, L, rng=rng, size=size, n_distractors=n_distractors)
+    b = render(rnd, T - L, rng=rng, size=size, n_distractors=n_distractors)
     frames = numpy.concatenate([b.frames[:s], g.frames, b.frames[s:]])  # (T, 3, H, W)
     nan_box = numpy.full((T, 4), numpy.nan)
     boxes = nan_box.copy()
@@ -471,11 +546,16 @@ def make_batch(n, kind="trimmed", *, seed, labels=None, **options):
     clips : list of SyntheticClip
         The clips with their ground truth (labels, intervals, boxes).
     """
+    return compose_batch(make_clip, NUM_CLASSES, n, kind, seed=seed, labels=labels, **options)
+
+
+def compose_batch(make, num_classes, n, kind, *, seed, labels=None, **options):
+    """:func:`make_batch` for any clip maker ``make(kind, label, *, seed, **options)`` of ``num_classes``."""
     seq = seed if isinstance(seed, numpy.random.SeedSequence) else numpy.random.SeedSequence(seed)
     children = seq.spawn(int(n) + 1)
     if labels is None:
-        labels = numpy.random.default_rng(children[-1]).permutation(numpy.arange(int(n)) % NUM_CLASSES)
+        labels = numpy.random.default_rng(children[-1]).permutation(numpy.arange(int(n)) % num_classes)
     if len(labels) != n:
         raise ValueError(f"make_batch: {n} clips but {len(labels)} labels")
-    clips = [make_clip(kind, labels[i], seed=children[i], **options) for i in range(int(n))]
+    clips = [make(kind, labels[i], seed=children[i], **options) for i in range(int(n))]
     return numpy.stack([c.frames for c in clips]), clips

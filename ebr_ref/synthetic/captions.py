@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy
 
 from ..models.caption import Vocabulary
-from .actions import ACTOR_STYLE, ACTIONS, actor_track, boxes_of, shape_mask, render_action
+from .actions import ACTIONS, ACTOR_STYLE, actor_track, boxes_of, render_action, shape_mask
 
 __all__ = [
     "SHAPES",
@@ -56,19 +56,32 @@ __all__ = [
 
 SHAPES = {a: ACTOR_STYLE[a][0] for a in ACTIONS}  # action -> shape word
 COLOURS = {  # action -> the name of its actor's colour in ebr_ref.synthetic
-    "slide": "red", "rotate": "green", "pulse": "blue", "bounce": "yellow", "orbit": "magenta", "zigzag": "cyan",
+    "slide": "red",
+    "rotate": "green",
+    "pulse": "blue",
+    "bounce": "yellow",
+    "orbit": "magenta",
+    "zigzag": "cyan",
     "flicker": "orange",
 }
 VERBS = {
-    "slide": "slides", "rotate": "rotates", "pulse": "pulses", "bounce": "bounces", "orbit": "orbits",
-    "zigzag": "zigzags", "flicker": "flickers",
+    "slide": "slides",
+    "rotate": "rotates",
+    "pulse": "pulses",
+    "bounce": "bounces",
+    "orbit": "orbits",
+    "zigzag": "zigzags",
+    "flicker": "flickers",
 }
 WORDS = ("a", "and") + tuple(SHAPES[a] for a in ACTIONS) + tuple(VERBS[a] for a in ACTIONS)
 _CELL_SCALE = 1.5  # object size relative to the synthetic actor drawn in a cell-sized frame
 
 
 def vocabulary():
-    """The :class:`~ebr_ref.models.caption.Vocabulary` of the captions (``<bos>``, ``<eos>``, :data:`WORDS`)."""
+    """The :class:`~ebr_ref.models.caption.Vocabulary` of the captions.
+
+    Its tokens are ``<bos>``, ``<eos>`` and :data:`WORDS`.
+    """
     return Vocabulary(WORDS)
 
 
@@ -91,7 +104,9 @@ class CaptionClip(NamedTuple):
     caption: str
     words: list  # the caption's words
     objects: list  # ObjectTruth, in caption order
-    word_objects: list  # per caption word: the index of the object it describes ("a", noun, verb), -1 for "and"
+    word_objects: (
+        list  # per caption word: the index of the object it describes ("a", noun, verb), -1 for "and"
+    )
 
 
 def caption_of(objects):
@@ -161,16 +176,22 @@ def make_caption_clip(seed, *, num_objects=None, num_frames=8, size=(64, 64), n_
         cx, cy, sz, ang, colour = actor_track(action, T, cH, cW, rng)  # the actor in a cell-sized frame
         cx, cy, sz = cx + col * cW, cy + row * cH, sz * _CELL_SCALE
         start, end = _interval(T, rng, p_full)
-        m = shape_mask(SHAPES[action], cx[:, None, None], cy[:, None, None], sz[:, None, None], ang[:, None, None],
-                        X, Y)  # (T, H, W)
+        m = shape_mask(
+            SHAPES[action], cx[:, None, None], cy[:, None, None], sz[:, None, None], ang[:, None, None], X, Y
+        )  # (T, H, W)
         present = numpy.zeros(T, dtype=bool)
         present[start : end + 1] = True
         m &= present[:, None, None]
         frames = numpy.where(m[:, None], colour[:, :, None, None], frames)
-        objects.append(ObjectTruth(action, COLOURS[action], SHAPES[action], VERBS[action], (start, end), boxes_of(m),
-                                   (row, col)))
+        objects.append(
+            ObjectTruth(
+                action, COLOURS[action], SHAPES[action], VERBS[action], (start, end), boxes_of(m), (row, col)
+            )
+        )
     caption, owner = caption_of(objects)
-    return CaptionClip(numpy.clip(frames, 0, 1).astype(numpy.float32), caption, caption.split(), objects, owner)
+    return CaptionClip(
+        numpy.clip(frames, 0, 1).astype(numpy.float32), caption, caption.split(), objects, owner
+    )
 
 
 def make_caption_batch(n, *, seed, **options):
