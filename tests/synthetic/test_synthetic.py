@@ -74,7 +74,8 @@ def test_each_action_has_its_motion(seed):
         assert numpy.ptp(cx[a]) <= 1.5 and numpy.ptp(cy[a]) <= 1.5, a
     assert numpy.ptp(w["rotate"]) >= 4
     assert numpy.ptp(w["pulse"]) >= 4
-    # bounce: fixed column (the triangle's slanted edges rasterise +-1 px by sub-pixel height), moving vertically
+    # bounce: fixed column (the triangle's slanted edges rasterise +-1 px by sub-pixel height),
+    # moving vertically
     assert numpy.ptp(cx["bounce"]) <= 1
     assert numpy.ptp(cy["bounce"]) >= 5
     # orbit: moves on a circle around the frame centre
@@ -98,7 +99,8 @@ def test_same_seed_same_bytes_different_seed_different_clip():
     b = make_clip("rand+GT+rand", 3, seed=0xC0FFEE, num_frames=64, gt_length=11)
     c = make_clip("rand+GT+rand", 3, seed=0xC0FFEF, num_frames=64, gt_length=11)
     assert a.frames.tobytes() == b.frames.tobytes()
-    assert a.boxes.tobytes() == b.boxes.tobytes() and a.interval == b.interval and a.rand_label == b.rand_label
+    assert a.boxes.tobytes() == b.boxes.tobytes()
+    assert a.interval == b.interval and a.rand_label == b.rand_label
     assert a.frames.tobytes() != c.frames.tobytes()
     # a Generator works as the seed too and is advanced
     g = numpy.random.default_rng(0x77)
