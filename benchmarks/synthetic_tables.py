@@ -43,6 +43,13 @@ Table 3 — temporal pointing game
     clip and added with equal weights (the paper does not say how it combines
     them; this is our choice, made before seeing results and not tuned).
 
+The grounding runs here, on clips generated in memory; the per-clip analysis
+(:mod:`ebr_ref.evaluation.protocols`) and the tables and their rendering
+(:mod:`ebr_ref.evaluation.tables`) are the code that ``ebr-ref evaluate`` runs on
+datasets of video files (docs/evaluate.md). The random baselines draw from one
+generator per table in clip order, as before that code was shared, so the
+tables in docs/results.md regenerate unchanged.
+
 ``--write`` replaces the block between ``<!-- tables:begin -->`` and
 ``<!-- tables:end -->`` in the given markdown file with the tables, the command,
 the data sizes and the runtime.
@@ -70,18 +77,16 @@ import time  # noqa: E402
 import numpy  # noqa: E402
 
 from ebr_ref import synthetic  # noqa: E402
-from ebr_ref.evaluation.metrics import Detection, Segment, mean_average_precision  # noqa: E402
+from ebr_ref.evaluation import protocols, tables  # noqa: E402
+from ebr_ref.evaluation.localize import pointing_game  # noqa: E402
 from ebr_ref.grounding.ground import ground  # noqa: E402
-from ebr_ref.evaluation.localize import (  # noqa: E402
-    ground_known_length, ground_unknown_length, pointing_game, temporal_pointing_hit,
-)
 from ebr_ref.models.io import load_model  # noqa: E402
 from ebr_ref.models.shipped import pretrained  # noqa: E402
 
 TABLE1_SEED = 0x7AB1
 TABLE2_SEED = 0x7AB2
 RANDOM_SEED = 0x7AB3  # random-point baselines
-TOLERANCE = 15.0 * 64 / 224  # the paper's 15 px diameter on 224 x 224 inputs, scaled to 64 x 64 frames
+TOLERANCE = protocols.paper_tolerance((64, 64))  # the paper's 15 px diameter on 224 x 224 inputs, at 64 x 64
 LENGTHS = (11, 41, 65)
 RULES = ("caffe", "eb")
 KINDS1 = ("GT+rand", "rand+GT")
@@ -100,7 +105,7 @@ def _load_models(models_dir):
 
 
 def clip_specs(kind, n, seed, **options):
-    """``n`` clips of one kind: ``(kind, label, seed, options)``; labels cycle 0..6, clip i has child seed i."""
+    """``n`` clips of one kind: ``(kind, label, seed, options)``; labels cycle 0..6, clip i has seed i."""
     seq = seed if isinstance(seed, numpy.random.SeedSequence) else numpy.random.SeedSequence(seed)
     children = seq.spawn(n)
     return [(kind, i % synthetic.NUM_CLASSES, children[i], options) for i in range(n)]
@@ -120,237 +125,173 @@ def _run(fn, specs, workers):
         return pool.map(fn, specs, chunksize=2)
 
 
-def _accuracy(outcomes):
-    o = numpy.concatenate(outcomes)
-    n = int(numpy.count_nonzero(o))
-    return int(numpy.count_nonzero(o == 1)) / n, n
-
-
 # ----------------------------------------------------------------------------- Table 1
 
 
-def _random_point_outcomes(boxes, rng):
-    """Pointing outcomes of uniformly random pixels for the annotated rows of ``boxes``."""
-    ok = numpy.all(numpy.isfinite(boxes), axis=1)
-    pts = rng.integers(0, FRAME_SIZE[0], size=(int(ok.sum()), 2)).astype(float)
-    out = []
-    for (x, y), b in zip(pts, boxes[ok]):
-        dx = max(b[0] - x, x - b[2], 0.0)
-        dy = max(b[1] - y, y - b[3], 0.0)
-        out.append(1 if dx * dx + dy * dy <= (TOLERANCE / 2) ** 2 else -1)
-    return numpy.array(out, dtype=numpy.int8)
-
-
 def _table1_clip(spec):
-    """Pointing outcomes of every method on the GT frames of one clip: ``{row: (8,) int8}``."""
+    """Pointing outcomes of every method on the GT frames of one clip and the evidence split (in a worker)."""
     cnn, rnn = _MODELS["cnn"], _MODELS["rnn"]
     clip = _make(spec)
     s, e = clip.interval
     gt_frames, gt_boxes = clip.frames[s : e + 1], clip.boxes[s : e + 1]
-    out = {"boxes": gt_boxes}
-    evidence = {}  # -R row -> (mean S over the GT frames, mean S over the rand frames)
-    centre = numpy.zeros((e - s + 1,) + FRAME_SIZE, dtype=numpy.float32)
-    centre[:, FRAME_SIZE[0] // 2, FRAME_SIZE[1] // 2] = 1
-    out["centre"] = pointing_game(centre, gt_boxes, FRAME_SIZE, TOLERANCE)
+    rows = {"centre": protocols.centre_point_outcomes(gt_boxes, FRAME_SIZE, TOLERANCE)}
+    evidence = {}  # -R row -> [(mean S over the GT frames, mean S over the rand frames)]
+    gt = numpy.zeros(clip.frames.shape[0], dtype=bool)
+    gt[s : e + 1] = True
     for method in ("EB", "cEB", "BP"):
         g = ground(cnn, gt_frames, clip.label, method=method, chunk_size=CHUNK)
-        out[method] = pointing_game(g.maps, gt_boxes, FRAME_SIZE, TOLERANCE)
+        rows[method] = pointing_game(g.maps, gt_boxes, FRAME_SIZE, TOLERANCE)
     for steps in ("all", "last"):
         g = ground(rnn, clip.frames, clip.label, method="BP-R", seed_steps=steps, chunk_size=CHUNK)
-        out[f"BP-R [{steps}]"] = pointing_game(g.maps[s : e + 1], gt_boxes, FRAME_SIZE, TOLERANCE)
+        rows[f"BP-R [{steps}]"] = pointing_game(g.maps[s : e + 1], gt_boxes, FRAME_SIZE, TOLERANCE)
         for rule in RULES:
             for method in ("EB-R", "cEB-R"):
-                g = ground(rnn, clip.frames, clip.label, method=method, lstm_rule=rule, seed_steps=steps,
-                           chunk_size=CHUNK)
+                g = ground(
+                    rnn,
+                    clip.frames,
+                    clip.label,
+                    method=method,
+                    lstm_rule=rule,
+                    seed_steps=steps,
+                    chunk_size=CHUNK,
+                )
                 name = f"{method} ({rule}) [{steps}]"
-                out[name] = pointing_game(g.maps[s : e + 1], gt_boxes, FRAME_SIZE, TOLERANCE)
-                gt = numpy.zeros(clip.frames.shape[0], dtype=bool)
-                gt[s : e + 1] = True
-                S = g.evidence.astype(numpy.float64)
-                evidence[name] = (S[gt].mean(), S[~gt].mean())
-    out["evidence"] = evidence
-    return out
+                rows[name] = pointing_game(g.maps[s : e + 1], gt_boxes, FRAME_SIZE, TOLERANCE)
+                evidence[name] = [protocols.evidence_split(g.evidence, gt)]
+    return {"group": spec[0], "label": clip.label, "boxes": gt_boxes, "rows": rows, "evidence": evidence}
 
 
 def table1(n_clips, workers):
-    """Spatial pointing accuracy per method and clip kind."""
+    """Table 1 and the Fig. 6 analogue from the records of ``n_clips`` clips of each kind."""
     seeds = numpy.random.SeedSequence(TABLE1_SEED).spawn(len(KINDS1))
     rng = numpy.random.default_rng(RANDOM_SEED)
-    rows = {}  # row name -> kind -> list of outcome arrays
-    evidence = {}  # -R row -> kind -> list of (mean S on GT frames, mean S on rand frames)
-    for kind, seed in zip(KINDS1, seeds):
+    records = []
+    for kind, seed in zip(KINDS1, seeds, strict=True):
         for res in _run(_table1_clip, clip_specs(kind, n_clips, seed), workers):
-            res["random"] = _random_point_outcomes(res.pop("boxes"), rng)
-            for name, pair in res.pop("evidence").items():
-                evidence.setdefault(name, {k: [] for k in KINDS1})[kind].append(pair)
-            for name, outcome in res.items():
-                rows.setdefault(name, {k: [] for k in KINDS1})[kind].append(outcome)
-    order = ["centre", "random", "EB", "cEB", "BP"]
-    order += [n for n in rows if n not in order]
-    table = {}
-    for name in order:
-        per_kind = rows[name]
-        acc = {k: _accuracy(v)[0] for k, v in per_kind.items()}
-        acc["all"], acc["frames"] = _accuracy([o for v in per_kind.values() for o in v])
-        table[name] = acc
-    fig6 = {}
-    for name, per_kind in evidence.items():
-        row = {}
-        for kind, pairs in per_kind.items():
-            a = numpy.array(pairs)  # (clips, 2)
-            row[kind] = (a[:, 0].mean(), a[:, 1].mean(), float(numpy.mean(a[:, 0] > a[:, 1])))
-        fig6[name] = row
-    return table, fig6
+            rows = dict(res["rows"])  # centre, then the methods; the random baseline is drawn here, in order
+            random = protocols.random_point_outcomes(res["boxes"], FRAME_SIZE, TOLERANCE, rng)
+            rows = {"centre": rows.pop("centre"), "random": random, **rows}
+            records.append(
+                {
+                    "group": res["group"],
+                    "label": res["label"],
+                    "pointing": {k: protocols.pointing_entry(v) for k, v in rows.items()},
+                    "evidence_split": res["evidence"],
+                }
+            )
+    return tables.pointing_table(records, KINDS1), tables.evidence_table(records, KINDS1)
 
 
 # ----------------------------------------------------------------------------- Tables 2 and 3
 
 
-def _minmax(v):
-    v = numpy.asarray(v, dtype=numpy.float64)
-    span = v.max() - v.min()
-    return (v - v.min()) / span if span > 0 else numpy.zeros_like(v)
-
-
 def _temporal_clip(spec):
-    """GT-class probability and the evidence of every method on one rand+GT+rand clip."""
+    """GT-class probability and the evidence of every method on one rand+GT+rand clip (in a worker)."""
     rnn = _MODELS["rnn"]
     clip = _make(spec)
     curves, probs = {}, None
     for rule in RULES:
         for method in ("EB-R", "cEB-R"):
-            g = ground(rnn, clip.frames, clip.label, method=method, lstm_rule=rule, seed_steps="all", chunk_size=CHUNK)
+            g = ground(
+                rnn,
+                clip.frames,
+                clip.label,
+                method=method,
+                lstm_rule=rule,
+                seed_steps="all",
+                chunk_size=CHUNK,
+            )
             curves[f"{method} ({rule})"] = g.evidence.astype(numpy.float64)
             probs = g.probs[:, clip.label].astype(numpy.float64)
-    return {"label": clip.label, "interval": clip.interval, "T": clip.frames.shape[0], "p": probs, "S": curves}
+    return {
+        "label": clip.label,
+        "interval": clip.interval,
+        "T": clip.frames.shape[0],
+        "p": probs,
+        "S": curves,
+    }
 
 
 def temporal(n_clips, T, workers):
-    """Per-clip records (probability and evidence curves) of rand+GT+rand clips for every GT length."""
+    """Records of rand+GT+rand clips for every GT length (one clip is one video): detections, pointing."""
     seeds = numpy.random.SeedSequence(TABLE2_SEED).spawn(len(LENGTHS))
     specs, names = [], []
-    for L, seed in zip(LENGTHS, seeds):
+    for L, seed in zip(LENGTHS, seeds, strict=True):
         specs += clip_specs("rand+GT+rand", n_clips, seed, num_frames=T, gt_length=L)
         names += [(L, f"L{L}_{i:03d}") for i in range(n_clips)]
-    records = _run(_temporal_clip, specs, workers)
-    for rec, (L, video) in zip(records, names):
-        rec["L"], rec["video"] = L, video
+    rng = numpy.random.default_rng(RANDOM_SEED + 1)  # Table 3's random frames, one per clip in this order
+    records = []
+    for res, (L, video) in zip(_run(_temporal_clip, specs, workers), names, strict=True):
+        c = res["label"]
+        rec = protocols.temporal_record(
+            {c: res["p"]},
+            {m: {c: S} for m, S in res["S"].items()},
+            [(c, *res["interval"])],
+            protocols.clip_bounds(res["T"], res["T"]),
+            rng,
+            pointing_curves=[f"cEB-R ({rule})" for rule in RULES],
+        )
+        records.append({"video_id": video, "group": L, "label": c, **rec})
     return records
-def _detection(S, L, known, score_curve):
-    s, e = ground_known_length(S, L) if known else ground_unknown_length(S)
-    return s, e, float(numpy.mean(score_curve[s : e + 1]))
 
 
 def table2(records):
     """mAP at IoU 0.5 per method, known / unknown length, per GT length."""
-    methods = ["Probability"] + [f"{m} ({r})" for r in RULES for m in ("EB-R", "cEB-R")]
-    out = {}
-    for known in (True, False):
-        for method in methods:
-            row = {}
-            for L in LENGTHS:
-                dets, gts = [], []
-                for rec in (r for r in records if r["L"] == L):
-                    if method == "Probability":
-                        S = numpy.where(rec["p"] >= 0.5, 1.0, -1.0)
-                        score = rec["p"]
-                    else:
-                        S = score = rec["S"][method]
-                    s, e, sc = _detection(S, L, known, score)
-                    dets.append(Detection(rec["video"], rec["label"], s, e, sc))
-                    gts.append(Segment(rec["video"], rec["label"], *rec["interval"]))
-                lengths = [d.end - d.start + 1 for d in dets]
-                row[L] = (mean_average_precision(dets, gts, 0.5)[0], float(numpy.mean(lengths)))
-            out[("known" if known else "unknown", method)] = row
-    return out
+    return tables.detection_table(records, [(L, L, 0.5) for L in LENGTHS])
 
 
 def table3(records):
     """Temporal pointing accuracy per method (all lengths pooled, and per length)."""
-    rng = numpy.random.default_rng(RANDOM_SEED + 1)
-    hits = {}
-
-    def add(name, L, hit):
-        hits.setdefault(name, {}).setdefault(L, []).append(bool(hit))
-
-    for rec in records:
-        T, L, interval = rec["T"], rec["L"], rec["interval"]
-        t = int(rng.integers(T))
-        add("Random", L, interval[0] <= t <= interval[1])
-        add("Random (expected, L/T)", L, None)
-        add("Peak probability", L, temporal_pointing_hit(rec["p"], interval))
-        for rule in RULES:
-            S = rec["S"][f"cEB-R ({rule})"]
-            add(f"cEB-R ({rule})", L, temporal_pointing_hit(S, interval))
-            add(f"Peak probability + cEB-R ({rule})", L,
-                temporal_pointing_hit(_minmax(rec["p"]) + _minmax(S), interval))
-    table = {}
-    for name, per_L in hits.items():
-        if name.startswith("Random (expected"):
-            row = {L: L / records[0]["T"] for L in per_L}
-            row["all"] = float(numpy.mean([row[r["L"]] for r in records]))
-        else:
-            row = {L: float(numpy.mean(v)) for L, v in per_L.items()}
-            row["all"] = float(numpy.mean([h for v in per_L.values() for h in v]))
-        table[name] = row
-    return table
+    return tables.temporal_pointing_table(records, LENGTHS)
 
 
 # ----------------------------------------------------------------------------- output
 
 
-def _pct(v):
-    return f"{100 * v:.1f}"
-
-
 def render(t1, fig6, t2, t3, info):
     lines = []
     lines.append(f"Command: `{info['command']}`  ")
-    lines.append(f"Models: `{info['models']}`; {info['machine']}; runtime {info['seconds']:.0f} s "
-                 f"(Table 1 {info['t1']:.0f} s, Tables 2-3 {info['t2']:.0f} s).")
+    lines.append(
+        f"Models: `{info['models']}`; {info['machine']}; runtime {info['seconds']:.0f} s "
+        f"(Table 1 {info['t1']:.0f} s, Tables 2-3 {info['t2']:.0f} s)."
+    )
     lines.append("")
-    lines.append(f"**Table 1** — spatial pointing game, accuracy (%), tolerance {TOLERANCE:.2f} px diameter at "
-                 "64 x 64, "
-                 f"read-out `conv3` (16 x 16). {info['clips1']} clips of each kind, 16 frames, the 8 GT frames of each "
-                 f"clip scored ({t1['EB']['frames']} frames in all). `[all]`: seed at every step; `[last]`: seed at "
-                 "the last step only.")
+    lines.append(
+        f"**Table 1** — spatial pointing game, accuracy (%), tolerance {TOLERANCE:.2f} px "
+        "diameter at 64 x 64, read-out `conv3` (16 x 16). "
+        f"{info['clips1']} clips of each kind, 16 frames, the 8 GT frames of each clip scored "
+        f"({t1['EB']['frames']} frames in all). "
+        "`[all]`: seed at every step; `[last]`: seed at the last step only."
+    )
     lines.append("")
-    lines.append("| method | GT+rand | rand+GT | all |")
-    lines.append("|---|---|---|---|")
-    for name, acc in t1.items():
-        lines.append(f"| {name} | {_pct(acc['GT+rand'])} | {_pct(acc['rand+GT'])} | {_pct(acc['all'])} |")
+    lines += tables.markdown_pointing(t1, [(k, k) for k in KINDS1] + [(tables.ALL, "all")])
     lines.append("")
-    lines.append("**Evidence on the same clips** (the analogue of the paper's Fig. 6): mean over clips of the mean "
-                 "`S_t` (x 100; eq. 5 makes each pass sum to 1 over the 16 frames, so a uniform positive map gives "
-                 "6.25) over the GT frames and over the rand frames, and the share of clips (%) whose GT frames have "
-                 "the larger mean.")
+    lines.append(
+        "**Evidence on the same clips** (the analogue of the paper's Fig. 6): "
+        "mean over clips of the mean `S_t` (x 100; eq. 5 makes each pass sum to 1 "
+        "over the 16 frames, so a uniform positive map gives 6.25) over the GT frames "
+        "and over the rand frames, and the share of clips (%) whose GT frames have the larger mean."
+    )
     lines.append("")
-    lines.append("| method | GT+rand: S(GT) | S(rand) | GT > rand | rand+GT: S(GT) | S(rand) | GT > rand |")
-    lines.append("|---|---|---|---|---|---|---|")
-    for name, row in fig6.items():
-        cells = []
-        for kind in KINDS1:
-            g, r, share = row[kind]
-            cells += [f"{100 * g:.2f}", f"{100 * r:.2f}", _pct(share)]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += tables.markdown_evidence(fig6, [(k, k) for k in KINDS1])
     lines.append("")
-    lines.append(f"**Table 2** — temporal detection, mAP (%) at IoU 0.5, {info['clips2']} rand+GT+rand clips of "
-                 f"{info['frames2']} frames per GT length, seed at every step. Unknown length: mAP, and in "
-                 "brackets the mean length of the detected windows (frames).")
+    lines.append(
+        f"**Table 2** — temporal detection, mAP (%) at IoU 0.5, "
+        f"{info['clips2']} rand+GT+rand clips of {info['frames2']} frames per GT length, "
+        "seed at every step. Unknown length: mAP, and in brackets the mean length of the "
+        "detected windows (frames)."
+    )
     lines.append("")
-    lines.append("| length | method | " + " | ".join(f"L = {L}" for L in LENGTHS) + " |")
-    lines.append("|---|---|" + "---|" * len(LENGTHS))
-    for (known, method), row in t2.items():
-        cells = [_pct(row[L][0]) + ("" if known == "known" else f" ({row[L][1]:.0f})") for L in LENGTHS]
-        lines.append(f"| {known} | {method} | " + " | ".join(cells) + " |")
+    lines += tables.markdown_detection(t2, [(L, f"L = {L}") for L in LENGTHS])
     lines.append("")
     n3 = info["clips2"] * len(LENGTHS)
     lines.append(f"**Table 3** — temporal pointing game, accuracy (%), the same {n3} clips.")
     lines.append("")
-    lines.append("| method | " + " | ".join(f"L = {L}" for L in LENGTHS) + " | all |")
-    lines.append("|---|" + "---|" * (len(LENGTHS) + 1))
-    for name, row in t3.items():
-        lines.append(f"| {name} | " + " | ".join(_pct(row[L]) for L in LENGTHS) + f" | {_pct(row['all'])} |")
+    lines += tables.markdown_temporal_pointing(
+        t3,
+        [(L, f"L = {L}") for L in LENGTHS] + [(tables.ALL, "all")],
+        labels={protocols.EXPECTED: "Random (expected, L/T)"},
+    )
     return "\n".join(lines)
 
 
@@ -385,10 +326,16 @@ def main(argv=None):
     args_used = list(sys.argv[1:] if argv is None else argv)
     cmd = " ".join([".venv/bin/python", "benchmarks/synthetic_tables.py"] + args_used)
     info = {
-        "command": cmd, "seconds": seconds, "t1": t_1, "t2": seconds - t_1,
+        "command": cmd,
+        "seconds": seconds,
+        "t1": t_1,
+        "t2": seconds - t_1,
         "models": "synthetic_cnn, synthetic_cnn_lstm" if args.models_dir is None else args.models_dir,
         "machine": f"{os.cpu_count()} cores, numpy {numpy.__version__}, Python {platform.python_version()}",
-        "clips1": args.clips1, "clips2": args.clips2, "frames2": args.frames2, "workers": args.workers,
+        "clips1": args.clips1,
+        "clips2": args.clips2,
+        "frames2": args.frames2,
+        "workers": args.workers,
     }
     text = render(t1, fig6, t2, t3, info)
     print(text)

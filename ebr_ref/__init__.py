@@ -16,6 +16,7 @@ The package is layered; each subpackage imports only from those above it in this
 - :mod:`ebr_ref.evaluation` and :mod:`ebr_ref.synthetic`: localisation, metrics, annotation
   readers; the synthetic benchmarks;
 - :mod:`ebr_ref.tools`: video input, pictures, comparison with another implementation;
+- :mod:`ebr_ref.pipeline`: dataset-level evaluation on Dask (``ebr_ref.evaluate``, imported on first use);
 - :mod:`ebr_ref.cli`: the ``ebr-ref`` command line.
 
 Importing this package never imports CuPy (see :mod:`ebr_ref.backend`).
@@ -23,8 +24,8 @@ Importing this package never imports CuPy (see :mod:`ebr_ref.backend`).
 
 __version__ = "0.1.0"
 
-from . import backend, layers, models  # noqa: E402
-from .grounding import (  # noqa: E402
+from . import backend, layers, models
+from .grounding import (
     LSTM_RULES,
     METHODS,
     CaptionGrounding,
@@ -34,6 +35,24 @@ from .grounding import (  # noqa: E402
 )
 
 __all__ = [
-    "__version__", "backend", "layers", "models",
-    "ground", "Grounding", "METHODS", "LSTM_RULES", "ground_caption", "CaptionGrounding",
+    "__version__",
+    "backend",
+    "layers",
+    "models",
+    "ground",
+    "Grounding",
+    "METHODS",
+    "LSTM_RULES",
+    "ground_caption",
+    "CaptionGrounding",
+    "evaluate",
 ]
+
+
+def __getattr__(name):
+    """``ebr_ref.evaluate`` is :func:`ebr_ref.pipeline.evaluate`, imported on first use (needs no Dask)."""
+    if name == "evaluate":
+        from .pipeline import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'ebr_ref' has no attribute {name!r}")
