@@ -22,7 +22,11 @@ def data_dir() -> str:
 def shipped_names():
     """Names of the shipped models (``<name>.npz`` with a ``<name>.json`` sidecar)."""
     d = data_dir()
-    return sorted(f[:-4] for f in os.listdir(d) if f.endswith(".npz") and os.path.exists(os.path.join(d, f[:-4] + ".json")))
+    return sorted(
+        f[:-4]
+        for f in os.listdir(d)
+        if f.endswith(".npz") and os.path.exists(os.path.join(d, f[:-4] + ".json"))
+    )
 
 
 def pretrained(name: str):

@@ -66,7 +66,8 @@ def models():
 
 def test_listed_and_small():
     assert set(NAMES) <= set(shipped_names())
-    total = sum(os.path.getsize(os.path.join(data_dir(), n + ext)) for n in NAMES for ext in (".npz", ".json"))
+    sizes = [os.path.getsize(os.path.join(data_dir(), n + ext)) for n in NAMES for ext in (".npz", ".json")]
+    total = sum(sizes)
     assert total <= 20e6
 
 
