@@ -1,15 +1,22 @@
-"""Paper Tables 1-3 (Bargal et al., CVPR 2018, §5) on the synthetic benchmark, with the shipped models.
+"""Paper Tables 1-3 (Bargal et al., CVPR 2018, §5) on a synthetic benchmark, with the shipped models.
 
-Run: .venv/bin/python benchmarks/synthetic_tables.py [--clips1 140] [--clips2 105] [--frames2 128]
+Run: .venv/bin/python benchmarks/synthetic_tables.py [--benchmark appearance] [--rnn NAME]
+                                                     [--clips1 140] [--clips2 105] [--frames2 128]
                                                      [--write docs/results.md]
 
-Uses ``pretrained("synthetic_cnn")`` and ``pretrained("synthetic_cnn_lstm")``
-(float32, read-out layer ``conv3``, 16 x 16 maps for 64 x 64 frames) and clips
-regenerated from the seeds below: clip ``i`` of a set is
-``ebr_ref.synthetic.make_clip(kind, i % 7, seed=SeedSequence(seed).spawn(n)[i])``
-(every class equally often). Every recurrent method runs with both LSTM rules
-("caffe" and "eb"). ``--workers`` processes (default 2) share the clips, each
-with one BLAS thread; the results do not depend on their number.
+``--benchmark`` names one of ``ebr_ref.synthetic.BENCHMARKS``: ``appearance``
+(the default; :mod:`ebr_ref.synthetic.actions`, 7 classes, models
+``synthetic_cnn`` and ``synthetic_cnn_lstm``) or ``motion``
+(:mod:`ebr_ref.synthetic.motion`, 8 classes told apart only by motion, models
+``motion_cnn`` and ``motion_cnn_lstm``); ``--rnn`` replaces the recurrent model
+by another shipped one (e.g. ``motion_cnn_lstm_tanh``; on a tanh cell the
+``eb`` rule runs with ``allow_tanh_eb=True``). Models in float32, read-out
+layer ``conv3``, 16 x 16 maps for 64 x 64 frames; clips regenerated from the
+seeds below: clip ``i`` of a set is the benchmark's
+``make_clip(kind, i % K, seed=SeedSequence(seed).spawn(n)[i])`` for its ``K``
+classes (every class equally often). Every recurrent method runs with both
+LSTM rules ("caffe" and "eb"). ``--workers`` processes (default 2) share the
+clips, each with one BLAS thread; the results do not depend on their number.
 
 Table 1 — spatial pointing game
     ``--clips1`` clips of each kind "GT+rand" and "rand+GT" (16 frames, the
@@ -31,7 +38,7 @@ Table 2 — temporal detection mAP at IoU 0.5
     length: the window of L frames with the largest sum of ``S``; unknown: the
     anchor-and-grow rule of §4.1. One detection per clip (the GT class), scored
     by the mean of ``S`` over the window (the mean GT probability for the
-    probability baseline); mAP over the 7 classes with
+    probability baseline); mAP over the K classes with
     :func:`ebr_ref.evaluation.metrics.mean_average_precision` (score-order matching,
     IoU >= 0.5, non-interpolated AP).
 Table 3 — temporal pointing game
@@ -52,11 +59,17 @@ tables in docs/results.md regenerate unchanged.
 
 ``--write`` replaces the block between ``<!-- tables:begin -->`` and
 ``<!-- tables:end -->`` in the given markdown file with the tables, the command,
-the data sizes and the runtime.
+the data sizes and the runtime (for ``--benchmark motion``: the block
+``<!-- tables:motion:begin -->`` ... ``<!-- tables:motion:end -->``, and with
+``--rnn NAME`` the block named ``tables:motion:NAME``). ``--rules`` and
+``--rules2`` restrict the LSTM rules (of all tables, of Tables 2-3): on the tanh
+cell of ``motion_cnn_lstm_tanh`` the ``eb`` rule overflows float32 on most
+128-frame clips (docs/results.md), so its tables run with ``--rules2 caffe``.
 
 Measured at the defaults (280 + 315 clips): 548 s with 2 workers on the 2-core
 development machine while other jobs kept its load average near 5 (Table 1
-150 s, Tables 2-3 399 s).
+150 s, Tables 2-3 399 s); on the idle machine 106 s (appearance), 109 s (motion)
+and 68 s (motion, tanh LSTM, ``--rules2 caffe``).
 """
 
 from __future__ import annotations
@@ -93,27 +106,36 @@ KINDS1 = ("GT+rand", "rand+GT")
 FRAME_SIZE = (64, 64)
 CHUNK = 8
 
-_MODELS = {}  # per process: "cnn", "rnn"
+MODELS = {  # benchmark -> (per-frame CNN, CNN-LSTM)
+    "appearance": ("synthetic_cnn", "synthetic_cnn_lstm"),
+    "motion": ("motion_cnn", "motion_cnn_lstm"),
+}
+
+_MODELS = {"gen": synthetic.actions}  # per process: "gen" (the generator module), "cnn", "rnn", "tanh"
+_RULES = {1: RULES, 2: RULES}  # LSTM rules of Table 1 and of Tables 2-3 (--rules, --rules2)
 
 
-def _load_models(models_dir):
+def _load_models(models_dir, benchmark="appearance", rnn=None):
+    names = (MODELS[benchmark][0], rnn or MODELS[benchmark][1])
     if models_dir is None:
-        _MODELS["cnn"], _MODELS["rnn"] = pretrained("synthetic_cnn"), pretrained("synthetic_cnn_lstm")
+        _MODELS["cnn"], _MODELS["rnn"] = (pretrained(n) for n in names)
     else:
-        _MODELS["cnn"] = load_model(os.path.join(models_dir, "synthetic_cnn.npz"))
-        _MODELS["rnn"] = load_model(os.path.join(models_dir, "synthetic_cnn_lstm.npz"))
+        _MODELS["cnn"], _MODELS["rnn"] = (load_model(os.path.join(models_dir, n + ".npz")) for n in names)
+    _MODELS["gen"] = synthetic.generator(benchmark)
+    _MODELS["tanh"] = _MODELS["rnn"].layers[_MODELS["rnn"].sequence_start].settings["cell_act"] == "tanh"
+    return names
 
 
 def clip_specs(kind, n, seed, **options):
-    """``n`` clips of one kind: ``(kind, label, seed, options)``; labels cycle 0..6, clip i has seed i."""
+    """``n`` clips of one kind: ``(kind, label, seed, options)``; labels cycle over the K classes."""
     seq = seed if isinstance(seed, numpy.random.SeedSequence) else numpy.random.SeedSequence(seed)
     children = seq.spawn(n)
-    return [(kind, i % synthetic.NUM_CLASSES, children[i], options) for i in range(n)]
+    return [(kind, i % _MODELS["gen"].NUM_CLASSES, children[i], options) for i in range(n)]
 
 
 def _make(spec):
     kind, label, seed, options = spec
-    return synthetic.make_clip(kind, label, seed=seed, **options)
+    return _MODELS["gen"].make_clip(kind, label, seed=seed, **options)
 
 
 def _run(fn, specs, workers):
@@ -144,7 +166,7 @@ def _table1_clip(spec):
     for steps in ("all", "last"):
         g = ground(rnn, clip.frames, clip.label, method="BP-R", seed_steps=steps, chunk_size=CHUNK)
         rows[f"BP-R [{steps}]"] = pointing_game(g.maps[s : e + 1], gt_boxes, FRAME_SIZE, TOLERANCE)
-        for rule in RULES:
+        for rule in _RULES[1]:
             for method in ("EB-R", "cEB-R"):
                 g = ground(
                     rnn,
@@ -154,6 +176,7 @@ def _table1_clip(spec):
                     lstm_rule=rule,
                     seed_steps=steps,
                     chunk_size=CHUNK,
+                    allow_tanh_eb=_MODELS["tanh"],
                 )
                 name = f"{method} ({rule}) [{steps}]"
                 rows[name] = pointing_game(g.maps[s : e + 1], gt_boxes, FRAME_SIZE, TOLERANCE)
@@ -190,7 +213,7 @@ def _temporal_clip(spec):
     rnn = _MODELS["rnn"]
     clip = _make(spec)
     curves, probs = {}, None
-    for rule in RULES:
+    for rule in _RULES[2]:
         for method in ("EB-R", "cEB-R"):
             g = ground(
                 rnn,
@@ -200,6 +223,7 @@ def _temporal_clip(spec):
                 lstm_rule=rule,
                 seed_steps="all",
                 chunk_size=CHUNK,
+                allow_tanh_eb=_MODELS["tanh"],
             )
             curves[f"{method} ({rule})"] = g.evidence.astype(numpy.float64)
             probs = g.probs[:, clip.label].astype(numpy.float64)
@@ -229,7 +253,7 @@ def temporal(n_clips, T, workers):
             [(c, *res["interval"])],
             protocols.clip_bounds(res["T"], res["T"]),
             rng,
-            pointing_curves=[f"cEB-R ({rule})" for rule in RULES],
+            pointing_curves=[f"cEB-R ({rule})" for rule in _RULES[2]],
         )
         records.append({"video_id": video, "group": L, "label": c, **rec})
     return records
@@ -251,13 +275,15 @@ def table3(records):
 def render(t1, fig6, t2, t3, info):
     lines = []
     lines.append(f"Command: `{info['command']}`  ")
+    bench = f"{info['benchmark']} benchmark"
     lines.append(
-        f"Models: `{info['models']}`; {info['machine']}; runtime {info['seconds']:.0f} s "
+        f"Benchmark: `{info['benchmark']}`. Models: `{info['models']}`; {info['machine']}; "
+        f"runtime {info['seconds']:.0f} s "
         f"(Table 1 {info['t1']:.0f} s, Tables 2-3 {info['t2']:.0f} s)."
     )
     lines.append("")
     lines.append(
-        f"**Table 1** — spatial pointing game, accuracy (%), tolerance {TOLERANCE:.2f} px "
+        f"**Table 1** ({bench}) — spatial pointing game, accuracy (%), tolerance {TOLERANCE:.2f} px "
         "diameter at 64 x 64, read-out `conv3` (16 x 16). "
         f"{info['clips1']} clips of each kind, 16 frames, the 8 GT frames of each clip scored "
         f"({t1['EB']['frames']} frames in all). "
@@ -267,7 +293,7 @@ def render(t1, fig6, t2, t3, info):
     lines += tables.markdown_pointing(t1, [(k, k) for k in KINDS1] + [(tables.ALL, "all")])
     lines.append("")
     lines.append(
-        "**Evidence on the same clips** (the analogue of the paper's Fig. 6): "
+        f"**Evidence on the same clips** ({bench}; the analogue of the paper's Fig. 6): "
         "mean over clips of the mean `S_t` (x 100; eq. 5 makes each pass sum to 1 "
         "over the 16 frames, so a uniform positive map gives 6.25) over the GT frames "
         "and over the rand frames, and the share of clips (%) whose GT frames have the larger mean."
@@ -276,7 +302,7 @@ def render(t1, fig6, t2, t3, info):
     lines += tables.markdown_evidence(fig6, [(k, k) for k in KINDS1])
     lines.append("")
     lines.append(
-        f"**Table 2** — temporal detection, mAP (%) at IoU 0.5, "
+        f"**Table 2** ({bench}) — temporal detection, mAP (%) at IoU 0.5, "
         f"{info['clips2']} rand+GT+rand clips of {info['frames2']} frames per GT length, "
         "seed at every step. Unknown length: mAP, and in brackets the mean length of the "
         "detected windows (frames)."
@@ -285,7 +311,7 @@ def render(t1, fig6, t2, t3, info):
     lines += tables.markdown_detection(t2, [(L, f"L = {L}") for L in LENGTHS])
     lines.append("")
     n3 = info["clips2"] * len(LENGTHS)
-    lines.append(f"**Table 3** — temporal pointing game, accuracy (%), the same {n3} clips.")
+    lines.append(f"**Table 3** ({bench}) — temporal pointing game, accuracy (%), the same {n3} clips.")
     lines.append("")
     lines += tables.markdown_temporal_pointing(
         t3,
@@ -295,8 +321,8 @@ def render(t1, fig6, t2, t3, info):
     return "\n".join(lines)
 
 
-def write_block(path, text):
-    begin, end = "<!-- tables:begin -->", "<!-- tables:end -->"
+def write_block(path, text, block="tables"):
+    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
     with open(path) as f:
         doc = f.read()
     if begin not in doc or end not in doc:
@@ -309,6 +335,10 @@ def write_block(path, text):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--benchmark", choices=synthetic.BENCHMARKS, default="appearance", help="clips, models")
+    ap.add_argument("--rnn", default=None, help="another shipped recurrent model (e.g. motion_cnn_lstm_tanh)")
+    ap.add_argument("--rules", default=",".join(RULES), help="LSTM rules, comma-separated (default caffe,eb)")
+    ap.add_argument("--rules2", default=None, help="LSTM rules of Tables 2-3 (default: those of --rules)")
     ap.add_argument("--clips1", type=int, default=140, help="Table 1: clips of each kind (GT+rand, rand+GT)")
     ap.add_argument("--clips2", type=int, default=105, help="Tables 2-3: rand+GT+rand clips per GT length")
     ap.add_argument("--frames2", type=int, default=128, help="Tables 2-3: frames per clip")
@@ -316,7 +346,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2, help="processes (one BLAS thread each)")
     ap.add_argument("--write", default=None, help="markdown file whose tables block is replaced")
     args = ap.parse_args(argv)
-    _load_models(args.models_dir)
+    names = _load_models(args.models_dir, args.benchmark, args.rnn)
+    _RULES[1] = tuple(args.rules.split(","))
+    _RULES[2] = _RULES[1] if args.rules2 is None else tuple(args.rules2.split(","))
     t0 = time.perf_counter()
     t1, fig6 = table1(args.clips1, args.workers)
     t_1 = time.perf_counter() - t0
@@ -330,7 +362,8 @@ def main(argv=None):
         "seconds": seconds,
         "t1": t_1,
         "t2": seconds - t_1,
-        "models": "synthetic_cnn, synthetic_cnn_lstm" if args.models_dir is None else args.models_dir,
+        "benchmark": args.benchmark,
+        "models": ", ".join(names) + ("" if args.models_dir is None else f" from {args.models_dir}"),
         "machine": f"{os.cpu_count()} cores, numpy {numpy.__version__}, Python {platform.python_version()}",
         "clips1": args.clips1,
         "clips2": args.clips2,
@@ -340,7 +373,8 @@ def main(argv=None):
     text = render(t1, fig6, t2, t3, info)
     print(text)
     if args.write:
-        write_block(args.write, text)
+        block = "tables" if args.benchmark == "appearance" else f"tables:{args.benchmark}"
+        write_block(args.write, text, block if args.rnn is None else f"{block}:{args.rnn}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Models shipped inside the package (``ebr_ref/data``), trained on the synthetic action videos.
 
-``benchmarks/train_synthetic.py`` trains them and writes them in the canonical
+``benchmarks/train_synthetic.py`` (the "appearance" benchmark: ``synthetic_cnn``,
+``synthetic_cnn_lstm``), ``benchmarks/train_motion.py`` (the "motion" benchmark:
+``motion_cnn``, ``motion_cnn_lstm``, ``motion_cnn_lstm_tanh``) and
+``benchmarks/train_captioner.py`` train them and write them in the canonical
 format (:mod:`ebr_ref.models.io`); :func:`pretrained` loads one by name with
 ebr_ref alone, checking the sha256 recorded in its sidecar.
 """
