@@ -1,6 +1,6 @@
 """Localisation from saliency: temporal grounding and the pointing games.
 
-Paper §4.1 and §5 (Bargal et al., CVPR 2018); SPEC §6. Inputs are the
+Paper §4.1 and §5 (Bargal et al., CVPR 2018); docs/spec.md §6. Inputs are the
 per-frame results of a grounding run: the temporal evidence ``S (T,)`` (the
 sum of each frame's signed map) and the per-frame maps ``(T, h, w)`` at some
 read-out layer. NumPy or CuPy arrays are accepted; they are converted to NumPy

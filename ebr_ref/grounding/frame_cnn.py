@@ -95,6 +95,10 @@ class FrameCNN:
     budget_bytes : int
         Keep the read-out layer's activations of all frames between the two
         passes when they take at most this many bytes.
+    fast_kernels : bool
+        Let the conv and fc kernels take their own fast paths (``fast=`` of
+        :mod:`ebr_ref.layers.conv2d` and :mod:`ebr_ref.layers.linear`); False
+        runs the reference kernels only.
 
     Attributes
     ----------
@@ -104,8 +108,11 @@ class FrameCNN:
         Whether :meth:`forward` keeps the read-out layer's activations.
     """
 
-    def __init__(self, model, clip, readout_index, *, chunk_size, channel_maps=False, budget_bytes=0):
+    def __init__(
+        self, model, clip, readout_index, *, chunk_size, channel_maps=False, budget_bytes=0, fast_kernels=True
+    ):
         self.model, self.stack, self.top = model, model.stack, model.sequence_start
+        self.fast_kernels = fast_kernels
         self.clip, self.readout_index, self.channel_maps = clip, readout_index, channel_maps
         self.chunks = frame_chunks(clip.shape[0], chunk_size)
         self.keeps_readout = readout_index >= 0 and (
@@ -133,10 +140,10 @@ class FrameCNN:
         """
         r, features = self.readout_index, []
         for a, b in self.chunks:
-            x_r, _ = self.stack.run_forward(self.clip[a:b], 0, r + 1)  # (n, ...)  the read-out layer's output
+            x_r, _ = self._forward(self.clip[a:b], 0, r + 1)  # (n, ...)  the read-out layer's output
             if self.keeps_readout:
                 self._kept.append(x_r)
-            features.append(self.stack.run_forward(x_r, r + 1, self.top)[0])  # (n, D)
+            features.append(self._forward(x_r, r + 1, self.top)[0])  # (n, D)
             if tick is not None:
                 tick(b - a)
         return self.model.xp.concatenate(features, axis=0)  # (T, D)
@@ -148,7 +155,7 @@ class FrameCNN:
         a, b = self.chunks[chunk]
         if self.readout_index < 0:
             return self.clip[a:b]  # (n, C, H, W)
-        return self.stack.run_forward(self.clip[a:b], 0, self.readout_index + 1)[0]  # (n, ...)
+        return self._forward(self.clip[a:b], 0, self.readout_index + 1)[0]  # (n, ...)
 
     def forward_from_readout(self, chunk, *, memo=None):
         """Chunk number ``chunk`` from the read-out layer to the top of the per-frame part: ``(y, records)``.
@@ -156,7 +163,11 @@ class FrameCNN:
         ``memo``: the call's dict of ``max(W, 0)`` (:func:`weights_memo`), or None.
         """
         x_r = self.readout_activations(chunk)  # (n, ...)  the chunk's n = b - a frames
-        return self.stack.run_forward(x_r, self.readout_index + 1, self.top, keep=True, memo=memo)
+        return self._forward(x_r, self.readout_index + 1, self.top, keep=True, memo=memo)
+
+    def _forward(self, x, start, stop, *, keep=False, memo=None):
+        """:meth:`LayerStack.run_forward` with this call's kernel switch."""
+        return self.stack.run_forward(x, start, stop, keep=keep, memo=memo, fast=self.fast_kernels)
 
     def eb_to_readout(self, records, p):
         """Eqs. 8-9 for one chunk: EB from the top of ``records`` down to the read-out layer.
@@ -172,12 +183,12 @@ class FrameCNN:
         -------
         ChunkMaps
         """
-        passed = run_eb(records, p)  # p: (K, n, C, h, w) or (K, n, D) at the read-out layer
+        passed = run_eb(records, p, fast=self.fast_kernels)  # p: (K, n, C, h, w) or (K, n, D) at the read-out
         return ChunkMaps(channel_sum(passed.p), passed.p if self.channel_maps else None, passed.mass)
 
     def grad_to_readout(self, records, g):
         """The gradient for one chunk, from the top of ``records`` down to the read-out layer (BP, BP-R)."""
-        g = run_grad(records, g)  # (K, n, C, h, w) or (K, n, D)
+        g = run_grad(records, g, fast=self.fast_kernels)  # (K, n, C, h, w) or (K, n, D)
         return ChunkMaps(channel_sum(g), g if self.channel_maps else None, {})
 
     def readout_leg(self, mode, K, switch):

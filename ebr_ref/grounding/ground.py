@@ -3,7 +3,7 @@
 One call of :func:`ground` returns where (maps) and when (per-frame evidence) a
 model finds the evidence for one or several target classes in a clip.
 
-Recurrent methods (SPEC §5) on a CNN-LSTM model, :func:`_ground_recurrent`:
+Recurrent methods (docs/spec.md §5) on a CNN-LSTM model, :func:`_ground_recurrent`:
 
 1. forward the CNN over the frames in chunks to the interface layer (the
    LSTM's input), keeping the read-out layer's activations when they fit the
@@ -24,7 +24,7 @@ Recurrent methods (SPEC §5) on a CNN-LSTM model, :func:`_ground_recurrent`:
 BP-R replaces 3-5 by the gradient of the raw logit (no normalisation).
 Per-frame methods (EB, cEB, BP) on a CNN classifier, :func:`_ground_frames`,
 seed every frame's target logit separately; cEB contrasts at the classifier's
-input with no normalisation (SPEC §2). The diagnostics are assembled from the
+input with no normalisation (docs/spec.md §2). The diagnostics are assembled from the
 steps' return values by :func:`ebr_ref.grounding.diagnostics.action_diagnostics`.
 """
 
@@ -42,7 +42,7 @@ from ..models.stack import run_eb, run_grad
 from .algorithm import contrast, negate_classifier, normalise_by_total, one_hot_seed
 from .diagnostics import action_diagnostics, sum_mass
 from .frame_cnn import FrameCNN, join_chunks, weights_memo
-from .inputs import check_fused_switch, check_lstm_rule, is_int, prepare
+from .inputs import check_fused_switch, check_kernel_switch, check_lstm_rule, is_int, prepare
 
 __all__ = [
     "Grounding",
@@ -119,6 +119,7 @@ def ground(
     checkpoint_budget_bytes=1 << 30,
     progress=None,
     fused_readout="auto",
+    fast_kernels=True,
 ):
     """Ground one or several target classes of a model in a clip.
 
@@ -139,7 +140,7 @@ def ground(
         model's ``meta["readout"]`` if it names one, else ``"conv5_1"`` (the
         released demo's read-out for VGG16).
     lstm_rule : {"caffe", "eb"}
-        EB rule through the LSTM (SPEC §4).
+        EB rule through the LSTM (docs/spec.md §4).
     seed_steps : "last", "all" or sequence of int
         Steps whose target logit is seeded with a raw 1 (recurrent methods).
     dtype : dtype, optional
@@ -168,6 +169,12 @@ def ground(
         no ``channel_maps``); True insists (ValueError saying why it cannot);
         False runs every layer's own EB. Maps agree with the unfused passes to
         rounding (docs/conventions.md, "Fused read-out").
+    fast_kernels : bool
+        Let the conv and fc kernels take their own fast paths (shifted-view and
+        flipped-adjoint convolution, :mod:`ebr_ref.layers.conv2d_fast`; ``max(W, 0)``
+        a block at a time, :mod:`ebr_ref.layers.linear_fast`) where they apply.
+        False runs the reference kernels only: with ``fused_readout=False`` the
+        call is the plain reference path (docs/spec.md §9). Results agree to rounding.
 
     Returns
     -------
@@ -189,6 +196,7 @@ def ground(
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
     targets, single = _parse_targets(target, model.num_classes)
+    fast = check_kernel_switch(fast_kernels)
     frames = FrameCNN(
         model,
         clip,
@@ -196,6 +204,7 @@ def ground(
         chunk_size=chunk_size,
         channel_maps=channel_maps,
         budget_bytes=checkpoint_budget_bytes,
+        fast_kernels=fast,
     )
     mode = "grad" if method in ("BP", "BP-R") else "eb"
     switch = check_fused_switch(fused_readout, channel_maps)
@@ -280,7 +289,7 @@ def _ground_recurrent(
     model, frames, targets, method, leg, memo, tick, *, lstm_rule, seed_steps, cont, allow_tanh_eb
 ):
     """EB-R, cEB-R or BP-R on a CNN-LSTM: Algorithm 1, steps in the order of the module docstring."""
-    xp, T = model.xp, frames.clip.shape[0]
+    xp, T, fast = model.xp, frames.clip.shape[0], frames.fast_kernels
     seed_steps = _parse_seed_steps(seed_steps, T)
     cont = _clip_markers(cont, T, model)
 
@@ -289,16 +298,16 @@ def _ground_recurrent(
 
     # 2. Sequence part forward, keeping its records.
     logits, records = model.run_forward(
-        interface, model.sequence_start, len(model.layers), cont=cont, keep=True, memo=memo
+        interface, model.sequence_start, len(model.layers), cont=cont, keep=True, memo=memo, fast=fast
     )  # (T, C)
     seed = one_hot_seed(targets, seed_steps, T, model.num_classes, xp=xp, dtype=model.dtype)  # (K, T, C)
 
     # 3-4. Back through the sequence part to the interface; eqs. 5-7.
     if method == "BP-R":
-        Map = run_grad(records, seed)  # (K, T, D)  the gradient; no normalisation
+        Map = run_grad(records, seed, fast=fast)  # (K, T, D)  the gradient; no normalisation
         mass_lost, totals, totals_dual, lstm = {}, None, None, None
     else:
-        kw = dict(lstm_rule=lstm_rule, allow_tanh_eb=allow_tanh_eb)
+        kw = dict(lstm_rule=lstm_rule, allow_tanh_eb=allow_tanh_eb, fast=fast)
         positive = run_eb(records, seed, **kw)  # positive.p: (K, T, D)  P^t(a_i), eqs. 1, 3
         P_N, totals = normalise_by_total(positive.p)  # (K, T, D), (K,)  eq. 5
         Map, totals_dual, lstm = P_N, None, list(positive.lstm)  # EB-R goes on with P_N (paper, after eq. 9)
@@ -328,8 +337,10 @@ def _ground_frames(model, frames, targets, method, leg, memo, tick):
         tick(b - a)
         if method == "cEB":  # contrast at the classifier's input, no normalisation, one pass below
             top, below = records[-1:], records[:-1]
-            pos = run_eb(top, seed)  # (K, n, D)
-            neg = run_eb(_with_negated_classifier(model, top, memo), seed)  # (K, n, D)  eqs. 2, 4
+            pos = run_eb(top, seed, fast=frames.fast_kernels)  # (K, n, D)
+            neg = run_eb(
+                _with_negated_classifier(model, top, memo), seed, fast=frames.fast_kernels
+            )  # eqs. 2, 4
             positive.append(pos.mass)
             dual.append(neg.mass)
             parts.append(leg(below, contrast(pos.p, neg.p)))

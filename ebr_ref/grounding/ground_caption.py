@@ -1,4 +1,4 @@
-"""Caption grounding (paper §4.2 and §6; SPEC §5 "Caption grounding"): cEB-R, EB-R and BP-R for a captioner.
+"""Caption grounding (paper §4.2 and §6; docs/spec.md §5.8): cEB-R, EB-R and BP-R for a captioner.
 
 One call of :func:`ground_caption` returns where (maps) and when (per-frame
 evidence) a :class:`~ebr_ref.models.caption.CaptionModel` finds the evidence
@@ -12,11 +12,11 @@ for one or several words of a caption in a clip:
 3. seed a raw 1 on the logit of each queried word at the step(s) where it was
    predicted (one signal per query, the steps of a query summed);
 4. EB-R back through the vocabulary classifier, lstm2 and lstm1 through time
-   (chosen rule, SPEC §4) to the pooled video feature (the LSTM's static input);
+   (chosen rule, docs/spec.md §4) to the pooled video feature (the LSTM's static input);
    signal reaching the embedded input words leaves the visual path and is
    reported;
 5. distribute the video feature's signal to the frames with the average-pool
-   rule (SPEC §2: in proportion to each frame's activations, 0 where the sum is
+   rule (docs/spec.md §2: in proportion to each frame's activations, 0 where the sum is
    not positive), normalise by the grand total over frames and units (eq. 5);
    for cEB-R repeat 4-5 with the classifier's weights negated (eqs. 2, 4, 6)
    and subtract (eq. 7);
@@ -47,7 +47,7 @@ from .algorithm import contrast, negate_classifier, normalise_by_total
 from .diagnostics import caption_diagnostics, decoder_account, decoder_layer_mass
 from .frame_cnn import FrameCNN, weights_memo
 from .ground import Grounding, check_finite_result
-from .inputs import check_fused_switch, check_lstm_rule, is_int, prepare
+from .inputs import check_fused_switch, check_kernel_switch, check_lstm_rule, is_int, prepare
 
 __all__ = ["CaptionGrounding", "DecoderSignals", "ground_caption", "decoder_eb", "decoder_grad", "METHODS"]
 
@@ -115,7 +115,7 @@ def decoder_eb(seed, cache, *, rule, negate=False, allow_tanh=False):
     cache : DecoderCache
         From :meth:`CaptionModel.decoder_forward`.
     rule : {"eb", "caffe"}
-        The LSTM rule (SPEC §4), applied to both layers.
+        The LSTM rule (docs/spec.md §4), applied to both layers.
     negate : bool
         Use the classifier's negated weights ``max(-W, 0)`` (the dual pass of eq. 6).
     allow_tanh : bool
@@ -138,8 +138,9 @@ def decoder_eb(seed, cache, *, rule, negate=False, allow_tanh=False):
     xp = backend.get_xp(seed, cache.predict.x)
     K, S, N, V = seed.shape
     c_p = negate_classifier(cache.predict) if negate else cache.predict  # eqs. 2, 4 for the dual pass
-    W_pos = c_p.W_pos if c_p.W_pos is not None else xp.maximum(c_p.W, 0)
-    z = c_p.x @ W_pos.T  # (S N, V)  the classifier's normaliser, for the loss account
+    if c_p.W_pos is None:
+        c_p = c_p._replace(W_pos=xp.maximum(c_p.W, 0))  # (V, H2)  W+, formed once for z and the EB below
+    z = c_p.x @ c_p.W_pos.T  # (S N, V)  the classifier's normaliser, for the loss account
     seed_flat = seed.reshape(K, S * N, V)
     lost_p = xp.where(z == 0, seed_flat, 0).reshape(K, S, N, V).sum(axis=(1, 3))  # (K, N)
     p_h = linear_eb(seed_flat, c_p).reshape(K, S, N, -1)  # (K, S, N, H2)
@@ -220,6 +221,7 @@ def ground_caption(
     allow_tanh_eb=False,
     checkpoint_budget_bytes=1 << 30,
     fused_readout="auto",
+    fast_kernels=True,
 ):
     """Ground one or several words of a caption in a clip (paper §4.2, Fig. 3).
 
@@ -241,7 +243,7 @@ def ground_caption(
         Read-out layer of the frame part, or ``"input"``; default the model's
         ``meta["readout"]``, else ``"conv5_1"``.
     lstm_rule : {"caffe", "eb"}
-        EB rule through both LSTMs (SPEC §4).
+        EB rule through both LSTMs (docs/spec.md §4).
     max_len : int
         Longest greedy caption (steps).
     dtype : dtype, optional
@@ -259,6 +261,9 @@ def ground_caption(
         As in :func:`ebr_ref.grounding.ground.ground` (its parameter of that name): fold the
         layers from the read-out layer up to the next max pooling into one matrix per frame
         when many queries make it cheaper.
+    fast_kernels : bool
+        As in :func:`ebr_ref.grounding.ground.ground`: let the conv and fc kernels
+        of the frame CNN take their own fast paths; False runs the reference kernels only.
 
     Returns
     -------
@@ -284,6 +289,7 @@ def ground_caption(
             "use ebr_ref.grounding.ground.ground for classifiers"
         )
     switch = check_fused_switch(fused_readout, channel_maps)  # before any work
+    fast = check_kernel_switch(fast_kernels)
     model, clip = prepare(model, clip, dtype)  # an image captioner takes one frame
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
@@ -294,6 +300,7 @@ def ground_caption(
         chunk_size=chunk_size,
         channel_maps=channel_maps,
         budget_bytes=checkpoint_budget_bytes,
+        fast_kernels=fast,
     )
     xp = model.xp
 
@@ -325,7 +332,7 @@ def ground_caption(
     mode = "grad" if method == "BP-R" else "eb"
     leg, fused_layers = frames.readout_leg(mode, K, switch)
 
-    def to_frames(p_video):  # (K, 1, D) -> (K, T, D): the mean over time undone (average-pool rule, SPEC §2)
+    def to_frames(p_video):  # (K, 1, D) -> (K, T, D): the mean over time undone (docs/spec.md §2.4)
         if pool_cache is None:
             return p_video  # an image model: the one frame is the feature
         return (temporal_mean_grad if method == "BP-R" else temporal_mean_eb)(p_video[:, 0], pool_cache)

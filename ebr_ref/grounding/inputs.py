@@ -61,3 +61,10 @@ def check_fused_switch(request, channel_maps):
     if channel_maps and request is True:
         raise ValueError("fused_readout=True returns channel sums only; it cannot give channel_maps=True")
     return request
+
+
+def check_kernel_switch(request):
+    """The ``fast_kernels`` switch validated: True or False (NumPy bools accepted); ValueError otherwise."""
+    if not isinstance(request, (bool, numpy.bool_)):
+        raise ValueError(f"fast_kernels must be True or False, got {request!r}")
+    return bool(request)

@@ -145,9 +145,9 @@ class Model:
         """Validate a preprocessed clip ``(T,) + input_shape``; raise a clear error otherwise."""
         self.stack.check_clip(clip)
 
-    def run_forward(self, x, start, stop, *, cont=None, keep=False, memo=None):
+    def run_forward(self, x, start, stop, *, cont=None, keep=False, memo=None, fast=True):
         """Run layers ``start <= k < stop`` forward: ``(y, records)``, see :meth:`LayerStack.run_forward`."""
-        return self.stack.run_forward(x, start, stop, cont=cont, keep=keep, memo=memo)
+        return self.stack.run_forward(x, start, stop, cont=cont, keep=keep, memo=memo, fast=fast)
 
     def logits(self, clip, *, cont=None):
         """Classifier outputs ``(T, num_classes)`` for a preprocessed clip."""

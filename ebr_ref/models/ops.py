@@ -31,13 +31,14 @@ def lstm_params(params, name):
     )
 
 
-def forward_layer(layer, params, x, *, cont=None, W_pos=None):
+def forward_layer(layer, params, x, *, cont=None, W_pos=None, fast=True):
     """Run one layer forward; return ``(y, cache)``.
 
     Sequence layers (``lstm``) take ``x`` as ``(T, D)``: the clip's time steps
     in rows (one sequence, ``N = 1``); ``cont`` is the ``(T,)`` clip-marker
     vector. ``W_pos`` is the layer's precomputed ``max(W, 0)`` (fc layers), kept
-    in the cache for EB.
+    in the cache for EB. ``fast`` is the kernels' own switch (``conv`` layers:
+    :mod:`ebr_ref.layers.conv2d_fast`); False runs the reference kernel only.
     """
     s, t, n = layer.settings, layer.type, layer.name
     if t == "conv":
@@ -49,6 +50,7 @@ def forward_layer(layer, params, x, *, cont=None, W_pos=None):
             padding=s["padding"],
             dilation=s["dilation"],
             groups=s["groups"],
+            fast=fast,
         )
     if t == "fc":
         return linear_forward(x, params[f"{n}.weight"], params.get(f"{n}.bias"), W_pos=W_pos)
@@ -80,7 +82,7 @@ def forward_layer(layer, params, x, *, cont=None, W_pos=None):
     raise NotImplementedError(f"layer {n!r}: no kernels for layer type {t!r}")
 
 
-# Kernels that need nothing but the signal and the cache.
+# Kernels that need nothing but the signal and the cache (and, for those in _SWITCHED, the fast switch).
 _EB = {
     "conv": conv2d_eb,
     "fc": linear_eb,
@@ -101,13 +103,24 @@ _GRAD = {
     "dropout": dropout_grad,
     "flatten": flatten_grad,
 }
+_SWITCHED = {  # the kernels with a fast path of their own (``fast=``): conv2d_fast.py, linear_fast.py
+    conv2d_eb,
+    conv2d_grad,
+    linear_eb,
+}
 
 
-def eb_layer(layer, cache, p_y, *, lstm_rule="caffe", allow_tanh_eb=False):
+def _switch(kernel, fast):
+    """The keyword arguments that pass the ``fast`` switch to ``kernel`` (none if it has no fast path)."""
+    return {"fast": fast} if kernel in _SWITCHED else {}
+
+
+def eb_layer(layer, cache, p_y, *, lstm_rule="caffe", allow_tanh_eb=False, fast=True):
     """Excitation backward through one layer; returns ``(p_x, extra)``.
 
     ``extra`` is None except for ``lstm`` layers, where it is the kernel's full
     result (signals that reached the initial state, mass lost per step).
+    ``fast``: the kernels' own switch (conv and fc layers); False runs the reference kernel only.
     """
     if layer.type == "lstm":
         res = lstm_eb(p_y[..., None, :], cache, rule=lstm_rule, allow_tanh=allow_tanh_eb)  # (T, 1, H)
@@ -116,13 +129,18 @@ def eb_layer(layer, cache, p_y, *, lstm_rule="caffe", allow_tanh_eb=False):
         raise NotImplementedError(
             f"layer {layer.name!r}: no excitation-backprop rule for layer type {layer.type!r}"
         )
-    return _EB[layer.type](p_y, cache), None
+    kernel = _EB[layer.type]
+    return kernel(p_y, cache, **_switch(kernel, fast)), None
 
 
-def grad_layer(layer, cache, g_y):
-    """Gradient (vector-Jacobian product) through one layer; returns ``g_x``."""
+def grad_layer(layer, cache, g_y, *, fast=True):
+    """Gradient (vector-Jacobian product) through one layer; returns ``g_x``.
+
+    ``fast``: the kernels' own switch (conv layers); False runs the reference kernel only.
+    """
     if layer.type == "lstm":
         return lstm_grad(g_y[..., None, :], cache).g_x[..., 0, :]
     if layer.type not in _GRAD:
         raise NotImplementedError(f"layer {layer.name!r}: no gradient for layer type {layer.type!r}")
-    return _GRAD[layer.type](g_y, cache)
+    kernel = _GRAD[layer.type]
+    return kernel(g_y, cache, **_switch(kernel, fast))

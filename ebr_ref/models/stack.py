@@ -107,12 +107,13 @@ class LayerStack:
         if not bool(self.xp.isfinite(clip).all()):
             raise ValueError("clip contains NaN or inf values")
 
-    def run_forward(self, x, start, stop, *, cont=None, keep=False, memo=None):
+    def run_forward(self, x, start, stop, *, cont=None, keep=False, memo=None, fast=True):
         """Run layers ``start <= k < stop`` forward.
 
         Returns ``(y, records)`` where ``records`` lists ``(layer, cache)`` for every
         layer run when ``keep`` is true (empty otherwise, so memory is freed as it
-        goes). With ``keep`` and a ``memo`` (a per-call dict, see
+        goes). ``fast``: the kernels' own fast paths (:func:`~ebr_ref.models.ops.forward_layer`);
+        False runs the reference kernels only. With ``keep`` and a ``memo`` (a per-call dict, see
         :meth:`positive_weights`), fc caches carry ``max(W, 0)`` for EB, computed
         once per call; without one, EB forms it block by block (cheaper when each
         layer is passed once).
@@ -121,7 +122,7 @@ class LayerStack:
         for layer in self.layers[start:stop]:
             fc_memo = keep and memo is not None and layer.type == "fc"
             W_pos = self.positive_weights(layer.name, memo=memo) if fc_memo else None
-            x, cache = forward_layer(layer, self.params, x, cont=cont, W_pos=W_pos)
+            x, cache = forward_layer(layer, self.params, x, cont=cont, W_pos=W_pos, fast=fast)
             if keep:
                 records.append((layer, cache))
         return x, records
@@ -135,7 +136,7 @@ class EBPass(NamedTuple):
     lstm: list  # the LSTM kernel's full result (LSTMSignals) of every lstm record, top first
 
 
-def run_eb(records, p, *, lstm_rule="caffe", allow_tanh_eb=False):
+def run_eb(records, p, *, lstm_rule="caffe", allow_tanh_eb=False, fast=True):
     """Excitation backward through ``records`` (from :meth:`LayerStack.run_forward`), last first.
 
     Parameters
@@ -147,6 +148,9 @@ def run_eb(records, p, *, lstm_rule="caffe", allow_tanh_eb=False):
         The rule through ``lstm`` layers (docs/spec.md §4).
     allow_tanh_eb : bool
         Allow ``lstm_rule="eb"`` through a tanh LSTM.
+    fast : bool
+        Let the kernels take their own fast paths (conv, fc:
+        :func:`~ebr_ref.models.ops.eb_layer`); False runs the reference kernels only.
 
     Returns
     -------
@@ -158,17 +162,20 @@ def run_eb(records, p, *, lstm_rule="caffe", allow_tanh_eb=False):
     mass, lstm = {}, []
     for layer, cache in reversed(records):
         p_in = p
-        p, extra = eb_layer(layer, cache, p, lstm_rule=lstm_rule, allow_tanh_eb=allow_tanh_eb)
+        p, extra = eb_layer(layer, cache, p, lstm_rule=lstm_rule, allow_tanh_eb=allow_tanh_eb, fast=fast)
         mass[layer.name] = _totals(p_in) - _totals(p)  # (K,)
         if extra is not None:
             lstm.append(extra)
     return EBPass(p, mass, lstm)
 
 
-def run_grad(records, g):
-    """Gradient through ``records`` (from :meth:`LayerStack.run_forward`), last first."""
+def run_grad(records, g, *, fast=True):
+    """Gradient through ``records`` (from :meth:`LayerStack.run_forward`), last first.
+
+    ``fast``: the kernels' own fast paths (:func:`~ebr_ref.models.ops.grad_layer`); False: reference only.
+    """
     for layer, cache in reversed(records):
-        g = grad_layer(layer, cache, g)
+        g = grad_layer(layer, cache, g, fast=fast)
     return g
 
 
