@@ -4,7 +4,8 @@ Readers for Caffe, PyTorch, safetensors, Keras (HDF5 and ``.keras``), ONNX and
 NumPy files that need none of those frameworks (NumPy only; memory-mapped where
 the format allows), and converters into ebr_ref's canonical names and layouts
 (ONNX graphs as torch's exporters write them, Keras models with their
-architecture, VGG16/LSTM state dicts, Caffe nets). This
+architecture, VGG16/LSTM state dicts, CNN-LSTMs assembled from PyTorch state dicts
+(:mod:`weights_io.assemble_torch`), Caffe nets). This
 package uses ebr_ref (geometry, backend, model builders); ebr_ref never
 imports it.
 

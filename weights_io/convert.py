@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .assemble_torch import assemble_torch_cnn_lstm
 from .canonical import load_canonical, sidecar_path
 from .convert_caffe import convert_caffe
 from .convert_keras import convert_keras_lstm, convert_keras_vgg16, read_keras
@@ -16,10 +17,13 @@ from .readers import _tensors, guarded, open_checked
 
 __all__ = ["SOURCES", "convert", "detect_source", "load_model"]
 
+_ASSEMBLY_OPTIONS = ("lstm", "mapping", "cut")  # the options of torch_cnn_lstm alone
+
 SOURCES = {
     "caffe": convert_caffe,
     "torchvision_vgg16": convert_torchvision_vgg16,
     "torch_lstm": convert_torch_lstm,
+    "torch_cnn_lstm": assemble_torch_cnn_lstm,
     "keras_vgg16": convert_keras_vgg16,
     "keras_lstm": convert_keras_lstm,
     "keras": convert_keras,
@@ -67,7 +71,10 @@ def detect_source(path, prototxt=None) -> str:
             "model.save('x.keras')"
         )
     tensors = guarded(buf, fmt, _tensors, buf, fmt)
-    if any(k.endswith("features.0.weight") for k in tensors):
+    vgg = any(k.endswith("features.0.weight") for k in tensors)
+    if vgg and any(k.endswith("weight_ih_l0") for k in tensors):
+        return "torch_cnn_lstm"
+    if vgg:
         return "torchvision_vgg16"
     if any(k.endswith("weight_ih_l0") or k.endswith("weight_ih") for k in tensors):
         return "torch_lstm"
@@ -91,6 +98,10 @@ def convert(path, *, source=None, prototxt=None, **options):
           see :func:`weights_io.convert_caffe.convert_caffe`;
         * ``"torchvision_vgg16"`` -- a torchvision ``vgg16`` state dict;
         * ``"torch_lstm"`` -- ``nn.LSTM``/``nn.LSTMCell`` weights;
+        * ``"torch_cnn_lstm"`` -- a CNN-LSTM (torchvision-VGG16 CNN, ``nn.LSTM``, linear head)
+          from one state dict, or with ``lstm=`` from a VGG16 state dict and a second one holding
+          the LSTM and the head; ``mapping=``, ``cut=``; see
+          :func:`weights_io.assemble_torch.assemble_torch_cnn_lstm`;
         * ``"keras_vgg16"`` -- Keras applications VGG16 (legacy, full-model or Keras 3 ``.h5``);
         * ``"keras_lstm"`` -- one Keras ``LSTM`` layer;
         * ``"keras"`` -- a Keras model with its architecture (``.keras``
@@ -99,7 +110,9 @@ def convert(path, *, source=None, prototxt=None, **options):
           subgraphs folded; the Conv/Gemm/LSTM chain matched to layers);
         * ``"canonical"`` -- this project's ``.npz`` + sidecar.
 
-        Detected from the file when None (and ``"caffe"`` when ``prototxt`` is given).
+        Detected from the file when None (``"caffe"`` when ``prototxt`` is given;
+        ``"torch_cnn_lstm"`` when ``lstm``, ``mapping`` or ``cut`` is given, or when the file holds
+        both a VGG16 and an ``nn.LSTM``).
     prototxt : str, optional
         Caffe's deploy prototxt.
     **options
@@ -125,8 +138,15 @@ def convert(path, *, source=None, prototxt=None, **options):
     CheckpointError
         For any problem with the files (naming the file, tensor or layer).
     """
+    if source is None and prototxt is None and any(options.get(k) is not None for k in _ASSEMBLY_OPTIONS):
+        source = "torch_cnn_lstm"
     if source is None:
         source = detect_source(path, prototxt)
+    given = sorted(k for k in _ASSEMBLY_OPTIONS if options.get(k) is not None)
+    if given and source != "torch_cnn_lstm":
+        raise CheckpointError(
+            path, f"{', '.join(given)} only apply to source 'torch_cnn_lstm', not {source!r}"
+        )
     if source not in SOURCES:
         raise CheckpointError(path, f"unknown source {source!r}; known: {', '.join(SOURCES)}")
     if source == "canonical":

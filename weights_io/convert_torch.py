@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._common import finish, lstm_params, param, source_info
 from .errors import CheckpointError
+from .gates import SOURCE_GATE_ORDERS
 from .presets import preset
 from .readers import _tensors, guarded, open_checked
 from .spec import Tracer, make_layer, trace
@@ -21,6 +22,11 @@ __all__ = [
     "vgg16_layers",
     "adaptive_avgpool",
     "TORCHVISION_VGG16_MAP",
+    "VGG16_TOPS",
+    "vgg16_from_state_dict",
+    "vgg16_output_widths",
+    "lstm_from_state_dict",
+    "find_prefix",
 ]
 
 _VGG16_BLOCKS = [(1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3)]
@@ -137,6 +143,116 @@ def find_prefix(tensors: dict, marker: str, path, what: str) -> str:
     return cands[0]
 
 
+VGG16_TOPS = ("pool5", "fc6", "fc7", "fc8")
+
+
+def _vgg16_body(sd, prefix, path, input_shape):
+    """The conv part (``conv1_1`` ... ``pool5``, plus torchvision's adaptive pooling when it is a layer).
+
+    Widths are read from the weights; nothing is copied.
+    """
+    convs = [c for c in TORCHVISION_VGG16_MAP if c.startswith("conv")]
+    widths = [
+        _out_dim(
+            sd.get(f"{TORCHVISION_VGG16_MAP[c]}.weight"), prefix + TORCHVISION_VGG16_MAP[c] + ".weight", path
+        )
+        for c in convs
+    ]
+    layers = vgg16_layers(ceil_mode=False, include_top=False, widths=widths)
+    shapes, _ = trace(layers, input_shape, path)
+    adaptive = adaptive_avgpool(shapes[-1][1:], (7, 7), path, input_shape[1:])
+    if adaptive is not None:
+        layers.append(adaptive)
+    return layers
+
+
+def vgg16_output_widths(sd, *, prefix, path, input_size):
+    """The output width of each possible top of a torchvision-layout VGG16, without copying anything.
+
+    Parameters
+    ----------
+    sd : dict
+        The VGG16's tensors, keys relative to ``prefix`` (``features.0.weight``...).
+    prefix : str
+        For messages.
+    path : str
+        For messages.
+    input_size : int or (int, int)
+
+    Returns
+    -------
+    dict
+        ``{"pool5": C*H*W (flattened, after the adaptive pooling), "fc6": out, "fc7": out, "fc8": out}``
+        for the tops whose weights ``sd`` holds (``classifier.0``, ``.3``, ``.6``).
+    """
+    input_shape = (3,) + _input_hw(input_size, path)
+    layers = _vgg16_body(sd, prefix, path, input_shape)
+    shapes, _ = trace(layers, input_shape, path)
+    out = {"pool5": int(shapes[-1][0] * shapes[-1][1] * shapes[-1][2])}
+    for c in VGG16_TOPS[1:]:
+        w = sd.get(f"{TORCHVISION_VGG16_MAP[c]}.weight")
+        if w is not None:
+            out[c] = _out_dim(w, prefix + TORCHVISION_VGG16_MAP[c] + ".weight", path)
+    return out
+
+
+def vgg16_from_state_dict(sd, *, prefix, path, input_size, top="fc8", dtype=None):
+    """Engine layers and canonical parameters of a torchvision-layout VGG16, from ``conv1_1`` up to ``top``.
+
+    The layers are those of :func:`convert_torchvision_vgg16`: ``conv1_1`` ...
+    ``pool5`` (+ ``avgpool`` where torchvision's adaptive pooling is one),
+    ``flatten``, then per fully connected layer up to ``top``: ``fc6, relu6,
+    drop6``, ``fc7, relu7, drop7``, ``fc8`` (no ReLU). Parameters are copied
+    once, with no transform.
+
+    Parameters
+    ----------
+    sd : dict
+        The VGG16's tensors, keys relative to ``prefix``.
+    prefix : str
+        The prefix the keys had in the file (for ``name_map`` and messages).
+    path : str
+        For messages.
+    input_size : int or (int, int)
+    top : str
+        ``"pool5"`` (the flattened pooled map), ``"fc6"``, ``"fc7"`` or ``"fc8"``.
+    dtype : numpy dtype, optional
+
+    Returns
+    -------
+    layers, input_shape, params, name_map, transforms
+    """
+    if top not in VGG16_TOPS:
+        raise ValueError(f"top must be one of {', '.join(VGG16_TOPS)}, got {top!r}")
+    input_shape = (3,) + _input_hw(input_size, path)
+    layers = _vgg16_body(sd, prefix, path, input_shape)
+    layers.append(make_layer("flatten", "flatten"))
+    fcs = list(VGG16_TOPS[1 : VGG16_TOPS.index(top) + 1])
+    for c in fcs:
+        src = f"{TORCHVISION_VGG16_MAP[c]}.weight"
+        layers.append(make_layer(c, "fc", out_features=_out_dim(sd.get(src), prefix + src, path)))
+        if c != "fc8":
+            layers += [make_layer(f"relu{c[2:]}", "relu"), make_layer(f"drop{c[2:]}", "dropout", p=0.5)]
+    _, expect = trace(layers, input_shape, path)
+    params, name_map, transforms = {}, {}, {}
+    for canon, tv in TORCHVISION_VGG16_MAP.items():
+        if canon.startswith("fc") and canon not in fcs:
+            continue
+        for field in ("weight", "bias"):
+            k, src = f"{canon}.{field}", f"{tv}.{field}"
+            if src not in sd:
+                raise CheckpointError(path, f"tensor {prefix}{src} (for {k}) is missing")
+            if tuple(sd[src].shape) != expect[k]:
+                raise CheckpointError(
+                    path,
+                    f"tensor {prefix}{src} (for {k}): expected shape {expect[k]}, "
+                    f"found {tuple(sd[src].shape)}",
+                )
+            params[k] = param(sd[src], dtype=dtype)
+            name_map[k], transforms[k] = prefix + src, "none"
+    return layers, input_shape, params, name_map, transforms
+
+
 def _load(path, what):
     buf, fmt = open_checked(path)
     if fmt not in ("torch", "safetensors", "npz"):
@@ -191,38 +307,9 @@ def convert_torchvision_vgg16(
         raise CheckpointError(
             P, "tensor classifier.6.weight (fc8) not found; expected a torchvision vgg16 state dict"
         )
-    widths = [
-        _out_dim(
-            sd.get(f"{TORCHVISION_VGG16_MAP[c]}.weight"), prefix + TORCHVISION_VGG16_MAP[c] + ".weight", P
-        )
-        for c in TORCHVISION_VGG16_MAP
-        if c.startswith("conv")
-    ]
-    fc_sizes = [
-        _out_dim(sd.get(f"classifier.{i}.weight"), f"{prefix}classifier.{i}.weight", P) for i in (0, 3, 6)
-    ]
-    layers = vgg16_layers(fc_sizes[2], ceil_mode=False, widths=widths, fc_sizes=fc_sizes[:2])
-    input_shape = (3,) + _input_hw(input_size, P)
-    shapes, _ = trace(layers, input_shape, P)
-    at = [L["name"] for L in layers].index("pool5")
-    adaptive = adaptive_avgpool(shapes[at][1:], (7, 7), P, input_shape[1:])
-    if adaptive is not None:
-        layers.insert(at + 1, adaptive)
-    shapes, expect = trace(layers, input_shape, P)
-    params, name_map, transforms = {}, {}, {}
-    for canon, tv in TORCHVISION_VGG16_MAP.items():
-        for field in ("weight", "bias"):
-            k, src = f"{canon}.{field}", f"{tv}.{field}"
-            if src not in sd:
-                raise CheckpointError(P, f"tensor {prefix}{src} (for {k}) is missing")
-            if tuple(sd[src].shape) != expect[k]:
-                raise CheckpointError(
-                    P,
-                    f"tensor {prefix}{src} (for {k}): expected shape {expect[k]}, "
-                    f"found {tuple(sd[src].shape)}",
-                )
-            params[k] = param(sd[src], dtype=dtype)
-            name_map[k], transforms[k] = prefix + src, "none"
+    layers, input_shape, params, name_map, transforms = vgg16_from_state_dict(
+        sd, prefix=prefix, path=P, input_size=input_size, top="fc8", dtype=dtype
+    )
     extra = sorted(
         set(sd) - {f"{tv}.{f}" for tv in TORCHVISION_VGG16_MAP.values() for f in ("weight", "bias")}
     )
@@ -285,6 +372,49 @@ def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
     else:
         cell = f"{prefix}weight_ih" in tensors and f"{prefix}weight_ih_l0" not in tensors
     sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    layers, input_shape, params, name_map, transforms = lstm_from_state_dict(
+        sd, prefix=prefix, path=P, cell=cell, names=names, dtype=dtype
+    )
+    meta = {
+        "name": "lstm",
+        "source": source_info(buf, fmt, "torch_lstm"),
+        "source_gate_order": "ifgo",
+        "cell_act": "tanh",
+        "preprocessing": None,
+        "output": None,
+        "name_map": name_map,
+        "transforms": transforms,
+    }
+    return finish(params, layers, input_shape, meta, P)
+
+
+def lstm_from_state_dict(sd, *, prefix, path, cell=False, names=None, dtype=None):
+    """Engine ``lstm`` layers and canonical parameters from ``nn.LSTM`` (or ``nn.LSTMCell``) tensors.
+
+    The transforms of :func:`convert_torch_lstm`: gate blocks i, f, g, o ->
+    i, f, o, g (``lstm_params`` with the source order ``"ifgo"``), the two
+    biases summed; tanh cell. Bidirectional and projected LSTMs are refused.
+
+    Parameters
+    ----------
+    sd : dict
+        The LSTM's tensors, keys relative to ``prefix`` (``weight_ih_l0``...).
+    prefix : str
+        The prefix the keys had in the file (for ``name_map`` and messages).
+    path : str
+        For messages.
+    cell : bool
+        ``nn.LSTMCell`` keys (``weight_ih``, no ``_l{k}`` suffix).
+    names : list of str, optional
+        Canonical layer names; default ``lstm1``, ``lstm2``...
+    dtype : numpy dtype, optional
+
+    Returns
+    -------
+    layers, input_shape, params, name_map, transforms
+        ``input_shape`` is ``(D,)``.
+    """
+    P = path
     if any(k.endswith("_reverse") for k in sd):
         raise CheckpointError(P, "bidirectional LSTMs (weight_*_reverse) are not supported")
     if any(k.startswith("weight_hr") for k in sd):
@@ -336,7 +466,7 @@ def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
                         P, f"tensor {prefix}{src}: expected shape {(4 * H,)}, found {tuple(sd[src].shape)}"
                     )
                 b_parts.append(sd[src])
-        lp = lstm_params(H, "ifgo", W_x=W_ih, W_h=W_hh, b_parts=b_parts, dtype=dtype)
+        lp = lstm_params(H, SOURCE_GATE_ORDERS["torch"], W_x=W_ih, W_h=W_hh, b_parts=b_parts, dtype=dtype)
         for field, src, tr in (
             ("W_x", keys["weight_ih"], "gate blocks i,f,g,o -> i,f,o,g (source blocks [0,1,3,2])"),
             ("W_h", keys["weight_hh"], "gate blocks i,f,g,o -> i,f,o,g (source blocks [0,1,3,2])"),
@@ -349,14 +479,4 @@ def convert_torch_lstm(path, *, prefix=None, names=None, dtype=None):
             params[f"{name}.{field}"] = lp[field]
             name_map[f"{name}.{field}"] = (prefix + src) if has_b or field != "b" else src
             transforms[f"{name}.{field}"] = tr
-    meta = {
-        "name": "lstm",
-        "source": source_info(buf, fmt, "torch_lstm"),
-        "source_gate_order": "ifgo",
-        "cell_act": "tanh",
-        "preprocessing": None,
-        "output": None,
-        "name_map": name_map,
-        "transforms": transforms,
-    }
-    return finish(params, layers, input_shape, meta, P)
+    return layers, input_shape, params, name_map, transforms

@@ -23,7 +23,6 @@ __all__ = [
     "parse_interval",
     "parse_seed_steps",
     "jsonable",
-    "prepare_out_dir",
     "describe_model",
     "user_errors",
     "require_classifier",
@@ -435,20 +434,6 @@ def require_cli_extra():
     ]
     if missing:
         raise UserError(f"this command needs {', '.join(missing)}: pip install 'ebr_ref[cli]'")
-
-
-def prepare_out_dir(path):
-    """Create the output folder (and parents); a UserError when it cannot be made or written."""
-    path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"--out {path}: exists and is not a folder")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {path}: cannot create the folder ({e.strerror or e})") from None
-    if not os.access(path, os.W_OK):
-        raise UserError(f"--out {path}: the folder is not writable")
-    return path
 
 
 # ---- option types and checks that name the option --------------------------------------------------------

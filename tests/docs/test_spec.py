@@ -125,6 +125,17 @@ def test_every_citation_names_a_section_of_the_page():
     assert not missing, "citations of sections docs/spec.md does not have:\n" + "\n".join(missing)
 
 
+def test_citations_name_the_file_a_reader_can_open():
+    """In code a citation reads ``docs/spec.md §n``; in docs it is a link or names ``spec.md``: a bare
+    ``SPEC §n`` names no file a user of the package can open."""
+    bare = [
+        f"{f}:{n}: {text!r}"
+        for f, n, _, text in citations()
+        if text.startswith("SPEC") and f != "tests/docs/test_spec.py"
+    ]
+    assert not bare, "write docs/spec.md §n (code) or a spec.md link (docs):\n" + "\n".join(bare)
+
+
 def test_sections_are_numbered_one_to_nine_in_order():
     numbered = spec_numbers()
     top = [num for level, num in numbered if level == 2]
