@@ -1,6 +1,7 @@
-"""``ebr-ref make-dataset``: the synthetic benchmark as a dataset folder of real video files.
+"""``ebr-ref make-dataset``: a synthetic benchmark as a dataset folder of real video files.
 
-Writes the clips of :mod:`ebr_ref.synthetic` as video files (imageio-ffmpeg)
+Writes the clips of one of the benchmarks of :mod:`ebr_ref.synthetic`
+(``--benchmark appearance`` or ``motion``) as video files (imageio-ffmpeg)
 plus the annotation files of a THUMOS14, UCF101 or manifest layout, with
 :func:`ebr_ref.tools.synthetic_dataset.make_dataset` (all or nothing: a
 temporary folder renamed into place at the end).
@@ -25,7 +26,7 @@ def _size(text):
 
 
 def add_parser(sub, parents):
-    from ..tools.synthetic_dataset import LAYOUTS
+    from ..tools.synthetic_dataset import BENCHMARKS, LAYOUTS
 
     p = sub.add_parser(
         "make-dataset",
@@ -37,6 +38,14 @@ def add_parser(sub, parents):
     )
     p.add_argument("out", metavar="OUT", help="output folder (absent or empty, unless --overwrite)")
     p.add_argument("--layout", required=True, choices=LAYOUTS, help="dataset layout to write")
+    p.add_argument(
+        "--benchmark",
+        choices=BENCHMARKS,
+        default="appearance",
+        help="the clips and classes: appearance (7 classes, default; models synthetic_cnn, "
+        "synthetic_cnn_lstm) or motion (8 classes told apart only by motion; models motion_cnn, "
+        "motion_cnn_lstm, motion_cnn_lstm_tanh)",
+    )
     p.add_argument("--clips", type=int, required=True, help="number of clips (labels cycle through classes)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clips (default 0)")
     p.add_argument("--frames", type=int, help="frames per clip (default: 128 for rand+GT+rand, 16 otherwise)")
@@ -70,6 +79,7 @@ def run(args, console):
             fps=args.fps,
             kind=args.kind,
             gt_length=args.gt_length,
+            benchmark=args.benchmark,
             overwrite=args.overwrite,
             progress=console.progress,
         )
@@ -77,8 +87,8 @@ def run(args, console):
     n_boxes = sum(1 for it in ds.items if it.boxes)
     n_segs = sum(len(it.segments) for it in ds.items)
     console.info(
-        f"wrote {len(ds.items)} clips ({args.layout} layout, {n_files} files) to {out} "
-        f"in {time.perf_counter() - t0:.1f} s"
+        f"wrote {len(ds.items)} clips ({args.benchmark} benchmark, {args.layout} layout, {n_files} files) "
+        f"to {out} in {time.perf_counter() - t0:.1f} s"
     )
     console.info(
         f"read back: {len(ds.items)} items, {len(ds.class_names)} classes, {n_segs} segments, "

@@ -6,6 +6,12 @@ few frames, ground truth outside the video): the record is then written with
 ``status: "failed"`` and the error, and the run goes on. The models are loaded
 once per worker process (:func:`get_model`, keyed by path and sha256), never
 sent with the tasks.
+
+:func:`analyse_video` decodes the file and hands the frames to
+:func:`analyse_frames`, the analysis proper; :func:`clip_record` runs that same
+analysis on in-memory frames (a synthetic clip before encoding), so that
+scores on decoded files and on the frames they were encoded from come from one
+implementation (``benchmarks/decoded_vs_memory.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ __all__ = [
     "get_model",
     "run_video",
     "analyse_video",
+    "analyse_frames",
+    "sample_frames",
+    "clip_record",
     "failed_record",
     "random_seed",
     "stamp",
@@ -198,14 +207,39 @@ def analyse_video(item, job, ambiguous=()):
         Whatever the video causes (VideoError for an unreadable file, ValueError for one too short...);
         :func:`run_video` records it.
     """
-    from ..tools.video import VideoError, clip_for_model, read_frames
+    from ..tools.video import read_frames
 
     t0 = time.perf_counter()
     frames, info = read_frames(item.path, every=job.every, max_frames=job.max_frames, start=job.start)
+    return analyse_frames(item, job, frames, info, ambiguous, decode_seconds=time.perf_counter() - t0)
+
+
+def analyse_frames(item, job, frames, info, ambiguous=(), *, decode_seconds=0.0):
+    """Preprocess, ground and analyse one video's sampled frames; return ``(record, maps)``.
+
+    Parameters
+    ----------
+    item : ebr_ref.evaluation.datasets.VideoItem
+    job : Job
+    frames : uint8 ndarray of shape (T, H, W, 3)
+        The analysed frames (after sampling).
+    info : dict
+        ``fps`` (used when ``item.fps`` is None), ``indices`` (the original index of every analysed
+        frame) and ``size`` ``(H, W)``: what :func:`ebr_ref.tools.video.read_frames` returns.
+    ambiguous : sequence of (start_sec, end_sec)
+    decode_seconds : float
+        Recorded in the record's ``seconds``.
+
+    Raises
+    ------
+    Exception
+        As :func:`analyse_video`.
+    """
+    from ..tools.video import VideoError, clip_for_model
+
     T = int(frames.shape[0])
     if T < job.min_frames:
         raise VideoError(f"{item.path}: {T} frame(s) after sampling; at least {job.min_frames} are needed")
-    t_decode = time.perf_counter() - t0
     fps = item.fps or info["fps"]
     indices = list(info["indices"])
     size_in = tuple(int(v) for v in info["size"])
@@ -307,7 +341,7 @@ def analyse_video(item, job, ambiguous=()):
         )
         record.update(rec)
         record["gt_outside"] = outside
-    record["seconds"] = {"decode": round(t_decode, 4), "ground": round(t_ground, 4)}
+    record["seconds"] = {"decode": round(decode_seconds, 4), "ground": round(t_ground, 4)}
     kept = None
     if job.keep_maps:
         kept = {f"{m}.{c}": _downsample(maps[m][row[c]], job.map_size) for m in recurrent for c in labels}
@@ -317,6 +351,70 @@ def analyse_video(item, job, ambiguous=()):
         if annotated:
             kept["annotated_frames"] = numpy.asarray(annotated, dtype=numpy.int64)  # frames of EB, cEB, BP
     return record, kept
+
+
+def sample_frames(frames, fps, job):
+    """In-memory frames sampled as :func:`ebr_ref.tools.video.read_frames` samples a video for ``job``.
+
+    Parameters
+    ----------
+    frames : uint8 ndarray of shape (T, H, W, 3)
+        Every frame of the video, as a decoder would give them.
+    fps : float or None
+        The frame rate (``info["fps"]`` of a decoded video).
+    job : Job
+        Its ``start``, ``every`` and ``max_frames``: frame ``k`` is kept when ``k >= start`` and
+        ``(k - start) % every == 0``, the first ``max_frames`` of them.
+
+    Returns
+    -------
+    frames : uint8 ndarray of shape (T', H, W, 3)
+    info : dict
+        ``fps``, ``indices`` (the kept frames' indices) and ``size`` ``(H, W)``, as ``read_frames`` gives.
+
+    Raises
+    ------
+    ValueError
+        For frames that are not ``(T, H, W, 3)`` uint8, or when no frame is kept.
+    """
+    frames = numpy.asarray(frames)
+    if frames.dtype != numpy.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
+    indices = list(range(job.start, frames.shape[0], job.every))[: job.max_frames]
+    if not indices:
+        raise ValueError(f"no frame kept of {frames.shape[0]} (start={job.start}, every={job.every})")
+    info = {"fps": fps, "indices": indices, "size": tuple(int(v) for v in frames.shape[1:3])}
+    return frames[indices], info
+
+
+def clip_record(item, job, frames, fps, ambiguous=()):
+    """The record :func:`run_video` computes for ``item``, from in-memory frames instead of its file.
+
+    The same analysis (:func:`analyse_frames`) on frames that were never encoded, so that scores on
+    a dataset's decoded videos can be compared with scores on the frames they were encoded from
+    (``benchmarks/decoded_vs_memory.py``). Nothing is written; a problem raises.
+
+    Parameters
+    ----------
+    item : ebr_ref.evaluation.datasets.VideoItem
+        Its ground truth is used; its file is not read.
+    job : Job
+        As planned for the dataset (:func:`ebr_ref.pipeline.plan_evaluation`).
+    frames : uint8 ndarray of shape (T, H, W, 3)
+        Every frame of the video; sampled with :func:`sample_frames`.
+    fps : float or None
+        The frame rate when ``item.fps`` is None.
+    ambiguous : sequence of (start_sec, end_sec)
+
+    Returns
+    -------
+    dict
+        The record, stamped as a stored one (:func:`stamp`); maps are not kept.
+    """
+    started = time.perf_counter()
+    frames, info = sample_frames(frames, fps, job)
+    record, _ = analyse_frames(item, job, frames, info, ambiguous)
+    return stamp(record, item, job, ambiguous, started)
 
 
 def _pointing(item, job, k, maps, rnn, cnn, recurrent, frame_methods, indices, size_in, annotated):

@@ -1,13 +1,17 @@
-"""The synthetic action benchmark written to disk as a dataset: real video files plus annotation files.
+"""The synthetic action benchmarks written to disk as a dataset: real video files plus annotation files.
 
-:func:`make_dataset` renders clips with :func:`ebr_ref.synthetic.make_clip`,
-encodes them with the ffmpeg binary that ``imageio-ffmpeg`` ships, and writes
-the annotation files of one of the layouts that
+:func:`make_dataset` renders the clips of one of the benchmarks named in
+:data:`ebr_ref.synthetic.BENCHMARKS` with that benchmark's ``make_clip``:
+``"appearance"`` (the default; :mod:`ebr_ref.synthetic.actions`, 7 classes) or
+``"motion"`` (:mod:`ebr_ref.synthetic.motion`, 8 classes told apart only by
+motion). It encodes them with the ffmpeg binary that ``imageio-ffmpeg`` ships,
+and writes the annotation files of one of the layouts that
 :func:`ebr_ref.evaluation.datasets.read_dataset` reads, so the whole
 evaluation (decode, preprocess, ground, localise, score) runs on real files
 with no download. Decoding changes the pixels (lossy codecs, 4:2:0 chroma):
 scores on these files differ a little from scores on the in-memory clips, which
-:func:`dataset_clips` regenerates from the same seed.
+:func:`dataset_clips` regenerates from the same seed
+(``benchmarks/decoded_vs_memory.py`` reports both).
 
 Layouts written (``OUT`` is the output folder; ``NNNNNNN`` counts clips from 1):
 
@@ -16,13 +20,13 @@ Layouts written (``OUT`` is the output folder; ``NNNNNNN`` counts clips from 1):
     OUT/videos/video_test_NNNNNNN.mp4        H.264 (libx264, CRF 18, yuv420p)
     OUT/annotation/<class>_test.txt          one per class, 'video start_sec end_sec' lines (may be empty)
     OUT/annotation/Ambiguous_test.txt        empty: the synthetic clips have no ambiguous frames
-    OUT/annotation/detclasslist.txt          'index name' lines, classes in ebr_ref.synthetic.ACTIONS order
+    OUT/annotation/detclasslist.txt          'index name' lines, the benchmark's classes (ACTIONS order)
     OUT/boxes/video_test_NNNNNNN.txt         'frame x1 y1 x2 y2' of the GT actor (0-based, inclusive)
     OUT/synthetic.json                       how the clips were made (see dataset_clips)
 
 ``ucf101`` (kind ``"trimmed"``, 16 frames)::
 
-    OUT/classInd.txt                         '1 slide' ... '7 flicker'
+    OUT/classInd.txt                         '1 slide' ... '7 flicker' (motion: '1 left' ... '8 shrink')
     OUT/testlist01.txt                       '<class>/v_<class>_gGG_cCC.avi' lines, in clip order
     OUT/<class>/v_<class>_gGG_cCC.avi        MPEG-4 part 2 in AVI (ffmpeg 'mpeg4', q 2), like UCF101's Xvid
     OUT/finalAnnots.mat                      the corrected UCF101-24 struct layout (scipy.io.savemat)
@@ -35,10 +39,14 @@ Layouts written (``OUT`` is the output folder; ``NNNNNNN`` counts clips from 1):
     OUT/synthetic.json
 
 Clip ``i`` (0-based) is ``make_clip(kind, i % NUM_CLASSES, seed=SeedSequence(seed).spawn(clips)[i], ...)``
-(labels cycle through the classes), and it is item ``i`` of the dataset read
-back. Segments are written in seconds chosen so that
-:func:`ebr_ref.evaluation.annotations.seconds_to_frames` at the written frame
-rate gives back the generator's frames exactly (frame ``k`` spans
+of the benchmark's generator (``ebr_ref.synthetic.generator(benchmark)``; labels
+cycle through its classes), and it is item ``i`` of the dataset read back. The
+class names are the benchmark's ``ACTIONS`` (those of its shipped models),
+single lower-case words, as the readers need: no white space (class lists are
+``index name`` lines, test lists ``path [index]`` lines), and none named
+``Ambiguous`` (THUMOS14's ``Ambiguous_test.txt``). Segments are written in
+seconds chosen so that :func:`ebr_ref.evaluation.annotations.seconds_to_frames`
+at the written frame rate gives back the generator's frames exactly (frame ``k`` spans
 ``[k / fps, (k + 1) / fps)``: start ``s / fps``, end ``(e + 1) / fps``).
 Everything but the video files is byte-for-byte the same for the same
 arguments (the MAT-file's header text, normally a time stamp, is fixed).
@@ -57,9 +65,17 @@ import numpy
 from .. import __version__
 from ..evaluation.annotations import seconds_to_frames
 from ..evaluation.datasets import read_dataset
-from ..synthetic import ACTIONS, NUM_CLASSES, make_clip
+from ..synthetic import BENCHMARKS, generator
 
-__all__ = ["LAYOUTS", "KINDS_OF", "make_dataset", "dataset_clips", "read_synthetic_spec", "to_uint8"]
+__all__ = [
+    "LAYOUTS",
+    "KINDS_OF",
+    "BENCHMARKS",
+    "make_dataset",
+    "dataset_clips",
+    "read_synthetic_spec",
+    "to_uint8",
+]
 
 LAYOUTS = ("thumos14", "ucf101", "manifest")
 KINDS_OF = {  # the clip kinds each layout can hold; the first is the default
@@ -81,8 +97,10 @@ def _check_int(value, name, lo, hi):
     return int(value)
 
 
-def _spec(layout, clips, seed, frames, size, fps, kind, gt_length):
+def _spec(layout, clips, seed, frames, size, fps, kind, gt_length, benchmark):
     """The checked generation parameters as a JSON-able dict."""
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"make_dataset: benchmark must be one of {', '.join(BENCHMARKS)}, got {benchmark!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"make_dataset: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     kind = KINDS_OF[layout][0] if kind is None else kind
@@ -112,6 +130,7 @@ def _spec(layout, clips, seed, frames, size, fps, kind, gt_length):
     if not number or not (math.isfinite(fps) and 1 <= fps <= 240):
         raise ValueError(f"make_dataset: fps must be a number in [1, 240], got {fps!r}")
     return {
+        "benchmark": benchmark,
         "layout": layout,
         "kind": kind,
         "clips": clips,
@@ -123,23 +142,37 @@ def _spec(layout, clips, seed, frames, size, fps, kind, gt_length):
     }
 
 
-def dataset_clips(layout, *, clips, seed, frames=None, size=(64, 64), fps=25.0, kind=None, gt_length=None):
+def dataset_clips(
+    layout,
+    *,
+    clips,
+    seed,
+    frames=None,
+    size=(64, 64),
+    fps=25.0,
+    kind=None,
+    gt_length=None,
+    benchmark="appearance",
+):
     """The in-memory clips of :func:`make_dataset` with the same arguments (item ``i`` is clip ``i``).
 
     Parameters
     ----------
-    layout, clips, seed, frames, size, fps, kind, gt_length
+    layout, clips, seed, frames, size, fps, kind, gt_length, benchmark
         As :func:`make_dataset` (``fps`` is only checked).
 
     Returns
     -------
     list of ebr_ref.synthetic.SyntheticClip
+        Rendered by the ``benchmark``'s generator; ``to_uint8(clip.frames)`` is
+        what the encoder was given for video ``i``.
     """
-    spec = _spec(layout, clips, seed, frames, size, fps, kind, gt_length)
+    spec = _spec(layout, clips, seed, frames, size, fps, kind, gt_length, benchmark)
     return list(_clips(spec))
 
 
 def _clips(spec, progress=None):
+    gen = generator(spec["benchmark"])
     children = numpy.random.SeedSequence(spec["seed"]).spawn(spec["clips"])
     options = {"num_frames": spec["frames"], "size": tuple(spec["size"])}
     if spec["gt_length"] is not None:
@@ -147,21 +180,25 @@ def _clips(spec, progress=None):
     idx = range(spec["clips"])
     it = idx if progress is None else progress(idx, total=spec["clips"], desc="rendering and encoding")
     for i in it:
-        yield make_clip(spec["kind"], i % NUM_CLASSES, seed=children[i], **options)
+        yield gen.make_clip(spec["kind"], i % gen.NUM_CLASSES, seed=children[i], **options)
 
 
 def read_synthetic_spec(root):
     """The generation parameters a dataset folder made by :func:`make_dataset` records, or None.
 
     Pass them to :func:`dataset_clips` (``dataset_clips(**spec)``, ``format``
-    and ``ebr_ref_version`` removed) to regenerate the in-memory clips.
+    and ``ebr_ref_version`` removed) to regenerate the in-memory clips. A
+    folder written before the motion benchmark existed records no
+    ``benchmark``: its clips are the appearance benchmark's, and the
+    returned dict says so (``"benchmark": "appearance"``).
     """
     path = os.path.join(os.fspath(root), SPEC_FILE)
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
-    return {k: v for k, v in doc.items() if k not in ("format", "ebr_ref_version")}
+    spec = {k: v for k, v in doc.items() if k not in ("format", "ebr_ref_version")}
+    return {"benchmark": spec.pop("benchmark", "appearance"), **spec}
 
 
 def to_uint8(frames):
@@ -234,32 +271,39 @@ def _write_text(path, text):
         f.write(text)
 
 
+def _classes(spec):
+    """The class names of the spec's benchmark, in label order."""
+    return generator(spec["benchmark"]).ACTIONS
+
+
 def _write_thumos14(tmp, spec, clips):
     for sub in ("videos", "annotation", "boxes"):
         os.makedirs(os.path.join(tmp, sub))
-    per_class = {name: [] for name in ACTIONS}
+    actions = _classes(spec)
+    per_class = {name: [] for name in actions}
     fps = spec["fps"]
     for i, clip in enumerate(clips, start=1):
         name = f"video_test_{i:07d}"
         _write_video(os.path.join(tmp, "videos", name + H264["ext"]), to_uint8(clip.frames), fps, H264)
         t1, t2 = _seconds(*clip.interval, fps)
-        per_class[ACTIONS[clip.label]].append(f"{name} {t1} {t2}\n")
+        per_class[actions[clip.label]].append(f"{name} {t1} {t2}\n")
         _write_text(os.path.join(tmp, "boxes", name + ".txt"), _box_lines(clip.boxes))
     for cls, lines in per_class.items():
         _write_text(os.path.join(tmp, "annotation", f"{cls}_test.txt"), "".join(lines))
     _write_text(os.path.join(tmp, "annotation", "Ambiguous_test.txt"), "")
     _write_text(
         os.path.join(tmp, "annotation", "detclasslist.txt"),
-        "".join(f"{k + 1} {n}\n" for k, n in enumerate(ACTIONS)),
+        "".join(f"{k + 1} {n}\n" for k, n in enumerate(actions)),
     )
 
 
-def _ucf_names(n):
-    """``Class/v_Class_gGG_cCC`` of clips ``0..n-1`` (labels cycling): 4 clips per group."""
-    count, out = [0] * NUM_CLASSES, []
+def _ucf_names(n, actions):
+    """``Class/v_Class_gGG_cCC`` of clips ``0..n-1`` (labels cycling over ``actions``): 4 clips per group."""
+    K = len(actions)
+    count, out = [0] * K, []
     for i in range(n):
-        k, cls = count[i % NUM_CLASSES], ACTIONS[i % NUM_CLASSES]
-        count[i % NUM_CLASSES] += 1
+        k, cls = count[i % K], actions[i % K]
+        count[i % K] += 1
         out.append(f"{cls}/v_{cls}_g{k // 4 + 1:02d}_c{k % 4 + 1:02d}")
     return out
 
@@ -290,8 +334,9 @@ def _write_mat(path, entries):
 
 
 def _write_ucf101(tmp, spec, clips):
-    names = _ucf_names(spec["clips"])
-    _write_text(os.path.join(tmp, "classInd.txt"), "".join(f"{k + 1} {n}\n" for k, n in enumerate(ACTIONS)))
+    actions = _classes(spec)
+    names = _ucf_names(spec["clips"], actions)
+    _write_text(os.path.join(tmp, "classInd.txt"), "".join(f"{k + 1} {n}\n" for k, n in enumerate(actions)))
     _write_text(os.path.join(tmp, "testlist01.txt"), "".join(f"{n}{MPEG4['ext']}\n" for n in names))
     entries = []
     for name, clip in zip(names, clips, strict=True):
@@ -309,17 +354,17 @@ def _write_ucf101(tmp, spec, clips):
 
 def _write_manifest(tmp, spec, clips):
     os.makedirs(os.path.join(tmp, "videos"))
-    fps = spec["fps"]
-    lines = [json.dumps({"classes": list(ACTIONS)}) + "\n"]
+    fps, actions = spec["fps"], _classes(spec)
+    lines = [json.dumps({"classes": list(actions)}) + "\n"]
     for i, clip in enumerate(clips, start=1):
         rel = f"videos/clip_{i:07d}{H264['ext']}"
         _write_video(os.path.join(tmp, *rel.split("/")), to_uint8(clip.frames), fps, H264)
         rec = {"path": rel, "label": None, "segments": [], "fps": fps}
         if clip.kind == "trimmed":
-            rec["label"] = ACTIONS[clip.label]
+            rec["label"] = actions[clip.label]
         else:
             t1, t2 = _seconds(*clip.interval, fps)
-            rec["segments"] = [[ACTIONS[clip.label], float(t1), float(t2)]]
+            rec["segments"] = [[actions[clip.label], float(t1), float(t2)]]
         rec["boxes"] = {
             str(t): [[int(v) for v in b]] for t, b in enumerate(clip.boxes) if numpy.all(numpy.isfinite(b))
         }
@@ -341,10 +386,11 @@ def make_dataset(
     fps=25.0,
     kind=None,
     gt_length=None,
+    benchmark="appearance",
     overwrite=False,
     progress=None,
 ):
-    """Write the synthetic benchmark as a dataset folder of real video files (see the module notes).
+    """Write a synthetic benchmark as a dataset folder of real video files (see the module notes).
 
     Parameters
     ----------
@@ -366,6 +412,10 @@ def make_dataset(
         Clip composition (:data:`KINDS_OF` lists what each layout holds).
     gt_length : int or None
         GT frames of a ``"rand+GT+rand"`` clip; by default ``frames // 3``.
+    benchmark : {"appearance", "motion"}
+        The clips and classes (:data:`ebr_ref.synthetic.BENCHMARKS`): the
+        appearance benchmark's 7 classes, or the motion benchmark's 8 classes
+        that one frame cannot tell apart. Recorded in ``synthetic.json``.
     overwrite : bool
     progress : callable, optional
         ``progress(iterable, total=..., desc=...)`` wrapping the clip loop.
@@ -386,7 +436,7 @@ def make_dataset(
         failure: the files are written into a temporary folder beside ``out``
         (``.<name>.tmp-*``) that is renamed into place at the end, or removed.
     """
-    spec = _spec(layout, clips, seed, frames, size, fps, kind, gt_length)
+    spec = _spec(layout, clips, seed, frames, size, fps, kind, gt_length, benchmark)
     out = os.path.abspath(os.fspath(out))
     if os.path.lexists(out):
         if not os.path.isdir(out) or os.path.islink(out):

@@ -1,4 +1,4 @@
-"""make_dataset: the synthetic benchmark written as real video files + annotation files, read back.
+"""make_dataset: the synthetic benchmarks written as real video files + annotation files, read back.
 
 Everything here is real: the videos are encoded by the ffmpeg binary that
 imageio-ffmpeg ships and decoded again with :func:`ebr_ref.tools.video.read_video`;
@@ -10,6 +10,10 @@ H.264 (CRF 18, 4:2:0) and MPEG-4 part 2 (q 2, 4:2:0) change pixels by 4.9-5.6
 on average, the 99th percentile of the absolute difference is 26-27, and single
 pixels at coloured edges differ by up to ~200 (the chroma is stored at half
 resolution). The tests allow a mean of 8 and a 99th percentile of 45 per clip.
+The motion benchmark's clips (saturated colours, more and smaller objects)
+change more: 5.2-7.0 on average, 99th percentile 44-65 on the fixture's clips
+(6.9 and 61 over 70 clips of 128 frames); allowed: a mean of 10 and a 99th
+percentile of 85.
 """
 
 import json
@@ -19,6 +23,7 @@ import re
 import numpy
 import pytest
 
+from ebr_ref import synthetic
 from ebr_ref.cli import main
 from ebr_ref.evaluation.datasets import read_dataset
 from ebr_ref.synthetic import ACTIONS
@@ -28,7 +33,7 @@ from ebr_ref.tools.video import read_video
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 pytest.importorskip("scipy.io")
 
-MEAN_TOL, P99_TOL = 8.0, 45.0
+TOLERANCE = {"appearance": (8.0, 45.0), "motion": (10.0, 85.0)}  # mean, 99th percentile per clip
 ARGS = {  # tiny clips: 3 per layout
     "thumos14": {"clips": 3, "seed": 0x5EED, "frames": 16, "gt_length": 5},
     "ucf101": {"clips": 3, "seed": 0x5EED, "frames": 8},
@@ -36,15 +41,34 @@ ARGS = {  # tiny clips: 3 per layout
 }
 
 
+CASES = [(b, layout) for b in synthetic.BENCHMARKS for layout in ARGS]
+SHIPPED = {  # the shipped models of each benchmark: their class names are the dataset's
+    "appearance": ("synthetic_cnn", "synthetic_cnn_lstm"),
+    "motion": ("motion_cnn", "motion_cnn_lstm", "motion_cnn_lstm_tanh"),
+}
+
+
+def _options(layout):
+    """The ``make_clip`` options of ``ARGS[layout]``."""
+    args = ARGS[layout]
+    return {"num_frames": args["frames"], **({"gt_length": args["gt_length"]} if "gt_length" in args else {})}
+
+
 @pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    """``{layout: (out, dataset, clips)}``, each written once."""
+def written_all(tmp_path_factory):
+    """``{(benchmark, layout): (out, dataset, clips)}``, each written once."""
     base = tmp_path_factory.mktemp("synthetic_datasets")
     out = {}
-    for layout, args in ARGS.items():
-        path = base / layout
-        out[layout] = (path, make_dataset(path, layout, **args), dataset_clips(layout, **args))
+    for benchmark, layout in CASES:
+        path, args = base / benchmark / layout, dict(ARGS[layout], benchmark=benchmark)
+        out[benchmark, layout] = (path, make_dataset(path, layout, **args), dataset_clips(layout, **args))
     return out
+
+
+@pytest.fixture(scope="module")
+def written(written_all):
+    """``{layout: (out, dataset, clips)}`` of the appearance benchmark (the default)."""
+    return {layout: v for (b, layout), v in written_all.items() if b == "appearance"}
 
 
 def _annotation_bytes(root):
@@ -59,12 +83,17 @@ def _annotation_bytes(root):
     return files
 
 
-@pytest.mark.parametrize("layout", list(ARGS))
-def test_read_back_matches_the_generator(written, layout):
-    out, ds, clips = written[layout]
+@pytest.mark.parametrize("benchmark, layout", CASES)
+def test_read_back_matches_the_generator(written_all, benchmark, layout):
+    out, ds, clips = written_all[benchmark, layout]
+    gen = synthetic.generator(benchmark)
     again = read_dataset(out)  # the layout is detected; the frame rate given where the layout has none
-    assert again.layout == ds.layout == layout and again.class_names == ds.class_names == ACTIONS
+    assert again.layout == ds.layout == layout and again.class_names == ds.class_names == gen.ACTIONS
     assert len(ds.items) == len(clips) == 3
+    children = numpy.random.SeedSequence(ARGS[layout]["seed"]).spawn(3)
+    for i, clip in enumerate(clips):  # the benchmark's own clips, labels cycling through its classes
+        expected = gen.make_clip(clip.kind, i % gen.NUM_CLASSES, seed=children[i], **_options(layout))
+        assert clip.label == i % gen.NUM_CLASSES and numpy.array_equal(clip.frames, expected.frames)
     for item, clip in zip(ds.items, clips, strict=True):
         assert os.path.isfile(item.path) and item.path.startswith(str(out))
         if clip.kind == "trimmed":
@@ -78,16 +107,17 @@ def test_read_back_matches_the_generator(written, layout):
         assert item.boxes == {t: (tuple(float(v) for v in clip.boxes[t]),) for t in numpy.flatnonzero(finite)}
 
 
-@pytest.mark.parametrize("layout", list(ARGS))
-def test_decoded_frames_match_within_the_codec_tolerance(written, layout):
-    _, ds, clips = written[layout]
+@pytest.mark.parametrize("benchmark, layout", CASES)
+def test_decoded_frames_match_within_the_codec_tolerance(written_all, benchmark, layout):
+    _, ds, clips = written_all[benchmark, layout]
+    mean_tol, p99_tol = TOLERANCE[benchmark]
     for item, clip in zip(ds.items, clips, strict=True):
         frames, info = read_video(item.path)
         expected = to_uint8(clip.frames)
         assert frames.shape == expected.shape and info["fps"] == 25.0
         err = numpy.abs(frames.astype(numpy.int16) - expected.astype(numpy.int16))
         mean, p99 = err.mean(), numpy.percentile(err, 99)
-        assert mean <= MEAN_TOL and p99 <= P99_TOL, (mean, p99)
+        assert mean <= mean_tol and p99 <= p99_tol, (mean, p99)
 
 
 def test_layout_files(written):
@@ -119,6 +149,7 @@ def test_layout_files(written):
     assert json.loads(lines[0]) == {"classes": list(ACTIONS)} and len(lines) == 4
     assert set(json.loads(lines[1])) == {"path", "label", "segments", "boxes", "fps"}
     assert read_synthetic_spec(out) == {
+        "benchmark": "appearance",
         "layout": "manifest",
         "kind": "GT+rand",
         "clips": 3,
@@ -130,12 +161,77 @@ def test_layout_files(written):
     }
 
 
-def test_deterministic_from_the_seed(written, tmp_path):
-    for layout in ARGS:
-        out, _, _ = written[layout]
-        again = tmp_path / layout
-        make_dataset(again, layout, **ARGS[layout])
+def test_motion_layout_files(written_all):
+    """The motion benchmark's classes in every layout's class files, names and records."""
+    from ebr_ref.synthetic import motion
+
+    out, _, clips = written_all["motion", "thumos14"]
+    names = sorted(os.listdir(out / "annotation"))
+    expected = [f"{a}_test.txt" for a in motion.ACTIONS] + ["Ambiguous_test.txt", "detclasslist.txt"]
+    assert names == sorted(expected) and len(motion.ACTIONS) == 8
+    assert (out / "annotation" / "detclasslist.txt").read_text().splitlines() == [
+        f"{k + 1} {a}" for k, a in enumerate(motion.ACTIONS)
+    ]
+    s, e = clips[2].interval
+    assert (out / "annotation" / "up_test.txt").read_text() == f"video_test_0000003 {s / 25} {(e + 1) / 25}\n"
+    out, _, _ = written_all["motion", "ucf101"]
+    assert (out / "testlist01.txt").read_text().splitlines() == [
+        "left/v_left_g01_c01.avi",
+        "right/v_right_g01_c01.avi",
+        "up/v_up_g01_c01.avi",
+    ]
+    assert (out / "classInd.txt").read_text().splitlines()[-1] == "8 shrink"
+    out, _, clips = written_all["motion", "manifest"]
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"classes": list(motion.ACTIONS)}
+    assert json.loads(lines[2])["segments"][0][0] == "right"
+    spec = read_synthetic_spec(out)
+    assert spec["benchmark"] == "motion" and spec["kind"] == "GT+rand"
+    again = dataset_clips(**spec)  # the recorded spec regenerates the motion clips
+    assert all(numpy.array_equal(a.frames, b.frames) for a, b in zip(again, clips, strict=True))
+
+
+@pytest.mark.parametrize("benchmark", synthetic.BENCHMARKS)
+def test_class_names_pass_the_readers_rules(benchmark):
+    """Every reader takes the class names as written, and the shipped models of the benchmark name them."""
+    from ebr_ref.models.io import read_sidecar
+    from ebr_ref.models.shipped import data_dir
+
+    names = synthetic.generator(benchmark).ACTIONS
+    for name in names:
+        # one token of a class list line ('index name') and of a test list path; a THUMOS14 annotation
+        # file name '<Class>_test.txt' and a UCF101 'Class/v_Class_gGG_cCC' name that read back as it
+        assert name.split() == [name] and "/" not in name and name != "Ambiguous"
+        assert re.fullmatch(r"^(.+)_test\.txt$", f"{name}_test.txt").group(1) == name
+        assert re.match(r"^v_(.+)_g\d+_c\d+$", f"v_{name}_g01_c02").group(1) == name
+    assert len({n.lower() for n in names}) == len(names)  # models match dataset classes case-insensitively
+    for model in SHIPPED[benchmark]:
+        side = read_sidecar(os.path.join(data_dir(), model + ".npz"))
+        assert tuple(side["meta"]["class_names"]) == names, model
+
+
+def test_spec_without_a_benchmark_is_the_appearance_benchmark(written, tmp_path):
+    """A folder written before the motion benchmark (no ``benchmark`` recorded) holds appearance clips."""
+    out, _, clips = written["manifest"]
+    with open(out / "synthetic.json") as f:
+        doc = json.load(f)
+    assert doc.pop("benchmark") == "appearance"
+    (tmp_path / "synthetic.json").write_text(json.dumps(doc))
+    spec = read_synthetic_spec(tmp_path)
+    assert spec == read_synthetic_spec(out) and spec["benchmark"] == "appearance"
+    assert all(
+        numpy.array_equal(a.frames, b.frames) for a, b in zip(dataset_clips(**spec), clips, strict=True)
+    )
+
+
+def test_deterministic_from_the_seed(written_all, written, tmp_path):
+    for benchmark, layout in CASES:
+        out, _, _ = written_all[benchmark, layout]
+        again = tmp_path / benchmark / layout
+        make_dataset(again, layout, benchmark=benchmark, **ARGS[layout])
         assert _annotation_bytes(again) == _annotation_bytes(out)
+    motion = written_all["motion", "manifest"][1]
+    assert motion.items[0].boxes != written["manifest"][1].items[0].boxes  # another benchmark, the same seed
     other = make_dataset(tmp_path / "other", "manifest", **{**ARGS["manifest"], "seed": 1})
     assert other.items[0].boxes != written["manifest"][1].items[0].boxes
 
@@ -221,6 +317,7 @@ def test_read_only_parent_leaves_nothing(tmp_path):
         ("thumos14", {"frames": 4, "gt_length": 3}, "frames - gt_length >= 2"),
         ("manifest", {"kind": "trimmed", "gt_length": 3}, "gt_length applies to 'rand+GT+rand'"),
         ("manifest", {"fps": 0}, "fps must be a number"),
+        ("thumos14", {"benchmark": "motions"}, "benchmark must be one of appearance, motion"),
     ],
 )
 def test_bad_arguments(tmp_path, layout, kwargs, what):
@@ -248,7 +345,7 @@ def test_cli_make_dataset(tmp_path, capsys):
     ]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert f"wrote 2 clips (manifest layout, 4 files) to {out}" in text
+    assert f"wrote 2 clips (appearance benchmark, manifest layout, 4 files) to {out}" in text
     assert "read back: 2 items, 7 classes, 0 segments, 2 items with boxes" in text
     ds = read_dataset(out)
     assert [it.label for it in ds.items] == [0, 1]
@@ -256,6 +353,16 @@ def test_cli_make_dataset(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("ebr-ref make-dataset: error: ") and "--overwrite" in err and "\n" not in err
     assert main(argv + ["--overwrite", "-q"]) == 0 and capsys.readouterr().out == ""
+    motion = tmp_path / "motion"
+    argv = ["make-dataset", str(motion), "--layout", "ucf101", "--clips", "2", "--frames", "8"]
+    assert main(argv + ["--benchmark", "motion"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote 2 clips (motion benchmark, ucf101 layout, 6 files) to {motion}" in text
+    assert "read back: 2 items, 8 classes, 0 segments, 2 items with boxes" in text
+    assert read_dataset(motion).class_names == synthetic.motion.ACTIONS
+    assert read_synthetic_spec(motion)["benchmark"] == "motion"
+    assert main(argv[:2] + ["--benchmark", "shapes"] + argv[2:]) == 2
+    assert "invalid choice: 'shapes'" in capsys.readouterr().err
     bad = ["make-dataset", str(tmp_path / "x"), "--layout", "ucf101", "--clips", "1", "--size", "64"]
     assert main(bad) == 2
     assert "--size must be HxW" in capsys.readouterr().err
