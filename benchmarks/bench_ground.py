@@ -1,6 +1,7 @@
 """cEB-R on the released architecture (VGG16 to fc7, ReLU-LSTM(256), fc8): time, multi-target cost, memory.
 
-Run: python benchmarks/bench_ground.py [--frames 16] [--classes 101] [--scaling 16,32,64,128] [--device gpu]
+Run: python benchmarks/bench_ground.py [--frames 16] [--classes 101] [--repeats 3] [--scaling 16,32,64,128]
+[--threads 2] [--device gpu]
 
 Prints, for a float32 224x224 clip of random frames through ``vgg16_lstm`` with
 random weights:
@@ -12,20 +13,42 @@ random weights:
 3. for each T of ``--scaling``, in a fresh process each, the wall time and the peak
    resident memory (``VmHWM``, else ``ru_maxrss``) of one cEB-R call (``--scaling-targets``
    targets, default 1), and the time per frame.
+
+The calls of 1 and 2 run interleaved, ``--repeats`` rounds of one each (after one
+warm-up on short clips), so that load from other jobs on a shared machine hits them
+alike; medians are printed with the range, and the ratios are also taken per round.
+``--threads`` (default: all cores) sets ``OPENBLAS_NUM_THREADS`` and ``OMP_NUM_THREADS``
+before NumPy loads.
 """
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
-import numpy
 
-from ebr_ref import backend
-from ebr_ref.grounding.ground import ground
-from ebr_ref.models import vgg16_lstm
+def _threads_from_argv():
+    """``--threads N`` read before NumPy is imported (OpenBLAS reads its thread count at load)."""
+    for k, a in enumerate(sys.argv):
+        if a == "--threads" and k + 1 < len(sys.argv):
+            return sys.argv[k + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return str(os.cpu_count() or 1)
+
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ[_var] = _threads_from_argv()
+
+import numpy  # noqa: E402
+
+from ebr_ref import backend  # noqa: E402
+from ebr_ref.grounding.ground import ground  # noqa: E402
+from ebr_ref.models import vgg16_lstm  # noqa: E402
 
 
 def _clip(T, size=224, device="cpu"):
@@ -77,6 +100,8 @@ def main():
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--classes", type=int, default=101)
     ap.add_argument("--chunk-size", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds of the timed calls")
+    ap.add_argument("--threads", default=str(os.cpu_count() or 1), help="BLAS threads")
     ap.add_argument("--scaling", default="16,32,64,128")
     ap.add_argument("--scaling-targets", type=int, default=1, help="targets of each scaling run (default 1)")
     ap.add_argument(
@@ -100,45 +125,50 @@ def main():
     ground(model, clip[:2], 3, method="cEB-R", layer="conv5_1")  # warm-up: CuPy compiles its kernels once
     for fused in ("auto", False) if args.unfused else ("auto",):
         ground(model, clip[:2], targets, method="cEB-R", layer="conv5_1", fused_readout=fused)
-    t_fwd, _ = _timed(lambda: backend.to_numpy(model.logits(clip)))
-    t_ceb, _ = _timed(
-        lambda: ground(model, clip, 3, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size)
-    )
+    kw = dict(method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size)
+    calls = {
+        "fwd": lambda: backend.to_numpy(model.logits(clip)),
+        "ceb": lambda: ground(model, clip, 3, **kw),
+        "multi": lambda: ground(model, clip, targets, **kw),
+    }
+    if args.unfused:
+        calls["plain"] = lambda: ground(model, clip, targets, fused_readout=False, **kw)
+    t = {name: [] for name in calls}
+    out = {}
+    for _ in range(args.repeats):
+        for name, fn in calls.items():
+            dt, out[name] = _timed(fn)
+            t[name].append(dt)
+
+    def fmt(name):
+        ts = t[name]
+        return f"{statistics.median(ts):7.2f} s [{min(ts):.2f}-{max(ts):.2f}]"
+
+    def ratio(a, b):
+        per_round = [x / y for x, y in zip(t[a], t[b], strict=True)]
+        return (
+            f"ratio {statistics.median(t[a]) / statistics.median(t[b]):.2f}x "
+            f"(per round {min(per_round):.2f}-{max(per_round):.2f})"
+        )
+
     print(
-        f"T={args.frames}, 224x224, float32, vgg16_lstm({args.classes}), "
-        f"chunk {args.chunk_size}, {args.device}"
+        f"T={args.frames}, 224x224, float32, vgg16_lstm({args.classes}), chunk {args.chunk_size}, "
+        f"{args.device}, threads {os.environ['OPENBLAS_NUM_THREADS']}; {args.repeats} interleaved rounds, "
+        "median [min-max]"
     )
-    print(f"forward pass                         : {t_fwd:7.2f} s")
+    print(f"forward pass                         : {fmt('fwd')}")
+    print(f"cEB-R to conv5_1 (forward included)  : {fmt('ceb')}   {ratio('ceb', 'fwd')} forward")
+    g = out["multi"]
     print(
-        f"cEB-R to conv5_1 (forward included)  : {t_ceb:7.2f} s   "
-        f"ratio {t_ceb / t_fwd:.2f}x forward (required <= 2.0)"
-    )
-    t_multi, g = _timed(
-        lambda: ground(model, clip, targets, method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size)
-    )
-    print(
-        f"cEB-R, {args.classes} targets in one call    : {t_multi:7.2f} s   "
-        f"ratio {t_multi / t_ceb:.2f}x single target "
-        f"(required <= 3.0); maps {g.maps.shape}; "
-        f"fused: {', '.join(g.diagnostics['fused_readout'] or ['none'])}"
+        f"cEB-R, {args.classes} targets in one call    : {fmt('multi')}   {ratio('multi', 'ceb')} single "
+        f"target; maps {g.maps.shape}; fused: {', '.join(g.diagnostics['fused_readout'] or ['none'])}"
     )
     if args.unfused:
-        t_plain, g0 = _timed(
-            lambda: ground(
-                model,
-                clip,
-                targets,
-                method="cEB-R",
-                layer="conv5_1",
-                chunk_size=args.chunk_size,
-                fused_readout=False,
-            )
-        )
+        g0 = out["plain"]
         err = numpy.abs(g.maps - g0.maps).max() / numpy.abs(g0.maps).max()
         print(
-            f"cEB-R, {args.classes} targets, unfused      : {t_plain:7.2f} s   "
-            f"ratio {t_plain / t_ceb:.2f}x single target; "
-            f"fused vs unfused max |diff| / max |map| = {err:.1e}"
+            f"cEB-R, {args.classes} targets, unfused      : {fmt('plain')}   {ratio('plain', 'ceb')} single "
+            f"target; fused vs unfused max |diff| / max |map| = {err:.1e}"
         )
     print(f"T     seconds   s/frame   peak host RSS (GiB)   ({args.scaling_targets} target(s) per call)")
     for T in [int(v) for v in args.scaling.split(",") if v]:
@@ -156,6 +186,8 @@ def main():
                 args.device,
                 "--scaling-targets",
                 str(args.scaling_targets),
+                "--threads",
+                str(args.threads),
             ],
             capture_output=True,
             text=True,

@@ -6,9 +6,13 @@ an action model, the video-feature layer of a captioner):
 
 - :meth:`FrameCNN.forward`: the CNN over every frame, chunk by chunk, up to
   the interface; the read-out layer's activations are kept when they fit the
-  memory budget (else they are recomputed on the way back);
+  memory budget (else they are recomputed on the way back). With the kernels'
+  fast paths on (``fast_kernels``) and ``records=True``, the records (caches) of
+  the layers from the read-out layer up to the interface are kept instead when
+  they fit the same budget, so that the way back runs no layer forward again;
 - :meth:`FrameCNN.backward`: per chunk, the read-out layer's activations run
-  forward again to the interface keeping their caches, and the chunk's signal
+  forward again to the interface keeping their caches (or the kept records are
+  taken), and the chunk's signal
   at the interface goes down to the read-out layer (paper eqs. 8-9,
   :meth:`FrameCNN.eb_to_readout`; or the gradient, :meth:`FrameCNN.grad_to_readout`),
   where it is summed over channels. Peak memory grows with the chunk, not with ``T``.
@@ -30,7 +34,18 @@ from .algorithm import channel_sum, frame_evidence
 from .diagnostics import sum_mass
 from .inputs import is_int
 
-__all__ = ["FrameCNN", "ChunkMaps", "ReadoutMaps", "frame_chunks", "weights_memo", "join_chunks"]
+_MEMO_MIN_CHUNKS = 3  # more chunks than this: hold max(W, 0) whole (weights_memo)
+_MEMO_MIN_ROWS = 32  # more stacked signal rows per chunk than this: likewise
+
+__all__ = [
+    "FrameCNN",
+    "ChunkMaps",
+    "ReadoutMaps",
+    "frame_chunks",
+    "weights_memo",
+    "records_bytes",
+    "join_chunks",
+]
 
 
 class ChunkMaps(NamedTuple):
@@ -60,12 +75,26 @@ def frame_chunks(T, chunk_size):
 def weights_memo(chunks, K):
     """A per-call dict keeping ``max(±W, 0)`` of fc layers when they are reused, else None.
 
-    W+ is worth holding whole when several chunks (or many stacked signal rows) pass
-    through the same layer; for one pass :func:`ebr_ref.layers.linear.linear_eb` forms
-    it block by block, which is cheaper (no 400 MB write for VGG16's fc6).
+    W+ is worth holding whole when many chunks (or many stacked signal rows) pass
+    through the same layer; for a few passes with few rows :func:`ebr_ref.layers.linear.linear_eb`
+    forms it block by block, which is cheaper: a blocked pass reads ``W`` once and
+    forms each block of W+ in cache (about 3 reads of ``W`` in time), while holding
+    W+ costs a 400 MB write to fresh memory for VGG16's fc6 (about 3 reads) and two
+    reads of it per chunk, so the blocked passes win up to 3 chunks.
     """
     rows = K * max(b - a for a, b in chunks)
-    return {} if len(chunks) > 1 or rows > 32 else None
+    return {} if len(chunks) > _MEMO_MIN_CHUNKS or rows > _MEMO_MIN_ROWS else None
+
+
+def records_bytes(model, readout_index, top):
+    """Bytes per frame of the records from the read-out layer up to layer ``top`` (exclusive), an upper bound.
+
+    Counts the read-out layer's output and the output of every layer above it
+    (a layer's cache holds its input, the output below it, and at most its own
+    output); parameters are shared, not counted.
+    """
+    shapes = [model.input_shape if k < 0 else model.shapes[k] for k in range(readout_index, top)]
+    return int(sum(numpy.prod(shape) for shape in shapes)) * model.dtype.itemsize
 
 
 def join_chunks(parts, *, xp):
@@ -94,11 +123,14 @@ class FrameCNN:
         Keep the full per-channel signal at the read-out layer too.
     budget_bytes : int
         Keep the read-out layer's activations of all frames between the two
-        passes when they take at most this many bytes.
+        passes when they take at most this many bytes (and, with ``fast_kernels``,
+        the records of the layers above it when all of those fit).
     fast_kernels : bool
         Let the conv and fc kernels take their own fast paths (``fast=`` of
-        :mod:`ebr_ref.layers.conv2d` and :mod:`ebr_ref.layers.linear`); False
-        runs the reference kernels only.
+        :mod:`ebr_ref.layers.conv2d` and :mod:`ebr_ref.layers.linear`), and let
+        :meth:`forward` keep the records above the read-out layer; False runs the
+        reference kernels only, and the way back recomputes the layers above the
+        read-out layer (Algorithm 1 as written).
 
     Attributes
     ----------
@@ -106,6 +138,9 @@ class FrameCNN:
         The frame ranges, in order.
     keeps_readout : bool
         Whether :meth:`forward` keeps the read-out layer's activations.
+    keeps_records : bool
+        Whether :meth:`forward` called with ``records=True`` keeps the records of
+        the layers from the read-out layer to the interface (see :func:`records_bytes`).
     """
 
     def __init__(
@@ -118,20 +153,31 @@ class FrameCNN:
         self.keeps_readout = readout_index >= 0 and (
             numpy.prod(model.shapes[readout_index]) * clip.shape[0] * model.dtype.itemsize <= budget_bytes
         )
+        self.keeps_records = fast_kernels and (
+            records_bytes(model, readout_index, self.top) * clip.shape[0] <= budget_bytes
+        )
         self._kept = []  # read-out activations per chunk, filled by forward() when kept
+        self._records = []  # records above the read-out layer per chunk, filled by forward(records=True)
 
     @property
     def readout_recomputed(self) -> bool:
         """True when the way back recomputes the read-out layer's activations (over the budget)."""
-        return self.readout_index >= 0 and not self.keeps_readout
+        return self.readout_index >= 0 and not (self.keeps_readout or self.keeps_records)
 
-    def forward(self, tick=None):
+    def forward(self, tick=None, *, records=False, memo=None):
         """The CNN over every frame to the interface layer, chunk by chunk.
 
         Parameters
         ----------
         tick : callable, optional
             Called as ``tick(n)`` after each chunk of ``n`` frames.
+        records : bool
+            Keep the records of the layers above the read-out layer for
+            :meth:`backward` when :attr:`keeps_records` (the caller then passes
+            :meth:`backward` the same ``memo``); else only the read-out
+            activations, when :attr:`keeps_readout`.
+        memo : dict, optional
+            The call's ``max(W, 0)`` memo (:func:`weights_memo`), for the kept records.
 
         Returns
         -------
@@ -139,11 +185,17 @@ class FrameCNN:
             The interface activations of every frame.
         """
         r, features = self.readout_index, []
+        keep = records and self.keeps_records
         for a, b in self.chunks:
             x_r, _ = self._forward(self.clip[a:b], 0, r + 1)  # (n, ...)  the read-out layer's output
-            if self.keeps_readout:
-                self._kept.append(x_r)
-            features.append(self._forward(x_r, r + 1, self.top)[0])  # (n, D)
+            if keep:  # the same records as forward_from_readout would compute again
+                y, chunk_records = self._forward(x_r, r + 1, self.top, keep=True, memo=memo)  # (n, D)
+                self._records.append(chunk_records)
+            else:
+                if self.keeps_readout:
+                    self._kept.append(x_r)
+                y, _ = self._forward(x_r, r + 1, self.top)  # (n, D)
+            features.append(y)
             if tick is not None:
                 tick(b - a)
         return self.model.xp.concatenate(features, axis=0)  # (T, D)
@@ -230,7 +282,8 @@ class FrameCNN:
         leg : callable
             From :meth:`readout_leg`.
         memo : dict, optional
-            The call's ``max(W, 0)`` memo (:func:`weights_memo`).
+            The call's ``max(W, 0)`` memo (:func:`weights_memo`); the one given to
+            :meth:`forward` when it kept the records (they are used once, then freed).
         tick : callable, optional
             Called as ``tick(n)`` after each chunk of ``n`` frames.
 
@@ -240,7 +293,10 @@ class FrameCNN:
         """
         parts = []
         for chunk, (a, b) in enumerate(self.chunks):
-            _, records = self.forward_from_readout(chunk, memo=memo)
+            if self._records and self._records[chunk] is not None:
+                records, self._records[chunk] = self._records[chunk], None  # kept by forward(); freed as used
+            else:
+                _, records = self.forward_from_readout(chunk, memo=memo)
             parts.append(leg(records, p[:, a:b]))  # p[:, a:b]: (K, n, D)
             if tick is not None:
                 tick(b - a)

@@ -18,7 +18,8 @@ Recurrent methods (docs/spec.md §5) on a CNN-LSTM model, :func:`_ground_recurre
    :func:`~ebr_ref.grounding.algorithm.negate_classifier`): ``P_N_dual``, and
    subtract (eq. 7, :func:`~ebr_ref.grounding.algorithm.contrast`): ``Map``;
 5. for every chunk of frames, run the CNN forward from the read-out layer to
-   the interface again and EB down to the read-out layer (eqs. 8-9), summed
+   the interface again (or, with ``fast_kernels``, take the records step 1 kept
+   when they fit the budget) and EB down to the read-out layer (eqs. 8-9), summed
    over channels (:meth:`FrameCNN.backward <ebr_ref.grounding.frame_cnn.FrameCNN.backward>`).
 
 BP-R replaces 3-5 by the gradient of the raw logit (no normalisation).
@@ -157,6 +158,10 @@ def ground(
     checkpoint_budget_bytes : int
         Keep the read-out layer's activations of all frames between the two CNN
         passes when they take at most this many bytes; otherwise recompute them.
+        With ``fast_kernels`` (recurrent methods), keep instead the records of every
+        layer from the read-out layer to the interface when those fit, so that step 5
+        runs no layer forward again (:attr:`FrameCNN.keeps_records
+        <ebr_ref.grounding.frame_cnn.FrameCNN.keeps_records>`).
     progress : callable, optional
         Called as ``progress(done, total)`` after every chunk of CNN work (a
         recurrent method passes over the frames twice: ``total = 2 T``; a per-frame
@@ -173,8 +178,11 @@ def ground(
         Let the conv and fc kernels take their own fast paths (shifted-view and
         flipped-adjoint convolution, :mod:`ebr_ref.layers.conv2d_fast`; ``max(W, 0)``
         a block at a time, :mod:`ebr_ref.layers.linear_fast`) where they apply.
-        False runs the reference kernels only: with ``fused_readout=False`` the
-        call is the plain reference path (docs/spec.md §9). Results agree to rounding.
+        With it, recurrent methods also keep the first CNN pass's records above the
+        read-out layer within ``checkpoint_budget_bytes`` (the same records step 5
+        would compute again). False runs the reference kernels only and recomputes:
+        with ``fused_readout=False`` the call is the plain reference path
+        (docs/spec.md §9). Results agree to rounding.
 
     Returns
     -------
@@ -293,8 +301,9 @@ def _ground_recurrent(
     seed_steps = _parse_seed_steps(seed_steps, T)
     cont = _clip_markers(cont, T, model)
 
-    # 1. CNN forward in chunks to the interface (the LSTM's input); read-out activations kept if they fit.
-    interface = frames.forward(tick)  # (T, D)
+    # 1. CNN forward in chunks to the interface (the LSTM's input); read-out activations (with fast_kernels:
+    # the records above the read-out layer) kept if they fit.
+    interface = frames.forward(tick, records=True, memo=memo)  # (T, D)
 
     # 2. Sequence part forward, keeping its records.
     logits, records = model.run_forward(

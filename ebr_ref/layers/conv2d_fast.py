@@ -15,16 +15,24 @@ The rules look at shapes and hyper-parameters only, never at values.
 ``(iC, N Hp Wp)``, images end to end (``Hp = iH + 2 pH``, ``Wp = iW + 2 pW``). The
 input cell that kernel offset ``(u, v)`` pairs with output position ``p`` (a flat
 index into the same layout) is ``p + u dH Wp + v dW``, so each kernel offset is a
-contiguous shifted 2-D view of that one buffer and the convolution is
-``sum_{u, v} W[:, :, u, v] @ view(u, v)``: ``kH kW`` GEMMs on views (no copies),
-accumulated into an ``(oC, N Hp Wp)`` buffer from which the valid outputs are
-sliced. Flat positions that straddle a row or image edge are computed and thrown
+contiguous shifted 2-D view of that one buffer. The ``kW`` column shifts ``v dW``
+are stacked once into a buffer of ``kW iC`` rows (a third of an im2col buffer for
+3 x 3 kernels, over the padded grid), and the row shifts ``u dH Wp`` are views of
+it, so the convolution is ``sum_u W[:, :, u, :] @ rows(u)``: ``kH`` GEMMs of depth
+``kW iCg`` on views (no copies), accumulated into an ``(oC, N Hp Wp)`` buffer from
+which the valid outputs are sliced (``kH - 1`` accumulation passes over the
+output instead of ``kH kW - 1`` with one GEMM per offset). A batch whose stacked
+buffer would exceed ``_MAX_STACKED_ELEMENTS`` runs in groups of images (one image of
+VGG16's conv1_2 at a time), so that the buffer, not the batch, bounds the memory. Flat positions that
+straddle a row or image edge are computed and thrown
 away (about ``1 - oH oW / (Hp Wp)`` of the work). Rule: stride 1, at least
 ``_MIN_SHIFTED_CHANNELS`` channels per group on both sides (so that each
 per-offset GEMM runs near BLAS peak) and an im2col buffer of at least
-``_MIN_SHIFTED_COLUMN`` elements per image (VGG16's conv1_2 and conv2_2 at
-224 x 224). Strided layers, a first layer on RGB input and small maps keep im2col,
-where the column buffer is cheap and the discarded edge work is not.
+``_MIN_SHIFTED_COLUMN`` elements per image (VGG16's conv1_2, conv2_1, conv2_2,
+conv3_2 and conv3_3 at 224 x 224). Strided layers, a first layer on RGB input and
+small maps keep im2col, where the column buffer is cheap and the discarded edge work
+is not (on 2 cores, float32: conv3_1 and conv4_x took as long either way, conv5_x
+longer with the views; conv2_1 9.3 ms against 12.4 ms with im2col).
 
 **Flipped-kernel adjoint**, :func:`flipped_adjoint_applies` and
 :func:`adjoint_flipped`. The adjoint of a stride-1 convolution is itself a stride-1
@@ -48,7 +56,8 @@ from __future__ import annotations
 __all__ = ["shifted_views_apply", "forward_shifted", "flipped_adjoint_applies", "adjoint_flipped"]
 
 _MIN_SHIFTED_CHANNELS = 16  # least iCg and oCg
-_MIN_SHIFTED_COLUMN = 2**23  # elements of one image's im2col buffer, iC kH kW oH oW (32 MiB in float32)
+_MIN_SHIFTED_COLUMN = 2**22  # elements of one image's im2col buffer, iC kH kW oH oW (16 MiB in float32)
+_MAX_STACKED_ELEMENTS = 2**24  # stacked rows kW iC Hp Wp of one group of images (64 MiB in float32)
 _MIN_FLIPPED_COLUMN = 2**21  # elements oC kH kW iH iW per image
 _MAX_FLIPPED_WIDENING = 1  # largest oCg / iCg
 
@@ -98,6 +107,22 @@ def forward_shifted(x, W, b, padding, dilation, groups, out_hw, *, xp):
         Contiguous; equal to :func:`ebr_ref.layers.conv2d.conv2d_forward` to rounding.
     """
     N, iC, iH, iW = x.shape
+    oC, kW = W.shape[0], W.shape[3]
+    Hp, Wp = iH + 2 * padding[0], iW + 2 * padding[1]
+    per_group = max(1, _MAX_STACKED_ELEMENTS // (kW * iC * Hp * Wp))  # images whose stacked rows fit
+    if N <= per_group:
+        return _forward_stacked(x, W, b, padding, dilation, groups, out_hw, xp=xp)
+    y = xp.empty((N, oC) + tuple(out_hw), dtype=x.dtype)  # a large batch: groups of images, so that
+    for n in range(0, N, per_group):  # the stacked buffer stays bounded (loop over image groups)
+        y[n : n + per_group] = _forward_stacked(
+            x[n : n + per_group], W, b, padding, dilation, groups, out_hw, xp=xp
+        )
+    return y
+
+
+def _forward_stacked(x, W, b, padding, dilation, groups, out_hw, *, xp):
+    """:func:`forward_shifted` on one group of images (all of ``x`` at once)."""
+    N, iC, iH, iW = x.shape
     oC, iCg, kH, kW = W.shape
     G, oCg = groups, oC // groups
     (pH, pW), (dH, dW), (oH, oW) = padding, dilation, out_hw
@@ -105,11 +130,17 @@ def forward_shifted(x, W, b, padding, dilation, groups, out_hw, *, xp):
     S = N * Hp * Wp
     x_pad = xp.zeros((iC, N, Hp, Wp), dtype=x.dtype)  # images end to end, channels first
     x_pad[:, :, pH : pH + iH, pW : pW + iW] = x.transpose(1, 0, 2, 3)
-    starts = [u * dH * Wp + v * dW for u in range(kH) for v in range(kW)]  # flat shift of offset (u, v)
-    W_k = xp.ascontiguousarray(W.reshape(G, oCg, iCg, kH * kW).transpose(3, 0, 1, 2))  # (kH kW, G, oCg, iCg)
+    L = S - (kH - 1) * dH * Wp - (kW - 1) * dW  # every valid output position p < L
+    R = L + (kH - 1) * dH * Wp  # columns of the stacked buffer that the row shifts read
+    src = x_pad.reshape(G, iCg, S)
+    rows = xp.empty((G, kW, iCg, R), dtype=x.dtype)  # rows[g, v, c, p] = x_pad[g iCg + c, p + v dW]
+    for v in range(kW):  # loop over column offsets only
+        rows[:, v] = src[:, :, v * dW : v * dW + R]
+    W_u = W.reshape(G, oCg, iCg, kH, kW).transpose(3, 0, 1, 4, 2)  # (kH, G, oCg, kW, iCg)
+    W_u = xp.ascontiguousarray(W_u).reshape(kH, G, oCg, kW * iCg)
     acc = xp.empty((oC, N, Hp, Wp), dtype=x.dtype)  # output at flat index p = (n Hp + i) Wp + j
-    L = S - starts[-1]  # every valid output position p < L
-    _shifted_matmul(W_k, x_pad.reshape(G, iCg, S), starts, acc.reshape(G, oCg, S)[:, :, :L], xp=xp)
+    starts = [u * dH * Wp for u in range(kH)]  # flat shift of row offset u
+    _shifted_matmul(W_u, rows.reshape(G, kW * iCg, R), starts, acc.reshape(G, oCg, S)[:, :, :L], xp=xp)
     valid = acc[:, :, :oH, :oW].transpose(1, 0, 2, 3)  # (N, oC, oH, oW) view
     y = xp.empty((N, oC, oH, oW), dtype=x.dtype)
     if b is None:
@@ -122,14 +153,15 @@ def forward_shifted(x, W, b, padding, dilation, groups, out_hw, *, xp):
 def _shifted_matmul(W_k, src, starts, out, *, xp):
     """``out = sum_k W_k[k] @ src[:, :, starts[k] : starts[k] + L]`` with ``L = out.shape[-1]``.
 
-    ``W_k (kH kW, G, M, C)`` contiguous, ``src (G, C, S)`` with a contiguous last
+    ``W_k (kH, G, M, C)`` contiguous, ``src (G, C, S)`` with a contiguous last
     axis, ``out (G, M, L)`` (may be a view with a contiguous last axis): each term
     is one batched GEMM over the group axis on a view of ``src``.
     """
     L = out.shape[-1]
     xp.matmul(W_k[0], src[:, :, starts[0] : starts[0] + L], out=out)
-    tmp = xp.empty(out.shape, dtype=out.dtype)
-    for k in range(1, len(starts)):  # loop over kernel offsets only
+    if len(starts) > 1:
+        tmp = xp.empty(out.shape, dtype=out.dtype)
+    for k in range(1, len(starts)):  # loop over row offsets only
         xp.matmul(W_k[k], src[:, :, starts[k] : starts[k] + L], out=tmp)
         out += tmp
     return out

@@ -276,3 +276,21 @@ def test_fast_equals_reference_on_random_geometries(xp, geometry, path, seed):
         assert a.shape == e.shape and rel_err(a, e) < TOL
     if not (shifted or flipped):
         assert bool((y == y_ref).all()) and bool((eb == eb_ref).all())  # the same path, bit for bit
+
+
+@pytest.mark.parametrize("case", ["plain", "grouped", "dilated_wide"])
+def test_forward_shifted_in_groups_of_images_equals_reference(xp, monkeypatch, case):
+    """A batch whose stacked rows exceed the bound runs one image at a time; float64 equals the reference."""
+    monkeypatch.setattr(conv2d_fast, "_MAX_STACKED_ELEMENTS", 1)  # one image per group
+    rng = numpy.random.default_rng(0xF6)
+    x, W, b, geo = _make(case, rng)
+    x = xp.asarray(numpy.concatenate([x, x[::-1] * 0.5]))  # twice the case's batch
+    W, b = xp.asarray(W), xp.asarray(b)
+    with forced_path("shifted"):
+        y, _ = conv2d_forward(x, W, b, **geo)
+        y_ref, _ = conv2d_forward(x, W, b, **geo, fast=False)
+        g = xp.asarray(rng.uniform(0, 1, (2,) + tuple(y.shape)))  # K = 2 signals through the flipped adjoint
+        adj = conv2d_adjoint(g, W, x.shape, **geo)
+        adj_ref = conv2d_adjoint(g, W, x.shape, **geo, fast=False)
+    assert y.shape == y_ref.shape and y.flags.c_contiguous
+    assert rel_err(y, y_ref) < TOL and rel_err(adj, adj_ref) < TOL

@@ -90,9 +90,9 @@ def test_blocked_equals_reference(xp, monkeypatch, blocks, K, block_elements):
 
 
 def test_default_block_size_on_a_wide_layer(xp, blocks):
-    """D = 8192: default blocks of 2**20 / D = 128 units, so 300 units take 3 blocks (one partial)."""
+    """D = 32768: default blocks of 2**22 / D = 128 units, so 300 units take 3 blocks (one partial)."""
     rng = numpy.random.default_rng(0x1D)
-    N, D, M, K = 2, 8192, 300, 2
+    N, D, M, K = 2, 32768, 300, 2
     x, W, b = (xp.asarray(a) for a in _layer(rng, N, D, M))
     p_y = xp.asarray(rng.uniform(0, 1, (K, N, M)))
     _, cache = linear_forward(x, W, b)
@@ -139,3 +139,24 @@ def test_blocked_equals_reference_on_random_layers(xp, N, D, M, K, block_element
         got, ref = linear_eb(p_y, cache), linear_eb(p_y, cache, fast=False)
     assert got.shape == ref.shape and rel_err(got, ref) < TOL
     assert bool((got >= 0).all())
+
+
+@pytest.mark.parametrize("dead", [0.0, 0.5, 1.0])
+def test_units_without_signal_are_skipped_and_change_nothing(xp, monkeypatch, dead):
+    """Several blocks: units whose signal is 0 in every row are not read; float64 equals the reference."""
+    monkeypatch.setattr(linear_fast, "_BLOCK_ELEMENTS", 3 * 7)  # blocks of 3 units for D = 7
+    rng = numpy.random.default_rng(0x1F)
+    N, D, M, K = 3, 7, 40, 2
+    x, W, b = (xp.asarray(a) for a in _layer(rng, N, D, M))
+    p = rng.uniform(0, 1, (K, N, M))
+    p[..., rng.uniform(size=M) < dead] = 0.0  # those units carry no signal in any row
+    p[0, 0, 5] = 0.0 if dead == 1.0 else 0.3  # a unit live in one row only
+    p_y = xp.asarray(p)
+    _, cache = linear_forward(x, W, b)
+    assert linear_fast.block_rows(M, D, p_y.size) < M
+    got, ref = linear_eb(p_y, cache), linear_eb(p_y, cache, fast=False)
+    assert got.shape == ref.shape
+    if dead == 1.0:
+        assert not bool(got.any()) and not bool(ref.any())
+    else:
+        assert rel_err(got, ref) < TOL
