@@ -59,6 +59,7 @@ import numpy
 from ebr_ref import synthetic
 from ebr_ref.evaluation import tables
 from ebr_ref.pipeline import runner, task
+from ebr_ref.pipeline.store import replace_block
 from ebr_ref.tools.synthetic_dataset import (
     LAYOUTS,
     dataset_clips,
@@ -300,19 +301,6 @@ def render(result, info):
     return "\n".join(lines)
 
 
-def write_block(path, text, block):
-    """Replace the text between ``<!-- BLOCK:begin -->`` and ``<!-- BLOCK:end -->`` in ``path``."""
-    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
-    with open(path, encoding="utf-8") as f:
-        doc = f.read()
-    if begin not in doc or end not in doc:
-        raise SystemExit(f"{path}: no {begin} ... {end} block to replace")
-    head, rest = doc.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(head + begin + "\n" + text + "\n" + end + tail)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -351,7 +339,7 @@ def main(argv=None):
     text = render(result, info)
     print(text)
     if args.write:
-        write_block(args.write, text, f"decoded-vs-memory:{args.benchmark}")
+        replace_block(args.write, text, f"decoded-vs-memory:{args.benchmark}")
 
 
 if __name__ == "__main__":

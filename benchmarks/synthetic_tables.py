@@ -95,6 +95,7 @@ from ebr_ref.evaluation.localize import pointing_game  # noqa: E402
 from ebr_ref.grounding.ground import ground  # noqa: E402
 from ebr_ref.models.io import load_model  # noqa: E402
 from ebr_ref.models.shipped import pretrained  # noqa: E402
+from ebr_ref.pipeline.store import replace_block  # noqa: E402
 
 TABLE1_SEED = 0x7AB1
 TABLE2_SEED = 0x7AB2
@@ -321,18 +322,6 @@ def render(t1, fig6, t2, t3, info):
     return "\n".join(lines)
 
 
-def write_block(path, text, block="tables"):
-    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
-    with open(path) as f:
-        doc = f.read()
-    if begin not in doc or end not in doc:
-        raise SystemExit(f"{path}: no {begin} ... {end} block to replace")
-    head, rest = doc.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    with open(path, "w") as f:
-        f.write(head + begin + "\n" + text + "\n" + end + tail)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--benchmark", choices=synthetic.BENCHMARKS, default="appearance", help="clips, models")
@@ -374,7 +363,7 @@ def main(argv=None):
     print(text)
     if args.write:
         block = "tables" if args.benchmark == "appearance" else f"tables:{args.benchmark}"
-        write_block(args.write, text, block if args.rnn is None else f"{block}:{args.rnn}")
+        replace_block(args.write, text, block if args.rnn is None else f"{block}:{args.rnn}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ The prefixes are detected when each part occurs once (one key ending in
 ``features.0.weight``, one in ``weight_ih_l0``, one linear layer left over);
 otherwise ``mapping`` names them (``--map ROLE=PREFIX`` on the command line).
 The cut (the VGG16 layer whose output, after its ReLU, feeds the LSTM:
-``pool5``, ``fc6`` or ``fc7``) is ``cut``, or the deepest layer the CNN holds
-whose width equals the LSTM's input size. The CNN's fully connected layers
+``pool5``, ``fc6`` or ``fc7``) is ``cut``, or else the one layer the CNN holds
+whose width equals the LSTM's input size; when several do, the CNN's last layer
+if it is one of them (a CNN cut where the LSTM reads it), else an error asks for
+``cut`` (a whole torchvision VGG16: fc6 and fc7 are both 4096 wide). The CNN's fully connected layers
 above the cut (torchvision's ImageNet classifier ``classifier.6``) are not
 used: they are listed in ``meta["ignored_weights"]``.
 """
@@ -446,6 +448,14 @@ def _choose_cut(cut, widths, D, cnn_prefix, lstm_where, path):
             f"sizes do not chain: {lstm_where} takes inputs of size {D} but none of the CNN's outputs has "
             f"that size ({sizes}; pool5 depends on the input size)",
         )
+    top = [c for c in CUTS + ("fc8",) if c in widths][-1]  # the CNN's last layer
+    if len(fits) > 1 and fits[-1] != top:  # e.g. a whole torchvision VGG16: fc6 and fc7 both 4096 wide
+        raise CheckpointError(
+            path,
+            f"which layer feeds the LSTM is ambiguous: {' and '.join(fits)} both give {lstm_where}'s input "
+            f"size {D}, and the CNN holds layers above them ({sizes}, fc8 {widths.get('fc8', '-')}); "
+            f"name it with --cut {'|'.join(fits)} (cut= in Python)",
+        )
     return fits[-1], "detected"
 
 
@@ -512,7 +522,8 @@ def assemble_torch_cnn_lstm(
         ``"backbone"`` or ``"model.rnn."``, ``""`` for the top level); the others are detected.
     cut : str, optional
         ``"pool5"``, ``"fc6"`` or ``"fc7"``: the CNN layer whose output (after its ReLU; pool5 flattened)
-        feeds the LSTM. Default: the deepest the CNN holds whose width equals the LSTM's input size.
+        feeds the LSTM. Default: the layer whose width equals the LSTM's input size; of several, the
+        CNN's last layer if it is one of them, else a CheckpointError asks for ``cut``.
     preprocessing : str or dict
         Preset recorded in the meta (default torchvision's).
     dtype : numpy dtype, optional

@@ -149,6 +149,8 @@ def convert(path, *, source=None, prototxt=None, **options):
         )
     if source not in SOURCES:
         raise CheckpointError(path, f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    if source != "torch_cnn_lstm":  # lstm=None, mapping=None, cut=None: the assembly's options, unused
+        options = {k: v for k, v in options.items() if k not in _ASSEMBLY_OPTIONS}
     if source == "canonical":
         return load_canonical(path, **options)
     if source == "caffe":

@@ -60,7 +60,8 @@ from a zero state, the head at every step:
              ROLE is cnn, lstm or head, PREFIX a module path (rnn, model.rnn; empty for the top level):
                ebr-ref convert model.pth --map cnn=backbone --map lstm=rnn --map head=fc --out model.npz
   --cut pool5|fc6|fc7   the VGG16 layer whose output (after its ReLU; pool5 flattened) feeds the LSTM;
-             default: the deepest the CNN holds whose width is the LSTM's input size (fc7 before fc6).
+             default: the layer whose width is the LSTM's input size; of several (a whole torchvision
+             VGG16: fc6 and fc7 both 4096), the CNN's last layer if it is one, else name it with --cut.
              The CNN's layers above the cut (torchvision's ImageNet classifier) are not used."""
 
 

@@ -34,8 +34,8 @@ from .algorithm import channel_sum, frame_evidence
 from .diagnostics import sum_mass
 from .inputs import is_int
 
-_MEMO_MIN_CHUNKS = 3  # more chunks than this: hold max(W, 0) whole (weights_memo)
-_MEMO_MIN_ROWS = 32  # more stacked signal rows per chunk than this: likewise
+_MEMO_PAST_CHUNKS = 3  # more chunks than this: hold max(W, 0) whole (weights_memo)
+_MEMO_PAST_ROWS = 32  # more stacked signal rows per chunk than this: likewise
 
 __all__ = [
     "FrameCNN",
@@ -83,7 +83,7 @@ def weights_memo(chunks, K):
     reads of it per chunk, so the blocked passes win up to 3 chunks.
     """
     rows = K * max(b - a for a, b in chunks)
-    return {} if len(chunks) > _MEMO_MIN_CHUNKS or rows > _MEMO_MIN_ROWS else None
+    return {} if len(chunks) > _MEMO_PAST_CHUNKS or rows > _MEMO_PAST_ROWS else None
 
 
 def records_bytes(model, readout_index, top):
@@ -91,9 +91,11 @@ def records_bytes(model, readout_index, top):
 
     Counts the read-out layer's output and the output of every layer above it
     (a layer's cache holds its input, the output below it, and at most its own
-    output); parameters are shared, not counted.
+    output), plus the ``scale`` array an LRN layer's cache holds beside them
+    (the size of its input); parameters are shared, not counted.
     """
     shapes = [model.input_shape if k < 0 else model.shapes[k] for k in range(readout_index, top)]
+    shapes += [model.shapes[k] for k in range(readout_index + 1, top) if model.layers[k].type == "lrn"]
     return int(sum(numpy.prod(shape) for shape in shapes)) * model.dtype.itemsize
 
 
@@ -162,7 +164,7 @@ class FrameCNN:
     @property
     def readout_recomputed(self) -> bool:
         """True when the way back recomputes the read-out layer's activations (over the budget)."""
-        return self.readout_index >= 0 and not (self.keeps_readout or self.keeps_records)
+        return self.readout_index >= 0 and not self.keeps_readout
 
     def forward(self, tick=None, *, records=False, memo=None):
         """The CNN over every frame to the interface layer, chunk by chunk.

@@ -23,7 +23,10 @@ ReLU the units it switched off carry no signal (about half of VGG16's fc6 and fc
 units with random weights), so this halves the work of a single-target EB there
 (fc6: 66 ms to 42 ms on the development machine). Which rows are
 read depends on the signal's zeros; the result does not (beyond the grouping of
-step 3's sums), for finite ``W`` and ``Z``.
+step 3's sums), for finite ``W`` and ``Z``. Counting the live units reads one
+integer back to the host (a synchronisation on a GPU) per multi-block call;
+the drivers make at most a few such calls per fc layer, since they hold ``W+``
+whole (a ``W_pos`` in the forward cache) when a layer is passed more often.
 
 Rule: :func:`ebr_ref.layers.linear.linear_eb` hands over with ``fast=True`` (its
 default) whenever the forward was not given a precomputed ``W_pos`` (a caller that

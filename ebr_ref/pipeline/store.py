@@ -35,7 +35,16 @@ import os
 import re
 import tempfile
 
-__all__ = ["Store", "RECORD_FORMAT", "RECORD_VERSION", "safe_name", "run_key", "item_digest", "atomic_write"]
+__all__ = [
+    "Store",
+    "RECORD_FORMAT",
+    "RECORD_VERSION",
+    "safe_name",
+    "run_key",
+    "item_digest",
+    "atomic_write",
+    "replace_block",
+]
 
 RECORD_FORMAT = "ebr_ref-eval-record"
 RECORD_VERSION = 1
@@ -99,6 +108,22 @@ def safe_name(video_id):
     if safe != video_id or not safe:
         safe = f"{safe}-{_sha256_text(video_id)[:10]}"
     return safe
+
+
+def replace_block(path, text, block):
+    """Replace the text between ``<!-- BLOCK:begin -->`` and ``<!-- BLOCK:end -->`` in a file by ``text``.
+
+    The rest of the file is kept byte for byte; the file is rewritten with :func:`atomic_write`.
+    Raises ValueError, naming the markers, when the file does not hold the block.
+    """
+    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+    with open(path, encoding="utf-8", newline="") as f:
+        doc = f.read()
+    if begin not in doc or end not in doc.split(begin, 1)[1]:
+        raise ValueError(f"{path}: no {begin} ... {end} block to replace")
+    head, rest = doc.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    atomic_write(path, head + begin + "\n" + text + "\n" + end + tail)
 
 
 def atomic_write(path, data):

@@ -392,7 +392,9 @@ def clip_record(item, job, frames, fps, ambiguous=()):
 
     The same analysis (:func:`analyse_frames`) on frames that were never encoded, so that scores on
     a dataset's decoded videos can be compared with scores on the frames they were encoded from
-    (``benchmarks/decoded_vs_memory.py``). Nothing is written; a problem raises.
+    (``benchmarks/decoded_vs_memory.py``). Nothing is written; a problem raises. The record carries
+    the item's key and digest like a decoded one: never put it into a results store, where a rerun
+    would take it for the video's own result.
 
     Parameters
     ----------

@@ -52,6 +52,27 @@ def test_kept_records_give_the_same_bits_as_recomputing(model, clip, method, fus
         assert a.keys() == b.keys() and all(numpy.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("method", ["cEB-R", "BP-R"])
+def test_a_ground_call_runs_the_layers_above_the_readout_once(model, clip, method, monkeypatch):
+    """Within the budget a call runs conv2 .. the interface forward once per chunk (the first pass);
+    over it, or with ``fast_kernels=False``, twice (the way back recomputes them)."""
+    r, calls = model.index("conv1"), []
+    run_forward = model.stack.run_forward
+    monkeypatch.setattr(
+        model.stack, "run_forward", lambda *a, **k: calls.append(a[1:3]) or run_forward(*a, **k)
+    )
+    chunks = len(range(0, clip.shape[0], 2))
+    above = (r + 1, model.sequence_start)
+    for kw, passes in (
+        ({}, 1),
+        ({"checkpoint_budget_bytes": _readout_only_budget(model, "conv1", clip.shape[0])}, 2),
+        ({"fast_kernels": False}, 2),
+    ):
+        calls.clear()
+        ground(model, clip, 0, method=method, layer="conv1", chunk_size=2, fused_readout=False, **kw)
+        assert calls.count(above) == passes * chunks, kw
+
+
 def test_backward_runs_no_layer_forward_with_kept_records(model, clip, monkeypatch):
     r = model.index("conv1")
     frames = FrameCNN(model, clip, r, chunk_size=2, budget_bytes=1 << 30)

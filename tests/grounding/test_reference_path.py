@@ -89,7 +89,8 @@ def test_a_reference_call_enters_only_reference_modules():
     """With both switches off (``fused_readout=False, fast_kernels=False``) every Python function one call
     enters lies in the backend, the reference kernels, the models or the grounding package without the
     fused read-out: no ``*_fast`` module is entered, not even for a path rule. The calls use several
-    chunks and many targets, where the fast paths would otherwise run (checked below with the switch on)."""
+    chunks and several targets, where the fast modules are otherwise entered (checked below with the
+    switch on)."""
     seen = _run("""
         import os
         root = os.path.dirname(ebr_ref.__file__)
@@ -146,7 +147,8 @@ def test_a_reference_call_enters_only_reference_modules():
         assert needed in entered, needed
     assert {"normalise_by_total", "contrast"} <= set(entered["ebr_ref/grounding/algorithm.py"])
     assert {"eb_to_readout", "forward", "backward"} <= set(entered["ebr_ref/grounding/frame_cnn.py"])
-    # The same calls with the kernels' switch on do run fast paths: the check above can fail.
+    # The same calls with the kernels' switch on enter both fast modules (conv2d_fast's path rule,
+    # linear_fast's blocked EB): the check above can fail.
     assert {"ebr_ref/layers/conv2d_fast.py", "ebr_ref/layers/linear_fast.py"} <= set(with_fast)
 
 

@@ -144,7 +144,7 @@ def test_blocked_equals_reference_on_random_layers(xp, N, D, M, K, block_element
 @pytest.mark.parametrize("dead", [0.0, 0.5, 1.0])
 def test_units_without_signal_are_skipped_and_change_nothing(xp, monkeypatch, dead):
     """Several blocks: units whose signal is 0 in every row are not read; float64 equals the reference."""
-    monkeypatch.setattr(linear_fast, "_BLOCK_ELEMENTS", 3 * 7)  # blocks of 3 units for D = 7
+    monkeypatch.setattr(linear_fast, "_BLOCK_ELEMENTS", 3 * 7)  # blocks of 12 units (2 K N rows at least)
     rng = numpy.random.default_rng(0x1F)
     N, D, M, K = 3, 7, 40, 2
     x, W, b = (xp.asarray(a) for a in _layer(rng, N, D, M))

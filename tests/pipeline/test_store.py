@@ -13,7 +13,7 @@ from ebr_ref import backend
 from ebr_ref.evaluation.annotations import seconds_to_frames
 from ebr_ref.evaluation.datasets import read_dataset
 from ebr_ref.pipeline import MissingDependency, Store, StoreConflict
-from ebr_ref.pipeline.store import RECORD_FORMAT, atomic_write, item_digest, run_key, safe_name
+from ebr_ref.pipeline.store import RECORD_FORMAT, atomic_write, item_digest, replace_block, run_key, safe_name
 from ebr_ref.pipeline.task import _downsample
 
 from .conftest import FRAME_MODEL, MODEL
@@ -163,3 +163,22 @@ def test_gpu_without_gpu_is_a_clear_error(thumos_set, tmp_path):
 def test_gpu_cluster_without_dask_cuda_names_the_extra(thumos_set, tmp_path):
     with pytest.raises(MissingDependency, match=r"dask-cuda: pip install 'ebr_ref\[gpu,eval\]'"):
         ebr_ref.evaluate(thumos_set, MODEL, out=tmp_path / "r", workers=2, device="gpu", limit=1)
+
+
+def test_replace_block_keeps_the_rest_of_the_file(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_bytes(b"intro\r\n<!-- t:begin -->\nold\n<!-- t:end -->\n<!-- u:begin -->\nu\n<!-- u:end -->\n")
+    replace_block(page, "new | table", "t")
+    assert page.read_bytes() == (
+        b"intro\r\n<!-- t:begin -->\nnew | table\n<!-- t:end -->\n<!-- u:begin -->\nu\n<!-- u:end -->\n"
+    )
+    assert os.listdir(tmp_path) == ["page.md"]  # no temporary file left
+
+
+@pytest.mark.parametrize("text", ["no markers\n", "<!-- w:end -->\n<!-- w:begin -->\n", "<!-- w:begin -->\n"])
+def test_replace_block_refuses_a_file_without_the_block(tmp_path, text):
+    page = tmp_path / "page.md"
+    page.write_text(text)
+    with pytest.raises(ValueError, match="no <!-- w:begin --> ... <!-- w:end --> block to replace"):
+        replace_block(page, "x", "w")
+    assert page.read_text() == text

@@ -15,6 +15,7 @@ import pytest
 
 from ebr_ref.evaluation import tables
 from ebr_ref.pipeline import runner, task
+from ebr_ref.pipeline.store import replace_block
 from ebr_ref.tools.synthetic_dataset import dataset_clips, to_uint8
 from ebr_ref.tools.video import read_frames
 from tests.paths import REPO
@@ -125,13 +126,13 @@ def test_side_by_side_table(script, spied, tmp_path):
     page.write_text(
         "a\n<!-- decoded-vs-memory:motion:begin -->\nold\n<!-- decoded-vs-memory:motion:end -->\nb\n"
     )
-    script.write_block(page, text, "decoded-vs-memory:motion")
+    replace_block(page, text, "decoded-vs-memory:motion")
     expected = (
         f"a\n<!-- decoded-vs-memory:motion:begin -->\n{text}\n<!-- decoded-vs-memory:motion:end -->\nb\n"
     )
     assert page.read_text() == expected
-    with pytest.raises(SystemExit, match="no <!-- decoded-vs-memory:appearance:begin -->"):
-        script.write_block(page, text, "decoded-vs-memory:appearance")
+    with pytest.raises(ValueError, match="no <!-- decoded-vs-memory:appearance:begin -->"):
+        replace_block(page, text, "decoded-vs-memory:appearance")
 
 
 def test_main_prints_the_table(script, tmp_path, capsys):

@@ -9,6 +9,8 @@ over the frames from a zero state, the head at every step) to 1e-10 relative.
 The torch side uses no engine code. Then the refusals, each naming its problem.
 """
 
+import copy
+
 import numpy
 import pytest
 
@@ -42,7 +44,7 @@ def _init(module):
     return module
 
 
-def _vgg():
+def _vgg(fc6=FC6, fc7=FC7):
     """torchvision's VGG (configuration D, small widths) with an ImageNet-style classifier (fc6, fc7, fc8).
 
     Built on the meta device (torchvision's own 25088 x 4096 classifier is replaced before any memory is
@@ -50,9 +52,9 @@ def _vgg():
     """
     with torch.device("meta"):
         m = vgg_module.VGG(vgg_module.make_layers(CFG), num_classes=IMAGENET, init_weights=False)
-        m.classifier[0] = torch.nn.Linear(6 * 49, FC6)
-        m.classifier[3] = torch.nn.Linear(FC6, FC7)
-        m.classifier[6] = torch.nn.Linear(FC7, IMAGENET)
+        m.classifier[0] = torch.nn.Linear(6 * 49, fc6)
+        m.classifier[3] = torch.nn.Linear(fc6, fc7)
+        m.classifier[6] = torch.nn.Linear(fc7, IMAGENET)
     return _init(m.to_empty(device="cpu"))
 
 
@@ -154,6 +156,37 @@ def test_two_files_match_torch(tmp_path):
     assert meta["source"]["lstm"]["file"] == "head.pt" and meta["source"]["file"] == "vgg16.pth"
     assert (
         meta["name_map"]["lstm1.W_x"] == "rnn.weight_ih_l0" and meta["name_map"]["fc8.weight"] == "out.weight"
+    )
+
+
+def test_equal_fc_widths_ask_for_the_cut(tmp_path):
+    """fc6 and fc7 of the same width (4096 in VGG16): a whole VGG16 beside an LSTM read from fc6 is refused
+    with a message asking for --cut, and converts right with it; a CNN cut at fc7 is taken as fed there."""
+    torch.manual_seed(SEED)
+    vgg = _init(_vgg(fc6=FC7, fc7=FC7)).double().eval()
+    vgg_path = _save(vgg.state_dict(), tmp_path / "vgg16.pth")
+    head = _init(CnnLstm(torch.nn.Identity(), torch.nn.LSTM(FC7, H), torch.nn.Linear(H, CLASSES)))
+    head_path = _save(head.double().eval().state_dict(), tmp_path / "head.pth")
+    with pytest.raises(CheckpointError, match=r"ambiguous: fc6 and fc7 .* --cut fc6\|fc7"):
+        convert(vgg_path, lstm=head_path)
+    whole = copy.deepcopy(vgg)  # _trunk cuts its module in place
+    want = _torch_logits(lambda x: head(_trunk(vgg, "fc6")(x)))  # the user's forward reads fc6
+    params, meta = convert(vgg_path, lstm=head_path, cut="fc6")
+    _check(params, meta, want)
+    assert meta["assembly"]["cut"]["found"] == "given"
+    one = CnnLstm(_trunk(whole, "fc7"), head.lstm, head.fc)  # classifier[:-1]: the CNN ends at fc7
+    params, meta = convert(_save(one.state_dict(), tmp_path / "one.pth"))
+    _check(params, meta, _torch_logits(one))
+    assert meta["assembly"]["cut"]["layer"] == "fc7" and meta["assembly"]["cut"]["found"] == "detected"
+
+
+def test_assembly_options_left_unset_do_not_reach_other_converters(tmp_path):
+    torch.manual_seed(SEED)
+    path = _save(_init(_vgg()).state_dict(), tmp_path / "vgg16.pth")
+    params, meta = convert(path, lstm=None, mapping=None, cut=None)
+    assert (
+        meta["source"]["converter"] == "torchvision_vgg16"
+        and "classifier.6.weight" in meta["name_map"].values()
     )
 
 
