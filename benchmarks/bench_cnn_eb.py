@@ -59,28 +59,6 @@ def _fmt(ts):
     return f"{statistics.median(ts) * 1e3:8.1f} ms  [{min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f}]"
 
 
-def _torchvision_copy(model):
-    """A torchvision VGG16 (eval mode) with the ebr_ref model's weights, and conv5_1's module name."""
-    import torch
-    import torchvision
-
-    net = torchvision.models.vgg16(weights=None, num_classes=model.num_classes).eval()
-    for m in net.modules():  # TorchRay's probe makes conv5_1's output a leaf: no in-place ReLU after it
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False
-    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
-    names = [n for n in model.layer_names if n.startswith("conv")]
-    with torch.no_grad():
-        for m, n in zip(convs, names):
-            m.weight.copy_(torch.from_numpy(model.params[f"{n}.weight"]))
-            m.bias.copy_(torch.from_numpy(model.params[f"{n}.bias"]))
-        for m, n in zip([net.classifier[0], net.classifier[3], net.classifier[6]], ["fc6", "fc7", "fc8"]):
-            m.weight.copy_(torch.from_numpy(model.params[f"{n}.weight"]))
-            m.bias.copy_(torch.from_numpy(model.params[f"{n}.bias"]))
-    conv5_1 = [i for i, m in enumerate(net.features) if isinstance(m, torch.nn.Conv2d)][10]
-    return net, f"features.{conv5_1}"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -99,14 +77,14 @@ def main():
     }
     try:
         import torch
+        from torch_peers import torch_vgg16  # this folder: the script's own
         from torchray.attribution.excitation_backprop import excitation_backprop
     except ImportError as e:
         torch = None
         print(f"TorchRay comparison skipped ({e})")
     if torch is not None:
         torch.set_num_threads(int(args.threads))
-        net, layer_name = _torchvision_copy(model.astype(numpy.float64))
-        net = net.float()
+        net, layer_name = torch_vgg16(model, dtype=numpy.float32)
         x = torch.from_numpy(clip)
 
         def torchray_eb():
