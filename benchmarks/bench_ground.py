@@ -30,19 +30,9 @@ import subprocess
 import sys
 import time
 
+from blas_threads import set_blas_threads  # this folder: before NumPy loads
 
-def _threads_from_argv():
-    """``--threads N`` read before NumPy is imported (OpenBLAS reads its thread count at load)."""
-    for k, a in enumerate(sys.argv):
-        if a == "--threads" and k + 1 < len(sys.argv):
-            return sys.argv[k + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return str(os.cpu_count() or 1)
-
-
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-    os.environ[_var] = _threads_from_argv()
+set_blas_threads()
 
 import numpy  # noqa: E402
 
