@@ -19,6 +19,29 @@ import zlib
 
 import pytest
 
+from ebr_ref import synthetic
+
+# The command line tests' tiny model and settings (test_cli_atomic.py, test_cli_hostile.py).
+LIMIT = 1 << 30
+NAMES = list(synthetic.ACTIONS)
+IDENTITY = {
+    "name": "identity",
+    "channel_order": "RGB",
+    "scale": 1.0,
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+}
+TINY = [
+    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
+    ("relu1", "relu"),
+    ("pool1", "maxpool", {"kernel": 2}),
+    ("flatten", "flatten"),
+    ("fc7", "fc", {"out_features": 8}),
+    ("relu7", "relu"),
+    ("lstm1", "lstm", {"hidden": 6}),
+    ("fc8", "fc", {"out_features": len(NAMES)}),
+]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMORY_LIMIT = 1536 << 20  # address space of a child (Python, numpy, matplotlib and ffmpeg fit easily)
 TIMEOUT = 90

@@ -23,33 +23,13 @@ from pathlib import Path
 import numpy
 import pytest
 
-from ebr_ref import synthetic
 from ebr_ref.cli._outputs import COMMIT_RECORD, STAGE_PREFIX, OutputSet
 from ebr_ref.models import load_model, save_model, sequential
 from ebr_ref.models.io import read_npz, sidecar_path
-from tests.hostile_files import ROOT, assert_one_line_error, child_env, run_cli
+from tests.hostile_files import IDENTITY, LIMIT, NAMES, ROOT, TINY, assert_one_line_error, child_env, run_cli
 
 PIL = pytest.importorskip("PIL.Image")
 
-LIMIT = 1 << 30
-NAMES = list(synthetic.ACTIONS)
-IDENTITY = {
-    "name": "identity",
-    "channel_order": "RGB",
-    "scale": 1.0,
-    "mean": [0.0, 0.0, 0.0],
-    "std": [1.0, 1.0, 1.0],
-}
-TINY = [
-    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
-    ("relu1", "relu"),
-    ("pool1", "maxpool", {"kernel": 2}),
-    ("flatten", "flatten"),
-    ("fc7", "fc", {"out_features": 8}),
-    ("relu7", "relu"),
-    ("lstm1", "lstm", {"hidden": 6}),
-    ("fc8", "fc", {"out_features": len(NAMES)}),
-]
 # about 2.9 M parameters, 23 MB in float64: writing the pair takes a while
 BIG = [
     ("flatten", "flatten"),

@@ -21,10 +21,13 @@ import os
 import numpy
 import pytest
 
-from ebr_ref import synthetic
 from ebr_ref.models import save_model, sequential
 from ebr_ref.models.io import sidecar_path
 from tests.hostile_files import (
+    IDENTITY,
+    LIMIT,
+    NAMES,
+    TINY,
     assert_one_line_error,
     npy_bytes,
     patch_central_directory,
@@ -35,26 +38,6 @@ from tests.hostile_files import (
 )
 
 PIL = pytest.importorskip("PIL.Image")
-
-LIMIT = 1 << 30
-NAMES = list(synthetic.ACTIONS)
-IDENTITY = {
-    "name": "identity",
-    "channel_order": "RGB",
-    "scale": 1.0,
-    "mean": [0.0, 0.0, 0.0],
-    "std": [1.0, 1.0, 1.0],
-}
-TINY = [
-    ("conv1", "conv", {"out_channels": 4, "kernel": 3, "padding": 1}),
-    ("relu1", "relu"),
-    ("pool1", "maxpool", {"kernel": 2}),
-    ("flatten", "flatten"),
-    ("fc7", "fc", {"out_features": 8}),
-    ("relu7", "relu"),
-    ("lstm1", "lstm", {"hidden": 6}),
-    ("fc8", "fc", {"out_features": len(NAMES)}),
-]
 
 
 def cli(*argv, timeout=90):
