@@ -4,9 +4,11 @@
 (TorchRay's ``excitation_backprop`` runs on it); :class:`TorchVggLstm` is the
 released VGG16-LSTM (VGG16 to fc7, the ReLU-cell LSTM of docs/spec.md §4.1, fc8
 at every step) written with torch operations, so that its forward and autograd
-backward time what a PyTorch user would run. Neither uses engine code beyond
-reading ``model.params``. Imported by ``bench_cnn_eb.py`` and ``bench_gpu_peers.py``
-(run as scripts from this folder).
+backward time what a PyTorch user would run. :class:`CaffeLSTM` is that LSTM as
+a torch module with Caffe's clip markers, a ReLU or tanh cell; the training
+scripts (``train_synthetic.py``, ``train_motion.py``) train it. None of them uses
+engine code beyond reading ``model.params``. Imported by the scripts of this
+folder (run as scripts, so the folder is on ``sys.path``).
 """
 
 import numpy
@@ -72,6 +74,44 @@ def backend_to_numpy(a):
     return a.get() if hasattr(a, "get") else numpy.asarray(a)
 
 
+class CaffeLSTM(torch.nn.Module):
+    """docs/spec.md §4's LSTM, gate blocks i, f, o, g, Caffe's clip markers, a ReLU (default) or tanh cell.
+
+    ``z_t = W_x x_t + b + W_h (cont_t h_{t-1})``; ``i, f, o = sigmoid(.)``,
+    ``g = act(z^g)``; ``c_t = cont_t f c_{t-1} + i g``; ``h_t = o act(c_t)``.
+    Parameters ``W_x (4H, D)``, ``b (4H,)``, ``W_h (4H, H)`` (ebr_ref's names and layouts).
+    """
+
+    def __init__(self, input_size, hidden, cell_act="relu"):
+        super().__init__()
+        self.hidden = hidden
+        self.act = {"relu": torch.relu, "tanh": torch.tanh}[cell_act]
+        bound = 1.0 / hidden**0.5
+        self.W_x = torch.nn.Parameter(torch.empty(4 * hidden, input_size).uniform_(-bound, bound))
+        self.b = torch.nn.Parameter(torch.zeros(4 * hidden))
+        self.W_h = torch.nn.Parameter(torch.empty(4 * hidden, hidden).uniform_(-bound, bound))
+
+    def forward(self, x, cont):
+        """``x (T, N, D)``, ``cont (T, N)`` -> ``h (T, N, H)``."""
+        T, N, _ = x.shape
+        H = self.hidden
+        z_in = x @ self.W_x.T + self.b  # (T, N, 4H)
+        h = x.new_zeros(N, H)
+        c = x.new_zeros(N, H)
+        out = []
+        for t in range(T):
+            k = cont[t][:, None]  # (N, 1)
+            z = z_in[t] + (k * h) @ self.W_h.T  # (N, 4H)
+            i = torch.sigmoid(z[:, :H])
+            f = torch.sigmoid(z[:, H : 2 * H])
+            o = torch.sigmoid(z[:, 2 * H : 3 * H])
+            g = self.act(z[:, 3 * H :])
+            c = k * f * c + i * g
+            h = o * self.act(c)
+            out.append(h)
+        return torch.stack(out)
+
+
 class TorchVggLstm(torch.nn.Module):
     """The VGG16-LSTM of ``model`` in torch: VGG16 to fc7 per frame, the ReLU LSTM over frames, fc8 per step.
 
@@ -85,9 +125,11 @@ class TorchVggLstm(torch.nn.Module):
         self.cnn, _ = torch_vgg16(model, top="fc7", dtype=dtype)
         tdtype = torch.float64 if dtype == numpy.float64 else torch.float32
         p = {k: torch.from_numpy(backend_to_numpy(v)).to(tdtype) for k, v in model.params.items()}
-        self.W_x = torch.nn.Parameter(p["lstm1.W_x"])  # (4H, D)
-        self.W_h = torch.nn.Parameter(p["lstm1.W_h"])  # (4H, H)
-        self.b = torch.nn.Parameter(p["lstm1.b"])  # (4H,)
+        H, D = p["lstm1.W_h"].shape[1], p["lstm1.W_x"].shape[1]
+        self.lstm1 = CaffeLSTM(D, H).to(tdtype)
+        with torch.no_grad():
+            for name in ("W_x", "b", "W_h"):
+                getattr(self.lstm1, name).copy_(p[f"lstm1.{name}"])
         self.fc8 = torch.nn.Linear(*p["fc8.weight"].shape[::-1], dtype=tdtype)
         with torch.no_grad():
             self.fc8.weight.copy_(p["fc8.weight"])
@@ -96,17 +138,7 @@ class TorchVggLstm(torch.nn.Module):
 
     def forward(self, clip):
         """Logits ``(T, classes)`` of a clip ``(T, 3, S, S)``."""
-        x = self.cnn(clip)  # (T, D)
-        z_x = x @ self.W_x.T + self.b  # (T, 4H)
-        H = self.W_h.shape[1]
-        h = c = None
-        hs = []
-        for z in z_x:  # the steps, in order
-            if h is not None:
-                z = z + h @ self.W_h.T
-            i, f, o = torch.sigmoid(z[: 3 * H]).split(H)
-            g = torch.relu(z[3 * H :])
-            c = i * g if c is None else f * c + i * g
-            h = o * torch.relu(c)
-            hs.append(h)
-        return self.fc8(torch.stack(hs))  # (T, classes)
+        x = self.cnn(clip)[:, None]  # (T, 1, D)
+        cont = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+        cont[0] = 0  # a new clip at frame 0
+        return self.fc8(self.lstm1(x, cont)[:, 0])  # (T, classes)

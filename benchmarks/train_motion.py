@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_synthetic import CNN_BODY, INPUT_SHAPE, THREADS, clip_markers, rel_err, torch_body
+from train_synthetic import CNN_BODY, CNNLSTM, INPUT_SHAPE, THREADS, clip_markers, rel_err, torch_body
 
 from ebr_ref.models import sequential
 from ebr_ref.models.io import load_model, save_model
@@ -115,71 +115,7 @@ READOUT = "conv3"  # the last conv, as conv5 in the paper
 NAMES = {"cnn": "motion_cnn", "relu": "motion_cnn_lstm", "tanh": "motion_cnn_lstm_tanh"}
 
 
-# ----------------------------------------------------------------------------- torch models
-
-
-class LSTM(nn.Module):
-    """docs/spec.md §4's LSTM, gate blocks i, f, o, g, Caffe's clip markers, a ReLU or tanh cell.
-
-    ``z_t = W_x x_t + b + W_h (cont_t h_{t-1})``; ``i, f, o = sigmoid(.)``,
-    ``g = act(z^g)``; ``c_t = cont_t f c_{t-1} + i g``; ``h_t = o act(c_t)``.
-    Parameters ``W_x (4H, D)``, ``b (4H,)``, ``W_h (4H, H)`` (ebr_ref's names and layouts).
-    """
-
-    def __init__(self, input_size, hidden, cell_act):
-        super().__init__()
-        self.hidden = hidden
-        self.act = {"relu": torch.relu, "tanh": torch.tanh}[cell_act]
-        bound = 1.0 / hidden**0.5
-        self.W_x = nn.Parameter(torch.empty(4 * hidden, input_size).uniform_(-bound, bound))
-        self.b = nn.Parameter(torch.zeros(4 * hidden))
-        self.W_h = nn.Parameter(torch.empty(4 * hidden, hidden).uniform_(-bound, bound))
-
-    def forward(self, x, cont):
-        """``x (T, N, D)``, ``cont (T, N)`` -> ``h (T, N, H)``."""
-        T, N, _ = x.shape
-        H = self.hidden
-        z_in = x @ self.W_x.T + self.b  # (T, N, 4H)
-        h = x.new_zeros(N, H)
-        c = x.new_zeros(N, H)
-        out = []
-        for t in range(T):
-            k = cont[t][:, None]  # (N, 1)
-            z = z_in[t] + (k * h) @ self.W_h.T  # (N, 4H)
-            i = torch.sigmoid(z[:, :H])
-            f = torch.sigmoid(z[:, H : 2 * H])
-            o = torch.sigmoid(z[:, 2 * H : 3 * H])
-            g = self.act(z[:, 3 * H :])
-            c = k * f * c + i * g
-            h = o * self.act(c)
-            out.append(h)
-        return torch.stack(out)
-
-
-class CNNLSTM(nn.Module):
-    """Frozen CNN body (to drop7) -> lstm1 -> lstm1_drop -> fc8 at every step."""
-
-    def __init__(self, body, cell_act):
-        super().__init__()
-        self.body = body
-        for p in self.body.parameters():
-            p.requires_grad_(False)
-        self.lstm1 = LSTM(128, HIDDEN, cell_act)
-        self.lstm1_drop = nn.Dropout(0.5)
-        self.fc8 = nn.Linear(HIDDEN, NUM_CLASSES)
-
-    def head(self, feats, cont):
-        """Sequence part: ``feats (T, N, D)`` -> logits ``(T, N, K)``."""
-        return self.fc8(self.lstm1_drop(self.lstm1(feats, cont)))
-
-    def forward(self, clips):
-        """``clips (N, T, 3, H, W)`` -> logits ``(T, N, K)``."""
-        N, T = clips.shape[:2]
-        feats = self.body(clips.reshape(N * T, *clips.shape[2:])).reshape(N, T, -1).transpose(0, 1)
-        return self.head(feats, clip_markers(T, N))
-
-
-# ----------------------------------------------------------------------------- data
+# ------------------------------------------------------------------------ data (models: train_synthetic.py)
 
 
 def aux_targets(track, size=(64, 64)):
@@ -281,7 +217,7 @@ def features(body, x):
 def train_lstm(body, cell_act, feats, y, cfg, log):
     """A CNN-LSTM with the frozen ``body``, trained on its features ``(n, T, 128)`` and labels ``(n,)``."""
     torch.manual_seed(TORCH_SEED)
-    model = CNNLSTM(copy.deepcopy(body), cell_act)
+    model = CNNLSTM(copy.deepcopy(body), cell_act, NUM_CLASSES)
     n, T = feats.shape[:2]
     target = torch.from_numpy(y)[:, None].expand(n, T)  # the clip's label at every step
     params = [p for p in model.parameters() if p.requires_grad]

@@ -57,6 +57,9 @@ import numpy
 import torch
 from torch import nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_peers import CaffeLSTM
+
 from ebr_ref import synthetic
 from ebr_ref.models import sequential
 from ebr_ref.models.io import load_model, save_model
@@ -158,54 +161,17 @@ def torch_body(specs):
     return nn.Sequential(mods)
 
 
-class ReLULSTM(nn.Module):
-    """docs/spec.md §4's LSTM with a ReLU cell, gate blocks i, f, o, g, Caffe's clip markers.
-
-    ``z_t = W_x x_t + b + W_h (cont_t h_{t-1})``; ``i, f, o = sigmoid(.)``,
-    ``g = relu(z^g)``; ``c_t = cont_t f c_{t-1} + i g``; ``h_t = o relu(c_t)``.
-    Parameters ``W_x (4H, D)``, ``b (4H,)``, ``W_h (4H, H)`` (ebr_ref's names and layouts).
-    """
-
-    def __init__(self, input_size, hidden):
-        super().__init__()
-        self.hidden = hidden
-        bound = 1.0 / hidden**0.5
-        self.W_x = nn.Parameter(torch.empty(4 * hidden, input_size).uniform_(-bound, bound))
-        self.b = nn.Parameter(torch.zeros(4 * hidden))
-        self.W_h = nn.Parameter(torch.empty(4 * hidden, hidden).uniform_(-bound, bound))
-
-    def forward(self, x, cont):
-        """``x (T, N, D)``, ``cont (T, N)`` -> ``h (T, N, H)``."""
-        T, N, _ = x.shape
-        H = self.hidden
-        z_in = x @ self.W_x.T + self.b  # (T, N, 4H)
-        h = x.new_zeros(N, H)
-        c = x.new_zeros(N, H)
-        out = []
-        for t in range(T):
-            k = cont[t][:, None]  # (N, 1)
-            z = z_in[t] + (k * h) @ self.W_h.T  # (N, 4H)
-            i = torch.sigmoid(z[:, :H])
-            f = torch.sigmoid(z[:, H : 2 * H])
-            o = torch.sigmoid(z[:, 2 * H : 3 * H])
-            g = torch.relu(z[:, 3 * H :])
-            c = k * f * c + i * g
-            h = o * torch.relu(c)
-            out.append(h)
-        return torch.stack(out)
-
-
 class CNNLSTM(nn.Module):
     """Frozen CNN body (to drop7) -> lstm1 -> lstm1_drop -> fc8 at every step."""
 
-    def __init__(self, body):
+    def __init__(self, body, cell_act="relu", num_classes=NUM_CLASSES):
         super().__init__()
         self.body = body
         for p in self.body.parameters():
             p.requires_grad_(False)
-        self.lstm1 = ReLULSTM(128, HIDDEN)
+        self.lstm1 = CaffeLSTM(128, HIDDEN, cell_act)
         self.lstm1_drop = nn.Dropout(0.5)
-        self.fc8 = nn.Linear(HIDDEN, NUM_CLASSES)
+        self.fc8 = nn.Linear(HIDDEN, num_classes)
 
     def head(self, feats, cont):
         """Sequence part: ``feats (T, N, D)`` -> logits ``(T, N, K)``."""

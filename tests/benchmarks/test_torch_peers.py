@@ -2,10 +2,10 @@
 runs (its dry run on the CPU: the engine on NumPy, torch on the CPU).
 
 ``benchmarks/torch_peers.py`` builds torch models from an engine model's parameters; a benchmark that
-timed a peer computing something else would compare nothing. Here both peers' logits equal the
-engine's in float64 (the engine's kernels and torch share no code), and ``bench_gpu_peers.py``'s
-recurrent section runs end to end at a small size (TorchRay, which its VGG16 section needs, is not a
-test dependency).
+timed a peer computing something else would compare nothing. Here both peers' logits, and the LSTM
+the training scripts train (``CaffeLSTM``), equal the engine's in float64 (the engine's kernels and
+torch share no code), and ``bench_gpu_peers.py``'s recurrent section runs end to end at a small size
+(TorchRay, which its VGG16 section needs, is not a test dependency).
 """
 
 import numpy
@@ -59,3 +59,25 @@ def test_gpu_benchmark_dry_run(peers, capsys):
     assert "VGG16-LSTM cEB-R, 3 frames " in out and "101 targets" in out
     diff = float(out.split("normwise difference ebr_ref vs torch ")[1].split()[0])
     assert diff < 1e-5  # float32 on both sides
+
+
+@pytest.mark.parametrize("cell_act", ["relu", "tanh"])
+def test_the_trainers_lstm_equals_the_engine_kernel(peers, cell_act):
+    """The LSTM the training scripts train (``CaffeLSTM``) is the engine's ``lstm_forward``: clip markers
+    that start a new clip mid-sequence included (float64)."""
+    from ebr_ref.layers.lstm import LSTMParams, lstm_forward
+
+    torch.manual_seed(0)
+    lstm = peers.CaffeLSTM(5, 4, cell_act).double()
+    x = numpy.random.default_rng(1).standard_normal((6, 2, 5))  # (T, N, D)
+    cont = numpy.ones((6, 2))
+    cont[0] = 0
+    cont[3, 1] = 0  # the second sequence starts a new clip at step 3
+    with torch.no_grad():
+        theirs = lstm(torch.from_numpy(x), torch.from_numpy(cont)).numpy()
+    p = LSTMParams(*(getattr(lstm, n).detach().numpy() for n in ("W_x", "b", "W_h")))
+    ours, _ = lstm_forward(x, p, cont=cont, cell_act=cell_act)
+    assert numpy.linalg.norm(ours - theirs) <= 1e-12 * numpy.linalg.norm(ours)
+    assert not numpy.allclose(
+        theirs[3, 1], lstm(torch.from_numpy(x), torch.ones(6, 2, dtype=torch.float64))[3, 1].detach().numpy()
+    )
