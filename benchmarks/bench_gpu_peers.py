@@ -4,7 +4,7 @@ Run on a machine with a CUDA GPU, CuPy, torch, torchvision and TorchRay (TorchRa
 pure Python: ``pip install --no-deps torchray``)::
 
     python benchmarks/bench_gpu_peers.py                 # the whole table, float32, TF32 off
-    python benchmarks/bench_gpu_peers.py --tf32 both     # and a second torch row with TF32 on
+    python benchmarks/bench_gpu_peers.py --tf32 both     # and second rows with TF32 on, both sides
     python benchmarks/bench_gpu_peers.py --device cpu --size 64 --batches 1,2 --frames 4 --repeats 2
 
 (the last is a dry run on NumPy and torch on the CPU, which checks the script and the peers' agreement
@@ -24,11 +24,14 @@ anywhere). Rows, each the median of ``--repeats`` timed calls after one warm-up,
 Timing: on the GPU, CUDA events around each call on both sides (the engine's results come back to
 the host, so its calls include that copy; torch's are synchronised); on the CPU, wall clock. Both
 sides run in float32 with TF32 off (``torch.backends.cuda.matmul.allow_tf32`` and
-``torch.backends.cudnn.allow_tf32`` False); ``--tf32 on|both`` adds torch rows with TF32 on. The
-engine has no TF32 switch: CuPy's float32 GEMMs run in full float32.
+``torch.backends.cudnn.allow_tf32`` False; the engine's default). ``--tf32 on|both`` adds rows with
+TF32 on on both sides: torch's two switches, and the engine's explicit option (``tf32=True`` of
+:func:`ebr_ref.grounding.ground.ground`; the forward row in :func:`ebr_ref.backend.matmul_precision`).
+The engine's TF32 needs a GPU, so the CPU dry run keeps TF32 off.
 """
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -103,25 +106,30 @@ def _vgg16_batch(args, torch, timer, models, clip, tdev):
     x = torch.from_numpy(clip).to(tdev)
     on_device = backend.to_device(clip, args.device)
 
-    def ours_forward():
-        return backend.to_numpy(model.logits(on_device))
+    def ours_forward(tf32=False):
+        with backend.matmul_precision(model.xp, model.dtype, tf32=tf32):
+            return backend.to_numpy(model.logits(on_device))
 
     def torch_forward():
         with torch.no_grad():
             return net(x)
 
-    def ours_eb():
-        return ground(model, on_device, 7, method="EB", layer="conv5_1")
+    def ours_eb(tf32=False):
+        return ground(model, on_device, 7, method="EB", layer="conv5_1", tf32=tf32)
 
     def torchray_eb():
         return excitation_backprop(net, x, 7, saliency_layer=conv5_1)
 
     for tf32 in args.tf32_rows:
         _set_tf32(torch, tf32)
-        tag = " (torch TF32 on)" if tf32 else ""
-        f_ours, f_torch = timer(ours_forward, args.repeats), timer(torch_forward, args.repeats)
+        tag = " (TF32 on)" if tf32 else ""
+        f_ours = timer(functools.partial(ours_forward, tf32), args.repeats)
+        f_torch = timer(torch_forward, args.repeats)
         _row(f"VGG16 forward, batch {B}{tag}", f_ours, f_torch, "torchvision")
-        e_ours, e_torch = timer(ours_eb, args.repeats), timer(torchray_eb, args.repeats)
+        e_ours, e_torch = (
+            timer(functools.partial(ours_eb, tf32), args.repeats),
+            timer(torchray_eb, args.repeats),
+        )
         _row(f"VGG16 EB to conv5_1, batch {B}{tag}", e_ours, e_torch, "TorchRay")
     _set_tf32(torch, False)
     maps = ours_eb().maps  # (B, 14, 14) at 224
@@ -153,27 +161,33 @@ def _lstm_clip(args, torch, timer, models, clip, tdev):
     on_device = backend.to_device(clip, args.device)
     kw = dict(method="cEB-R", layer="conv5_1", chunk_size=args.chunk_size)
 
-    def ours_one():
-        return ground(model, on_device, 3, **kw)
+    def ours_one(tf32=False):
+        return ground(model, on_device, 3, tf32=tf32, **kw)
 
-    def ours_all():
-        return ground(model, on_device, list(range(101)), **kw)
+    def ours_all(tf32=False):
+        return ground(model, on_device, list(range(101)), tf32=tf32, **kw)
 
     def torch_fwd_bwd():
         readout.clear()
         logit = peer(x)[-1, 3]
         return torch.autograd.grad(logit, readout[0])[0]  # (T, 512, 14, 14) at 224
 
+    one = {}  # the single-target time per TF32 setting
     for tf32 in args.tf32_rows:
         _set_tf32(torch, tf32)
-        tag = " (torch TF32 on)" if tf32 else ""
-        one, peer_t = timer(ours_one, args.repeats), timer(torch_fwd_bwd, args.repeats)
-        _row(f"VGG16-LSTM cEB-R, {T} frames{tag}", one, peer_t, "torch forward+backward")
+        tag = " (TF32 on)" if tf32 else ""
+        one[tf32], peer_t = (
+            timer(functools.partial(ours_one, tf32), args.repeats),
+            timer(torch_fwd_bwd, args.repeats),
+        )
+        _row(f"VGG16-LSTM cEB-R, {T} frames{tag}", one[tf32], peer_t, "torch forward+backward")
     _set_tf32(torch, False)
-    many = timer(ours_all, args.repeats)
+    tf32 = args.tf32_rows[0]  # the first setting asked for
+    many = timer(functools.partial(ours_all, tf32), args.repeats)
+    tag = " (TF32 on)" if tf32 else ""
     print(
-        f"{f'VGG16-LSTM cEB-R, {T} frames, 101 targets':<44} {many * 1e3:10.1f} ms  "
-        f"({many / one:.2f}x one target)"
+        f"{f'VGG16-LSTM cEB-R, {T} frames, 101 targets{tag}':<44} {many * 1e3:10.1f} ms  "
+        f"({many / one[tf32]:.2f}x one target)"
     )
     with torch.no_grad():
         theirs = peer(x).cpu().numpy()
@@ -189,12 +203,17 @@ def main(argv=None):
     ap.add_argument("--frames", default="16,128", help="VGG16-LSTM clip lengths (default 16,128)")
     ap.add_argument("--chunk-size", type=int, default=32, help="the engine's frames per CNN chunk")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--tf32", choices=("off", "on", "both"), default="off", help="torch's TF32 rows")
+    ap.add_argument(
+        "--tf32", choices=("off", "on", "both"), default="off", help="rows with TF32 on both sides"
+    )
     ap.add_argument("--skip", choices=("vgg16", "lstm"), action="append", default=[])
     args = ap.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
     args.frames = [int(t) for t in args.frames.split(",")]
     args.tf32_rows = {"off": [False], "on": [True], "both": [False, True]}[args.tf32]
+    if args.device == "cpu" and args.tf32 != "off":
+        print("--device cpu: TF32 is a GPU mode; the dry run keeps it off")
+        args.tf32_rows = [False]
     import torch
 
     if args.device == "gpu" and not (backend.gpu_available() and torch.cuda.is_available()):

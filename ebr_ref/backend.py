@@ -17,6 +17,7 @@ the API edge.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 
@@ -30,6 +31,7 @@ __all__ = [
     "to_device",
     "device_of",
     "to_scalar",
+    "matmul_precision",
 ]
 
 _cupy = None  # the imported module, once imported
@@ -155,3 +157,67 @@ def device_of(a) -> str:
 def to_scalar(a) -> float:
     """A Python float from a 0-d NumPy or CuPy array (for the API edge)."""
     return float(to_numpy(a))
+
+
+# cuBLAS's cublasMath_t values (cublas_api.h): full float32, and TF32 tensor cores allowed.
+_CUBLAS_DEFAULT_MATH = 0
+_CUBLAS_TF32_TENSOR_OP_MATH = 3
+
+
+@contextlib.contextmanager
+def matmul_precision(xp, dtype, *, tf32):
+    """Scope in which float32 matrix products run in full float32 (``tf32=False``) or in TF32.
+
+    TF32 (NVIDIA GPUs of compute capability 8.0 and later) rounds the factors of
+    a float32 product to 10 mantissa bits on the tensor cores, a relative error of
+    about 1e-3 per product instead of about 1e-7. The engine never uses it unless a
+    call asks for it: with ``tf32=False`` the scope sets full float32 even when
+    ``CUPY_TF32=1`` is in the environment (CuPy's own switch, read once per process).
+
+    On CuPy the scope sets both of CuPy's controls and restores them on exit: the
+    compute type of its float32 ``matmul``/``dot`` (the private
+    ``cupy._core._routines_linalg.set_compute_type``, the switch ``CUPY_TF32`` feeds)
+    and the math mode of the current thread's cuBLAS handle, which its batched
+    products obey. Both are process (or thread) state, so two threads that run
+    calls with different settings on one device at once may see each other's.
+
+    Parameters
+    ----------
+    xp : module
+        ``numpy`` or ``cupy``, the arrays' module (:func:`get_xp`).
+    dtype : dtype
+        The computation's dtype; TF32 applies to float32 only.
+    tf32 : bool
+
+    Raises
+    ------
+    ValueError
+        For ``tf32`` other than True or False; and for ``tf32=True`` on NumPy (no
+        such mode on a CPU), for a dtype other than float32, or on a GPU older than
+        compute capability 8.0.
+    """
+    if not isinstance(tf32, (bool, numpy.bool_)):
+        raise ValueError(f"tf32 must be True or False, got {tf32!r}")
+    tf32 = bool(tf32)
+    if tf32 and numpy.dtype(dtype) != numpy.float32:
+        raise ValueError(f"tf32=True applies to float32 only; this computation runs in {numpy.dtype(dtype)}")
+    if xp is numpy:
+        if tf32:
+            raise ValueError(
+                "tf32=True needs a model on a GPU (CuPy): NumPy's float32 products have no TF32 mode"
+            )
+        yield
+        return
+    if tf32 and int(xp.cuda.Device().compute_capability) < 80:
+        raise ValueError("tf32=True needs a GPU of compute capability 8.0 or later")
+    linalg = importlib.import_module("cupy._core._routines_linalg")
+    cublas = importlib.import_module("cupy_backends.cuda.libs.cublas")
+    handle = xp.cuda.device.get_cublas_handle()
+    before = (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle))
+    linalg.set_compute_type(numpy.float32, linalg.COMPUTE_TYPE_TF32 if tf32 else linalg.COMPUTE_TYPE_DEFAULT)
+    cublas.setMathMode(handle, _CUBLAS_TF32_TENSOR_OP_MATH if tf32 else _CUBLAS_DEFAULT_MATH)
+    try:
+        yield
+    finally:
+        linalg.set_compute_type(numpy.float32, before[0])
+        cublas.setMathMode(handle, before[1])

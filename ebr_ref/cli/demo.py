@@ -298,8 +298,13 @@ def _caption_part(args, console, size):
         )
     with user_errors("preprocessing for the captioner"):
         x = preprocess(cc.frames.transpose(0, 2, 3, 1), preprocessing_of(model.meta), model.dtype)
-    ns = SimpleNamespace(
-        method="cEB-R", layer=None, lstm_rule=args.lstm_rule, max_len=30, chunk_size=args.chunk_size
+    ns = SimpleNamespace(  # the captioner runs on the CPU, where TF32 does not exist
+        method="cEB-R",
+        layer=None,
+        lstm_rule=args.lstm_rule,
+        max_len=30,
+        chunk_size=args.chunk_size,
+        tf32=False,
     )
     with console.stage("decoding the caption"), user_errors("captioner"):
         decoded = model.decode(x)

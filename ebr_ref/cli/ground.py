@@ -82,6 +82,12 @@ def add_engine_args(p, *, method_default=None, seed_steps_default="last"):
     )
     g.add_argument("--dtype", choices=("float32", "float64"), help="run in this dtype (default: the model's)")
     g.add_argument(
+        "--tf32",
+        action="store_true",
+        help="float32 products in TF32 on the GPU's tensor cores (faster, ~1e-3 relative error per "
+        "product); needs --device gpu, a float32 model and compute capability 8.0+; default: full float32",
+    )
+    g.add_argument(
         "--chunk-size", type=positive_int, default=8, help="frames per CNN chunk (memory; default 8)"
     )
 
@@ -280,6 +286,7 @@ def run_ground(model, clip, targets, args, console, *, cont=None):
                 lstm_rule=args.lstm_rule,
                 seed_steps=seed_steps,
                 chunk_size=args.chunk_size,
+                tf32=args.tf32,
                 cont=cont,
                 progress=report,
             )

@@ -222,6 +222,7 @@ def ground_caption(
     checkpoint_budget_bytes=1 << 30,
     fused_readout="auto",
     fast_kernels=True,
+    tf32=False,
 ):
     """Ground one or several words of a caption in a clip (paper §4.2, Fig. 3).
 
@@ -264,6 +265,9 @@ def ground_caption(
     fast_kernels : bool
         As in :func:`ebr_ref.grounding.ground.ground`: let the conv and fc kernels
         of the frame CNN take their own fast paths; False runs the reference kernels only.
+    tf32 : bool
+        As in :func:`ebr_ref.grounding.ground.ground`: float32 products in TF32 on a
+        GPU; off by default (full float32).
 
     Returns
     -------
@@ -293,73 +297,74 @@ def ground_caption(
     model, clip = prepare(model, clip, dtype)  # an image captioner takes one frame
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
-    frames = FrameCNN(
-        model,
-        clip,
-        model.index(layer),
-        chunk_size=chunk_size,
-        channel_maps=channel_maps,
-        budget_bytes=checkpoint_budget_bytes,
-        fast_kernels=fast,
-    )
-    xp = model.xp
+    with backend.matmul_precision(model.xp, model.dtype, tf32=tf32):  # full float32 unless asked
+        frames = FrameCNN(
+            model,
+            clip,
+            model.index(layer),
+            chunk_size=chunk_size,
+            channel_maps=channel_maps,
+            budget_bytes=checkpoint_budget_bytes,
+            fast_kernels=fast,
+        )
+        xp = model.xp
 
-    # 1. CNN forward in chunks to the video-feature layer, pooled over time.
-    features = frames.forward()  # (T, D)
-    v, pool_cache = model.pool_features(features)  # (D,)
+        # 1. CNN forward in chunks to the video-feature layer, pooled over time.
+        features = frames.forward()  # (T, D)
+        v, pool_cache = model.pool_features(features)  # (D,)
 
-    # 2. The caption (greedy or forced) and the decoder's forward along it, keeping caches.
-    if caption is None:
-        decoded = model.decode_features(v, max_len=max_len)[0]
-        if not decoded.words:
-            raise ValueError(
-                "the model's caption is empty (it emitted <eos> first): nothing to ground; "
-                "pass caption=... to ground a given caption"
-            )
-        words_of_caption = decoded.words
-    else:
-        words_of_caption = model.vocab.split(caption)
-    items, query_steps, single = _queries(words, words_of_caption, model.vocab)
-    ids = numpy.array(model.vocab.encode(words_of_caption) + [model.vocab.eos], dtype=numpy.int64)  # (S,)
-    inputs = numpy.concatenate([[model.vocab.bos], ids[:-1]])[:, None]  # (S, 1)
-    logits, dcache = model.decoder_forward(v[None], xp.asarray(inputs))  # (S, 1, V)
-    probs = backend.to_numpy(softmax(logits[:, 0]))  # (S, V)
+        # 2. The caption (greedy or forced) and the decoder's forward along it, keeping caches.
+        if caption is None:
+            decoded = model.decode_features(v, max_len=max_len)[0]
+            if not decoded.words:
+                raise ValueError(
+                    "the model's caption is empty (it emitted <eos> first): nothing to ground; "
+                    "pass caption=... to ground a given caption"
+                )
+            words_of_caption = decoded.words
+        else:
+            words_of_caption = model.vocab.split(caption)
+        items, query_steps, single = _queries(words, words_of_caption, model.vocab)
+        ids = numpy.array(model.vocab.encode(words_of_caption) + [model.vocab.eos], dtype=numpy.int64)  # (S,)
+        inputs = numpy.concatenate([[model.vocab.bos], ids[:-1]])[:, None]  # (S, 1)
+        logits, dcache = model.decoder_forward(v[None], xp.asarray(inputs))  # (S, 1, V)
+        probs = backend.to_numpy(softmax(logits[:, 0]))  # (S, V)
 
-    # 3. Seed a raw 1 on each queried word at the steps where it was predicted.
-    K, S = len(items), ids.shape[0]
-    V = len(model.vocab)
-    seed = _word_seed(query_steps, ids, V, dtype=model.dtype, device=model.device)  # (K, S, 1, V)
-    mode = "grad" if method == "BP-R" else "eb"
-    leg, fused_layers = frames.readout_leg(mode, K, switch)
+        # 3. Seed a raw 1 on each queried word at the steps where it was predicted.
+        K, S = len(items), ids.shape[0]
+        V = len(model.vocab)
+        seed = _word_seed(query_steps, ids, V, dtype=model.dtype, device=model.device)  # (K, S, 1, V)
+        mode = "grad" if method == "BP-R" else "eb"
+        leg, fused_layers = frames.readout_leg(mode, K, switch)
 
-    def to_frames(p_video):  # (K, 1, D) -> (K, T, D): the mean over time undone (docs/spec.md §2.4)
-        if pool_cache is None:
-            return p_video  # an image model: the one frame is the feature
-        return (temporal_mean_grad if method == "BP-R" else temporal_mean_eb)(p_video[:, 0], pool_cache)
+        def to_frames(p_video):  # (K, 1, D) -> (K, T, D): the mean over time undone (docs/spec.md §2.4)
+            if pool_cache is None:
+                return p_video  # an image model: the one frame is the feature
+            return (temporal_mean_grad if method == "BP-R" else temporal_mean_eb)(p_video[:, 0], pool_cache)
 
-    # 4-5. Back through the decoder to the video feature, to the frames; eqs. 5-7.
-    mass_lost, totals, totals_dual, account, account_dual = {}, None, None, None, None
-    if method == "BP-R":
-        Map = to_frames(decoder_grad(seed, dcache))  # (K, T, D)  the gradient; no normalisation
-    else:
-        positive = decoder_eb(seed, dcache, rule=lstm_rule, allow_tanh=allow_tanh_eb)
-        p_frames = to_frames(positive.p_video)  # (K, T, D)  P^t(a_i)
-        account = decoder_account(positive, seed, p_frames)
-        mass_lost["positive"] = decoder_layer_mass(positive, seed, p_frames, model.static_layer)
-        P_N, totals = normalise_by_total(p_frames)  # (K, T, D), (K,)  eq. 5
-        Map = P_N  # EB-R continues with P_N (paper, after eq. 9)
-        if method == "cEB-R":
-            dual = decoder_eb(
-                seed, dcache, rule=lstm_rule, negate=True, allow_tanh=allow_tanh_eb
-            )  # the negated classifier, eqs. 2, 4
-            p_frames_dual = to_frames(dual.p_video)  # (K, T, D)
-            account_dual = decoder_account(dual, seed, p_frames_dual)
-            mass_lost["dual"] = decoder_layer_mass(dual, seed, p_frames_dual, model.static_layer)
-            P_N_dual, totals_dual = normalise_by_total(p_frames_dual)  # (K, T, D), (K,)  eq. 6
-            Map = contrast(P_N, P_N_dual)  # (K, T, D)  eq. 7
+        # 4-5. Back through the decoder to the video feature, to the frames; eqs. 5-7.
+        mass_lost, totals, totals_dual, account, account_dual = {}, None, None, None, None
+        if method == "BP-R":
+            Map = to_frames(decoder_grad(seed, dcache))  # (K, T, D)  the gradient; no normalisation
+        else:
+            positive = decoder_eb(seed, dcache, rule=lstm_rule, allow_tanh=allow_tanh_eb)
+            p_frames = to_frames(positive.p_video)  # (K, T, D)  P^t(a_i)
+            account = decoder_account(positive, seed, p_frames)
+            mass_lost["positive"] = decoder_layer_mass(positive, seed, p_frames, model.static_layer)
+            P_N, totals = normalise_by_total(p_frames)  # (K, T, D), (K,)  eq. 5
+            Map = P_N  # EB-R continues with P_N (paper, after eq. 9)
+            if method == "cEB-R":
+                dual = decoder_eb(
+                    seed, dcache, rule=lstm_rule, negate=True, allow_tanh=allow_tanh_eb
+                )  # the negated classifier, eqs. 2, 4
+                p_frames_dual = to_frames(dual.p_video)  # (K, T, D)
+                account_dual = decoder_account(dual, seed, p_frames_dual)
+                mass_lost["dual"] = decoder_layer_mass(dual, seed, p_frames_dual, model.static_layer)
+                P_N_dual, totals_dual = normalise_by_total(p_frames_dual)  # (K, T, D), (K,)  eq. 6
+                Map = contrast(P_N, P_N_dual)  # (K, T, D)  eq. 7
 
-    # 6. CNN part, chunk by chunk, from the read-out layer's activations to the video-feature layer and back.
-    readout = frames.backward(Map, leg, memo=weights_memo(frames.chunks, K))  # maps (K, T, ...)
+        # 6. CNN part, chunk by chunk, from the read-out activations to the video-feature layer and back.
+        readout = frames.backward(Map, leg, memo=weights_memo(frames.chunks, K))  # maps (K, T, ...)
     mass_lost["cnn"] = readout.mass
     maps, evidence, channels = readout.maps, readout.evidence, readout.channels  # (K, T, ...), (K, T), ...
     if single:
