@@ -72,8 +72,12 @@ def frame_chunks(T, chunk_size):
     return [(a, min(a + chunk_size, T)) for a in range(0, T, chunk_size)]
 
 
-def weights_memo(chunks, K):
+def weights_memo(chunks, K, kept=None):
     """A per-call dict keeping ``max(±W, 0)`` of fc layers when they are reused, else None.
+
+    ``kept``, the caller's own dict (the drivers' ``weights_cache``, checked by
+    :func:`ebr_ref.grounding.inputs.check_weights_cache`), is returned as it is
+    whatever the call's size, so that calls after the first find W+ formed.
 
     W+ is worth holding whole when many chunks (or many stacked signal rows) pass
     through the same layer; for a few passes with few rows :func:`ebr_ref.layers.linear.linear_eb`
@@ -82,6 +86,8 @@ def weights_memo(chunks, K):
     W+ costs a 400 MB write to fresh memory for VGG16's fc6 (about 3 reads) and two
     reads of it per chunk, so the blocked passes win up to 3 chunks.
     """
+    if kept is not None:
+        return kept
     rows = K * max(b - a for a, b in chunks)
     return {} if len(chunks) > _MEMO_PAST_CHUNKS or rows > _MEMO_PAST_ROWS else None
 

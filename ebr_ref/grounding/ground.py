@@ -43,7 +43,14 @@ from ..models.stack import run_eb, run_grad
 from .algorithm import contrast, negate_classifier, normalise_by_total, one_hot_seed
 from .diagnostics import action_diagnostics, sum_mass
 from .frame_cnn import FrameCNN, join_chunks, weights_memo
-from .inputs import check_fused_switch, check_kernel_switch, check_lstm_rule, is_int, prepare
+from .inputs import (
+    check_fused_switch,
+    check_kernel_switch,
+    check_lstm_rule,
+    check_weights_cache,
+    is_int,
+    prepare,
+)
 
 __all__ = [
     "Grounding",
@@ -122,6 +129,7 @@ def ground(
     fused_readout="auto",
     fast_kernels=True,
     tf32=False,
+    weights_cache=None,
 ):
     """Ground one or several target classes of a model in a clip.
 
@@ -190,6 +198,16 @@ def ground(
         the engine then runs full float32 even where ``CUPY_TF32=1`` is set. True
         needs a float32 model on a GPU of compute capability 8.0 or later
         (:func:`ebr_ref.backend.matmul_precision`).
+    weights_cache : dict, optional
+        A dict the caller keeps between calls with the same model (start with
+        ``{}``): ``max(W, 0)`` (and the classifier's ``max(-W, 0)``) of the fc layers
+        is formed on the first call and kept there, and later calls read it instead
+        of forming it again, which for VGG16's fc6 costs more than the layer's EB
+        itself. It holds about as much memory as those layers' weights (480 MB for
+        VGG16 in float32). An entry is formed again when the model holds another
+        weight array under that name (a new model, ``astype``, ``to``, a replaced
+        entry of ``params``), but not when an array is changed in place: clear the
+        dict then. Results do not depend on it beyond rounding.
 
     Returns
     -------
@@ -212,6 +230,7 @@ def ground(
         layer = model.meta.get("readout", "conv5_1")
     targets, single = _parse_targets(target, model.num_classes)
     fast = check_kernel_switch(fast_kernels)
+    check_weights_cache(weights_cache)
     with backend.matmul_precision(model.xp, model.dtype, tf32=tf32):  # full float32 unless asked
         frames = FrameCNN(
             model,
@@ -225,9 +244,7 @@ def ground(
         mode = "grad" if method in ("BP", "BP-R") else "eb"
         switch = check_fused_switch(fused_readout, channel_maps)
         leg, fused_layers = frames.readout_leg(mode, len(targets), switch)
-        memo = weights_memo(
-            frames.chunks, len(targets)
-        )  # max(W, 0) of fc layers, for every pass of this call
+        memo = weights_memo(frames.chunks, len(targets), weights_cache)  # max(W, 0) of fc layers
         tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
         if recurrent:
             run = _ground_recurrent(

@@ -47,7 +47,14 @@ from .algorithm import contrast, negate_classifier, normalise_by_total
 from .diagnostics import caption_diagnostics, decoder_account, decoder_layer_mass
 from .frame_cnn import FrameCNN, weights_memo
 from .ground import Grounding, check_finite_result
-from .inputs import check_fused_switch, check_kernel_switch, check_lstm_rule, is_int, prepare
+from .inputs import (
+    check_fused_switch,
+    check_kernel_switch,
+    check_lstm_rule,
+    check_weights_cache,
+    is_int,
+    prepare,
+)
 
 __all__ = ["CaptionGrounding", "DecoderSignals", "ground_caption", "decoder_eb", "decoder_grad", "METHODS"]
 
@@ -223,6 +230,7 @@ def ground_caption(
     fused_readout="auto",
     fast_kernels=True,
     tf32=False,
+    weights_cache=None,
 ):
     """Ground one or several words of a caption in a clip (paper §4.2, Fig. 3).
 
@@ -268,6 +276,9 @@ def ground_caption(
     tf32 : bool
         As in :func:`ebr_ref.grounding.ground.ground`: float32 products in TF32 on a
         GPU; off by default (full float32).
+    weights_cache : dict, optional
+        As in :func:`ebr_ref.grounding.ground.ground`: ``max(W, 0)`` of the frame
+        CNN's fc layers kept by the caller between calls.
 
     Returns
     -------
@@ -294,6 +305,7 @@ def ground_caption(
         )
     switch = check_fused_switch(fused_readout, channel_maps)  # before any work
     fast = check_kernel_switch(fast_kernels)
+    check_weights_cache(weights_cache)
     model, clip = prepare(model, clip, dtype)  # an image captioner takes one frame
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
@@ -364,7 +376,9 @@ def ground_caption(
                 Map = contrast(P_N, P_N_dual)  # (K, T, D)  eq. 7
 
         # 6. CNN part, chunk by chunk, from the read-out activations to the video-feature layer and back.
-        readout = frames.backward(Map, leg, memo=weights_memo(frames.chunks, K))  # maps (K, T, ...)
+        readout = frames.backward(
+            Map, leg, memo=weights_memo(frames.chunks, K, weights_cache)
+        )  # maps (K, T, ...)
     mass_lost["cnn"] = readout.mass
     maps, evidence, channels = readout.maps, readout.evidence, readout.channels  # (K, T, ...), (K, T), ...
     if single:

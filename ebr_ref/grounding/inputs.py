@@ -11,7 +11,14 @@ import numpy
 from .. import backend
 from ..layers.lstm import LSTM_RULES
 
-__all__ = ["is_int", "prepare", "check_lstm_rule", "check_fused_switch"]
+__all__ = [
+    "is_int",
+    "prepare",
+    "check_lstm_rule",
+    "check_fused_switch",
+    "check_kernel_switch",
+    "check_weights_cache",
+]
 
 
 def is_int(v):
@@ -68,3 +75,12 @@ def check_kernel_switch(request):
     if not isinstance(request, (bool, numpy.bool_)):
         raise ValueError(f"fast_kernels must be True or False, got {request!r}")
     return bool(request)
+
+
+def check_weights_cache(cache):
+    """The ``weights_cache`` argument validated: a dict (kept by the caller) or None; TypeError otherwise."""
+    if cache is not None and not isinstance(cache, dict):
+        raise TypeError(
+            f"weights_cache must be a dict (kept between calls) or None, got {type(cache).__name__}"
+        )
+    return cache

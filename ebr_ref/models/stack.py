@@ -72,18 +72,21 @@ class LayerStack:
     def positive_weights(self, name, *, negated=False, memo=None):
         """``max(W, 0)`` (or ``max(-W, 0)``) of fc layer ``name``.
 
-        ``memo`` is a dict owned by the caller (one driver call): the result is kept
-        there and reused, so that chunked and contrastive passes compute it once.
-        The stack itself keeps nothing, so parameters changed between calls are
-        always seen.
+        ``memo`` is a dict owned by the caller (one driver call, or several calls
+        when the caller keeps it: ``ground(..., weights_cache=)``): the result is
+        kept there with the weight array it was formed from, and reused while the
+        layer still holds that same array, so that chunked and contrastive passes
+        (and later calls) compute it once. A weight array replaced in ``params``
+        is seen (the entry is formed again); one changed in place is not, which
+        is why the stack itself keeps nothing.
         """
         key = (name, negated)
-        if memo is not None and key in memo:
-            return memo[key]
         W = self.params[f"{name}.weight"]
+        if memo is not None and key in memo and memo[key][0] is W:
+            return memo[key][1]
         W_pos = self.xp.maximum(-W if negated else W, 0)
         if memo is not None:
-            memo[key] = W_pos
+            memo[key] = (W, W_pos)  # the array itself, not its id: ids are reused after deletion
         return W_pos
 
     def check_clip(self, clip):
