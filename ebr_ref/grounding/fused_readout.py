@@ -32,17 +32,26 @@ per offset ``(lo_h + a, lo_w + b)`` between the read-out position and the cell.
 At the read-out layer ``F = 1`` with one offset, 0. Going one layer up:
 
 * ReLU (EB and gradient pass ``m * p`` with ``m = 1[y > 0]``): ``F *= m``, shifted.
+  The factors of one level (``1 / Z`` of the convolution below, ReLU masks, the
+  input ``x`` of the convolution above) are multiplied together on the level's
+  grid first and applied to ``F`` in one pass; those of the top level are applied
+  by the pooling scatter at the winners only.
 * Convolution, EB (docs/spec.md §2, paper eq. 3): ``p_x = x * W+^T (p_y / Z)``. With
   stride 1, kernel offset ``u``, dilation ``d`` and padding ``pd`` the input cell
   ``pos - Δ`` meets output cell ``pos - Δ'`` with ``Δ' = Δ + d u - pd``, so
   ``F'[Δ'] = (1 / Z)[pos - Δ'] sum_{Δ + d u - pd = Δ'} W+[:, :, u]^T (F[Δ] x[pos - Δ])``
-  (one GEMM ``(kH kW oC, iC) @ (iC, n h w)`` per offset of ``F``), where ``1 / Z``
+  (one GEMM ``(oC, kW' iC) @ (kW' iC, n h w)`` per offset ``Δ'`` and kernel row, over
+  the ``kW'`` kernel columns that meet ``F``: each is a view of ``F`` and of the
+  weights flipped once in ``v``, the first writes ``F'[Δ']``, the others are added;
+  no zero fill, no ``(kH kW oC, n h w)`` temporary), where ``1 / Z``
   is 0 where ``Z == 0`` exactly (the safe divide of every EB kernel). The number
   of offsets grows from ``(nh, nw)`` to ``(nh + d (kH - 1), nw + d (kW - 1))``.
   Gradient: ``W`` instead of ``W+``, no ``x`` and no ``1 / Z``.
 * Max pooling (the top; winner takes all, first maximum on ties): the cell
   routed to by window ``(c, cell)`` is its argmax ``w``, so
-  ``G[n, pos, c, cell] = F[pos - w, c, n, pos]`` (a scatter, one per offset).
+  ``G[n, pos, c, cell] = F[pos - w, c, n, pos]``. ``G`` is stored transposed,
+  ``(n, C oh ow, h w + L)``, so that the at most ``nh nw`` entries of a window are
+  neighbours; it is filled by one flat gather and scatter per row of offsets.
 
 Mass accounting (EB): a folded layer loses ``sum_{l = 1} p_out`` for an indicator
 ``l`` on its output: ``Z == 0`` for a convolution (the safe divide drops that
@@ -59,7 +68,21 @@ dropout and convolutions with stride 1 and one group, up to and including a max
 pooling, with at least one convolution on the way. Folding is chosen only when
 it needs fewer multiply-adds than the unfused passes for K targets and its
 arrays for one frame fit :data:`FOLD_BUDGET_BYTES`; frames are folded in groups
-that fit the budget. The choice depends on shapes and K only, never on values.
+of about :data:`FOLD_GROUP_BYTES` (at least one frame). The choice depends on
+shapes and K only, never on values.
+
+Cost of the construction (VGG16-LSTM read out at ``conv5_1``, float32, random
+weights, 16 frames in chunks of 8, 2 cores shared with other jobs): building and
+applying ``G`` (:func:`fused_maps`) takes 1.0 s inside a 101-target cEB-R call,
+was 1.5-1.7 s. Of it, the conv GEMMs of the fold (74 G multiply-adds) take about
+0.5 s, the two ``Z`` convolutions 0.14 s, the GEMM with ``p_top`` 0.09 s and the
+pooling scatter 0.18 s. Before: the scatter took 0.64 s (one write per cache line
+and page, per offset, into ``G`` laid out ``(n, h w + L, C oh ow)``), the adds of
+the per-offset GEMM results and their ``(kH kW oC, n h w)`` temporaries 0.18 s,
+the factor passes over ``F`` 0.10 s (now 0.01 s). Frame groups of 2 (the 96 MiB of
+:data:`FOLD_GROUP_BYTES`) took 0.95 s against 1.02 s for 1, 1.03 s for 3 and
+1.28 s for one group of 8, mostly first-touch page faults of the large new arrays
+(NumPy asks for transparent huge pages on them).
 """
 
 from __future__ import annotations
@@ -77,9 +100,18 @@ from ..models.stack import run_eb, run_grad
 from .frame_cnn import ChunkMaps
 from .inputs import check_fused_switch
 
-__all__ = ["FoldPlan", "FOLD_BUDGET_BYTES", "FusedLeg", "plan", "folded_layers", "fused_maps"]
+__all__ = [
+    "FoldPlan",
+    "FOLD_BUDGET_BYTES",
+    "FOLD_GROUP_BYTES",
+    "FusedLeg",
+    "plan",
+    "folded_layers",
+    "fused_maps",
+]
 
-FOLD_BUDGET_BYTES = 1 << 29  # arrays of one group of folded frames (F, G and the pushed functionals)
+FOLD_BUDGET_BYTES = 1 << 29  # arrays of one folded frame (F, G and the pushed functionals), at most
+FOLD_GROUP_BYTES = 3 << 25  # arrays of one group of folded frames, aimed at (96 MiB; see the docstring)
 _MODES = ("eb", "grad")
 
 
@@ -88,7 +120,7 @@ class FoldPlan(NamedTuple):
 
     depth: int  # layers readout_index + 1 .. readout_index + depth are folded (the last: the max pooling)
     mode: str  # "eb" or "grad"
-    frames_per_group: int  # frames folded at once (memory budget)
+    frames_per_group: int  # frames folded at once (FOLD_GROUP_BYTES // bytes of one frame, at least 1)
     readout_hw: tuple  # (h, w) of the read-out layer's output
 
 
@@ -174,7 +206,7 @@ def plan(model, readout_index, K, mode, *, request="auto"):
             name = "input" if readout_index < 0 else model.layer_names[readout_index]
             raise ValueError(f"fused_readout=True: cannot fuse the read-out above {name!r}: {why}")
         return None
-    return FoldPlan(survey.depth, mode, int(max(1, FOLD_BUDGET_BYTES // frame_bytes)), tuple(in_shape[1:]))
+    return FoldPlan(survey.depth, mode, int(max(1, FOLD_GROUP_BYTES // frame_bytes)), tuple(in_shape[1:]))
 
 
 def _survey(model, readout_index, in_shape):
@@ -247,12 +279,12 @@ def fused_maps(fold_records, p_top, plan_):
     lost = {}
     if plan_.mode == "eb":
         lost = {layer.name: numpy.zeros(K, dtype=p_top.dtype) for layer, _ in fold_records}
-    for a in range(0, N, g):  # groups of frames, for memory only
+    for a in range(0, N, g):  # groups of frames, for memory and speed only
         b = min(a + g, N)
         part = [(layer, _frames(cache, a, b)) for layer, cache in fold_records]
-        G, rows = _fold_matrix(part, plan_.mode, (b - a,) + hw, p_top.dtype, xp=xp)  # (n, P + L, C oh ow)
+        G, rows = _fold_matrix(part, plan_.mode, (b - a,) + hw, p_top.dtype, xp=xp)  # (n, C oh ow, P + L)
         top = p_top[:, a:b].reshape(K, b - a, -1).transpose(1, 2, 0)  # (n, C oh ow, K)
-        out = xp.matmul(G, top)  # (n, P + L, K)
+        out = xp.matmul(G.transpose(0, 2, 1), top)  # (n, P + L, K)
         maps.append(out[:, :P].transpose(2, 0, 1).reshape(K, b - a, *hw))  # (K, n, h, w)
         for m, name in enumerate(rows):
             lost[name] = lost[name] + to_numpy(out[:, P + m].sum(axis=0))  # (K,)
@@ -285,21 +317,22 @@ def _windows(A, lo, n_off, out_hw, *, xp):
 
 
 def _fold_matrix(records, mode, nhw, dtype, *, xp):
-    """``G (n, h w + L, C oh ow)`` of (F1), one row per map position and per folded layer's mass functional.
+    """``G (n, C oh ow, h w + L)`` of (F1), transposed: one column per map position and per folded layer's
+    mass functional.
 
-    ``nhw = (n, h, w)``: frames and the read-out layer's grid. Returns ``(G, names of the mass rows)``.
+    ``nhw = (n, h, w)``: frames and the read-out layer's grid. Returns ``(G, names of the mass columns)``.
     """
     n, h, w = nhw
     P = h * w
     F = None  # (nh, nw, C, n, h, w); None means 1 with one offset
+    scale = None  # (n, C or 1, Hl, Wl) the factors of the current level not yet applied to F; None: 1
     lo, n_off = (0, 0), (1, 1)
     z_inv, z_zero, w_pos = {}, {}, {}  # layer index -> 1 / Z (0 where Z == 0), the mask Z == 0, W+
     for k, (layer, cache) in enumerate(records[:-1]):
         if layer.type == "dropout":
             continue
         if layer.type == "relu":
-            mask = (cache.y > 0).astype(dtype)  # (n, C, Hl, Wl)
-            F = _scale(F, mask, lo, n_off, (h, w), xp=xp)
+            scale = _times(scale, (cache.y > 0).astype(dtype), xp=xp)  # (n, C, Hl, Wl)  the ReLU's mask
             continue
         # convolution, stride 1, one group (checked by plan)
         x, W = cache.x, cache.W
@@ -311,15 +344,16 @@ def _fold_matrix(records, mode, nhw, dtype, *, xp):
             z, _ = conv2d_forward(x, W_use, **geo)  # (n, oC, oH, oW)  step 1 of EB
             z_inv[k] = safe_divide(xp.ones_like(z), z, xp=xp)  # (n, oC, oH, oW)  0 where Z == 0
             z_zero[k] = z == 0  # (n, oC, oH, oW)  where the safe divide drops the signal
-            F = _scale(F, x, lo, n_off, (h, w), xp=xp)  # times the input x
+            scale = _times(scale, x, xp=xp)  # (n, iC, iH, iW)  times the input x
         else:
             W_use = W
-            if F is not None:  # no x to multiply by: zero F outside the conv's input grid (its padding)
-                F = _scale(F, xp.ones((n, 1) + tuple(x.shape[2:]), dtype=dtype), lo, n_off, (h, w), xp=xp)
+            if F is not None and scale is None:  # no x to multiply by: zero F outside the conv's input grid
+                scale = xp.ones((n, 1) + tuple(x.shape[2:]), dtype=dtype)  # (n, 1, iH, iW)
+        if scale is not None:
+            F = _scale(F, scale, lo, n_off, (h, w), xp=xp)  # one pass over F for all factors of the level
         F = _through_conv(F, W_use, n_off, (dH, dW), (n, h, w), xp=xp)
         lo, n_off = (lo[0] - pH, lo[1] - pW), (n_off[0] + dH * (kH - 1), n_off[1] + dW * (kW - 1))
-        if mode == "eb":
-            F = _scale(F, z_inv[k], lo, n_off, (h, w), xp=xp)  # times 1 / Z
+        scale = z_inv[k] if mode == "eb" else None  # (n, oC, oH, oW)  times 1 / Z, applied with the next
     pool = records[-1][1]
     winners = _winner_cells(pool, xp=xp)  # two (n, C, oh, ow): row and column of every window's winner
     rows, names = [], []
@@ -330,11 +364,16 @@ def _fold_matrix(records, mode, nhw, dtype, *, xp):
                 rows.append(row)
                 names.append(layer.name)
     C, oh, ow = pool.y.shape[1:]
-    G = xp.zeros((n, P + len(rows), C, oh * ow), dtype=F.dtype)  # map rows, then mass rows
-    _scatter_pool(F, winners, lo, n_off, (h, w), G, xp=xp)  # G[:, :P]
+    G = xp.zeros((n, C * oh * ow, P + len(rows)), dtype=F.dtype)  # map columns, then mass columns
+    _scatter_pool(F, scale, winners, lo, (h, w), G, xp=xp)  # G[:, :, :P], times the top level's factors
     for m, row in enumerate(rows):
-        G[:, P + m] = row.reshape(n, C, oh * ow)
-    return G.reshape(n, P + len(rows), C * oh * ow), names
+        G[:, :, P + m] = row.reshape(n, C * oh * ow)
+    return G, names
+
+
+def _times(scale, A, *, xp):
+    """``scale * A`` (a new array; ``scale = None`` stands for 1)."""
+    return A if scale is None else xp.multiply(scale, A)
 
 
 def _scale(F, A, lo, n_off, out_hw, *, xp):
@@ -349,23 +388,36 @@ def _scale(F, A, lo, n_off, out_hw, *, xp):
 
 
 def _through_conv(F, W, n_off, dil, nhw, *, xp):
-    """``F'[a + d u, b + d v] += W[:, :, u, v] @ F[a, b]`` over channels: offsets of the conv's output
-    signal."""
+    """``F'[A, B] = sum W[:, :, u, v] @ F[A - d u, B - d v]`` over channels: offsets of the conv's output
+    signal.
+
+    One GEMM per output offset and kernel row ``u``, of depth ``iC`` times the kernel columns that meet
+    ``F``, on views (the weights flipped in ``v`` once, so that they line up with ``F``'s offsets); the
+    ``u`` rows are summed into the output, which needs no zero fill.
+    """
     n, h, w = nhw
     oC, iC, kH, kW = W.shape
     if F is None:  # the channel sum itself: 1 for every input channel
         F = xp.ones((1, 1, iC, n, h, w), dtype=W.dtype)
-    nh, nw = n_off
-    (dH, dW) = dil
-    Wk = xp.ascontiguousarray(W.transpose(2, 3, 0, 1)).reshape(kH * kW * oC, iC)  # (kH kW oC, iC)
-    out = xp.zeros((nh + dH * (kH - 1), nw + dW * (kW - 1), oC, n, h, w), dtype=W.dtype)
-    for a in range(nh):  # loops over offsets only
-        for b in range(nw):
-            R = (Wk @ F[a, b].reshape(iC, n * h * w)).reshape(kH, kW, oC, n, h, w)  # one GEMM
-            for u in range(kH):
-                for v in range(kW):
-                    out[a + dH * u, b + dW * v] += R[u, v]
-    return out
+    (nh, nw), (dH, dW) = n_off, dil
+    NH, NW = nh + dH * (kH - 1), nw + dW * (kW - 1)
+    W_flip = xp.ascontiguousarray(W[:, :, :, ::-1].transpose(2, 0, 3, 1))  # (kH, oC, kW, iC)  column kW-1-v
+    out = xp.empty((NH, NW, oC, n * h * w), dtype=W.dtype)  # (NH, NW, oC, n h w)
+    part = xp.empty((oC, n * h * w), dtype=W.dtype)  # (oC, n h w)  one kernel row's term
+    for A in range(NH):  # loops over offsets only
+        for B in range(NW):
+            v_lo, v_hi = max(0, -((nw - 1 - B) // dW)), min(kW - 1, B // dW)  # kernel columns meeting F
+            terms = [u for u in range(kH) if 0 <= A - dH * u < nh] if v_lo <= v_hi else []
+            if not terms:
+                out[A, B] = 0
+            for t, u in enumerate(terms):
+                a, b0, b1 = A - dH * u, B - dW * v_hi, B - dW * v_lo  # F[a, b0 : b1 + 1 : dW] meets row u
+                Wu = W_flip[u, :, kW - 1 - v_hi : kW - v_lo].reshape(oC, -1)  # (oC, cnt iC)  a view
+                Fu = F[a, b0 : b1 + 1 : dW].reshape(-1, n * h * w)  # (cnt iC, n h w)  a view when dW == 1
+                xp.matmul(Wu, Fu, out=out[A, B] if t == 0 else part)  # one GEMM
+                if t > 0:
+                    out[A, B] += part
+    return out.reshape(NH, NW, oC, n, h, w)
 
 
 def _winner_cells(pool, *, xp):
@@ -378,25 +430,42 @@ def _winner_cells(pool, *, xp):
     return ii, jj
 
 
-def _scatter_pool(F, winners, lo, n_off, hw, G, *, xp):
-    """``G[n, pos, c, cell] = F[pos - winner(c, cell), c, n, pos]`` for the map rows ``pos < h w`` of
-    ``G (n, R, C, oh ow)``."""
+def _scatter_pool(F, scale, winners, lo, hw, G, *, xp):
+    """``G[n, (c, cell), pos] = s[n, c, win] F[pos - lo - win, c, n, pos]`` for the map columns ``pos < h w``
+    of ``G (n, C oh ow, R)``, ``win`` the winner of window ``(c, cell)`` and ``s`` the pending factors
+    ``scale`` (None: 1).
+
+    One flat gather from ``F`` and one flat scatter into ``G`` per row ``a`` of offsets, both at the
+    windows and offset columns ``b`` whose read-out position ``win + lo + (a, b)`` lies in the grid; a
+    window's ``nw`` entries of a row are neighbours in ``G``.
+    """
     h, w = hw
-    n, R, C, cells = G.shape
+    n, _, R = G.shape
+    nh, nw = F.shape[:2]
     ii, jj = winners  # (n, C, oh, ow)
-    oh, ow = ii.shape[2:]
+    C, oh, ow = ii.shape[1:]
     nn = xp.arange(n).reshape(n, 1, 1, 1)
     cc = xp.arange(C).reshape(1, C, 1, 1)
-    cell = xp.arange(cells).reshape(1, 1, oh, ow)
-    flat_G = G.reshape(-1)  # G is contiguous: a view
-    for a in range(n_off[0]):  # loops over offsets only
-        for b in range(n_off[1]):
-            pi, pj = ii + lo[0] + a, jj + lo[1] + b  # read-out position that sees the winner at this offset
-            ok = (pi >= 0) & (pi < h) & (pj >= 0) & (pj < w)
-            pos = pi * w + pj
-            vals = F[a, b][cc, nn, xp.where(ok, pi, 0), xp.where(ok, pj, 0)]  # (n, C, oh, ow)
-            flat = ((nn * R + pos) * C + cc) * cells + cell
-            flat_G[flat[ok]] = vals[ok]
+    cell = xp.arange(oh * ow).reshape(1, 1, oh, ow)
+    b = xp.arange(nw)  # (nw,)  offset columns
+    pos = ii * w + jj  # (n, C, oh, ow)  flat read-out position of the winner, at offset -lo
+    dst = (((nn * C + cc) * (oh * ow) + cell) * R + pos).reshape(-1, 1) + b  # (m, nw)  in G, m = n C oh ow
+    col_step = F[0, 0].size + 1  # from F[a, b] at position p to F[a, b + 1] at p + 1, flat
+    src = ((cc * n + nn) * (h * w) + pos).reshape(-1, 1) + b * col_step  # (m, nw)  F[a, b] at pos + b
+    in_w = (jj.reshape(-1, 1) + lo[1] + b >= 0) & (jj.reshape(-1, 1) + lo[1] + b < w)  # (m, nw)
+    if scale is not None:
+        s = xp.broadcast_to(scale, (n, C) + scale.shape[2:])[nn, cc, ii, jj]  # (n, C, oh, ow)
+        s = xp.broadcast_to(s.reshape(-1, 1), dst.shape).reshape(-1)  # (m nw,)
+    dst, src = dst.reshape(-1), src.reshape(-1)  # (m nw,)
+    flat_G, flat_F = G.reshape(-1), F.reshape(nh, -1)  # views: G and F are contiguous
+    for a in range(nh):  # loops over offset rows only
+        pi = ii.reshape(-1, 1) + lo[0] + a  # (m, 1)  read-out row of the winner at offset row a
+        sel = xp.flatnonzero((pi >= 0) & (pi < h) & in_w)  # (k,)  entries whose position is in the grid
+        shift = (lo[0] + a) * w + lo[1]
+        vals = flat_F[a][src[sel] + shift]  # (k,)
+        if scale is not None:
+            vals *= s[sel]
+        flat_G[dst[sel] + shift] = vals
 
 
 def _mass_functional(records, k, z_inv, z_zero, w_pos, winners, *, xp):

@@ -260,9 +260,24 @@ def test_auto_fuses_many_targets_not_one(vgg):
     many = plan(vgg, r, 101, "eb")
     assert many is not None and many.depth == 6  # relu5_1 ... pool5
     assert vgg.layers[r + many.depth].name == "pool5"
-    assert many.frames_per_group >= 1
+    assert many.frames_per_group == 2  # FOLD_GROUP_BYTES: two frames of about 40 MB in float32
     assert plan(vgg, r, 101, "eb", request=False) is None
     assert plan(vgg, vgg.index("conv5_2"), 101, "grad").depth == 4
+
+
+def test_frame_groups_aim_at_the_group_size():
+    """Frames are grouped by FOLD_GROUP_BYTES (at least one frame), not by the per-frame limit."""
+    from ebr_ref.grounding.fused_readout import FOLD_BUDGET_BYTES, FOLD_GROUP_BYTES
+    from ebr_ref.models import vgg16_lstm
+
+    assert FOLD_GROUP_BYTES < FOLD_BUDGET_BYTES
+    for dtype, groups in ((numpy.float32, 2), (numpy.float64, 1)):
+        model = vgg16_lstm(101, hidden=8, input_size=224, seed=0, dtype=dtype)
+        assert plan(model, model.index("conv5_1"), 101, "eb").frames_per_group == groups
+    small = sequential(CNN_MODEL, SHAPE, seed=0x32)
+    assert (
+        plan(small, small.index("conv1"), 5, "eb", request=True).frames_per_group > 100
+    )  # a whole clip at once
 
 
 @pytest.mark.parametrize(
@@ -350,3 +365,30 @@ def test_conv_conv_without_relu_between_matches_torch_autograd(method):
         logits = torch.nn.functional.max_pool2d(h, 2).flatten(1) @ P["fc.weight"].T + P["fc.bias"]
         logits[:, 7].sum().backward()
         assert rel_err(fused.maps[7], x.grad.sum(1).numpy()) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "n_off, kernel, dil",
+    [((1, 1), (3, 3), (1, 1)), ((3, 2), (3, 2), (1, 1)), ((1, 2), (3, 2), (2, 1)), ((2, 1), (2, 3), (3, 2))],
+)
+def test_through_conv_equals_the_sum_over_offset_pairs(n_off, kernel, dil):
+    """The GEMMs per output offset and kernel row (views of F and of the flipped weights, the first
+    written, the others added) equal ``F'[a + d u, b + d v] += W[:, :, u, v] @ F[a, b]`` summed over all
+    pairs, including output offsets that no pair reaches (dilation larger than the offsets of F)."""
+    from ebr_ref.grounding.fused_readout import _through_conv
+
+    rng = numpy.random.default_rng(7)
+    (nh, nw), (kH, kW), (dH, dW), (n, h, w) = n_off, kernel, dil, (2, 3, 4)
+    F = rng.standard_normal((nh, nw, 5, n, h, w))
+    W = rng.standard_normal((4, 5) + kernel)
+    ref = numpy.zeros((nh + dH * (kH - 1), nw + dW * (kW - 1), 4, n, h, w))
+    for a in range(nh):
+        for b in range(nw):
+            for u in range(kH):
+                for v in range(kW):
+                    ref[a + dH * u, b + dW * v] += numpy.einsum("oi,inhw->onhw", W[:, :, u, v], F[a, b])
+    got = _through_conv(F, W, n_off, dil, (n, h, w), xp=numpy)
+    assert got.shape == ref.shape
+    assert rel_err(got, ref) < 1e-14
+    if n_off == (1, 2) and dil == (2, 1):
+        assert (got[1] == 0).all()  # no kernel row reaches the odd output rows
