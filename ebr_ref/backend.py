@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
+import threading
 
 import numpy
 
@@ -31,6 +32,7 @@ __all__ = [
     "to_device",
     "device_of",
     "to_scalar",
+    "check_matmul_precision",
     "matmul_precision",
 ]
 
@@ -163,31 +165,13 @@ def to_scalar(a) -> float:
 _CUBLAS_DEFAULT_MATH = 0
 _CUBLAS_TF32_TENSOR_OP_MATH = 3
 
+# CuPy's float32 compute type is one setting per process: the scopes of all threads share it.
+_precision_lock = threading.Lock()
+_precision = {"tf32": None, "depth": 0, "before": None}  # the shared setting while scopes are open
 
-@contextlib.contextmanager
-def matmul_precision(xp, dtype, *, tf32):
-    """Scope in which float32 matrix products run in full float32 (``tf32=False``) or in TF32.
 
-    TF32 (NVIDIA GPUs of compute capability 8.0 and later) rounds the factors of
-    a float32 product to 10 mantissa bits on the tensor cores, a relative error of
-    about 1e-3 per product instead of about 1e-7. The engine never uses it unless a
-    call asks for it: with ``tf32=False`` the scope sets full float32 even when
-    ``CUPY_TF32=1`` is in the environment (CuPy's own switch, read once per process).
-
-    On CuPy the scope sets both of CuPy's controls and restores them on exit: the
-    compute type of its float32 ``matmul``/``dot`` (the private
-    ``cupy._core._routines_linalg.set_compute_type``, the switch ``CUPY_TF32`` feeds)
-    and the math mode of the current thread's cuBLAS handle, which its batched
-    products obey. Both are process (or thread) state, so two threads that run
-    calls with different settings on one device at once may see each other's.
-
-    Parameters
-    ----------
-    xp : module
-        ``numpy`` or ``cupy``, the arrays' module (:func:`get_xp`).
-    dtype : dtype
-        The computation's dtype; TF32 applies to float32 only.
-    tf32 : bool
+def check_matmul_precision(xp, dtype, tf32):
+    """Validate a ``tf32`` request for arrays of module ``xp`` and ``dtype``; return it as a bool.
 
     Raises
     ------
@@ -201,23 +185,109 @@ def matmul_precision(xp, dtype, *, tf32):
     tf32 = bool(tf32)
     if tf32 and numpy.dtype(dtype) != numpy.float32:
         raise ValueError(f"tf32=True applies to float32 only; this computation runs in {numpy.dtype(dtype)}")
-    if xp is numpy:
-        if tf32:
-            raise ValueError(
-                "tf32=True needs a model on a GPU (CuPy): NumPy's float32 products have no TF32 mode"
-            )
-        yield
-        return
+    if tf32 and xp is numpy:
+        raise ValueError(
+            "tf32=True needs a model on a GPU (CuPy): NumPy's float32 products have no TF32 mode"
+        )
     if tf32 and int(xp.cuda.Device().compute_capability) < 80:
         raise ValueError("tf32=True needs a GPU of compute capability 8.0 or later")
-    linalg = importlib.import_module("cupy._core._routines_linalg")
-    cublas = importlib.import_module("cupy_backends.cuda.libs.cublas")
-    handle = xp.cuda.device.get_cublas_handle()
-    before = (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle))
-    linalg.set_compute_type(numpy.float32, linalg.COMPUTE_TYPE_TF32 if tf32 else linalg.COMPUTE_TYPE_DEFAULT)
-    cublas.setMathMode(handle, _CUBLAS_TF32_TENSOR_OP_MATH if tf32 else _CUBLAS_DEFAULT_MATH)
-    try:
+    return tf32
+
+
+@contextlib.contextmanager
+def matmul_precision(xp, dtype, *, tf32):
+    """Scope in which float32 matrix products run in full float32 (``tf32=False``) or in TF32.
+
+    TF32 (NVIDIA GPUs of compute capability 8.0 and later) rounds the factors of
+    a float32 product to 10 mantissa bits on the tensor cores, a relative error of
+    about 1e-3 per product instead of about 1e-7. The engine never uses it unless a
+    call asks for it: with ``tf32=False`` the scope sets full float32 even when
+    ``CUPY_TF32=1`` is in the environment (CuPy's own switch, read once per process).
+
+    On CuPy the scope sets both of CuPy's controls and restores them on exit (also
+    when the body raises): the compute type of its float32 ``matmul``/``dot`` (the
+    private ``cupy._core._routines_linalg.set_compute_type``, the switch ``CUPY_TF32``
+    feeds), which is one setting per process, and the math mode of the current
+    thread's cuBLAS handle, which its batched products obey. Scopes may nest and may
+    be open in several threads at once as long as they ask for the same ``tf32``;
+    the process setting is restored when the last one closes. Scopes of different
+    ``tf32`` open at the same time (two threads, or a call inside another) would change
+    each other's products, so the second is refused (RuntimeError). A CuPy build without these
+    controls (ROCm) runs ``tf32=False`` scopes unchanged and refuses ``tf32=True``.
+
+    Parameters
+    ----------
+    xp : module
+        ``numpy`` or ``cupy``, the arrays' module (:func:`get_xp`).
+    dtype : dtype
+        The computation's dtype; TF32 applies to float32 only.
+    tf32 : bool
+
+    Raises
+    ------
+    ValueError
+        As :func:`check_matmul_precision`.
+    RuntimeError
+        When another thread holds a scope of the other ``tf32`` open.
+    """
+    tf32 = check_matmul_precision(xp, dtype, tf32)
+    if xp is numpy:
         yield
+        return
+    controls = _cupy_precision_controls(xp)
+    if controls is None:  # no cuBLAS math mode here (a ROCm build): nothing to set, and no TF32
+        if tf32:
+            raise ValueError("tf32=True: this CuPy build has no TF32 control (cuBLAS math mode)")
+        yield
+        return
+    linalg, cublas, handle = controls
+    _enter_process_setting(linalg, tf32)
+    try:
+        mode_before = cublas.getMathMode(handle)
+        cublas.setMathMode(handle, _CUBLAS_TF32_TENSOR_OP_MATH if tf32 else _CUBLAS_DEFAULT_MATH)
+        try:
+            yield
+        finally:
+            cublas.setMathMode(handle, mode_before)
     finally:
-        linalg.set_compute_type(numpy.float32, before[0])
-        cublas.setMathMode(handle, before[1])
+        _leave_process_setting(linalg)
+
+
+def _cupy_precision_controls(xp):
+    """``(linalg module, cublas module, this thread's handle)``, or None where CuPy lacks them."""
+    try:
+        linalg = importlib.import_module("cupy._core._routines_linalg")
+        cublas = importlib.import_module("cupy_backends.cuda.libs.cublas")
+        handle = xp.cuda.device.get_cublas_handle()
+        cublas.getMathMode(handle)  # ROCm's hipBLAS answers "not supported"
+        linalg.get_compute_type, linalg.set_compute_type, linalg.COMPUTE_TYPE_TF32  # noqa: B018
+    except (ImportError, AttributeError, RuntimeError):  # CUBLASError is a RuntimeError
+        return None
+    return linalg, cublas, handle
+
+
+def _enter_process_setting(linalg, tf32):
+    """Set CuPy's float32 compute type for a new scope (or join the open ones that asked the same)."""
+    with _precision_lock:
+        if _precision["depth"] and _precision["tf32"] != tf32:
+            raise RuntimeError(
+                f"a call with tf32={tf32} while one with tf32={_precision['tf32']} runs in this process (in "
+                "another thread, or enclosing this one); CuPy's float32 setting is one per process: run them "
+                "one at a time"
+            )
+        if _precision["depth"] == 0:
+            _precision["before"] = linalg.get_compute_type(numpy.float32)
+            linalg.set_compute_type(
+                numpy.float32, linalg.COMPUTE_TYPE_TF32 if tf32 else linalg.COMPUTE_TYPE_DEFAULT
+            )
+            _precision["tf32"] = tf32
+        _precision["depth"] += 1
+
+
+def _leave_process_setting(linalg):
+    """Close a scope; the last one restores CuPy's float32 compute type."""
+    with _precision_lock:
+        _precision["depth"] -= 1
+        if _precision["depth"] == 0:
+            linalg.set_compute_type(numpy.float32, _precision["before"])
+            _precision["tf32"] = _precision["before"] = None

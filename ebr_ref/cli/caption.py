@@ -31,7 +31,7 @@ from ._common import (
 )
 from ._outputs import OutputSet
 from ._report import analyse, item_json, print_summary, word_tag, write_outputs
-from .ground import add_input_args, add_output_args, read_input
+from .ground import add_input_args, add_output_args, check_tf32_arg, read_input
 
 __all__ = ["add_parser", "run", "ground_words", "CAPTION_METHODS"]
 
@@ -142,7 +142,8 @@ def ground_words(model, clip, words, args, console, *, caption=None, gts=None, b
                 cap_words = model.vocab.split(caption)
             else:
                 with console.stage("decoding the caption"):
-                    cap_words = model.decode(clip.astype(model.dtype), max_len=args.max_len).words
+                    with backend.matmul_precision(model.xp, model.dtype, tf32=args.tf32):  # as ground_caption
+                        cap_words = model.decode(clip.astype(model.dtype), max_len=args.max_len).words
         if not cap_words:
             raise UserError(
                 "the model's caption is empty (it emitted <eos> first): nothing to ground; pass --caption"
@@ -218,6 +219,7 @@ def run(args, console):
         )
     model, how = load_captioner_arg(args.model, args)
     readout_layer(model, args.layer)
+    check_tf32_arg(model, args)
     if args.caption is not None:
         with user_errors("--caption"):
             model.vocab.split(args.caption)  # a word outside the vocabulary is refused before any work

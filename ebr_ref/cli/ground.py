@@ -45,6 +45,7 @@ __all__ = [
     "add_parser",
     "run",
     "add_engine_args",
+    "check_tf32_arg",
     "add_output_args",
     "run_ground",
     "predicted",
@@ -251,10 +252,18 @@ def default_method(model, method):
 
 
 def check_engine_args(model, args):
-    """Check ``--method``, ``--layer`` and ``--seed-steps`` against the model before any work; the layer."""
+    """Check ``--method``, ``--layer``, ``--seed-steps`` and ``--tf32`` against the model before any work; the
+    layer."""
     check_method(model, args.method)
     parse_seed_steps(args.seed_steps)
+    check_tf32_arg(model, args)
     return readout_layer(model, args.layer)
+
+
+def check_tf32_arg(model, args):
+    """``--tf32`` refused, as one line, where the model (after ``--dtype`` and ``--device``) cannot use it."""
+    with user_errors("--tf32"):
+        backend.check_matmul_precision(model.xp, model.dtype, args.tf32)
 
 
 def run_ground(model, clip, targets, args, console, *, cont=None):

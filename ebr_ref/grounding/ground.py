@@ -225,12 +225,13 @@ def ground(
         raise ValueError(
             f"method {method} is for a per-frame CNN classifier; this model is recurrent (use {method}-R)"
         )
+    backend.check_matmul_precision(model.xp, model.dtype if dtype is None else dtype, tf32)  # before any work
+    check_weights_cache(weights_cache)
     model, clip = prepare(model, clip, dtype)
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
     targets, single = _parse_targets(target, model.num_classes)
     fast = check_kernel_switch(fast_kernels)
-    check_weights_cache(weights_cache)
     with backend.matmul_precision(model.xp, model.dtype, tf32=tf32):  # full float32 unless asked
         frames = FrameCNN(
             model,
@@ -244,7 +245,8 @@ def ground(
         mode = "grad" if method in ("BP", "BP-R") else "eb"
         switch = check_fused_switch(fused_readout, channel_maps)
         leg, fused_layers = frames.readout_leg(mode, len(targets), switch)
-        memo = weights_memo(frames.chunks, len(targets), weights_cache)  # max(W, 0) of fc layers
+        eb = mode == "eb"  # max(W, 0) of fc layers is kept for EB only
+        memo = weights_memo(frames.chunks, len(targets), weights_cache) if eb else None
         tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
         if recurrent:
             run = _ground_recurrent(

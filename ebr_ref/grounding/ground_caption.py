@@ -306,6 +306,7 @@ def ground_caption(
     switch = check_fused_switch(fused_readout, channel_maps)  # before any work
     fast = check_kernel_switch(fast_kernels)
     check_weights_cache(weights_cache)
+    backend.check_matmul_precision(model.xp, model.dtype if dtype is None else dtype, tf32)  # before any work
     model, clip = prepare(model, clip, dtype)  # an image captioner takes one frame
     if layer is None:
         layer = model.meta.get("readout", "conv5_1")
@@ -377,7 +378,7 @@ def ground_caption(
 
         # 6. CNN part, chunk by chunk, from the read-out activations to the video-feature layer and back.
         readout = frames.backward(
-            Map, leg, memo=weights_memo(frames.chunks, K, weights_cache)
+            Map, leg, memo=None if method == "BP-R" else weights_memo(frames.chunks, K, weights_cache)
         )  # maps (K, T, ...)
     mass_lost["cnn"] = readout.mass
     maps, evidence, channels = readout.maps, readout.evidence, readout.channels  # (K, T, ...), (K, T), ...

@@ -33,8 +33,8 @@ def prepare(model, clip, dtype):
     ``check_clip`` raises (shape, T = 0, device, NaN or inf; one frame for an
     image captioner).
     """
-    if dtype is not None:
-        model = model.astype(dtype)
+    if dtype is not None and numpy.dtype(dtype) != model.dtype:  # the model's own: no copy (a kept
+        model = model.astype(dtype)  # weights_cache then finds the same arrays)
     if not hasattr(clip, "dtype") or numpy.dtype(clip.dtype).kind != "f":
         raise TypeError(
             f"clip must be a floating-point array (T, C, H, W), preprocessed; got "

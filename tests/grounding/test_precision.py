@@ -67,17 +67,37 @@ def test_tf32_takes_only_booleans(bad):
         ground(_rnn(), _clip(), 2, tf32=bad)
 
 
-def test_tf32_off_on_numpy_changes_nothing():
-    a = ground(_rnn(), _clip(), 2, layer="conv1")
-    b = ground(_rnn(), _clip(), 2, layer="conv1", tf32=False)
-    numpy.testing.assert_array_equal(a.maps, b.maps)
+def test_tf32_is_checked_before_the_clip():
+    bad_clip = numpy.zeros((3, 5, 6, 6), dtype=numpy.float32)  # wrong channel count: refused later
+    with pytest.raises(ValueError, match="needs a model on a GPU"):
+        ground(_rnn(), bad_clip, 2, tf32=True)
 
 
 def test_cli_tf32_on_cpu_is_one_line_error_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--tf32", "--out", str(out)]) != 0
     err = capsys.readouterr().err
-    assert "tf32=True needs a model on a GPU" in err and "Traceback" not in err
+    assert "--tf32: tf32=True needs a model on a GPU" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_ground_refuses_tf32_before_reading_the_video(tmp_path, capsys):
+    out = tmp_path / "out"
+    missing = tmp_path / "no_such_video.mp4"  # never opened: the refusal comes first
+    args = [
+        "ground",
+        str(missing),
+        "--model",
+        "synthetic_cnn_lstm",
+        "--target",
+        "0",
+        "--tf32",
+        "--out",
+        str(out),
+    ]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "--tf32: tf32=True needs a model on a GPU" in err and "no_such_video" not in err
     assert not out.exists()
 
 
@@ -105,7 +125,12 @@ def _products(cp):
     def err(got, ref):
         return float(numpy.linalg.norm(cp.asnumpy(got) - ref) / numpy.linalg.norm(ref))
 
-    return err(a[0] @ b[0], exact[0]), err(cp.matmul(a, b), exact)
+    broadcast = cp.matmul(a[:1], b)  # (1, m, k) @ (3, k, n): CuPy's pointer-array batched path
+    return (
+        err(a[0] @ b[0], exact[0]),  # 2-D: cuBLAS gemmEx with CuPy's compute type
+        err(cp.matmul(a, b), exact),  # strided batched: the handle's math mode
+        err(broadcast, A[:1] @ B),
+    )
 
 
 def _settings(cp):
@@ -178,3 +203,30 @@ def test_gpu_ground_tf32_changes_maps_only_within_tf32_rounding():
     assert rel(full) < 1e-4, rel(full)
     assert rel(tf) > rel(full)  # the option did change the products
     assert rel(tf) < 5e-2, rel(tf)
+
+
+@pytest.mark.gpu
+def test_gpu_settings_are_restored_when_the_call_raises():
+    cp = _cupy()
+    linalg, cublas, handle = _settings(cp)
+    before = (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle))
+    with pytest.raises(KeyError):
+        with backend.matmul_precision(cp, numpy.float32, tf32=True):
+            raise KeyError("inside")
+    assert (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle)) == before
+
+
+@pytest.mark.gpu
+def test_gpu_scopes_of_the_same_setting_nest_and_different_ones_are_refused():
+    cp = _cupy()
+    linalg, cublas, handle = _settings(cp)
+    before = (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle))
+    with backend.matmul_precision(cp, numpy.float32, tf32=True):
+        with backend.matmul_precision(cp, numpy.float32, tf32=True):
+            assert min(_products(cp)) > 1e-5
+        assert min(_products(cp)) > 1e-5  # the inner scope's exit kept the outer one's setting
+        with pytest.raises(RuntimeError, match="CuPy's float32 setting is one per process"):
+            with backend.matmul_precision(cp, numpy.float32, tf32=False):
+                pass
+        assert min(_products(cp)) > 1e-5  # the refused scope changed nothing
+    assert (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle)) == before

@@ -103,3 +103,41 @@ def test_caption_grounding_reads_the_kept_cache():
 def test_weights_cache_must_be_a_dict(bad):
     with pytest.raises(TypeError, match="weights_cache must be a dict"):
         ground(_cnn(), _clip(), 2, method="EB", layer="conv1", weights_cache=bad)
+
+
+def test_the_kept_entries_are_what_the_call_reads():
+    model, clip = _cnn(), _clip()
+    cache = {}
+    ground(model, clip, 2, method="EB", layer="conv1", weights_cache=cache)
+    W = model.params["fc6.weight"]
+    other = numpy.maximum(W, 0) * numpy.random.default_rng(5).uniform(0.1, 2.0, W.shape)  # not a multiple
+    cache[("fc6", False)] = (W, other)  # planted under the model's own array: it must be read
+    planted = ground(model, clip, 2, method="EB", layer="conv1", weights_cache=cache).maps
+    plain = ground(model, clip, 2, method="EB", layer="conv1").maps
+    assert _rel(planted, plain) > 1e-3
+
+
+def test_caption_grounding_reuses_the_cache_on_the_next_call():
+    cap = captioner(BLOCK, ["a", "red", "square"], (2, 6, 6), embed=3, hidden=(4, 5), seed=3)
+    cache = {}
+    ground_caption(cap, _clip(), "red", caption="a red square", layer="conv1", weights_cache=cache)
+    held = {k: v[1] for k, v in cache.items()}
+    ground_caption(cap, _clip(), "square", caption="a red square", layer="conv1", weights_cache=cache)
+    assert held and all(cache[k][1] is held[k] for k in held)
+
+
+def test_dtype_equal_to_the_models_keeps_the_same_arrays():
+    model, clip = _cnn(), _clip()
+    cache = {}
+    ground(model, clip, 2, method="EB", layer="conv1", weights_cache=cache, dtype=model.dtype)
+    held = {k: v[1] for k, v in cache.items()}
+    ground(model, clip, 2, method="EB", layer="conv1", weights_cache=cache, dtype=model.dtype)
+    assert held and all(cache[k][1] is held[k] for k in held)
+    assert cache[("fc6", False)][0] is model.params["fc6.weight"]
+
+
+@pytest.mark.parametrize(("make", "method"), [(_cnn, "BP"), (_rnn, "BP-R")])
+def test_gradient_methods_leave_the_cache_empty(make, method):
+    cache = {}
+    ground(make(), _clip(), [1, 2], method=method, layer="conv1", weights_cache=cache)
+    assert cache == {}
