@@ -23,6 +23,6 @@ $py -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | tail -3
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     $py -c "import sys, numpy, scipy, cupy, torch; print('python', sys.version.split()[0], 'numpy', numpy.__version__, 'scipy', scipy.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__)"
 } 2>&1 | tee "$out/gpu.txt"
-timeout "${TESTS_S:-300}" $py -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors \
+timeout "${TESTS_S:-270}" $py -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors \
     --junitxml="$out/gpu_tests.xml" 2>&1 | tee "$out/gpu_tests.log" | tail -25
 timeout "${BENCH_S:-240}" $py benchmarks/bench_gpu_peers.py --tf32 both "$@" 2>&1 | tee "$out/gpu_peers.txt"

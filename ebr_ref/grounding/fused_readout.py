@@ -277,8 +277,8 @@ def fused_maps(fold_records, p_top, plan_):
     P = hw[0] * hw[1]
     maps = []
     lost = {}
-    if plan_.mode == "eb":
-        lost = {layer.name: numpy.zeros(K, dtype=p_top.dtype) for layer, _ in fold_records}
+    if plan_.mode == "eb":  # summed on the device, read back once (no host round trip per group)
+        lost = {layer.name: xp.zeros(K, dtype=p_top.dtype) for layer, _ in fold_records}
     for a in range(0, N, g):  # groups of frames, for memory and speed only
         b = min(a + g, N)
         part = [(layer, _frames(cache, a, b)) for layer, cache in fold_records]
@@ -287,8 +287,8 @@ def fused_maps(fold_records, p_top, plan_):
         out = xp.matmul(G.transpose(0, 2, 1), top)  # (n, P + L, K)
         maps.append(out[:, :P].transpose(2, 0, 1).reshape(K, b - a, *hw))  # (K, n, h, w)
         for m, name in enumerate(rows):
-            lost[name] = lost[name] + to_numpy(out[:, P + m].sum(axis=0))  # (K,)
-    return xp.concatenate(maps, axis=1), lost
+            lost[name] += out[:, P + m].sum(axis=0)  # (K,)
+    return xp.concatenate(maps, axis=1), {name: to_numpy(v) for name, v in lost.items()}
 
 
 def _frames(cache, a, b):
