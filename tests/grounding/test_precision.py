@@ -230,3 +230,45 @@ def test_gpu_scopes_of_the_same_setting_nest_and_different_ones_are_refused():
                 pass
         assert min(_products(cp)) > 1e-5  # the refused scope changed nothing
     assert (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle)) == before
+
+
+class _ComputeTypeSetting:
+    """Stands in for CuPy's per-process float32 compute type (the GPU cases use the real one)."""
+
+    COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_TF32 = 1, 7
+
+    def __init__(self, value):
+        self.value = value
+
+    def get_compute_type(self, dtype):
+        return self.value
+
+    def set_compute_type(self, dtype, value):
+        self.value = value
+
+
+def test_process_setting_is_shared_by_scopes_of_one_kind_and_restored_by_the_last():
+    setting = _ComputeTypeSetting("before")
+    backend._enter_process_setting(setting, True)  # thread A
+    backend._enter_process_setting(setting, True)  # thread B, the same request: joins
+    assert setting.value == setting.COMPUTE_TYPE_TF32
+    backend._leave_process_setting(setting)  # A leaves first: B still runs in TF32
+    assert setting.value == setting.COMPUTE_TYPE_TF32
+    backend._leave_process_setting(setting)
+    assert setting.value == "before"
+
+
+def test_process_setting_refuses_an_overlapping_scope_of_the_other_kind():
+    setting = _ComputeTypeSetting("before")
+    backend._enter_process_setting(setting, False)
+    try:
+        assert setting.value == setting.COMPUTE_TYPE_DEFAULT
+        with pytest.raises(RuntimeError, match="one per process"):
+            backend._enter_process_setting(setting, True)
+        assert setting.value == setting.COMPUTE_TYPE_DEFAULT  # unchanged by the refusal
+    finally:
+        backend._leave_process_setting(setting)
+    assert setting.value == "before"
+    backend._enter_process_setting(setting, True)  # after the last one left, the other kind may start
+    backend._leave_process_setting(setting)
+    assert setting.value == "before"
