@@ -207,7 +207,10 @@ def ground(
         VGG16 in float32). An entry is formed again when the model holds another
         weight array under that name (a new model, ``astype``, ``to``, a replaced
         entry of ``params``), but not when an array is changed in place: clear the
-        dict then. Results do not depend on it beyond rounding.
+        dict then. A ``dtype`` other than the model's casts the model afresh on
+        every call, so the cache cannot help (cast the model once instead); BP and
+        BP-R read no ``W+`` and leave it alone. Results do not depend on it beyond
+        rounding.
 
     Returns
     -------
@@ -245,8 +248,7 @@ def ground(
         mode = "grad" if method in ("BP", "BP-R") else "eb"
         switch = check_fused_switch(fused_readout, channel_maps)
         leg, fused_layers = frames.readout_leg(mode, len(targets), switch)
-        eb = mode == "eb"  # max(W, 0) of fc layers is kept for EB only
-        memo = weights_memo(frames.chunks, len(targets), weights_cache) if eb else None
+        memo = weights_memo(frames.chunks, len(targets), weights_cache) if mode == "eb" else None  # max(W, 0)
         tick = _ticker(progress, clip.shape[0] * (2 if recurrent else 1))
         if recurrent:
             run = _ground_recurrent(
