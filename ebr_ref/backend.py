@@ -32,6 +32,7 @@ __all__ = [
     "to_device",
     "device_of",
     "to_scalar",
+    "free_device_bytes",
     "check_matmul_precision",
     "matmul_precision",
 ]
@@ -159,6 +160,18 @@ def device_of(a) -> str:
 def to_scalar(a) -> float:
     """A Python float from a 0-d NumPy or CuPy array (for the API edge)."""
     return float(to_numpy(a))
+
+
+def free_device_bytes(xp):
+    """Bytes a new CuPy allocation can still take on the current GPU; None for NumPy (host memory).
+
+    The driver's free memory plus what CuPy's memory pool holds unused (freed
+    arrays it keeps for reuse).
+    """
+    if xp is numpy:
+        return None
+    free, _ = xp.cuda.runtime.memGetInfo()
+    return int(free) + int(xp.get_default_memory_pool().free_bytes())
 
 
 # cuBLAS's cublasMath_t values (cublas_api.h): full float32, and TF32 tensor cores allowed.

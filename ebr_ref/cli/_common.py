@@ -35,6 +35,8 @@ __all__ = [
     "check_seed_steps",
     "check_interval",
     "positive_int",
+    "chunk_size_arg",
+    "CHUNK_SIZE_HELP",
     "nonnegative_int",
     "positive_float",
     "seed_int",
@@ -459,6 +461,14 @@ def argparse_error(msg):
 
 positive_int = _int_type(1, ">= 1")
 nonnegative_int = _int_type(0, ">= 0")
+
+
+def chunk_size_arg(text):
+    """An argparse type: ``auto`` or an integer >= 1 (``--chunk-size``)."""
+    return "auto" if text == "auto" else _int_type(1, ">= 1 or 'auto'")(text)
+
+
+CHUNK_SIZE_HELP = "frames per CNN chunk (memory grows with it); default auto: 8 on the CPU, up to 32 on a GPU"
 
 
 def positive_float(text):

@@ -17,9 +17,11 @@ import numpy
 from .. import backend
 from ..tools.video import VideoError, clip_for_model
 from ._common import (
+    CHUNK_SIZE_HELP,
     SYNTHETIC_TITLE,
     UserError,
     check_interval,
+    chunk_size_arg,
     describe_model,
     load_any_model,
     parse_interval,
@@ -85,9 +87,7 @@ def add_parser(sub, parents):
         help="float32 products in TF32 on the GPU's tensor cores (faster, ~1e-3 relative error per "
         "product); needs --device gpu, a float32 model and compute capability 8.0+; default: full float32",
     )
-    g.add_argument(
-        "--chunk-size", type=positive_int, default=8, help="frames per CNN chunk (memory; default 8)"
-    )
+    g.add_argument("--chunk-size", type=chunk_size_arg, default="auto", help=CHUNK_SIZE_HELP)
     add_input_args(p)
     add_output_args(p)
     p.set_defaults(run=run)

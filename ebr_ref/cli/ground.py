@@ -18,11 +18,13 @@ from ..grounding.ground import METHODS, ground
 from ..layers.lstm import LSTM_RULES
 from ..tools.video import MAX_FRAME_PIXELS, VideoError, clip_for_model, fit_boxes, read_frames
 from ._common import (
+    CHUNK_SIZE_HELP,
     SYNTHETIC_TITLE,
     UserError,
     check_interval,
     check_method,
     check_seed_steps,
+    chunk_size_arg,
     class_names,
     describe_model,
     load_any_model,
@@ -88,9 +90,7 @@ def add_engine_args(p, *, method_default=None, seed_steps_default="last"):
         help="float32 products in TF32 on the GPU's tensor cores (faster, ~1e-3 relative error per "
         "product); needs --device gpu, a float32 model and compute capability 8.0+; default: full float32",
     )
-    g.add_argument(
-        "--chunk-size", type=positive_int, default=8, help="frames per CNN chunk (memory; default 8)"
-    )
+    g.add_argument("--chunk-size", type=chunk_size_arg, default="auto", help=CHUNK_SIZE_HELP)
 
 
 def add_output_args(p, *, out_default=None):

@@ -121,7 +121,7 @@ def ground(
     seed_steps="last",
     dtype=None,
     cont=None,
-    chunk_size=8,
+    chunk_size="auto",
     channel_maps=False,
     allow_tanh_eb=False,
     checkpoint_budget_bytes=1 << 30,
@@ -157,9 +157,12 @@ def ground(
         Run in this dtype instead of the model's.
     cont : array of shape (T,), optional
         Clip markers (default 0 at the first frame, 1 after).
-    chunk_size : int
-        Frames per CNN chunk; peak memory grows with it, not with T. On a GPU
-        larger chunks are faster (fewer kernel launches; docs/performance.md).
+    chunk_size : int or "auto"
+        Frames per CNN chunk; peak memory grows with it, not with T. ``"auto"`` (the
+        default): 8 on the CPU; on a GPU, where larger chunks are faster (fewer,
+        larger kernel launches; docs/performance.md), up to 32 as the free device
+        memory allows (:func:`ebr_ref.grounding.frame_cnn.resolve_chunk_size`). The
+        chunk size used is in ``diagnostics["chunk_size"]``.
     channel_maps : bool
         Also return the full per-channel signal at the read-out layer.
     allow_tanh_eb : bool
@@ -282,7 +285,7 @@ def ground(
                 lstm_rule=lstm_rule if recurrent else None,
                 targets=targets,
                 layer=layer,
-                chunk_size=chunk_size,
+                chunk_size=frames.chunk_size,
                 seed_steps=run.seed_steps,
                 mass_lost=run.mass_lost,
                 totals=run.totals,

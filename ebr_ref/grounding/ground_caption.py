@@ -223,7 +223,7 @@ def ground_caption(
     lstm_rule="caffe",
     max_len=30,
     dtype=None,
-    chunk_size=8,
+    chunk_size="auto",
     channel_maps=False,
     allow_tanh_eb=False,
     checkpoint_budget_bytes=1 << 30,
@@ -257,8 +257,9 @@ def ground_caption(
         Longest greedy caption (steps).
     dtype : dtype, optional
         Run in this dtype instead of the model's.
-    chunk_size : int
-        Frames per CNN chunk.
+    chunk_size : int or "auto"
+        Frames per CNN chunk; ``"auto"`` (the default) as in
+        :func:`ebr_ref.grounding.ground.ground`.
     channel_maps : bool
         Also return the full per-channel signal at the read-out layer.
     allow_tanh_eb : bool
@@ -400,7 +401,7 @@ def ground_caption(
                 targets=items,
                 layer=layer,
                 seed_steps=query_steps,
-                chunk_size=chunk_size,
+                chunk_size=frames.chunk_size,
                 mass_lost=mass_lost,
                 totals=totals,
                 totals_dual=totals_dual,

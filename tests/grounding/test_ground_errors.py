@@ -178,10 +178,12 @@ def test_seed_steps_must_be_ints(cnn_lstm, clip, seed_steps):
         run(cnn_lstm, clip, seed_steps=seed_steps)
 
 
-@pytest.mark.parametrize("chunk_size", [0, -2, 2.0, "4", None], ids=repr)
+@pytest.mark.parametrize("chunk_size", [0, -2, 2.0, "4", "Auto", None], ids=repr)
 def test_bad_chunk_size(cnn_lstm, cnn, clip, chunk_size):
     for model in (cnn_lstm, cnn):
-        with pytest.raises(ValueError, match=f"chunk_size must be a positive int, got {chunk_size!r}"):
+        with pytest.raises(
+            ValueError, match=f"chunk_size must be a positive int or 'auto', got {chunk_size!r}"
+        ):
             run(model, clip, chunk_size=chunk_size)
 
 
