@@ -43,6 +43,10 @@ def test_the_rule_by_hand():
 def test_work_bytes_of_vgg16_are_six_of_its_largest_activation():
     model = vgg16(10, input_size=32, seed=0, dtype=numpy.float32)
     assert frame_work_bytes(model) == 6 * 64 * 32 * 32 * 4  # conv1_1's output, 64 x 32 x 32 float32
+    cap = captioner(BLOCK, ["a", "red"], (2, 6, 6), embed=3, hidden=(4, 5), seed=3)
+    assert (
+        frame_work_bytes(cap) == 6 * 3 * 6 * 6 * 8
+    )  # conv1's output, 3 x 6 x 6 float64, the frame part only
 
 
 @pytest.mark.parametrize("fn", [ground, ground_caption])
