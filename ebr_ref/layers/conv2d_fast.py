@@ -23,7 +23,9 @@ it, so the convolution is ``sum_u W[:, :, u, :] @ rows(u)``: ``kH`` GEMMs of dep
 which the valid outputs are sliced (``kH - 1`` accumulation passes over the
 output instead of ``kH kW - 1`` with one GEMM per offset). A batch whose stacked
 buffer would exceed ``_MAX_STACKED_ELEMENTS`` runs in groups of images (one image of
-VGG16's conv1_2 at a time), so that the buffer, not the batch, bounds the memory. Flat positions that
+VGG16's conv1_2 at a time), so that the buffer, not the batch, bounds the memory; the
+groups of one call share their padded, stacked and accumulation buffers (fresh pages
+cost more than the copies into them) and write into the output directly. Flat positions that
 straddle a row or image edge are computed and thrown
 away (about ``1 - oH oW / (Hp Wp)`` of the work). Rule: stride 1, at least
 ``_MIN_SHIFTED_CHANNELS`` channels per group on both sides (so that each
@@ -107,42 +109,55 @@ def forward_shifted(x, W, b, padding, dilation, groups, out_hw, *, xp):
         Contiguous; equal to :func:`ebr_ref.layers.conv2d.conv2d_forward` to rounding.
     """
     N, iC, iH, iW = x.shape
-    oC, kW = W.shape[0], W.shape[3]
+    oC, iCg, kH, kW = W.shape
+    G, oCg = groups, oC // groups
     Hp, Wp = iH + 2 * padding[0], iW + 2 * padding[1]
     per_group = max(1, _MAX_STACKED_ELEMENTS // (kW * iC * Hp * Wp))  # images whose stacked rows fit
-    if N <= per_group:
-        return _forward_stacked(x, W, b, padding, dilation, groups, out_hw, xp=xp)
+    W_u = W.reshape(G, oCg, iCg, kH, kW).transpose(3, 0, 1, 4, 2)  # (kH, G, oCg, kW, iCg)
+    W_u = xp.ascontiguousarray(W_u).reshape(kH, G, oCg, kW * iCg)  # once for every group of images
     y = xp.empty((N, oC) + tuple(out_hw), dtype=x.dtype)  # a large batch: groups of images, so that
+    scratch = {}  # the buffers of one group, reused by the next of the same size (no new pages)
     for n in range(0, N, per_group):  # the stacked buffer stays bounded (loop over image groups)
-        y[n : n + per_group] = _forward_stacked(
-            x[n : n + per_group], W, b, padding, dilation, groups, out_hw, xp=xp
-        )
+        x_n = x[n : n + per_group]
+        _forward_stacked(x_n, W_u, b, padding, dilation, out_hw, y[n : n + per_group], scratch, xp=xp)
     return y
 
 
-def _forward_stacked(x, W, b, padding, dilation, groups, out_hw, *, xp):
-    """:func:`forward_shifted` on one group of images (all of ``x`` at once)."""
+def _forward_stacked(x, W_u, b, padding, dilation, out_hw, y, scratch, *, xp):
+    """:func:`forward_shifted` on one group of images (all of ``x`` at once), written into ``y``.
+
+    ``W_u (kH, G, oCg, kW iCg)``: the weights by kernel row, columns stacked as the rows
+    buffer. ``scratch``: a dict of this call's buffers, reused when a group has the
+    same size as the one before (the last group of a batch may be smaller).
+    """
     N, iC, iH, iW = x.shape
-    oC, iCg, kH, kW = W.shape
-    G, oCg = groups, oC // groups
+    kH, G, oCg, kWiCg = W_u.shape
+    oC, iCg = G * oCg, iC // G
+    kW = kWiCg // iCg
     (pH, pW), (dH, dW), (oH, oW) = padding, dilation, out_hw
     Hp, Wp = iH + 2 * pH, iW + 2 * pW
     S = N * Hp * Wp
-    x_pad = xp.zeros((iC, N, Hp, Wp), dtype=x.dtype)  # images end to end, channels first
-    x_pad[:, :, pH : pH + iH, pW : pW + iW] = x.transpose(1, 0, 2, 3)
+    if scratch.get("N") != N:  # new buffers; x_pad's zero border is written once and kept
+        scratch.clear()
+        scratch["N"] = N
+        scratch["x_pad"] = xp.zeros((iC, N, Hp, Wp), dtype=x.dtype)  # images end to end, channels first
+    x_pad = scratch["x_pad"]
+    x_pad[:, :, pH : pH + iH, pW : pW + iW] = x.transpose(1, 0, 2, 3)  # the interior, every group
     L = S - (kH - 1) * dH * Wp - (kW - 1) * dW  # every valid output position p < L
     R = L + (kH - 1) * dH * Wp  # columns of the stacked buffer that the row shifts read
     src = x_pad.reshape(G, iCg, S)
-    rows = xp.empty((G, kW, iCg, R), dtype=x.dtype)  # rows[g, v, c, p] = x_pad[g iCg + c, p + v dW]
+    rows = _buffer(
+        scratch, "rows", (G, kW, iCg, R), x.dtype, xp=xp
+    )  # rows[g, v, c, p] = x_pad[g iCg + c, p + v dW]
     for v in range(kW):  # loop over column offsets only
         rows[:, v] = src[:, :, v * dW : v * dW + R]
-    W_u = W.reshape(G, oCg, iCg, kH, kW).transpose(3, 0, 1, 4, 2)  # (kH, G, oCg, kW, iCg)
-    W_u = xp.ascontiguousarray(W_u).reshape(kH, G, oCg, kW * iCg)
-    acc = xp.empty((oC, N, Hp, Wp), dtype=x.dtype)  # output at flat index p = (n Hp + i) Wp + j
+    acc = _buffer(
+        scratch, "acc", (oC, N, Hp, Wp), x.dtype, xp=xp
+    )  # output at flat index p = (n Hp + i) Wp + j
+    tmp = _buffer(scratch, "tmp", (G, oCg, L), x.dtype, xp=xp) if kH > 1 else None
     starts = [u * dH * Wp for u in range(kH)]  # flat shift of row offset u
-    _shifted_matmul(W_u, rows.reshape(G, kW * iCg, R), starts, acc.reshape(G, oCg, S)[:, :, :L], xp=xp)
+    _shifted_matmul(W_u, rows.reshape(G, kW * iCg, R), starts, acc.reshape(G, oCg, S)[:, :, :L], tmp, xp=xp)
     valid = acc[:, :, :oH, :oW].transpose(1, 0, 2, 3)  # (N, oC, oH, oW) view
-    y = xp.empty((N, oC, oH, oW), dtype=x.dtype)
     if b is None:
         y[...] = valid
     else:
@@ -150,17 +165,23 @@ def _forward_stacked(x, W, b, padding, dilation, groups, out_hw, *, xp):
     return y
 
 
-def _shifted_matmul(W_k, src, starts, out, *, xp):
+def _buffer(scratch, name, shape, dtype, *, xp):
+    """``scratch[name]``, an uninitialised array of ``shape``, made once per group size."""
+    if name not in scratch:
+        scratch[name] = xp.empty(shape, dtype=dtype)
+    return scratch[name]
+
+
+def _shifted_matmul(W_k, src, starts, out, tmp, *, xp):
     """``out = sum_k W_k[k] @ src[:, :, starts[k] : starts[k] + L]`` with ``L = out.shape[-1]``.
 
     ``W_k (kH, G, M, C)`` contiguous, ``src (G, C, S)`` with a contiguous last
-    axis, ``out (G, M, L)`` (may be a view with a contiguous last axis): each term
-    is one batched GEMM over the group axis on a view of ``src``.
+    axis, ``out (G, M, L)`` (may be a view with a contiguous last axis), ``tmp`` an
+    array of ``out``'s shape for the terms after the first (None when there is one
+    term): each term is one batched GEMM over the group axis on a view of ``src``.
     """
     L = out.shape[-1]
     xp.matmul(W_k[0], src[:, :, starts[0] : starts[0] + L], out=out)
-    if len(starts) > 1:
-        tmp = xp.empty(out.shape, dtype=out.dtype)
     for k in range(1, len(starts)):  # loop over row offsets only
         xp.matmul(W_k[k], src[:, :, starts[k] : starts[k] + L], out=tmp)
         out += tmp

@@ -19,12 +19,17 @@ class ReLUCache(NamedTuple):
     y: object  # post-ReLU output max(x, 0); the mask is y > 0 (Caffe's in-place blob)
 
 
-def relu_forward(x):
+def relu_forward(x, *, overwrite_input=False):
     """``y = max(x, 0)`` elementwise.
 
     Parameters
     ----------
     x : array of any shape
+    overwrite_input : bool
+        Write ``y`` into ``x``'s memory instead of a new array (Caffe's in-place
+        ReLU): the same values, no new allocation. Only for an ``x`` that nothing
+        else holds, such as the output of the layer below it inside
+        :meth:`ebr_ref.models.stack.LayerStack.run_forward`.
 
     Returns
     -------
@@ -32,7 +37,7 @@ def relu_forward(x):
     cache : ReLUCache
     """
     xp = get_xp(x)
-    y = xp.maximum(x, 0)  # same shape and dtype as x
+    y = xp.maximum(x, 0, out=x if overwrite_input else None)  # same shape and dtype as x
     return y, ReLUCache(y)
 
 

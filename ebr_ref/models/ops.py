@@ -31,7 +31,7 @@ def lstm_params(params, name):
     )
 
 
-def forward_layer(layer, params, x, *, cont=None, W_pos=None, fast=True):
+def forward_layer(layer, params, x, *, cont=None, W_pos=None, fast=True, overwrite_input=False):
     """Run one layer forward; return ``(y, cache)``.
 
     Sequence layers (``lstm``) take ``x`` as ``(T, D)``: the clip's time steps
@@ -39,6 +39,8 @@ def forward_layer(layer, params, x, *, cont=None, W_pos=None, fast=True):
     vector. ``W_pos`` is the layer's precomputed ``max(W, 0)`` (fc layers), kept
     in the cache for EB. ``fast`` is the kernels' own switch (``conv`` layers:
     :mod:`ebr_ref.layers.conv2d_fast`); False runs the reference kernel only.
+    ``overwrite_input``: a ``relu`` layer may write its output into ``x``
+    (:func:`ebr_ref.layers.relu.relu_forward`); ignored by other layers.
     """
     s, t, n = layer.settings, layer.type, layer.name
     if t == "conv":
@@ -55,7 +57,7 @@ def forward_layer(layer, params, x, *, cont=None, W_pos=None, fast=True):
     if t == "fc":
         return linear_forward(x, params[f"{n}.weight"], params.get(f"{n}.bias"), W_pos=W_pos)
     if t == "relu":
-        return relu_forward(x)
+        return relu_forward(x, overwrite_input=overwrite_input)
     if t == "maxpool":
         return maxpool2d_forward(
             x, kernel=s["kernel"], stride=s["stride"], padding=s["padding"], ceil_mode=s["ceil_mode"]

@@ -119,13 +119,20 @@ class LayerStack:
         False runs the reference kernels only. With ``keep`` and a ``memo`` (a per-call dict, see
         :meth:`positive_weights`), fc caches carry ``max(W, 0)`` for EB, computed
         once per call; without one, EB forms it block by block (cheaper when each
-        layer is passed once).
+        layer is passed once). With ``fast``, a ReLU right after a conv or fc layer
+        rectifies that layer's output in place (its cache holds its input, not its
+        output, so nothing else holds the array; the caller's ``x`` is never written).
         """
         records = []
+        owned = False  # whether x is a fresh output that no cache and no caller holds
         for layer in self.layers[start:stop]:
             fc_memo = keep and memo is not None and layer.type == "fc"
             W_pos = self.positive_weights(layer.name, memo=memo) if fc_memo else None
-            x, cache = forward_layer(layer, self.params, x, cont=cont, W_pos=W_pos, fast=fast)
+            in_place = fast and owned and layer.type == "relu"
+            x, cache = forward_layer(
+                layer, self.params, x, cont=cont, W_pos=W_pos, fast=fast, overwrite_input=in_place
+            )
+            owned = layer.type in ("conv", "fc")  # their caches keep their input only
             if keep:
                 records.append((layer, cache))
         return x, records

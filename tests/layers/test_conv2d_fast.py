@@ -294,3 +294,20 @@ def test_forward_shifted_in_groups_of_images_equals_reference(xp, monkeypatch, c
         adj_ref = conv2d_adjoint(g, W, x.shape, **geo, fast=False)
     assert y.shape == y_ref.shape and y.flags.c_contiguous
     assert rel_err(y, y_ref) < TOL and rel_err(adj, adj_ref) < TOL
+
+
+@pytest.mark.parametrize("case", ["plain", "grouped", "dilated_wide"])
+def test_forward_shifted_reuses_group_buffers_and_a_smaller_last_group(xp, monkeypatch, case):
+    """Groups of two images share their buffers (padding border kept zero); the fifth image runs alone."""
+    rng = numpy.random.default_rng(0xF7)
+    x, W, b, geo = _make(case, rng)
+    x = numpy.concatenate([x * s for s in (1.0, -0.5, 2.0, 0.25, -1.5, 3.0)])[:5]  # 5 images, all different
+    N, iC, iH, iW = x.shape
+    pH, pW = _pairs(geo["padding"])
+    per_image = W.shape[3] * iC * (iH + 2 * pH) * (iW + 2 * pW)  # stacked elements of one image
+    monkeypatch.setattr(conv2d_fast, "_MAX_STACKED_ELEMENTS", 2 * per_image)  # two images per group
+    x, W, b = xp.asarray(x), xp.asarray(W), xp.asarray(b)
+    with forced_path("shifted"):
+        y, _ = conv2d_forward(x, W, b, **geo)
+    y_ref, _ = conv2d_forward(x, W, b, **geo, fast=False)
+    assert rel_err(y, y_ref) < TOL

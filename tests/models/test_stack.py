@@ -90,3 +90,34 @@ def test_both_models_own_a_stack_by_composition():
         captioner(frames, ["a"], (1, 4, 4), embed=3, hidden=(4, 5), pool=None, seed=1).check_clip(
             numpy.zeros((2, 1, 4, 4))
         )
+
+
+def test_run_forward_rectifies_in_place_only_what_no_one_else_holds():
+    layers = [
+        ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+        ("relu1", "relu"),  # in place
+        ("conv2", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+        ("pool2", "maxpool", {"kernel": 2}),
+        ("relu2", "relu"),  # after a pooling, whose cache holds its output: not in place
+        ("flat", "flatten"),
+        ("fc1", "fc", {"out_features": 4}),
+        ("relu3", "relu"),  # in place
+        ("fc2", "fc", {"out_features": 3}),
+    ]
+    model = sequential(layers, (2, 6, 6), seed=3)
+    x = numpy.random.default_rng(1).normal(size=(2, 2, 6, 6))
+    x0 = x.copy()
+    y, records = model.run_forward(x, 0, len(layers), keep=True)
+    y_ref, records_ref = model.run_forward(x, 0, len(layers), keep=True, fast=False)
+    numpy.testing.assert_array_equal(x, x0)  # the caller's array is never written
+    numpy.testing.assert_array_equal(y, y_ref)
+    for (_, cache), (_, cache_ref) in zip(records, records_ref, strict=True):
+        for a, b in zip(cache, cache_ref, strict=True):  # every cache as the pure kernels leave it
+            if isinstance(a, numpy.ndarray):
+                numpy.testing.assert_array_equal(a, b)
+    pool_cache = records[3][1]
+    assert (pool_cache.y < 0).any()  # the pooling's own output keeps its negative values
+    h = numpy.random.default_rng(2).normal(size=(2, 3, 6, 6))  # starting at a ReLU: the caller's input
+    h0 = h.copy()
+    model.run_forward(h, 1, 2)
+    numpy.testing.assert_array_equal(h, h0)
