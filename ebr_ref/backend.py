@@ -33,6 +33,7 @@ __all__ = [
     "device_of",
     "to_scalar",
     "free_device_bytes",
+    "on_host",
     "check_matmul_precision",
     "matmul_precision",
 ]
@@ -160,6 +161,15 @@ def device_of(a) -> str:
 def to_scalar(a) -> float:
     """A Python float from a 0-d NumPy or CuPy array (for the API edge)."""
     return float(to_numpy(a))
+
+
+def on_host(xp) -> bool:
+    """True for NumPy (host memory and CPU caches), False for CuPy (a GPU).
+
+    For kernels whose working-set sizes are a property of the device (a CPU's
+    last-level cache against a GPU's memory), not a different computation.
+    """
+    return xp is numpy
 
 
 def free_device_bytes(xp):

@@ -281,7 +281,8 @@ def test_fast_equals_reference_on_random_geometries(xp, geometry, path, seed):
 @pytest.mark.parametrize("case", ["plain", "grouped", "dilated_wide"])
 def test_forward_shifted_in_groups_of_images_equals_reference(xp, monkeypatch, case):
     """A batch whose stacked rows exceed the bound runs one image at a time; float64 equals the reference."""
-    monkeypatch.setattr(conv2d_fast, "_MAX_STACKED_ELEMENTS", 1)  # one image per group
+    monkeypatch.setattr(conv2d_fast, "_MAX_STACKED_ELEMENTS", 1)  # one image per group, GPU
+    monkeypatch.setattr(conv2d_fast, "_HOST_STACKED_ELEMENTS", 1)  # and CPU
     rng = numpy.random.default_rng(0xF6)
     x, W, b, geo = _make(case, rng)
     x = xp.asarray(numpy.concatenate([x, x[::-1] * 0.5]))  # twice the case's batch
@@ -305,9 +306,30 @@ def test_forward_shifted_reuses_group_buffers_and_a_smaller_last_group(xp, monke
     N, iC, iH, iW = x.shape
     pH, pW = _pairs(geo["padding"])
     per_image = W.shape[3] * iC * (iH + 2 * pH) * (iW + 2 * pW)  # stacked elements of one image
-    monkeypatch.setattr(conv2d_fast, "_MAX_STACKED_ELEMENTS", 2 * per_image)  # two images per group
+    monkeypatch.setattr(conv2d_fast, "_MAX_STACKED_ELEMENTS", 2 * per_image)  # two images per group, GPU
+    monkeypatch.setattr(conv2d_fast, "_HOST_STACKED_ELEMENTS", 2 * per_image)  # and CPU
     x, W, b = xp.asarray(x), xp.asarray(W), xp.asarray(b)
     with forced_path("shifted"):
         y, _ = conv2d_forward(x, W, b, **geo)
     y_ref, _ = conv2d_forward(x, W, b, **geo, fast=False)
     assert rel_err(y, y_ref) < TOL
+
+
+def test_group_bound_is_the_hosts_on_numpy_and_the_gpus_on_cupy(xp, monkeypatch):
+    """NumPy groups images by the cache-sized bound, CuPy by the memory bound."""
+    rng = numpy.random.default_rng(0xF8)
+    x, W, b, geo = _make("plain", rng)
+    x = numpy.concatenate([x, x, x])[:5]  # 5 images
+    N, iC, iH, iW = x.shape
+    pH, pW = _pairs(geo["padding"])
+    per_image = W.shape[3] * iC * (iH + 2 * pH) * (iW + 2 * pW)
+    monkeypatch.setattr(conv2d_fast, "_HOST_STACKED_ELEMENTS", 2 * per_image)  # groups of 2, 2, 1
+    monkeypatch.setattr(conv2d_fast, "_MAX_STACKED_ELEMENTS", 100 * per_image)  # one group
+    calls = []
+    stacked = conv2d_fast._forward_stacked
+    monkeypatch.setattr(
+        conv2d_fast, "_forward_stacked", lambda x_n, *a, **k: calls.append(len(x_n)) or stacked(x_n, *a, **k)
+    )
+    with forced_path("shifted"):
+        conv2d_forward(xp.asarray(x), xp.asarray(W), xp.asarray(b), **geo)
+    assert calls == ([2, 2, 1] if xp is numpy else [5])
