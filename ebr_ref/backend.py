@@ -175,13 +175,17 @@ def on_host(xp) -> bool:
 def free_device_bytes(xp):
     """Bytes a new CuPy allocation can still take on the current GPU; None for NumPy (host memory).
 
-    The driver's free memory plus what CuPy's memory pool holds unused (freed
-    arrays it keeps for reuse).
+    The driver's free memory plus what CuPy's default memory pool holds unused
+    (freed arrays it keeps for reuse), and no more than the pool's limit leaves
+    (``set_limit``, ``CUPY_GPU_MEMORY_LIMIT``) when one is set.
     """
     if xp is numpy:
         return None
+    pool = xp.get_default_memory_pool()
     free, _ = xp.cuda.runtime.memGetInfo()
-    return int(free) + int(xp.get_default_memory_pool().free_bytes())
+    available = int(free) + int(pool.free_bytes())
+    limit = int(pool.get_limit())
+    return available if limit == 0 else max(0, min(available, limit - int(pool.used_bytes())))
 
 
 # cuBLAS's cublasMath_t values (cublas_api.h): full float32, and TF32 tensor cores allowed.

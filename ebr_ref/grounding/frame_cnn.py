@@ -85,13 +85,16 @@ _WORK_PER_ACTIVATION = (
 )
 
 
-def resolve_chunk_size(chunk_size, model):
+def resolve_chunk_size(chunk_size, model, readout_index=-1, signals=1):
     """``chunk_size`` as an int: as given, or for ``"auto"`` chosen for the model's device.
 
     ``"auto"`` is :data:`AUTO_CHUNK_CPU` frames for a model on the CPU; on a GPU, where
     larger chunks mean fewer and larger kernel launches, :func:`auto_chunk_size` of the
     free device memory (:func:`ebr_ref.backend.free_device_bytes`) and
-    :func:`frame_work_bytes`.
+    :func:`frame_work_bytes` for ``signals`` stacked signals (targets) read out at layer
+    ``readout_index``. On a GPU the choice depends on the memory free at the call, so
+    the chunking (and the rounding of sums over it) may differ between calls: pass an
+    int for the same bits every time; ``diagnostics["chunk_size"]`` records the value.
 
     Raises
     ------
@@ -100,7 +103,9 @@ def resolve_chunk_size(chunk_size, model):
     """
     if isinstance(chunk_size, str) and chunk_size == "auto":
         free = backend.free_device_bytes(model.xp)
-        return AUTO_CHUNK_CPU if free is None else auto_chunk_size(frame_work_bytes(model), free)
+        if free is None:
+            return AUTO_CHUNK_CPU
+        return auto_chunk_size(frame_work_bytes(model, readout_index, signals), free)
     frame_chunks(1, chunk_size)  # validates
     return int(chunk_size)
 
@@ -111,13 +116,18 @@ def auto_chunk_size(per_frame_bytes, free_bytes):
     return int(max(1, min(AUTO_CHUNK_GPU, free_bytes // (2 * max(per_frame_bytes, 1)))))
 
 
-def frame_work_bytes(model):
-    """A rough bound of the bytes one frame's CNN pass holds at once: :data:`_WORK_PER_ACTIVATION`
-    arrays of its largest activation (input included)."""
-    sizes = [numpy.prod(model.input_shape)] + [
-        numpy.prod(model.shapes[k]) for k in range(model.sequence_start)
-    ]
-    return int(_WORK_PER_ACTIVATION * max(sizes)) * model.dtype.itemsize
+def frame_work_bytes(model, readout_index=-1, signals=1):
+    """A rough bound of the bytes one frame holds at once in a chunk, forward and back.
+
+    :data:`_WORK_PER_ACTIVATION` arrays of the largest activation of the per-frame part
+    (input included), plus as many of ``signals`` stacked signals of the largest
+    activation from the read-out layer's output up (the way back carries ``(K, n, ...)``
+    signals there; for 20 targets read out at VGG16's conv1_2 these dominate).
+    """
+    top = model.sequence_start
+    sizes = [numpy.prod(model.input_shape if k < 0 else model.shapes[k]) for k in range(-1, top)]
+    back = sizes[readout_index + 1 :] or [0]  # sizes[k + 1] is layer k's output
+    return int(_WORK_PER_ACTIVATION * (max(sizes) + signals * max(back))) * model.dtype.itemsize
 
 
 def weights_memo(chunks, K, kept=None):
@@ -175,6 +185,8 @@ class FrameCNN:
         Index of the read-out layer (``-1``: the input pixels).
     chunk_size : int or "auto"
         Frames per chunk (:func:`resolve_chunk_size`).
+    signals : int
+        Stacked signals (targets) the way back will carry, for ``"auto"``.
     channel_maps : bool
         Keep the full per-channel signal at the read-out layer too.
     budget_bytes : int
@@ -202,12 +214,21 @@ class FrameCNN:
     """
 
     def __init__(
-        self, model, clip, readout_index, *, chunk_size, channel_maps=False, budget_bytes=0, fast_kernels=True
+        self,
+        model,
+        clip,
+        readout_index,
+        *,
+        chunk_size,
+        channel_maps=False,
+        budget_bytes=0,
+        fast_kernels=True,
+        signals=1,
     ):
         self.model, self.stack, self.top = model, model.stack, model.sequence_start
         self.fast_kernels = fast_kernels
         self.clip, self.readout_index, self.channel_maps = clip, readout_index, channel_maps
-        self.chunk_size = resolve_chunk_size(chunk_size, model)
+        self.chunk_size = resolve_chunk_size(chunk_size, model, readout_index, signals)
         self.chunks = frame_chunks(clip.shape[0], self.chunk_size)
         self.keeps_readout = readout_index >= 0 and (
             numpy.prod(model.shapes[readout_index]) * clip.shape[0] * model.dtype.itemsize <= budget_bytes

@@ -247,6 +247,7 @@ def ground(
             channel_maps=channel_maps,
             budget_bytes=checkpoint_budget_bytes,
             fast_kernels=fast,
+            signals=len(targets),
         )
         mode = "grad" if method in ("BP", "BP-R") else "eb"
         switch = check_fused_switch(fused_readout, channel_maps)

@@ -320,6 +320,7 @@ def ground_caption(
             channel_maps=channel_maps,
             budget_bytes=checkpoint_budget_bytes,
             fast_kernels=fast,
+            signals=len(words) if isinstance(words, (list, tuple)) else 1,  # the queries (for "auto")
         )
         xp = model.xp
 

@@ -55,7 +55,7 @@ from ..models.caption import CaptionModel
 from ..models.model import softmax
 from ..models.stack import run_eb, run_grad
 from .algorithm import channel_sum, contrast, frame_evidence, normalise_by_total, one_hot_seed
-from .frame_cnn import FrameCNN, weights_memo
+from .frame_cnn import FrameCNN, resolve_chunk_size, weights_memo
 from .ground import (
     METHODS,
     RECURRENT_METHODS,
@@ -123,7 +123,7 @@ def trace(
     seed_steps="last",
     dtype=None,
     cont=None,
-    chunk_size=8,
+    chunk_size="auto",
     allow_tanh_eb=False,
 ):
     """Every named point of one :func:`~ebr_ref.grounding.ground.ground` call (module notes).
@@ -156,6 +156,8 @@ def trace(
     readout = _readout(model, layer)
     targets, single = _parse_targets(target, model.num_classes)
     K, T, xp = len(targets), clip.shape[0], model.xp
+    r = -1 if readout is None else readout[0]
+    chunk_size = resolve_chunk_size(chunk_size, model, r, K)  # as the driver resolves "auto"
     chunks = FrameCNN(model, clip, -1, chunk_size=chunk_size).chunks
     memo = weights_memo(chunks, K)  # the driver's max(W, 0) memo: the same EB kernels run
     mode = "grad" if method in ("BP", "BP-R") else "eb"
@@ -222,7 +224,7 @@ def trace_caption(
     lstm_rule="caffe",
     max_len=30,
     dtype=None,
-    chunk_size=8,
+    chunk_size="auto",
     allow_tanh_eb=False,
 ):
     """Every named point of one :func:`~ebr_ref.grounding.ground_caption.ground_caption` call (module notes).
@@ -252,6 +254,9 @@ def trace_caption(
     model, clip = prepare(model, clip, dtype)
     readout = _readout(model, layer)
     xp, top = model.xp, len(model.layers)
+    r = -1 if readout is None else readout[0]
+    queries = len(words) if isinstance(words, (list, tuple)) else 1
+    chunk_size = resolve_chunk_size(chunk_size, model, r, queries)  # as the driver resolves "auto"
     frames = FrameCNN(model, clip, -1, chunk_size=chunk_size)
     v, pool_cache = model.pool_features(frames.forward())  # (D,)  as the driver's step 1
     if caption is None:

@@ -1,8 +1,8 @@
 """``benchmarks/profile_layers.py`` runs and accounts for the whole call.
 
 A small run (32 x 32 frames) in a fresh interpreter: every conv layer of VGG16 appears in the
-forward rows, the fused read-out appears when 101 targets are grounded, and the rows plus the
-"other" line add up to the call's total (so nothing is counted twice).
+forward rows, the fused read-out appears when 101 targets are grounded, and the rows add up to
+no more than the call's total (the "other" line is not negative: nothing is counted twice).
 """
 
 import re
@@ -29,4 +29,5 @@ def test_profile_runs_and_adds_up(targets):
     forward_convs = {name for phase, name, *_ in rows if phase == "forward" and name.startswith("conv")}
     assert len(forward_convs) == 13
     assert ("read-out fold" in out) == (targets == 101)
-    assert abs(sum(float(ms) for *_, ms, _share in rows) - total) <= 0.2 + 0.01 * total
+    other = float(next(ms for phase, _name, ms, _share in rows if phase == "other"))
+    assert other >= -(0.2 + 0.01 * total)  # what the rows count is part of the call: nothing twice

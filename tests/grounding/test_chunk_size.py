@@ -42,11 +42,14 @@ def test_the_rule_by_hand():
 
 def test_work_bytes_of_vgg16_are_six_of_its_largest_activation():
     model = vgg16(10, input_size=32, seed=0, dtype=numpy.float32)
-    assert frame_work_bytes(model) == 6 * 64 * 32 * 32 * 4  # conv1_1's output, 64 x 32 x 32 float32
+    # no read-out above the input: six of conv1_1's output (64 x 32 x 32 float32) forward, and the one
+    # signal back carries that size too
+    assert frame_work_bytes(model) == 6 * (64 * 32 * 32 + 64 * 32 * 32) * 4
+    # 101 targets read out at conv5_1: the way back holds (101, ...) signals of fc6's 4096 outputs at most
+    r = model.index("conv5_1")
+    assert frame_work_bytes(model, r, 101) == 6 * (64 * 32 * 32 + 101 * 4096) * 4
     cap = captioner(BLOCK, ["a", "red"], (2, 6, 6), embed=3, hidden=(4, 5), seed=3)
-    assert (
-        frame_work_bytes(cap) == 6 * 3 * 6 * 6 * 8
-    )  # conv1's output, 3 x 6 x 6 float64, the frame part only
+    assert frame_work_bytes(cap) == 6 * 2 * 3 * 6 * 6 * 8  # conv1's output (3 x 6 x 6 float64), both ways
 
 
 @pytest.mark.parametrize("fn", [ground, ground_caption])
@@ -79,3 +82,29 @@ def test_gpu_auto_chunk_gives_the_maps_of_chunks_of_eight():
     eight = ground(model, clip, [1, 2], layer="conv1", chunk_size=8)
     assert auto.diagnostics["chunk_size"] == 32  # a tiny model: the cap, not the memory, decides
     numpy.testing.assert_allclose(auto.maps, eight.maps, rtol=1e-12, atol=0)
+
+
+def test_auto_on_a_gpu_follows_free_memory_and_the_targets(monkeypatch):
+    """The GPU branch of the rule, with the free memory given (the gpu case below runs it for real)."""
+    from ebr_ref import backend as backend_module
+
+    model = vgg16(10, input_size=32, seed=0, dtype=numpy.float32)
+    r = model.index("conv5_1")
+    monkeypatch.setattr(backend_module, "free_device_bytes", lambda xp: 10 * 2**30)  # 10 GiB free
+    assert resolve_chunk_size("auto", model, r, 1) == 32
+    one = frame_work_bytes(model, r, 1)
+    monkeypatch.setattr(backend_module, "free_device_bytes", lambda xp: 5 * one)
+    assert resolve_chunk_size("auto", model, r, 1) == 2  # half of 5 frames' worth
+    assert resolve_chunk_size("auto", model, r, 101) == 1  # 101 signals back: not even one fits in half
+    assert resolve_chunk_size(7, model, r, 101) == 7  # an int is kept
+
+
+def test_cli_chunk_size_argument():
+    import argparse
+
+    from ebr_ref.cli._common import chunk_size_arg
+
+    assert chunk_size_arg("auto") == "auto" and chunk_size_arg("3") == 3
+    for bad in ("Auto", "0", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'auto'"):
+            chunk_size_arg(bad)

@@ -121,3 +121,34 @@ def test_run_forward_rectifies_in_place_only_what_no_one_else_holds():
     h0 = h.copy()
     model.run_forward(h, 1, 2)
     numpy.testing.assert_array_equal(h, h0)
+
+
+def test_run_forward_takes_the_in_place_path_exactly_after_conv_and_fc(monkeypatch):
+    from ebr_ref.models import stack
+
+    layers = [
+        ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+        ("relu1", "relu"),
+        ("conv2", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
+        ("pool2", "maxpool", {"kernel": 2}),
+        ("relu2", "relu"),
+        ("flat", "flatten"),
+        ("fc1", "fc", {"out_features": 4}),
+        ("relu3", "relu"),
+        ("fc2", "fc", {"out_features": 3}),
+    ]
+    model = sequential(layers, (2, 6, 6), seed=3)
+    seen = []
+    forward_layer = stack.forward_layer
+
+    def spy(layer, *args, overwrite_input=False, **kwargs):
+        seen.append((layer.name, overwrite_input))
+        return forward_layer(layer, *args, overwrite_input=overwrite_input, **kwargs)
+
+    monkeypatch.setattr(stack, "forward_layer", spy)
+    x = numpy.random.default_rng(1).normal(size=(2, 2, 6, 6))
+    model.run_forward(x, 0, len(layers))
+    assert [name for name, in_place in seen if in_place] == ["relu1", "relu3"]
+    seen.clear()
+    model.run_forward(x, 0, len(layers), fast=False)  # the reference path: never
+    assert not any(in_place for _, in_place in seen)
