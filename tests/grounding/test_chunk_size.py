@@ -16,15 +16,7 @@ from ebr_ref.grounding.ground import ground
 from ebr_ref.grounding.ground_caption import ground_caption
 from ebr_ref.models import sequential, vgg16
 from ebr_ref.models.caption import captioner
-
-BLOCK = [
-    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
-    ("relu1", "relu"),
-    ("pool1", "maxpool", {"kernel": 2}),
-    ("flat", "flatten"),
-    ("fc7", "fc", {"out_features": 6}),
-    ("relu7", "relu"),
-]
+from tests.tiny_models import BLOCK
 
 
 def _rnn():

@@ -15,15 +15,8 @@ from ebr_ref.grounding.trace import trace, trace_caption
 from ebr_ref.models import save_model, sequential
 from ebr_ref.models.caption import captioner
 from ebr_ref.tools.compare import FLOAT32_RTOL, FLOAT64_RTOL, compare, default_rtol, explain, format_report
+from tests.tiny_models import BLOCK
 
-BLOCK = [
-    ("conv1", "conv", {"out_channels": 3, "kernel": 3, "padding": 1}),
-    ("relu1", "relu"),
-    ("pool1", "maxpool", {"kernel": 2}),
-    ("flat", "flatten"),
-    ("fc7", "fc", {"out_features": 6}),
-    ("relu7", "relu"),
-]
 T = 5
 
 
