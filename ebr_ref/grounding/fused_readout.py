@@ -68,7 +68,8 @@ dropout and convolutions with stride 1 and one group, up to and including a max
 pooling, with at least one convolution on the way. Folding is chosen only when
 it needs fewer multiply-adds than the unfused passes for K targets and its
 arrays for one frame fit :data:`FOLD_BUDGET_BYTES`; frames are folded in groups
-of about :data:`FOLD_GROUP_BYTES` (at least one frame). The choice depends on
+of about :data:`FOLD_GROUP_BYTES` on the CPU (at least one frame); on a GPU, where
+fewer and larger launches pay, of up to :data:`FOLD_BUDGET_BYTES`. The choice depends on
 shapes and K only, never on values.
 
 Cost of the construction (VGG16-LSTM read out at ``conv5_1``, float32, random
@@ -91,7 +92,7 @@ from typing import NamedTuple
 
 import numpy
 
-from ..backend import get_xp, to_numpy
+from ..backend import get_xp, on_host, to_numpy
 from ..layers._eb import safe_divide
 from ..layers.conv2d import conv2d_forward
 from ..layers.geometry import pair
@@ -111,7 +112,9 @@ __all__ = [
 ]
 
 FOLD_BUDGET_BYTES = 1 << 29  # arrays of one folded frame (F, G and the pushed functionals), at most
-FOLD_GROUP_BYTES = 3 << 25  # arrays of one group of folded frames, aimed at (96 MiB; see the docstring)
+FOLD_GROUP_BYTES = (
+    3 << 25
+)  # arrays of one group of folded frames on the CPU, aimed at (96 MiB; see the docstring)
 _MODES = ("eb", "grad")
 
 
@@ -206,7 +209,10 @@ def plan(model, readout_index, K, mode, *, request="auto"):
             name = "input" if readout_index < 0 else model.layer_names[readout_index]
             raise ValueError(f"fused_readout=True: cannot fuse the read-out above {name!r}: {why}")
         return None
-    return FoldPlan(survey.depth, mode, int(max(1, FOLD_GROUP_BYTES // frame_bytes)), tuple(in_shape[1:]))
+    group_bytes = (
+        FOLD_GROUP_BYTES if on_host(model.xp) else FOLD_BUDGET_BYTES
+    )  # CPU: cache; GPU: fewer launches
+    return FoldPlan(survey.depth, mode, int(max(1, group_bytes // frame_bytes)), tuple(in_shape[1:]))
 
 
 def _survey(model, readout_index, in_shape):

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ebr_ref import backend
 from ebr_ref.grounding.fused_readout import fused_maps, plan
 from ebr_ref.grounding.ground import ground
 from ebr_ref.models import Model, sequential
@@ -392,3 +393,17 @@ def test_through_conv_equals_the_sum_over_offset_pairs(n_off, kernel, dil):
     assert rel_err(got, ref) < 1e-14
     if n_off == (1, 2) and dil == (2, 1):
         assert (got[1] == 0).all()  # no kernel row reaches the odd output rows
+
+
+@pytest.mark.gpu
+def test_gpu_folds_frames_in_larger_groups():
+    """On a GPU the groups aim at FOLD_BUDGET_BYTES (fewer launches), not the CPU's cache-sized groups."""
+    if not backend.gpu_available():
+        pytest.skip("CuPy with a CUDA device is not available")
+    from ebr_ref.models import vgg16_lstm
+
+    model = vgg16_lstm(101, hidden=8, input_size=224, seed=0, dtype=numpy.float32)
+    r = model.index("conv5_1")
+    cpu = plan(model, r, 101, "eb").frames_per_group
+    gpu = plan(model.to("gpu"), r, 101, "eb").frames_per_group
+    assert cpu == 2 and gpu > cpu
