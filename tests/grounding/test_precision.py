@@ -133,25 +133,30 @@ def _settings(cp):
     return linalg, cublas, cp.cuda.device.get_cublas_handle()
 
 
+def _current(cp):
+    """CuPy's float32 compute type and this thread's cuBLAS math mode, now."""
+    linalg, cublas, handle = _settings(cp)
+    return linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle)
+
+
 @pytest.mark.gpu
 def test_gpu_tf32_scope_switches_products_and_restores():
     cp = _cupy()
-    linalg, cublas, handle = _settings(cp)
-    before = (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle))
+    before = _current(cp)
     with backend.matmul_precision(cp, numpy.float32, tf32=False):
         full = _products(cp)
     with backend.matmul_precision(cp, numpy.float32, tf32=True):
         fast = _products(cp)
     assert max(full) < 1e-5, full  # float32 accumulation: ~1e-7 relative
     assert min(fast) > 1e-5, fast  # TF32: ~1e-4 and more, in the 2-D and the batched product
-    assert (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle)) == before
+    assert _current(cp) == before
 
 
 @pytest.mark.gpu
 def test_gpu_tf32_false_overrides_a_process_wide_tf32():
     cp = _cupy()
     linalg, cublas, handle = _settings(cp)
-    saved = (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle))
+    saved = _current(cp)
     linalg.set_compute_type(numpy.float32, linalg.COMPUTE_TYPE_TF32)  # what CUPY_TF32=1 does
     cublas.setMathMode(handle, 3)  # CUBLAS_TF32_TENSOR_OP_MATH
     try:
@@ -200,19 +205,17 @@ def test_gpu_ground_tf32_changes_maps_only_within_tf32_rounding():
 @pytest.mark.gpu
 def test_gpu_settings_are_restored_when_the_call_raises():
     cp = _cupy()
-    linalg, cublas, handle = _settings(cp)
-    before = (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle))
+    before = _current(cp)
     with pytest.raises(KeyError):
         with backend.matmul_precision(cp, numpy.float32, tf32=True):
             raise KeyError("inside")
-    assert (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle)) == before
+    assert _current(cp) == before
 
 
 @pytest.mark.gpu
 def test_gpu_scopes_of_the_same_setting_nest_and_different_ones_are_refused():
     cp = _cupy()
-    linalg, cublas, handle = _settings(cp)
-    before = (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle))
+    before = _current(cp)
     with backend.matmul_precision(cp, numpy.float32, tf32=True):
         with backend.matmul_precision(cp, numpy.float32, tf32=True):
             assert min(_products(cp)) > 1e-5
@@ -221,7 +224,7 @@ def test_gpu_scopes_of_the_same_setting_nest_and_different_ones_are_refused():
             with backend.matmul_precision(cp, numpy.float32, tf32=False):
                 pass
         assert min(_products(cp)) > 1e-5  # the refused scope changed nothing
-    assert (linalg.get_compute_type(numpy.float32), cublas.getMathMode(handle)) == before
+    assert _current(cp) == before
 
 
 class _ComputeTypeSetting:
